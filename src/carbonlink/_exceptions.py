@@ -1,0 +1,75 @@
+"""One exception root for carbonlink, with structured attributes.
+
+Every error a user can trigger (bad config, bad payload, unknown unit) derives from
+:class:`CarbonlinkError`, so callers can catch one type and still read *why* from
+attributes instead of parsing messages.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class CarbonlinkError(Exception):
+    """Root of every error raised on purpose by carbonlink."""
+
+
+class ConfigError(CarbonlinkError):
+    """A configuration file is invalid: names the file, the key and what is wrong."""
+
+    def __init__(self, path: str | Path | None, key: str, problem: str) -> None:
+        self.path = str(path) if path is not None else None
+        self.key = key
+        self.problem = problem
+        where = f"{self.path}: " if self.path else ""
+        super().__init__(f"{where}{key}: {problem}")
+
+
+class UnitError(CarbonlinkError):
+    """A quantity's unit is unknown or cannot be converted to what is needed."""
+
+    def __init__(self, unit: str, problem: str) -> None:
+        self.unit = unit
+        self.problem = problem
+        super().__init__(f"unit {unit!r}: {problem}")
+
+
+class UnknownActivityError(CarbonlinkError):
+    """No emission factor exists for an activity (fuel, electricity, process...)."""
+
+    def __init__(self, activity: str, known: tuple[str, ...] = ()) -> None:
+        self.activity = activity
+        self.known = known
+        hint = f" (known: {', '.join(known)})" if known else ""
+        super().__init__(f"unknown activity {activity!r}{hint}")
+
+
+class FactorLookupError(CarbonlinkError):
+    """A factor exists for the activity but not for the requested region, year or set."""
+
+    def __init__(self, activity: str, problem: str) -> None:
+        self.activity = activity
+        self.problem = problem
+        super().__init__(f"{activity}: {problem}")
+
+
+class RejectedReading(CarbonlinkError):
+    """A payload or reading was refused; ``reason`` is a stable machine-readable code.
+
+    Reasons are counted and dead-lettered under this code, so they must stay stable
+    (see docs/wire-format.md for the list).
+    """
+
+    def __init__(self, reason: str, detail: str, *, meter: str | None = None) -> None:
+        self.reason = reason
+        self.detail = detail
+        self.meter = meter
+        super().__init__(f"{reason}: {detail}")
+
+
+class StoreError(CarbonlinkError):
+    """The storage backend failed; ``retryable`` says whether trying again may help."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        self.retryable = retryable
+        super().__init__(message)
