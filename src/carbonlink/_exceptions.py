@@ -53,7 +53,7 @@ class FactorLookupError(CarbonlinkError):
         super().__init__(f"{activity}: {problem}")
 
 
-class RejectedReading(CarbonlinkError):
+class RejectedReading(CarbonlinkError):  # noqa: N818 (names the refused thing; travels in lists)
     """A payload or reading was refused; ``reason`` is a stable machine-readable code.
 
     Reasons are counted and dead-lettered under this code, so they must stay stable

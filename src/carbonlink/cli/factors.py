@@ -1,8 +1,93 @@
-"""Placeholder replaced by the emission factor CLI."""
+"""`carbonlink factors`: list the emission factor library and compute emissions."""
+
+from __future__ import annotations
+
+import json
 
 import click
+
+from carbonlink._exceptions import CarbonlinkError
+from carbonlink.emissions import EmissionResult, FactorLibrary
+
+_GWP_CHOICES = ("AR4", "AR5", "AR6")
+_SECTOR_CHOICES = ("manufacturing", "energy")
+_SOURCE_WIDTH = 90
+
+
+def _fail(error: CarbonlinkError) -> None:
+    # User mistakes get one readable line and exit code 1, never a traceback.
+    click.echo(f"error: {error}", err=True)
+    raise SystemExit(1)
 
 
 @click.group()
 def factors() -> None:
-    """Emission factor library."""
+    """Emission factor library: activities, factors and their sources."""
+
+
+@factors.command("list")
+def list_activities() -> None:
+    """Show every activity with its kind, canonical unit and source."""
+    activities = FactorLibrary.builtin().activities()
+    id_width = max(len(a.id) for a in activities)
+    header = f"{'ACTIVITY':<{id_width}}  {'KIND':<11}  {'UNIT':<4}  SOURCE"
+    click.echo(header)
+    click.echo("-" * len(header))
+    for activity in activities:
+        source = activity.source
+        if len(source) > _SOURCE_WIDTH:
+            source = source[: _SOURCE_WIDTH - 3] + "..."
+        click.echo(f"{activity.id:<{id_width}}  {activity.kind:<11}  {activity.unit:<4}  {source}")
+
+
+def _print_result(result: EmissionResult) -> None:
+    click.echo(f"{result.activity}: {result.amount:g} {result.unit}")
+    click.echo(f"  converted      {result.converted_amount:.6g} {result.converted_unit}")
+    click.echo(f"  CO2            {result.co2_kg:.6g} kg")
+    click.echo(f"  CH4            {result.ch4_kg:.6g} kg")
+    click.echo(f"  N2O            {result.n2o_kg:.6g} kg")
+    click.echo(f"  CO2e ({result.gwp_set})    {result.co2e_kg:.6g} kg")
+    if result.biogenic_co2_kg:
+        click.echo(f"  biogenic CO2   {result.biogenic_co2_kg:.6g} kg (not in CO2e)")
+    if result.co2e_range_kg is not None:
+        low, high = result.co2e_range_kg
+        click.echo(f"  CO2e 95% range {low:.6g} .. {high:.6g} kg")
+    click.echo(f"  scope {result.scope}, category {result.category}")
+    year = "" if result.factor_year is None else f", {result.factor_year}"
+    click.echo(f"  factor version {result.factor_version}{year} ({result.data_quality})")
+    click.echo(f"  source         {result.factor_source}")
+
+
+@factors.command("compute")
+@click.argument("activity")
+@click.argument("amount", type=float)
+@click.argument("unit")
+@click.option("--gwp", type=click.Choice(_GWP_CHOICES), default="AR5", show_default=True)
+@click.option("--region", default=None, help="Grid region for electricity, e.g. CN, CN-East, US.")
+@click.option("--year", type=int, default=None, help="Latest factor year not after this.")
+@click.option(
+    "--sector", type=click.Choice(_SECTOR_CHOICES), default="manufacturing", show_default=True
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def compute(
+    activity: str,
+    amount: float,
+    unit: str,
+    gwp: str,
+    region: str | None,
+    year: int | None,
+    sector: str,
+    as_json: bool,
+) -> None:
+    """Emissions for AMOUNT UNIT of ACTIVITY (e.g. `natural_gas 1200 Nm3`)."""
+    try:
+        result = FactorLibrary.builtin().compute(
+            activity, amount, unit, gwp=gwp, region=region, year=year, sector=sector
+        )
+    except CarbonlinkError as error:
+        _fail(error)
+        return
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        _print_result(result)

@@ -1,0 +1,3 @@
+from carbonlink.cli import main
+
+main()

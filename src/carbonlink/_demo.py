@@ -1,0 +1,163 @@
+"""`carbonlink demo`: the whole pipeline in one process, with no external service.
+
+embedded broker (amqtt) <- simulators -> agents -> platform -> SQLite, and a live
+per-plant summary read back from storage, so what is printed has made the full trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final, TextIO
+
+from carbonlink._broker import EmbeddedBroker
+from carbonlink._clock import SimClock
+from carbonlink._mqtt import parse_broker_url
+from carbonlink.agent import Agent
+from carbonlink.config import Settings
+from carbonlink.platform import Ingestor, Platform, Store
+from carbonlink.simulators import SimulationStats, simulate
+from carbonlink.wire import format_timestamp
+
+DEFAULT_SPEED: Final = 60.0  # one simulated minute per second: every meter reports each second
+DEFAULT_REFRESH_S: Final = 5.0
+RATE_WINDOW_MS: Final = 15 * 60 * 1000  # CO2e rate is averaged over the last 15 simulated min
+STARTUP_TIMEOUT_S: Final = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    plants: Sequence[str]
+    store_url: str
+    speed: float = DEFAULT_SPEED
+    seed: int = 0
+    duration_s: float | None = None
+    refresh_s: float = DEFAULT_REFRESH_S
+    port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlantSummary:
+    plant: str
+    readings: int
+    co2e_rate_t_per_h: float
+    co2e_total_t: float
+    rejected: int
+
+
+async def run_demo(
+    settings: Settings,
+    options: DemoOptions,
+    open_store: Callable[[str], Store],
+    out: TextIO,
+) -> list[PlantSummary]:
+    plants = [settings.plant(p) for p in options.plants]
+    store = open_store(options.store_url)
+    clock = SimClock(speed=options.speed)
+    async with EmbeddedBroker(options.port) as broker:
+        address = parse_broker_url(broker.url)
+        platform = Platform(
+            Ingestor({p.id: p for p in plants}, settings.factor_sets_dir),
+            store,
+            address,
+            settings.services.platform,
+            now_ms=clock.now_ms,
+        )
+        agents = [Agent(p, address, settings.services.agent, now_ms=clock.now_ms) for p in plants]
+        print(
+            f"carbonlink demo: broker {broker.url}, store {options.store_url}\n"
+            f"  {len(plants)} plants ({', '.join(p.id for p in plants)}), "
+            f"simulated clock at {options.speed:g}x, seed {options.seed}",
+            file=out,
+            flush=True,
+        )
+        stats = SimulationStats()
+        tasks: list[asyncio.Task[object]] = [asyncio.create_task(platform.run(), name="platform")]
+        tasks += [asyncio.create_task(a.run(), name=a.identity) for a in agents]
+        try:
+            # Start the simulators only once everyone listens, so no early reading is lost.
+            async with asyncio.timeout(STARTUP_TIMEOUT_S):
+                await platform.connected.wait()
+                await asyncio.gather(*(a.connected.wait() for a in agents))
+            tasks.append(
+                asyncio.create_task(
+                    simulate(plants, address, clock, seed=options.seed, stats=stats),
+                    name="simulators",
+                )
+            )
+            await _report(options, store, agents, platform, clock, out)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            platform.close()
+        summaries = _summaries(store, agents, platform, clock.start_ms)
+        _print_table(summaries, clock.now_ms(), platform.counters.stored, out, final=True)
+        store.close()
+        return summaries
+
+
+async def _report(
+    options: DemoOptions,
+    store: Store,
+    agents: Sequence[Agent],
+    platform: Platform,
+    clock: SimClock,
+    out: TextIO,
+) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + options.duration_s if options.duration_s is not None else None
+    while end is None or loop.time() < end:
+        wait = options.refresh_s if end is None else min(options.refresh_s, end - loop.time())
+        await asyncio.sleep(max(0.0, wait))
+        summaries = _summaries(store, agents, platform, clock.start_ms)
+        _print_table(summaries, clock.now_ms(), platform.counters.stored, out, final=False)
+
+
+def _summaries(
+    store: Store, agents: Sequence[Agent], platform: Platform, start_ms: int
+) -> list[PlantSummary]:
+    totals = store.totals().set_index("plant")
+    rows = []
+    for agent in agents:
+        plant = agent.plant.id
+        total = float(totals["co2e_kg"].get(plant, 0.0))
+        # The window ends at the newest stored reading, not at "now": batching delays
+        # storage by a second or so, which is many simulated minutes at high speed.
+        # Early in a run less than a full window exists: average over what there is.
+        newest = platform.counters.newest_stored_ms.get(plant, start_ms)
+        window_ms = max(1, min(RATE_WINDOW_MS, newest - start_ms))
+        recent = store.totals(start_ms=newest - window_ms + 1, end_ms=newest + 1)
+        window = float(recent.set_index("plant")["co2e_kg"].get(plant, 0.0))
+        rows.append(
+            PlantSummary(
+                plant,
+                int(totals["readings"].get(plant, 0)),
+                window / 1000 * (3_600_000 / window_ms),
+                total / 1000,
+                sum(agent.counters.rejected.values()),
+            )
+        )
+    return rows
+
+
+def _print_table(
+    rows: Sequence[PlantSummary], now_ms: int, stored: int, out: TextIO, *, final: bool
+) -> None:
+    title = "final totals" if final else "live"
+    print(f"\n{title} at simulated {format_timestamp(now_ms)} ({stored} readings stored)", file=out)
+    print(
+        f"  {'plant':<14}{'readings':>9}{'CO2e t/h':>11}{'CO2e total t':>14}{'rejected':>10}",
+        file=out,
+    )
+    for r in rows:
+        print(
+            f"  {r.plant:<14}{r.readings:>9}{r.co2e_rate_t_per_h:>11.2f}"
+            f"{r.co2e_total_t:>14.3f}{r.rejected:>10}",
+            file=out,
+        )
+    out.flush()

@@ -1,0 +1,83 @@
+"""Broker addresses and MQTT client construction shared by every service."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import urlsplit
+
+import aiomqtt
+from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY
+
+from carbonlink._exceptions import ConfigError
+from carbonlink.config import BrokerConfig, secret_from_env
+
+DEFAULT_PORT: Final = 1883
+DEFAULT_TLS_PORT: Final = 8883
+KEEPALIVE_S: Final = 30
+# Reconnect backoff: start fast so a broker restart costs little, cap so a long outage
+# does not hammer the broker when it comes back.
+RECONNECT_MIN_S: Final = 0.2
+RECONNECT_MAX_S: Final = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def parse_broker_url(url: str, config: BrokerConfig | None = None) -> BrokerAddress:
+    """``mqtt://HOST:PORT`` or ``mqtts://HOST:PORT``; credentials come from the environment."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ConfigError(None, "broker", f"expected mqtt://HOST:PORT, got {url!r}")
+    if parts.username or parts.password:
+        raise ConfigError(None, "broker", "credentials belong in environment variables")
+    tls = parts.scheme == "mqtts"
+    try:
+        port = parts.port or (DEFAULT_TLS_PORT if tls else DEFAULT_PORT)
+    except ValueError as exc:
+        raise ConfigError(None, "broker", f"bad port in {url!r}") from exc
+    username = secret_from_env(config.username_env) if config else None
+    password = secret_from_env(config.password_env) if config else None
+    return BrokerAddress(parts.hostname, port, tls, username, password)
+
+
+def make_client(
+    broker: BrokerAddress,
+    identifier: str,
+    *,
+    clean_session: bool = True,
+    will: aiomqtt.Will | None = None,
+    mqtt5: bool = False,
+) -> aiomqtt.Client:
+    """An asyncio MQTT client; incoming messages queue unbounded inside aiomqtt because a
+    bounded aiomqtt queue drops on overflow. Services bound their own queues instead."""
+    protocol = aiomqtt.ProtocolVersion.V5 if mqtt5 else aiomqtt.ProtocolVersion.V311
+    return aiomqtt.Client(
+        broker.host,
+        broker.port,
+        identifier=identifier,
+        username=broker.username,
+        password=broker.password,
+        protocol=protocol,
+        clean_session=None if mqtt5 else clean_session,
+        clean_start=clean_session if mqtt5 else MQTT_CLEAN_START_FIRST_ONLY,
+        will=will,
+        keepalive=KEEPALIVE_S,
+        tls_context=ssl.create_default_context() if broker.tls else None,
+        timeout=10,
+    )
+
+
+def next_backoff(current: float) -> float:
+    return min(RECONNECT_MAX_S, max(RECONNECT_MIN_S, current * 2))

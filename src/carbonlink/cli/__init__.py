@@ -1,0 +1,24 @@
+"""The `carbonlink` command."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from carbonlink.cli._services import agent, demo, platform, query, simulate
+from carbonlink.cli.factors import factors
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def main(verbose: int) -> None:
+    """carbonlink: factory carbon monitoring over an emulated industrial internet platform."""
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+for command in (demo, simulate, agent, platform, query, factors):
+    main.add_command(command)

@@ -1,0 +1,68 @@
+"""Helpers shared by the CLI commands."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import click
+
+from carbonlink._exceptions import CarbonlinkError
+from carbonlink.config import Settings, load_config
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+EXIT_USAGE_ERROR = 2
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Services config [default: $CARBONLINK_CONFIG or config/carbonlink.yaml].",
+)
+broker_option = click.option(
+    "--broker", default=None, help="mqtt://HOST:PORT [default: broker.url in the config]."
+)
+
+
+def user_errors(command: Callable[P, T]) -> Callable[P, T]:
+    """Turn carbonlink errors into one clear line on stderr and exit code 2, no traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return command(*args, **kwargs)
+        except CarbonlinkError as error:
+            click.echo(f"carbonlink: error: {error}", err=True)
+            sys.exit(EXIT_USAGE_ERROR)
+
+    return wrapper
+
+
+def run_async(main: Coroutine[Any, Any, T]) -> T | None:
+    """Run a service; Ctrl-C is a normal way to stop it, not an error."""
+    try:
+        return asyncio.run(main)
+    except KeyboardInterrupt:
+        return None
+
+
+def settings_from(config_path: Path | None) -> Settings:
+    return load_config(config_path)
+
+
+def store_url(settings: Settings, override: str | None) -> str:
+    """Relative SQLite paths in a config file are relative to that file, not the cwd."""
+    if override:
+        return override
+    url = settings.services.platform.store
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/"):
+        return prefix + str((settings.path.parent / url[len(prefix) :]).resolve())
+    return url

@@ -1,0 +1,214 @@
+"""Typed, immutable configuration: plants, their meters, and the services.
+
+Everything is read once at startup. ``load_config`` validates each file on its own
+(pydantic, ``extra="forbid"`` so a misspelt key is an error, not a silent default) and
+then checks what crosses files: plant ids unique, factor sets known, and every meter's
+activity and unit understood by the emission factor library.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from carbonlink._exceptions import CarbonlinkError, ConfigError
+from carbonlink._yamlconfig import load_yaml_model
+
+DEFAULT_CONFIG_PATH = Path("config/carbonlink.yaml")
+CONFIG_ENV_VAR = "CARBONLINK_CONFIG"
+
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+"""Plant and meter ids appear in MQTT topics and storage tags: no wildcards, no slashes."""
+
+Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ReadingKind(StrEnum):
+    INTERVAL = "interval"  # the amount used during the interval ending at the timestamp
+    COUNTER = "counter"  # a cumulative register; the agent turns it into intervals
+
+
+class MeterConfig(_Frozen):
+    id: Identifier
+    description: str = ""
+    activity: str | None = Field(
+        default=None, description="Emission factor library activity id; None for output-only"
+    )
+    output: bool = Field(default=False, description="Counts as the plant's production output")
+    unit: str
+    reading: ReadingKind = ReadingKind.INTERVAL
+    sample_period_s: float = Field(default=60.0, gt=0)
+    rated_per_hour: float = Field(gt=0, description="Physical ceiling, unit per hour")
+    nominal_per_hour: float = Field(gt=0, description="Draw at full production, unit per hour")
+    counter_rollover: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.activity is None and not self.output:
+            raise ValueError("a meter needs an `activity` (emission source) or `output: true`")
+        if self.nominal_per_hour > self.rated_per_hour:
+            raise ValueError("nominal_per_hour exceeds rated_per_hour")
+        if self.counter_rollover is not None and self.reading is not ReadingKind.COUNTER:
+            raise ValueError("counter_rollover only applies to `reading: counter`")
+        return self
+
+
+class PlantConfig(_Frozen):
+    id: Identifier
+    name: str
+    archetype: str
+    timezone: str = "UTC"
+    grid_region: str
+    factor_set: str
+    meters: tuple[MeterConfig, ...] = Field(min_length=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("meters")
+    @classmethod
+    def _unique_meters(cls, meters: tuple[MeterConfig, ...]) -> tuple[MeterConfig, ...]:
+        seen: set[str] = set()
+        for meter in meters:
+            if meter.id in seen:
+                raise ValueError(f"meter id {meter.id!r} appears twice")
+            seen.add(meter.id)
+        return meters
+
+    def meter(self, meter_id: str) -> MeterConfig | None:
+        return next((m for m in self.meters if m.id == meter_id), None)
+
+
+class BrokerConfig(_Frozen):
+    url: str = "mqtt://127.0.0.1:1883"
+    username_env: str | None = Field(default=None, description="Env var holding the username")
+    password_env: str | None = Field(default=None, description="Env var holding the password")
+
+    @field_validator("url")
+    @classmethod
+    def _mqtt_url(cls, value: str) -> str:
+        if not re.fullmatch(r"mqtts?://[^:/\s]+(:\d{1,5})?/?", value):
+            raise ValueError("expected mqtt://HOST:PORT or mqtts://HOST:PORT")
+        return value
+
+
+class AgentConfig(_Frozen):
+    max_clock_skew_s: float = Field(default=300.0, gt=0)
+    batch_max_readings: int = Field(default=500, ge=1, le=100_000)
+    batch_max_delay_s: float = Field(default=0.5, gt=0)
+    queue_max_readings: int = Field(default=100_000, ge=1)
+
+
+class PlatformConfig(_Frozen):
+    store: str = "sqlite:///var/carbonlink.sqlite"
+    write_batch_max: int = Field(default=5_000, ge=1)
+    write_max_delay_s: float = Field(default=1.0, gt=0)
+    queue_max_readings: int = Field(default=200_000, ge=1)
+    client_id: str = "carbonlink-platform"
+
+
+class ServicesFile(_Frozen):
+    """Shape of ``config/carbonlink.yaml``."""
+
+    plants_dir: str = "plants"
+    factors_dir: str = "factors"
+    plants: tuple[str, ...] | None = Field(
+        default=None, description="Plant ids to load; all files in plants_dir when absent"
+    )
+    broker: BrokerConfig = BrokerConfig()
+    agent: AgentConfig = AgentConfig()
+    platform: PlatformConfig = PlatformConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a carbonlink service needs, validated."""
+
+    path: Path
+    services: ServicesFile
+    plants: dict[str, PlantConfig]
+    factor_sets_dir: Path
+
+    def plant(self, plant_id: str) -> PlantConfig:
+        try:
+            return self.plants[plant_id]
+        except KeyError:
+            known = ", ".join(sorted(self.plants))
+            raise ConfigError(
+                self.path, "plants", f"no plant {plant_id!r} (known: {known})"
+            ) from None
+
+
+def secret_from_env(var: str | None) -> str | None:
+    """Secrets never live in the repo: config names an environment variable instead."""
+    return os.environ.get(var) if var else None
+
+
+def resolve_config_path(path: str | Path | None) -> Path:
+    """``--config``, else ``$CARBONLINK_CONFIG``, else ``config/carbonlink.yaml``."""
+    chosen = path or os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH
+    return Path(chosen)
+
+
+def load_config(path: str | Path | None = None) -> Settings:
+    """Load and cross-check the whole configuration; raises ConfigError on any problem."""
+    config_path = resolve_config_path(path)
+    if not config_path.is_file():
+        raise ConfigError(config_path, "<file>", "not found (pass --config FILE)")
+    services = load_yaml_model(config_path, ServicesFile)
+    base = config_path.parent
+    plants_dir = base / services.plants_dir
+    factors_dir = base / services.factors_dir
+    if not plants_dir.is_dir():
+        raise ConfigError(config_path, "plants_dir", f"{plants_dir} is not a directory")
+    plants: dict[str, PlantConfig] = {}
+    for plant_file in sorted(plants_dir.glob("*.yaml")):
+        plant = load_yaml_model(plant_file, PlantConfig)
+        if plant.id in plants:
+            raise ConfigError(plant_file, "id", f"plant id {plant.id!r} is used by another file")
+        _check_meters_against_library(plant_file, plant, factors_dir)
+        plants[plant.id] = plant
+    if services.plants is not None:
+        missing = [p for p in services.plants if p not in plants]
+        if missing:
+            raise ConfigError(config_path, "plants", f"no plant file for {', '.join(missing)}")
+        plants = {p: plants[p] for p in services.plants}
+    if not plants:
+        raise ConfigError(config_path, "plants_dir", f"no plant files in {plants_dir}")
+    return Settings(config_path, services, plants, factors_dir)
+
+
+def _check_meters_against_library(plant_file: Path, plant: PlantConfig, factors_dir: Path) -> None:
+    # Imported here: the factor library loads its data on first use, which only
+    # services that read plant files need.
+    from carbonlink.emissions import FactorLibrary, FactorSet
+
+    factor_set_path = factors_dir / f"{plant.factor_set}.yaml"
+    if not factor_set_path.is_file():
+        raise ConfigError(plant_file, "factor_set", f"no factor set file {factor_set_path}")
+    factor_set = FactorSet.load(factor_set_path)
+    library = FactorLibrary.builtin()
+    for index, meter in enumerate(plant.meters):
+        if meter.activity is None:
+            continue
+        try:
+            factor_set.resolve(library, meter.activity, meter.unit, region=plant.grid_region)
+        except CarbonlinkError as exc:
+            raise ConfigError(plant_file, f"meters[{index}]", str(exc)) from exc

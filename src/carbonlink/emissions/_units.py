@@ -1,0 +1,93 @@
+"""Unit parsing and conversion for what meters report, on one shared pint registry."""
+
+from __future__ import annotations
+
+import enum
+import functools
+import tokenize
+from typing import Any
+
+import pint
+
+from carbonlink._exceptions import UnitError
+
+# One registry for the whole process: pint units from different registries cannot be
+# combined, and building a registry costs a few hundred milliseconds.
+UREG: Any = pint.UnitRegistry()
+# Normal cubic metres get their own dimension so a plain m3 of gas (whose amount of
+# substance depends on the meter's temperature and pressure) is never silently treated
+# as a volume at reference conditions (0 degC, 101.325 kPa).
+UREG.define("normal_cubic_meter = [normal_gas_volume] = Nm3")
+UREG.define("million_btu = 1e6 * Btu = MMBtu")
+
+# Spellings meters commonly send that pint would misread or does not know.
+_SPELLINGS = {
+    "Nm³": "Nm3",
+    "Nm^3": "Nm3",
+    "m3": "m**3",
+    "m³": "m**3",
+    "tonne": "t",
+    "tonnes": "t",
+}
+
+_UNIT_CACHE_SIZE = 512
+
+
+class Dimension(enum.Enum):
+    """The physical kinds of amount the library knows how to convert."""
+
+    MASS = "mass"
+    ENERGY = "energy"
+    VOLUME = "volume"
+    NORMAL_VOLUME = "normal gas volume"
+    OTHER = "other"
+
+
+_REFERENCE_UNITS = {
+    Dimension.MASS: "kg",
+    Dimension.ENERGY: "J",
+    Dimension.VOLUME: "L",
+    Dimension.NORMAL_VOLUME: "Nm3",
+}
+
+
+@functools.lru_cache(maxsize=_UNIT_CACHE_SIZE)
+def parse_unit(text: str) -> Any:
+    """Parse a unit string into a pint unit, or raise :class:`UnitError`."""
+    cleaned = text.strip()
+    if not cleaned:
+        raise UnitError(text, "empty unit")
+    cleaned = _SPELLINGS.get(cleaned, cleaned)
+    try:
+        return UREG.parse_units(cleaned)
+    except (pint.errors.PintError, ValueError, TypeError, AttributeError, tokenize.TokenError):
+        raise UnitError(text, "not a known unit") from None
+
+
+@functools.lru_cache(maxsize=_UNIT_CACHE_SIZE)
+def dimension_of(text: str) -> Dimension:
+    """Classify a unit string by dimension (OTHER for anything not convertible here)."""
+    dims = parse_unit(text).dimensionality
+    for dimension, reference in _REFERENCE_UNITS.items():
+        if dims == parse_unit(reference).dimensionality:
+            return dimension
+    return Dimension.OTHER
+
+
+def describe(text: str) -> str:
+    """A readable name for a unit's dimension, for error messages."""
+    found = dimension_of(text)
+    if found is Dimension.OTHER:
+        return f"a quantity of dimension {parse_unit(text).dimensionality}"
+    return str(found.value)
+
+
+@functools.lru_cache(maxsize=_UNIT_CACHE_SIZE)
+def conversion_factor(from_unit: str, to_unit: str) -> float:
+    """How many ``to_unit`` one ``from_unit`` is; raises :class:`UnitError` if impossible."""
+    source = parse_unit(from_unit)
+    target = parse_unit(to_unit)
+    try:
+        return float(UREG.Quantity(1.0, source).to(target).magnitude)
+    except pint.errors.DimensionalityError:
+        raise UnitError(from_unit, f"cannot be converted to {to_unit}") from None

@@ -1,0 +1,65 @@
+"""Storage backends behind one interface, chosen by URL.
+
+- ``sqlite:///PATH``: embedded default (``sqlite:////abs/path`` for an absolute path).
+- ``influxdb://[USER@]HOST:PORT/DATABASE``: InfluxDB 1.x HTTP API (also served by 2.x/3.x);
+  the password comes from ``$CARBONLINK_INFLUXDB_PASSWORD``, never from the URL.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Final
+from urllib.parse import urlsplit
+
+from carbonlink._exceptions import ConfigError
+from carbonlink.platform.storage._base import (
+    ACTIVITY_MEASUREMENT,
+    EMISSION_FIELDS,
+    EMISSIONS_MEASUREMENT,
+    SERIES_FIELDS,
+    Emission,
+    Store,
+    StoredReading,
+)
+from carbonlink.platform.storage._influxdb_v1 import InfluxDBV1Store
+from carbonlink.platform.storage._sqlite import SqliteStore
+
+INFLUXDB_PASSWORD_ENV: Final = "CARBONLINK_INFLUXDB_PASSWORD"  # noqa: S105 (a variable name)
+
+__all__ = [
+    "ACTIVITY_MEASUREMENT",
+    "EMISSIONS_MEASUREMENT",
+    "EMISSION_FIELDS",
+    "INFLUXDB_PASSWORD_ENV",
+    "SERIES_FIELDS",
+    "Emission",
+    "InfluxDBV1Store",
+    "SqliteStore",
+    "Store",
+    "StoredReading",
+    "open_store",
+]
+
+
+def open_store(url: str) -> Store:
+    """Open the backend a store URL names; a malformed URL is a ConfigError on key ``store``."""
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
+        if not path:
+            raise ConfigError(None, "store", f"expected sqlite:///PATH, got {url!r}")
+        return SqliteStore(path)
+    if parts.scheme in ("influxdb", "influxdb+https"):
+        database = parts.path.strip("/")
+        if not parts.hostname or not parts.port or not database or "/" in database:
+            raise ConfigError(None, "store", f"expected influxdb://HOST:PORT/DATABASE, got {url!r}")
+        if parts.password:
+            raise ConfigError(None, "store", f"put the password in ${INFLUXDB_PASSWORD_ENV}")
+        http = "https" if parts.scheme.endswith("https") else "http"
+        return InfluxDBV1Store(
+            f"{http}://{parts.hostname}:{parts.port}",
+            database,
+            username=parts.username,
+            password=os.environ.get(INFLUXDB_PASSWORD_ENV),
+        )
+    raise ConfigError(None, "store", f"unsupported store URL {url!r} (sqlite:/// or influxdb://)")

@@ -1,0 +1,197 @@
+"""InfluxDB through the 1.x HTTP API (``/write``, ``/query``).
+
+Served by InfluxDB 1.x natively, and by 2.x and 3.x through their 1.x compatibility
+endpoints (with a DBRP mapping on 2.x). Points are keyed by measurement, tag set and
+timestamp, so writing the same reading again overwrites it: idempotent by design.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Final
+
+import httpx
+import pandas as pd
+
+from carbonlink._exceptions import StoreError
+from carbonlink.platform.storage._base import (
+    ACTIVITY_FIELDS,
+    ACTIVITY_MEASUREMENT,
+    EMISSIONS_MEASUREMENT,
+    StoredReading,
+    check_field,
+    empty_series,
+)
+
+DEFAULT_TIMEOUT_S: Final = 10.0
+# Above ~5,000 lines per request InfluxDB's own guidance sees no further gain.
+WRITE_CHUNK_LINES: Final = 5_000
+
+_TAG_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "=": r"\="})
+
+
+def _tag(value: str) -> str:
+    return value.translate(_TAG_ESCAPES)
+
+
+def _text_field(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _quote_literal(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def reading_lines(reading: StoredReading) -> list[str]:
+    """Line protocol for one reading: its activity point and, if any, its emission point."""
+    r = reading
+    lines = [
+        f"{ACTIVITY_MEASUREMENT},plant={_tag(r.plant)},meter={_tag(r.meter)} "
+        f"value={r.value!r},duration_s={r.duration_ms / 1000!r},unit={_text_field(r.unit)},"
+        f"quality={_text_field(r.quality)} {r.ts_ms}"
+    ]
+    if (e := r.emission) is not None:
+        lines.append(
+            f"{EMISSIONS_MEASUREMENT},plant={_tag(r.plant)},meter={_tag(r.meter)},"
+            f"activity={_tag(e.activity)},source={_tag(e.source)},scope={e.scope},"
+            f"category={_tag(e.category)},factor_set={_tag(e.factor_set)},"
+            f"factor_version={_tag(e.factor_version)},gwp={_tag(e.gwp)} "
+            f"co2_kg={e.co2_kg!r},ch4_kg={e.ch4_kg!r},n2o_kg={e.n2o_kg!r},co2e_kg={e.co2e_kg!r},"
+            f"biogenic_co2_kg={e.biogenic_co2_kg!r},converted_amount={e.converted_amount!r},"
+            f"converted_unit={_text_field(e.converted_unit)} {r.ts_ms}"
+        )
+    return lines
+
+
+class InfluxDBV1Store:
+    def __init__(
+        self,
+        base_url: str,
+        database: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        self.url = f"influxdb://{base_url.split('://', 1)[1]}/{database}"
+        self.database = database
+        auth = {"u": username, "p": password} if username else {}
+        self._params: dict[str, str] = {k: v for k, v in auth.items() if v is not None}
+        self._http = httpx.Client(base_url=base_url, timeout=timeout_s)
+        self._influxql(f'CREATE DATABASE "{database}"', method="POST")
+
+    def write(self, readings: Sequence[StoredReading]) -> None:
+        lines = [line for r in readings for line in reading_lines(r)]
+        for start in range(0, len(lines), WRITE_CHUNK_LINES):
+            body = "\n".join(lines[start : start + WRITE_CHUNK_LINES])
+            params = {"db": self.database, "precision": "ms", **self._params}
+            response = self._request("POST", "/write", params=params, content=body.encode())
+            if response.status_code != 204:
+                raise StoreError(
+                    f"influxdb write: HTTP {response.status_code}: {response.text[:300]}",
+                    retryable=response.status_code >= 500,
+                )
+
+    def series(
+        self,
+        plant: str,
+        *,
+        field: str = "co2e_kg",
+        meter: str | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+    ) -> pd.DataFrame:
+        check_field(field)
+        measurement = ACTIVITY_MEASUREMENT if field in ACTIVITY_FIELDS else EMISSIONS_MEASUREMENT
+        where = _where(plant, meter, start_ms, end_ms)
+        result = self._influxql(
+            f'SELECT "{field}" FROM "{measurement}" WHERE {where} GROUP BY "plant", "meter"'
+        )
+        frames = []
+        for series in result.get("series", []):
+            tags = series.get("tags", {})
+            values = series["values"]
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "time": pd.to_datetime([v[0] for v in values], unit="ms", utc=True),
+                        "plant": tags.get("plant", plant),
+                        "meter": tags.get("meter", ""),
+                        "value": [float(v[1]) for v in values],
+                    }
+                )
+            )
+        if not frames:
+            return empty_series()
+        frame = pd.concat(frames, ignore_index=True)
+        return frame.sort_values(["time", "meter"], ignore_index=True)
+
+    def totals(self, *, start_ms: int | None = None, end_ms: int | None = None) -> pd.DataFrame:
+        where = _where(None, None, start_ms, end_ms)
+        counts = self._grouped_scalar(
+            f'SELECT count("value") FROM "{ACTIVITY_MEASUREMENT}" WHERE {where} GROUP BY "plant"'
+        )
+        co2e = self._grouped_scalar(
+            f'SELECT sum("co2e_kg") FROM "{EMISSIONS_MEASUREMENT}" WHERE {where} GROUP BY "plant"'
+        )
+        plants = sorted(counts)
+        return pd.DataFrame(
+            {
+                "plant": plants,
+                "readings": [int(counts[p]) for p in plants],
+                "co2e_kg": [float(co2e.get(p, 0.0)) for p in plants],
+            }
+        )
+
+    def count_readings(self, plant: str | None = None) -> int:
+        where = _where(plant, None, None, None)
+        counts = self._grouped_scalar(
+            f'SELECT count("value") FROM "{ACTIVITY_MEASUREMENT}" WHERE {where} GROUP BY "plant"'
+        )
+        return int(sum(counts.values()))
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- internals ----------------------------------------------------------------
+
+    def _grouped_scalar(self, query: str) -> dict[str, float]:
+        result = self._influxql(query)
+        return {
+            s["tags"]["plant"]: float(s["values"][0][1] or 0.0)
+            for s in result.get("series", [])
+            if s["values"]
+            and not (isinstance(s["values"][0][1], float) and math.isnan(s["values"][0][1]))
+        }
+
+    def _influxql(self, query: str, *, method: str = "GET") -> dict[str, Any]:
+        params = {"db": self.database, "q": query, "epoch": "ms", **self._params}
+        response = self._request(method, "/query", params=params)
+        if response.status_code != 200:
+            raise StoreError(
+                f"influxdb query: HTTP {response.status_code}: {response.text[:300]}",
+                retryable=response.status_code >= 500,
+            )
+        statement: dict[str, Any] = response.json()["results"][0]
+        if "error" in statement:
+            raise StoreError(f"influxdb query: {statement['error']}", retryable=False)
+        return statement
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise StoreError(f"influxdb unreachable: {exc}", retryable=True) from exc
+
+
+def _where(plant: str | None, meter: str | None, start_ms: int | None, end_ms: int | None) -> str:
+    clauses = []
+    if plant is not None:
+        clauses.append(f'"plant" = {_quote_literal(plant)}')
+    if meter is not None:
+        clauses.append(f'"meter" = {_quote_literal(meter)}')
+    clauses.append(f"time >= {start_ms if start_ms is not None else 0}ms")
+    if end_ms is not None:
+        clauses.append(f"time < {end_ms}ms")
+    return " AND ".join(clauses)
