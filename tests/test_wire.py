@@ -136,3 +136,17 @@ def test_telemetry_plant_must_match_topic() -> None:
     with pytest.raises(RejectedReading) as caught:
         wire.decode_telemetry(wire.telemetry_topic("plant-b"), wire.encode_telemetry(batch))
     assert caught.value.reason == Reason.TOPIC_MISMATCH
+
+
+def test_directive_round_trip_and_validation() -> None:
+    directive = wire.Directive(
+        "plant-a", 1795420800000, 1795420860000, "advanced_symbiosis", 4.58, 2.93, sigma=1.25,
+        carbon_price=80.0, policy="stage3",
+    )  # fmt: skip
+    topic = wire.directive_topic("plant-a")
+    assert wire.decode_directive(topic, wire.encode_directive(directive)) == directive
+    body = json.loads(wire.encode_directive(directive))
+    body["effort_firm"] = -1
+    with pytest.raises(RejectedReading) as caught:
+        wire.decode_directive(topic, json.dumps(body).encode())
+    assert caught.value.reason == Reason.NEGATIVE

@@ -72,6 +72,10 @@ def deadletter_topic(plant: str) -> str:
     return f"{TOPIC_ROOT}/{plant}/deadletter"
 
 
+def directive_topic(plant: str) -> str:
+    return f"{TOPIC_ROOT}/{plant}/directives"
+
+
 def parse_topic(topic: str) -> tuple[str, str, str | None]:
     """Split ``carbonlink/v1/PLANT/KIND[/METER]`` into (plant, kind, meter)."""
     parts = topic.split("/")
@@ -345,3 +349,70 @@ def encode_rejection(stage: str, topic: str, error: RejectedReading, payload: by
         "payload": payload[:2048].decode("utf-8", errors="replace"),
     }
     return json.dumps(body, separators=(",", ":")).encode()
+
+
+# --- coordination -> plant ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Directive:
+    """What coordination asks of a plant from ``effective_ms`` on (retained, latest wins).
+
+    Efforts are the E_M and E_P of the coordination model (docs/coordination.md);
+    ``sigma`` is its stage multiplier (1 outside advanced symbiosis).
+    """
+
+    plant: str
+    issued_ms: int
+    effective_ms: int
+    stage: str
+    effort_firm: float
+    effort_platform: float
+    sigma: float = 1.0
+    subsidy_rate_firm: float = 0.0
+    subsidy_rate_platform: float = 0.0
+    carbon_price: float = 0.0
+    policy: str = ""
+
+
+_DIRECTIVE_NUMBERS: Final = (
+    "effort_firm",
+    "effort_platform",
+    "sigma",
+    "subsidy_rate_firm",
+    "subsidy_rate_platform",
+    "carbon_price",
+)
+
+
+def encode_directive(directive: Directive) -> bytes:
+    body = {"v": WIRE_VERSION} | {
+        name: getattr(directive, name) for name in Directive.__dataclass_fields__
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode_directive(topic: str, payload: bytes) -> Directive:
+    plant, kind, _ = parse_topic(topic)
+    if kind != "directives":
+        raise RejectedReading(Reason.TOPIC_MISMATCH, f"not a directives topic: {topic!r}")
+    data = _load_object(payload)
+    if data.get("plant") != plant:
+        raise RejectedReading(Reason.TOPIC_MISMATCH, f"directive for {data.get('plant')!r}")
+    numbers = {}
+    for name in _DIRECTIVE_NUMBERS:
+        value = _number(data.get(name, 1.0 if name == "sigma" else 0.0), name)
+        if value < 0:
+            raise RejectedReading(Reason.NEGATIVE, f"{name} = {value} < 0")
+        numbers[name] = value
+    stage, policy = data.get("stage"), data.get("policy", "")
+    if not isinstance(stage, str) or not isinstance(policy, str):
+        raise RejectedReading(Reason.BAD_SCHEMA, "`stage` and `policy` must be strings")
+    return Directive(
+        plant=plant,
+        issued_ms=parse_timestamp(data.get("issued_ms")),
+        effective_ms=parse_timestamp(data.get("effective_ms")),
+        stage=stage,
+        policy=policy,
+        **numbers,
+    )

@@ -6,8 +6,9 @@ import logging
 
 import click
 
-from carbonlink.cli._services import agent, demo, platform, query, simulate
+from carbonlink.cli._services import agent, demo, platform, query
 from carbonlink.cli.factors import factors
+from carbonlink.cli.simulate import simulate
 
 __all__ = ["main"]
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import re
 import sys
 import tempfile
 from pathlib import Path
 
 import click
 
-from carbonlink._clock import SimClock, wall_clock_ms
 from carbonlink._demo import DEFAULT_REFRESH_S, DEFAULT_SPEED, DemoOptions, run_demo
-from carbonlink._exceptions import ConfigError
 from carbonlink._mqtt import parse_broker_url
 from carbonlink.agent import Agent
 from carbonlink.cli._common import (
@@ -20,24 +17,12 @@ from carbonlink.cli._common import (
     run_async,
     settings_from,
     store_url,
+    time_option,
     user_errors,
 )
 from carbonlink.config import Settings
 from carbonlink.platform import Ingestor, Platform, open_store
 from carbonlink.platform.storage import SERIES_FIELDS
-from carbonlink.simulators import simulate as run_simulators
-from carbonlink.wire import parse_timestamp
-
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
-_DURATION_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration_s(text: str) -> float:
-    """``90``, ``90s``, ``30m``, ``12h``, ``7d`` -> seconds."""
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise click.BadParameter(f"expected a duration like 90s, 30m, 12h, 7d; got {text!r}")
-    return float(match[1]) * _DURATION_UNITS_S[match[2] or "s"]
 
 
 def _broker(settings: Settings, override: str | None) -> str:
@@ -71,53 +56,6 @@ def demo(
         url = store_override or f"sqlite:///{Path(scratch) / 'demo.sqlite'}"
         options = DemoOptions(plant_ids, url, speed, seed, duration, refresh, port)
         run_async(run_demo(settings, options, open_store, sys.stdout))
-
-
-@click.command()
-@config_option
-@broker_option
-@click.option("--plants", default=None, help="Comma-separated plant ids [default: all].")
-@click.option("--seed", type=int, default=0, help="Seed for every random draw of the run.")
-@click.option("--speed", default="1", help="Simulated seconds per second, or `max`.")
-@click.option("--duration", default=None, help="Simulated time to run: 90s, 30m, 12h, 7d.")
-@click.option(
-    "--start",
-    default=None,
-    help="Simulated start (RFC 3339 or epoch ms) [default: now; with --speed max, now "
-    "minus --duration, so a backfill ends at the present].",
-)
-@user_errors
-def simulate(
-    config_path: Path | None,
-    broker: str | None,
-    plants: str | None,
-    seed: int,
-    speed: str,
-    duration: str | None,
-    start: str | None,
-) -> None:
-    """Publish simulated plant meters over MQTT."""
-    settings = settings_from(config_path)
-    selected = (
-        [settings.plant(p) for p in plants.split(",")] if plants else list(settings.plants.values())
-    )
-    duration_ms = round(parse_duration_s(duration) * 1000) if duration else None
-    start_ms = _time_option(start, "--start")
-    if speed == "max":
-        if start_ms is None and duration_ms is not None:
-            start_ms = wall_clock_ms() - duration_ms
-        clock = SimClock(start_ms, speed=None)
-    else:
-        try:
-            clock = SimClock(start_ms, speed=float(speed))
-        except ValueError as exc:
-            raise click.BadParameter(f"--speed: {exc}") from exc
-    address = parse_broker_url(_broker(settings, broker), settings.services.broker)
-    stats = run_async(run_simulators(selected, address, clock, seed=seed, duration_ms=duration_ms))
-    if stats is not None:
-        click.echo(
-            f"published {stats.published_samples} samples in {stats.published_messages} messages"
-        )
 
 
 @click.command()
@@ -195,8 +133,8 @@ def query(
             plant_id,
             field=field,
             meter=meter,
-            start_ms=_time_option(start, "--start"),
-            end_ms=_time_option(end, "--end"),
+            start_ms=time_option(start, "--start"),
+            end_ms=time_option(end, "--end"),
         )
     finally:
         store.close()
@@ -206,13 +144,3 @@ def query(
         click.echo(frame.to_json(orient="records", date_format="iso"))
     else:
         click.echo(frame.to_string(index=False) if len(frame) else "no data")
-
-
-def _time_option(text: str | None, name: str) -> int | None:
-    if text is None:
-        return None
-    raw: object = int(text) if text.isdigit() else text
-    try:
-        return parse_timestamp(raw)
-    except Exception as exc:
-        raise ConfigError(None, name, str(exc)) from exc
