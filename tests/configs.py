@@ -29,7 +29,6 @@ def write_config(
     services["broker"]["url"] = broker_url
     services["platform"]["store"] = store
     services["platform"]["client_id"] = client_id
-    services["platform"]["write_max_delay_s"] = 0.1
     services["agent"]["batch_max_delay_s"] = 0.1
     path = directory / "carbonlink.yaml"
     path.write_text(yaml.safe_dump(services))

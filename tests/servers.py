@@ -70,7 +70,9 @@ def find_binary(name: str) -> str:
 
 def _die_with_parent() -> None:
     # Runs in the child before exec: if pytest itself is killed, the kernel kills the
-    # server too instead of leaving it listening forever.
+    # server too instead of leaving it listening forever. The kernel ties this to the
+    # *thread* that started the server: call start()/restart() from the main thread, not
+    # through asyncio.to_thread, or the server dies when that worker thread ends.
     pr_set_pdeathsig = 1
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 

@@ -56,12 +56,19 @@ class Pipeline:
     def __init__(self, settings: Settings, broker: MosquittoServer, store_url: str) -> None:
         address = parse_broker_url(broker.url)
         self.store = open_store(store_url)
+        work = settings.path.parent.parent
         self.platform = Platform(
             Ingestor.from_settings(settings), self.store, address, settings.services.platform,
-            now_ms=lambda: NOW_MS,
+            spill_path=work / "spill.sqlite", now_ms=lambda: NOW_MS,
         )  # fmt: skip
         self.agents = {
-            plant_id: Agent(plant, address, settings.services.agent, now_ms=lambda: NOW_MS)
+            plant_id: Agent(
+                plant,
+                address,
+                settings.services.agent,
+                outbox_path=work / "outbox" / f"{plant_id}.sqlite",
+                now_ms=lambda: NOW_MS,
+            )
             for plant_id, plant in settings.plants.items()
         }
         self._tasks: list[asyncio.Task[None]] = []

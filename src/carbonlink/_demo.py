@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final, TextIO
 
 from carbonlink._broker import EmbeddedBroker
@@ -31,6 +32,7 @@ STARTUP_TIMEOUT_S: Final = 15.0
 class DemoOptions:
     plants: Sequence[str]
     store_url: str
+    work_dir: Path  # agents' outboxes and the platform's spill file
     speed: float = DEFAULT_SPEED
     seed: int = 0
     duration_s: float | None = None
@@ -63,9 +65,19 @@ async def run_demo(
             store,
             address,
             settings.services.platform,
+            spill_path=options.work_dir / "spill.sqlite",
             now_ms=clock.now_ms,
         )
-        agents = [Agent(p, address, settings.services.agent, now_ms=clock.now_ms) for p in plants]
+        agents = [
+            Agent(
+                p,
+                address,
+                settings.services.agent,
+                outbox_path=options.work_dir / "outbox" / f"{p.id}.sqlite",
+                now_ms=clock.now_ms,
+            )
+            for p in plants
+        ]
         print(
             f"carbonlink demo: broker {broker.url}, store {options.store_url}\n"
             f"  {len(plants)} plants ({', '.join(p.id for p in plants)}), "

@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from carbonlink._exceptions import ConfigError
 from carbonlink.config import BrokerConfig, secret_from_env
@@ -20,6 +22,9 @@ KEEPALIVE_S: Final = 30
 # does not hammer the broker when it comes back.
 RECONNECT_MIN_S: Final = 0.2
 RECONNECT_MAX_S: Final = 10.0
+# MQTT 5 ends a session at disconnect unless told otherwise; a persistent consumer keeps
+# its queued messages for this long while it is away (one week).
+SESSION_EXPIRY_S: Final = 7 * 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +68,10 @@ def make_client(
     """An asyncio MQTT client; incoming messages queue unbounded inside aiomqtt because a
     bounded aiomqtt queue drops on overflow. Services bound their own queues instead."""
     protocol = aiomqtt.ProtocolVersion.V5 if mqtt5 else aiomqtt.ProtocolVersion.V311
+    properties = None
+    if mqtt5 and not clean_session:
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: unannotated
+        properties.SessionExpiryInterval = SESSION_EXPIRY_S
     return aiomqtt.Client(
         broker.host,
         broker.port,
@@ -76,7 +85,30 @@ def make_client(
         keepalive=KEEPALIVE_S,
         tls_context=ssl.create_default_context() if broker.tls else None,
         timeout=10,
+        properties=properties,
     )
+
+
+def manual_acks(client: aiomqtt.Client) -> None:
+    """Stop the client acknowledging QoS 1 messages on receipt: the service calls
+    :func:`acknowledge` once a message is safely on disk or in the store, so a crash in
+    between makes the broker deliver it again instead of losing it."""
+    # aiomqtt does not expose paho's manual-ack switch; it owns a paho client underneath.
+    client._client.manual_ack_set(True)
+
+
+def acknowledge(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+    if message.qos > 0:
+        client._client.ack(message.mid, message.qos)
+
+
+def is_connection_loss(error: BaseException) -> bool:
+    """True for a lost broker connection, also when a TaskGroup wrapped it in a group."""
+    if isinstance(error, aiomqtt.MqttError):
+        return True
+    if isinstance(error, BaseExceptionGroup):
+        return all(is_connection_loss(e) for e in error.exceptions)
+    return False
 
 
 def next_backoff(current: float) -> float:

@@ -52,6 +52,14 @@ class MeterConfig(_Frozen):
     rated_per_hour: float = Field(gt=0, description="Physical ceiling, unit per hour")
     nominal_per_hour: float = Field(gt=0, description="Draw at full production, unit per hour")
     counter_rollover: float | None = Field(default=None, gt=0)
+    # Simulation only (ignored by agent and platform):
+    base_load: float = Field(
+        default=0.15, ge=0, le=1, description="Share of nominal drawn whatever the output"
+    )
+    noise_sd: float = Field(default=0.01, ge=0, le=0.5, description="Relative sample noise")
+    abatement_weight: float | None = Field(
+        default=None, ge=0, description="Share of X this meter's draw absorbs; default: emissions"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -64,6 +72,61 @@ class MeterConfig(_Frozen):
         return self
 
 
+class ShiftConfig(_Frozen):
+    """Production target by local time: a simulator load profile."""
+
+    start_hour: float = Field(default=0.0, ge=0, lt=24)
+    hours: float = Field(default=24.0, gt=0, le=24, description="Daily operating hours")
+    level: float = Field(default=0.9, ge=0, le=1, description="Output while running")
+    idle_level: float = Field(default=0.0, ge=0, le=1, description="Output outside shifts")
+    weekend_level: float | None = Field(
+        default=None, ge=0, le=1, description="Output on Sat/Sun; None: as weekdays"
+    )
+    daily_swing: float = Field(default=0.05, ge=0, le=0.5, description="Diurnal +-")
+    seasonal_swing: float = Field(default=0.05, ge=0, le=0.5, description="Annual +-")
+    seasonal_peak_day: int = Field(default=200, ge=1, le=366)
+    ramp_hours: float = Field(default=1.0, gt=0, description="Idle to full output (start-up)")
+    noise_sd: float = Field(default=0.02, ge=0, le=0.5, description="AR(1) output noise")
+    noise_hours: float = Field(default=2.0, gt=0, description="AR(1) noise correlation time")
+
+
+class DigitalConfig(_Frozen):
+    """Digital/AI adoption: energy overhead first, savings later (inverted U in A)."""
+
+    adoption: float = Field(default=0.0, ge=0, description="Adoption level A (AI-use units)")
+    turning_point: float = Field(
+        default=2.47, gt=0, description="A where emissions peak (literature: 1.86-3.62)"
+    )
+    peak_overhead: float = Field(
+        default=0.03, ge=0, le=1, description="Extra energy at the turning point (fraction)"
+    )
+    max_saving: float = Field(default=0.3, ge=0, lt=1, description="Floor: 1 - max_saving")
+    industrial_park: bool = False
+    park_congestion: float = Field(
+        default=0.06, ge=0, le=1, description="Share of digital savings lost in a park"
+    )
+
+
+class AbatementConfig(_Frozen):
+    """Abatement capability X of the coordination model (defaults: its reference case)."""
+
+    a_m: float = Field(default=1.0, ge=0, description="Productivity of firm effort E_M")
+    a_p: float = Field(default=0.8, ge=0, description="Productivity of platform effort E_P")
+    functional_availability: float = Field(default=0.6, ge=0, le=1, description="F")
+    delta: float = Field(default=0.2, ge=0, description="Decay of X per period")
+    period_s: float = Field(default=3600.0, gt=0, description="X is tCO2e per this period")
+    scale: float = Field(default=1.0, gt=0, description="tCO2e per period for one model unit of X")
+    max_reduction: float = Field(
+        default=0.6, ge=0, le=1, description="Ceiling on a meter's reduction (fraction)"
+    )
+
+
+class SimulationConfig(_Frozen):
+    shift: ShiftConfig = ShiftConfig()
+    digital: DigitalConfig = DigitalConfig()
+    abatement: AbatementConfig = AbatementConfig()
+
+
 class PlantConfig(_Frozen):
     id: Identifier
     name: str
@@ -72,6 +135,7 @@ class PlantConfig(_Frozen):
     grid_region: str
     factor_set: str
     meters: tuple[MeterConfig, ...] = Field(min_length=1)
+    simulation: SimulationConfig = SimulationConfig()
 
     @field_validator("timezone")
     @classmethod
@@ -109,18 +173,27 @@ class BrokerConfig(_Frozen):
         return value
 
 
+class OutboxFullPolicy(StrEnum):
+    REJECT_NEW = "reject_new"  # refuse new readings (dead-lettered as outbox_full)
+    DROP_OLDEST = "drop_oldest"  # discard the oldest unsent readings to make room
+
+
 class AgentConfig(_Frozen):
     max_clock_skew_s: float = Field(default=300.0, gt=0)
     batch_max_readings: int = Field(default=500, ge=1, le=100_000)
     batch_max_delay_s: float = Field(default=0.5, gt=0)
-    queue_max_readings: int = Field(default=100_000, ge=1)
+    outbox_dir: str = Field(default="../var/outbox", description="Relative to the config file")
+    outbox_max_readings: int = Field(default=2_000_000, ge=1)
+    outbox_full_policy: OutboxFullPolicy = OutboxFullPolicy.REJECT_NEW
 
 
 class PlatformConfig(_Frozen):
-    store: str = "sqlite:///var/carbonlink.sqlite"
-    write_batch_max: int = Field(default=5_000, ge=1)
-    write_max_delay_s: float = Field(default=1.0, gt=0)
-    queue_max_readings: int = Field(default=200_000, ge=1)
+    store: str = "sqlite:///../var/carbonlink.sqlite"
+    write_batch_max: int = Field(default=20_000, ge=1)
+    queue_max_messages: int = Field(default=10_000, ge=1)
+    spill_path: str = Field(
+        default="../var/platform-spill.sqlite", description="Relative to the config file"
+    )
     client_id: str = "carbonlink-platform"
 
 
@@ -145,6 +218,13 @@ class Settings:
     services: ServicesFile
     plants: dict[str, PlantConfig]
     factor_sets_dir: Path
+
+    def beside_config(self, relative: str) -> Path:
+        """Paths in the config file are relative to that file, not to the cwd."""
+        return (self.path.parent / relative).resolve()
+
+    def outbox_path(self, plant_id: str) -> Path:
+        return self.beside_config(self.services.agent.outbox_dir) / f"{plant_id}.sqlite"
 
     def plant(self, plant_id: str) -> PlantConfig:
         try:

@@ -1,8 +1,15 @@
-"""One contract for every storage backend: SQLite and InfluxDB 1.x (a real server)."""
+"""One contract for every storage backend: SQLite and InfluxDB 1.x (a real server).
+
+The InfluxDB 2.x variant runs against a server you name in ``$INFLUXDB_V2_URL`` (with
+``$INFLUXDB_V2_TOKEN`` and ``$INFLUXDB_V2_ORG``); each test gets a bucket of its own.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +18,9 @@ import pytest
 
 from carbonlink._exceptions import ConfigError, StoreError
 from carbonlink.platform.storage import (
+    ACTIVITY_COLUMNS,
+    EMISSION_COLUMNS,
+    INFLUXDB_TOKEN_ENV,
     Emission,
     InfluxDBV1Store,
     SqliteStore,
@@ -24,8 +34,38 @@ T0 = 1_795_420_800_000
 MINUTE = 60_000
 
 
-@pytest.fixture(params=["sqlite", "influxdb_v1"])
+V2_URL_ENV = "INFLUXDB_V2_URL"
+V2_TOKEN_ENV = "INFLUXDB_V2_TOKEN"  # noqa: S105 (a variable name)
+V2_ORG_ENV = "INFLUXDB_V2_ORG"
+
+
+@pytest.fixture
+def influxdb_v2_store(monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    """A store on a fresh bucket of the InfluxDB 2.x server named by $INFLUXDB_V2_URL."""
+    url = os.environ.get(V2_URL_ENV)
+    if not url:
+        pytest.skip(f"set ${V2_URL_ENV} (+ ${V2_TOKEN_ENV}, ${V2_ORG_ENV}) to test InfluxDB 2.x")
+    from influxdb_client.client.influxdb_client import InfluxDBClient
+
+    token, org = os.environ.get(V2_TOKEN_ENV, ""), os.environ.get(V2_ORG_ENV, "")
+    bucket_name = f"carbonlink-test-{uuid.uuid4().hex[:10]}"
+    with InfluxDBClient(url=url, token=token, org=org) as client:
+        buckets = client.buckets_api()
+        bucket = buckets.create_bucket(bucket_name=bucket_name, org=org)
+        monkeypatch.setenv(INFLUXDB_TOKEN_ENV, token)
+        host_port = url.split("://", 1)[1].rstrip("/")
+        scheme = "influxdb2+https" if url.startswith("https") else "influxdb2"
+        backend = open_store(f"{scheme}://{host_port}/{bucket_name}?org={org}")
+        yield backend
+        backend.close()
+        buckets.delete_bucket(bucket)
+
+
+@pytest.fixture(params=["sqlite", "influxdb_v1", "influxdb_v2"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "influxdb_v2":
+        yield request.getfixturevalue("influxdb_v2_store")
+        return
     if request.param == "sqlite":
         backend: Store = open_store(f"sqlite:///{tmp_path / 'store.sqlite'}")
     else:
@@ -126,6 +166,9 @@ def test_float_precision_is_kept(store: Store) -> None:
         "influxdb://host/db",
         "influxdb://host:8086/",
         "influxdb://u:pw@h:1/db",
+        "influxdb2://h:8086/bucket",
+        "influxdb2://h:8086/?org=o",
+        "influxdb2://tok@h:8086/bucket?org=o",
         "redis://x",
     ],
 )
@@ -155,3 +198,73 @@ def test_sqlite_store_persists_across_reopen(tmp_path: Path) -> None:
     second = SqliteStore(path)
     assert second.series("p1")["value"].tolist() == [3.0]
     second.close()
+
+
+# --- queries behind windows, KPIs and recompute -------------------------------------
+
+
+def versioned(r: StoredReading, version: str, factor: float) -> StoredReading:
+    """The same reading with its emissions under another factor set version."""
+    assert r.emission is not None
+    e = r.emission
+    scaled = dataclasses.replace(
+        e, factor_version=version, co2_kg=e.co2_kg * factor, co2e_kg=e.co2e_kg * factor
+    )
+    return dataclasses.replace(r, emission=scaled)
+
+
+def test_emissions_come_back_with_their_tags(store: Store) -> None:
+    store.write([reading("p1", "gas", 1, 5.0, 9.5), reading("p1", "gas", 0, 4.0, 7.5)])
+    store.write([reading("p2", "gas", 0, 1.0, 1.0), reading("p1", "out", 0, 3.0, None)])
+    frame = store.emissions("p1")
+    assert list(frame.columns) == list(EMISSION_COLUMNS)
+    assert frame.dtypes.astype(str).tolist() == [
+        str(pd.Series(dtype=d).dtype) for d in EMISSION_COLUMNS.values()
+    ]
+    assert frame["co2e_kg"].tolist() == [7.5, 9.5]
+    row = frame.iloc[0]
+    assert (row["plant"], row["meter"], row["activity"], row["source"]) == (
+        "p1", "gas", "natural_gas", "fuel",
+    )  # fmt: skip
+    assert (row["scope"], row["factor_set"], row["factor_version"], row["gwp"]) == (
+        1, "test-set", "1", "AR5",
+    )  # fmt: skip
+    assert row["converted_amount"] == pytest.approx(7.5 / 56_100)
+    assert row["converted_unit"] == "TJ"
+    assert row["time"] == pd.Timestamp(T0, unit="ms", tz="UTC")
+    assert len(store.emissions()) == 3  # every plant
+
+
+def test_emissions_filter_by_range_and_factor_version(store: Store) -> None:
+    originals = [reading("p1", "gas", k, 1.0, 10.0) for k in range(3)]
+    store.write(originals)
+    store.write([versioned(r, "2", 1.5) for r in originals])
+    assert store.count_readings("p1") == 3  # a new version adds emissions, not readings
+    assert store.emissions("p1")["co2e_kg"].sum() == pytest.approx(75.0)
+    v2 = store.emissions("p1", factor_set="test-set", factor_version="2", start_ms=T0 + MINUTE)
+    assert v2["co2e_kg"].tolist() == [15.0, 15.0]
+    assert store.emissions("p1", factor_version="1", end_ms=T0 + MINUTE)["co2e_kg"].tolist() == [
+        10.0
+    ]
+    assert store.emissions("p1", factor_set="other").empty
+    assert store.series("p1", factor_version="2")["value"].tolist() == [15.0, 15.0, 15.0]
+    # Activity fields have no factor version: the filter does not apply to them.
+    assert store.series("p1", field="value", factor_version="2")["value"].tolist() == [1.0] * 3
+
+
+def test_activity_comes_back_with_unit_duration_and_quality(store: Store) -> None:
+    store.write([reading("p1", "out", 1, 208.0, None), reading("p1", "gas", 0, 5.0, 9.5)])
+    frame = store.activity("p1")
+    assert list(frame.columns) == list(ACTIVITY_COLUMNS)
+    assert frame[["meter", "value", "unit", "duration_s", "quality"]].to_dict("records") == [
+        {"meter": "gas", "value": 5.0, "unit": "Nm3", "duration_s": 60.0, "quality": "measured"},
+        {"meter": "out", "value": 208.0, "unit": "Nm3", "duration_s": 60.0, "quality": "measured"},
+    ]
+    assert store.activity("p1", meter="out", start_ms=T0 + MINUTE)["value"].tolist() == [208.0]
+    assert store.activity("p1", end_ms=T0 + MINUTE)["meter"].tolist() == ["gas"]
+
+
+def test_empty_queries_give_typed_frames(store: Store) -> None:
+    assert list(store.emissions("nobody").columns) == list(EMISSION_COLUMNS)
+    assert list(store.activity("nobody").columns) == list(ACTIVITY_COLUMNS)
+    assert str(store.emissions("nobody")["time"].dtype) == "datetime64[ms, UTC]"

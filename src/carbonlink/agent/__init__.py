@@ -2,5 +2,6 @@
 
 from carbonlink.agent._service import Agent, AgentCounters
 from carbonlink.agent._validation import MeterValidator, Verdict
+from carbonlink.agent._view import create_view_app
 
-__all__ = ["Agent", "AgentCounters", "MeterValidator", "Verdict"]
+__all__ = ["Agent", "AgentCounters", "MeterValidator", "Verdict", "create_view_app"]

@@ -1,4 +1,11 @@
-"""The factory-side agent: meters -> validation -> batched telemetry to the platform."""
+"""The factory-side agent: meters -> validation -> durable outbox -> telemetry batches.
+
+Delivery: a meter message is acknowledged to the broker only after its good readings
+are committed to the outbox, and readings leave the outbox only after the broker has
+acknowledged the telemetry batch carrying them (QoS 1 PUBACK). A crash anywhere in
+between makes something be sent again, never lost; the platform stores by reading
+identity, so a repeat overwrites itself.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +16,35 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 import aiomqtt
 
 from carbonlink import wire
 from carbonlink._clock import wall_clock_ms
-from carbonlink._exceptions import RejectedReading
-from carbonlink._mqtt import BrokerAddress, make_client, next_backoff
+from carbonlink._durable import DurableQueue, DurableQueueError
+from carbonlink._exceptions import CarbonlinkError, RejectedReading
+from carbonlink._mqtt import (
+    BrokerAddress,
+    acknowledge,
+    is_connection_loss,
+    make_client,
+    manual_acks,
+    next_backoff,
+)
 from carbonlink.agent._validation import MeterValidator
-from carbonlink.config import AgentConfig, PlantConfig
+from carbonlink.config import AgentConfig, OutboxFullPolicy, PlantConfig
+from carbonlink.emissions import FactorLibrary, FactorSet, ResolvedFactor
 
 log = logging.getLogger(__name__)
 
 STATUS_INTERVAL_S: Final = 10.0
+DEADLETTER_QUEUE_MAX: Final = 1_000
+OUTBOX_FULL: Final = "outbox_full"
+OUTBOX_UNWRITABLE: Final = "outbox_unwritable"
+_SEQ_KEY: Final = "seq"
+_COUNTER_KEY_PREFIX: Final = "counter:"
 
 
 @dataclass(slots=True)
@@ -30,6 +52,7 @@ class AgentCounters:
     received: int = 0
     accepted: int = 0
     forwarded: int = 0
+    dropped_oldest: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, object]:
@@ -37,8 +60,18 @@ class AgentCounters:
             "received": self.received,
             "accepted": self.accepted,
             "forwarded": self.forwarded,
+            "dropped_oldest": self.dropped_oldest,
             "rejected": dict(self.rejected),
         }
+
+
+def _encode_reading(r: wire.Reading) -> bytes:
+    return json.dumps([r.meter, r.ts_ms, r.value, r.unit, r.duration_ms, r.quality]).encode()
+
+
+def _decode_reading(item: bytes) -> wire.Reading:
+    meter, ts_ms, value, unit, duration_ms, quality = json.loads(item)
+    return wire.Reading(meter, ts_ms, value, unit, duration_ms, quality)
 
 
 class Agent:
@@ -50,44 +83,83 @@ class Agent:
         broker: BrokerAddress,
         config: AgentConfig | None = None,
         *,
+        outbox_path: Path,
+        factor_set: FactorSet | None = None,
         now_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
         self.plant = plant
         self.config = config or AgentConfig()
         self.counters = AgentCounters()
+        self.latest: dict[str, wire.Reading] = {}
+        self.co2e_kg = 0.0  # running total since start, for the local view
+        self.connected = asyncio.Event()
         self._broker = broker
         self._now_ms = now_ms
         self._validator = MeterValidator(plant, self.config, now_ms)
-        self._outbox: asyncio.Queue[wire.Reading] = asyncio.Queue(self.config.queue_max_readings)
-        self._seq = 0
-        self._unsent: wire.TelemetryBatch | None = None
-        self._rejections: asyncio.Queue[bytes] = asyncio.Queue(1_000)
-        self.latest: dict[str, wire.Reading] = {}
-        self.connected = asyncio.Event()
+        self._outbox = DurableQueue(outbox_path)
+        self._appended = asyncio.Event()
+        self._deadletters: asyncio.Queue[bytes] = asyncio.Queue(DEADLETTER_QUEUE_MAX)
+        self._unsent: tuple[int, wire.TelemetryBatch] | None = None
+        meta = self._outbox.meta()
+        self._seq = int(meta.get(_SEQ_KEY, "0"))
+        for key, value in meta.items():
+            if key.startswith(_COUNTER_KEY_PREFIX):
+                ts_ms, register = json.loads(value)
+                self._validator.restore_counter(key[len(_COUNTER_KEY_PREFIX) :], ts_ms, register)
+        self._factors = _local_factors(plant, factor_set)
 
     @property
     def identity(self) -> str:
         return f"agent-{self.plant.id}"
 
+    @property
+    def outbox_depth(self) -> int:
+        return len(self._outbox)
+
+    def view(self) -> dict[str, object]:
+        """The local view: latest reading per meter and the running CO2e."""
+        return {
+            "plant": self.plant.id,
+            "connected": self.connected.is_set(),
+            "co2e_kg_since_start": self.co2e_kg,
+            "outbox_depth": self.outbox_depth,
+            "latest": {
+                meter: {
+                    "ts": wire.format_timestamp(r.ts_ms),
+                    "value": r.value,
+                    "unit": r.unit,
+                    "duration_s": r.duration_ms / 1000,
+                }
+                for meter, r in sorted(self.latest.items())
+            },
+            "counters": self.counters.as_dict(),
+        }
+
     async def run(self) -> None:
         backoff = 0.0
-        while True:
-            will = aiomqtt.Will(
-                wire.status_topic(self.plant.id), self._status("offline"), qos=1, retain=True
-            )
-            try:
-                async with make_client(
-                    self._broker, self.identity, clean_session=False, will=will
-                ) as client:
-                    backoff = 0.0
-                    await self._serve(client)
-            except aiomqtt.MqttError as exc:
-                self.connected.clear()
-                backoff = next_backoff(backoff)
-                log.warning(
-                    "agent %s: broker lost (%s); retry in %.1fs", self.plant.id, exc, backoff
+        try:
+            while True:
+                will = aiomqtt.Will(
+                    wire.status_topic(self.plant.id), self._status("offline"), qos=1, retain=True
                 )
-                await asyncio.sleep(backoff)
+                client = make_client(self._broker, self.identity, clean_session=False, will=will)
+                manual_acks(client)
+                try:
+                    async with client:
+                        backoff = 0.0
+                        await self._serve(client)
+                except Exception as exc:
+                    if not is_connection_loss(exc):
+                        raise
+                    self.connected.clear()
+                    backoff = next_backoff(backoff)
+                    log.warning(
+                        "agent %s: broker lost (%s); retry in %.1fs", self.plant.id, exc, backoff
+                    )
+                    await asyncio.sleep(backoff)
+        finally:
+            self.connected.clear()
+            self._outbox.close()
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         await client.publish(
@@ -100,22 +172,60 @@ class Agent:
             tasks.create_task(self._report_rejections(client))
             tasks.create_task(self._report_status(client))
             async for message in client.messages:
-                await self.handle(str(message.topic), _payload_bytes(message.payload))
+                self.handle(str(message.topic), _payload_bytes(message.payload))
+                acknowledge(client, message)
 
-    async def handle(self, topic: str, payload: bytes) -> None:
-        """Validate one meter message; queue the good readings, dead-letter the rest."""
+    def handle(self, topic: str, payload: bytes) -> None:
+        """Validate one meter message; commit the good readings, dead-letter the rest."""
         self.counters.received += 1
         try:
-            verdict = self._validator.check(wire.decode_meter_message(topic, payload))
+            message = wire.decode_meter_message(topic, payload)
+            verdict = self._validator.check(message)
         except RejectedReading as exc:
             self._reject(topic, exc, payload)
             return
         for error in verdict.rejected:
             self._reject(topic, error, payload)
-        for reading in verdict.accepted:
+        accepted = self._make_room(topic, payload, list(verdict.accepted))
+        meta = {_SEQ_KEY: str(self._seq)}
+        baseline = self._validator.counter_baseline(message.meter)
+        if baseline is not None:
+            meta[_COUNTER_KEY_PREFIX + message.meter] = json.dumps(baseline)
+        try:
+            self._outbox.append([_encode_reading(r) for r in accepted], meta)
+        except DurableQueueError as exc:
+            log.error("agent %s: outbox unwritable, readings refused: %s", self.plant.id, exc)
+            for reading in accepted:
+                error = RejectedReading(OUTBOX_UNWRITABLE, exc.problem, meter=reading.meter)
+                self._reject(topic, error, payload)
+            return
+        for reading in accepted:
             self.counters.accepted += 1
             self.latest[reading.meter] = reading
-            await self._outbox.put(reading)  # bounded: a slow uplink slows intake, never drops
+            factor = self._factors.get(reading.meter)
+            if factor is not None:
+                self.co2e_kg += factor.co2e_kg_per_unit * reading.value
+        if accepted:
+            self._appended.set()
+
+    def _make_room(
+        self, topic: str, payload: bytes, readings: list[wire.Reading]
+    ) -> list[wire.Reading]:
+        room = self.config.outbox_max_readings - len(self._outbox)
+        overflow = len(readings) - room
+        if overflow <= 0:
+            return readings
+        if self.config.outbox_full_policy is OutboxFullPolicy.DROP_OLDEST:
+            dropped = self._outbox.drop_oldest(overflow)
+            self.counters.dropped_oldest += dropped
+            log.error(
+                "agent %s: outbox full, dropped the %d oldest readings", self.plant.id, dropped
+            )
+            return readings
+        for reading in readings[max(room, 0) :]:
+            detail = f"outbox holds its limit of {self.config.outbox_max_readings} readings"
+            self._reject(topic, RejectedReading(OUTBOX_FULL, detail, meter=reading.meter), payload)
+        return readings[: max(room, 0)]
 
     def _reject(self, topic: str, error: RejectedReading, payload: bytes) -> None:
         self.counters.rejected[error.reason] += 1
@@ -124,45 +234,47 @@ class Agent:
             log.warning(
                 "agent %s rejected (%s, #%d): %s", self.plant.id, error.reason, count, error
             )
-        with contextlib.suppress(asyncio.QueueFull):  # dead letters are best effort; counts are not
-            self._rejections.put_nowait(wire.encode_rejection("agent", topic, error, payload))
+        with contextlib.suppress(asyncio.QueueFull):  # dead letters best effort; counts exact
+            self._deadletters.put_nowait(wire.encode_rejection("agent", topic, error, payload))
 
     async def _forward(self, client: aiomqtt.Client) -> None:
         topic = wire.telemetry_topic(self.plant.id)
         while True:
             if self._unsent is None:
-                readings = await self._next_batch()
+                rows = await self._next_rows()
                 self._seq += 1
-                self._unsent = wire.TelemetryBatch(
+                readings = tuple(_decode_reading(item) for _, item in rows)
+                batch = wire.TelemetryBatch(
                     self.plant.id, self.identity, self._seq, self._now_ms(), readings
                 )
-            # Kept until the publish returns, so a batch cut off by a disconnect is sent
-            # again (same seq) after the reconnect instead of being lost.
-            await client.publish(topic, wire.encode_telemetry(self._unsent), qos=1)
-            self.counters.forwarded += len(self._unsent.readings)
+                self._unsent = (rows[-1][0], batch)
+            last_id, batch = self._unsent
+            # A batch cut off by a disconnect is sent again (same seq) after reconnecting.
+            await client.publish(topic, wire.encode_telemetry(batch), qos=1)
+            self._outbox.remove_through(last_id)
+            self.counters.forwarded += len(batch.readings)
             self._unsent = None
 
-    async def _next_batch(self) -> tuple[wire.Reading, ...]:
+    async def _next_rows(self) -> list[tuple[int, bytes]]:
+        """Wait for a full batch, or for the oldest pending reading to be old enough."""
         loop = asyncio.get_running_loop()
-        batch = [await self._outbox.get()]
-        deadline = loop.time() + self.config.batch_max_delay_s
-        while len(batch) < self.config.batch_max_readings:
-            if not self._outbox.empty():
-                batch.append(self._outbox.get_nowait())
-                continue
-            timeout = deadline - loop.time()
-            if timeout <= 0:
-                break
-            try:
-                batch.append(await asyncio.wait_for(self._outbox.get(), timeout))
-            except TimeoutError:
-                break
-        return tuple(batch)
+        limit = self.config.batch_max_readings
+        deadline: float | None = None
+        while True:
+            depth = len(self._outbox)
+            if depth and (depth >= limit or (deadline is not None and loop.time() >= deadline)):
+                return self._outbox.peek(limit)
+            if depth and deadline is None:
+                deadline = loop.time() + self.config.batch_max_delay_s
+            self._appended.clear()
+            timeout = None if deadline is None else max(0.0, deadline - loop.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._appended.wait(), timeout)
 
     async def _report_rejections(self, client: aiomqtt.Client) -> None:
         topic = wire.deadletter_topic(self.plant.id)
         while True:
-            await client.publish(topic, await self._rejections.get(), qos=1)
+            await client.publish(topic, await self._deadletters.get(), qos=1)
 
     async def _report_status(self, client: aiomqtt.Client) -> None:
         while True:
@@ -172,10 +284,26 @@ class Agent:
             )
 
     def _status(self, state: str) -> bytes:
-        body = {"v": wire.WIRE_VERSION, "state": state, "agent": self.identity}
+        body: dict[str, object] = {"v": wire.WIRE_VERSION, "state": state, "agent": self.identity}
         if state == "online":
             body["counters"] = self.counters.as_dict()
+            body["outbox_depth"] = self.outbox_depth
         return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _local_factors(plant: PlantConfig, factor_set: FactorSet | None) -> dict[str, ResolvedFactor]:
+    """Factors for the local running CO2e; the platform's stored figures stay authoritative."""
+    if factor_set is None:
+        return {}
+    library = FactorLibrary.builtin()
+    factors = {}
+    for meter in plant.meters:
+        if meter.activity is not None:
+            with contextlib.suppress(CarbonlinkError):
+                factors[meter.id] = factor_set.resolve(
+                    library, meter.activity, meter.unit, region=plant.grid_region
+                )
+    return factors
 
 
 def _payload_bytes(payload: object) -> bytes:

@@ -63,6 +63,20 @@ class MeterValidator:
         self._max_age_ms = round(MAX_READING_AGE_S * 1000)
         self._now_ms = now_ms
 
+    def counter_baseline(self, meter_id: str) -> tuple[int, float] | None:
+        """The register a counter meter's next interval starts from, to persist it."""
+        state = self._state.get(meter_id)
+        if state is None or state.last_ts_ms is None or state.last_counter is None:
+            return None
+        return state.last_ts_ms, state.last_counter
+
+    def restore_counter(self, meter_id: str, ts_ms: int, register: float) -> None:
+        """Resume from a persisted baseline, so a restart loses no counter interval."""
+        state = self._state.get(meter_id)
+        if state is not None:
+            state.remember(ts_ms)
+            state.last_counter = register
+
     def check(self, message: MeterMessage) -> Verdict:
         meter = self._meters.get(message.meter)
         if meter is None:

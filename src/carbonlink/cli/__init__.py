@@ -7,6 +7,7 @@ import logging
 import click
 
 from carbonlink.cli._services import agent, demo, platform, query
+from carbonlink.cli.api import api, recompute
 from carbonlink.cli.factors import factors
 from carbonlink.cli.simulate import simulate
 
@@ -21,5 +22,5 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-for command in (demo, simulate, agent, platform, query, factors):
+for command in (demo, simulate, agent, platform, query, api, recompute, factors):
     main.add_command(command)

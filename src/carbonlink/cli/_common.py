@@ -66,7 +66,7 @@ def store_url(settings: Settings, override: str | None) -> str:
     url = settings.services.platform.store
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/"):
-        return prefix + str((settings.path.parent / url[len(prefix) :]).resolve())
+        return prefix + str(settings.beside_config(url[len(prefix) :]))
     return url
 
 
@@ -90,3 +90,16 @@ def time_option(text: str | None, name: str) -> int | None:
         return parse_timestamp(raw)
     except Exception as exc:
         raise ConfigError(None, name, str(exc)) from exc
+
+
+def parse_host_port(text: str, option: str = "--http") -> tuple[str, int]:
+    """``HOST:PORT`` -> (host, port); a bad value is a ConfigError on ``option``."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65_536:
+        raise ConfigError(None, option, f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+http_option = click.option(
+    "--http", default=None, help="Serve HTTP on HOST:PORT (e.g. 127.0.0.1:8080)."
+)

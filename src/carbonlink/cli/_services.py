@@ -1,19 +1,25 @@
-"""Service commands: demo, simulate, agent, platform, query."""
+"""Service commands: demo, agent, platform, query."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import tempfile
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import click
+from fastapi import FastAPI
 
 from carbonlink._demo import DEFAULT_REFRESH_S, DEFAULT_SPEED, DemoOptions, run_demo
 from carbonlink._mqtt import parse_broker_url
-from carbonlink.agent import Agent
+from carbonlink.agent import Agent, create_view_app
 from carbonlink.cli._common import (
     broker_option,
     config_option,
+    http_option,
+    parse_host_port,
     run_async,
     settings_from,
     store_url,
@@ -21,8 +27,21 @@ from carbonlink.cli._common import (
     user_errors,
 )
 from carbonlink.config import Settings
+from carbonlink.emissions import FactorSet
 from carbonlink.platform import Ingestor, Platform, open_store
+from carbonlink.platform.api import create_app, serve
 from carbonlink.platform.storage import SERIES_FIELDS
+
+
+async def _with_http(
+    service: Coroutine[Any, Any, None], app: FastAPI | None, listen: tuple[str, int] | None
+) -> None:
+    """Run a service, and its HTTP app beside it in the same loop when asked to."""
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(service)
+        if app is not None and listen is not None:
+            tasks.create_task(serve(app, *listen))
+            click.echo(f"serving http://{listen[0]}:{listen[1]}/", err=True)
 
 
 def _broker(settings: Settings, override: str | None) -> str:
@@ -54,7 +73,7 @@ def demo(
     plant_ids = plants.split(",") if plants else list(settings.plants)
     with tempfile.TemporaryDirectory(prefix="carbonlink-demo-") as scratch:
         url = store_override or f"sqlite:///{Path(scratch) / 'demo.sqlite'}"
-        options = DemoOptions(plant_ids, url, speed, seed, duration, refresh, port)
+        options = DemoOptions(plant_ids, url, Path(scratch), speed, seed, duration, refresh, port)
         run_async(run_demo(settings, options, open_store, sys.stdout))
 
 
@@ -62,13 +81,35 @@ def demo(
 @config_option
 @broker_option
 @click.option("--plant", "plant_id", required=True, help="The plant this agent serves.")
+@click.option(
+    "--outbox",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Outbox file [default: agent.outbox_dir in the config / PLANT.sqlite].",
+)
+@http_option
 @user_errors
-def agent(config_path: Path | None, broker: str | None, plant_id: str) -> None:
-    """Run the factory-side agent of one plant."""
+def agent(
+    config_path: Path | None,
+    broker: str | None,
+    plant_id: str,
+    outbox: Path | None,
+    http: str | None,
+) -> None:
+    """Run the factory-side agent of one plant (with --http: its local view at /view)."""
+    listen = parse_host_port(http) if http else None
     settings = settings_from(config_path)
     plant = settings.plant(plant_id)
     address = parse_broker_url(_broker(settings, broker), settings.services.broker)
-    run_async(Agent(plant, address, settings.services.agent).run())
+    service = Agent(
+        plant,
+        address,
+        settings.services.agent,
+        outbox_path=outbox or settings.outbox_path(plant_id),
+        factor_set=FactorSet.load(settings.factor_sets_dir / f"{plant.factor_set}.yaml"),
+    )
+    view = create_view_app(service) if listen else None
+    run_async(_with_http(service.run(), view, listen))
 
 
 @click.command()
@@ -78,26 +119,50 @@ def agent(config_path: Path | None, broker: str | None, plant_id: str) -> None:
     "--store", "store_override", default=None, help="sqlite:///PATH or influxdb://HOST:PORT/DB"
 )
 @click.option("--shared-group", default=None, help="Join an MQTT 5 shared subscription group.")
+@click.option(
+    "--worker",
+    default=None,
+    help="Worker name, appended to the MQTT client id; give each worker of a group its own.",
+)
+@click.option(
+    "--spill",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Spill file [default: platform.spill_path in the config, with -WORKER].",
+)
+@http_option
 @user_errors
 def platform(
     config_path: Path | None,
     broker: str | None,
     store_override: str | None,
     shared_group: str | None,
+    worker: str | None,
+    spill: Path | None,
+    http: str | None,
 ) -> None:
-    """Run the platform: ingest telemetry, compute emissions, store them."""
+    """Run the platform: ingest telemetry, compute emissions, store them (--http: the API)."""
+    listen = parse_host_port(http) if http else None
     settings = settings_from(config_path)
+    config = settings.services.platform
     address = parse_broker_url(_broker(settings, broker), settings.services.broker)
+    if spill is None:
+        spill = settings.beside_config(config.spill_path)
+        if worker:
+            spill = spill.with_name(f"{spill.stem}-{worker}{spill.suffix}")
     store = open_store(store_url(settings, store_override))
     service = Platform(
         Ingestor.from_settings(settings),
         store,
         address,
-        settings.services.platform,
+        config,
+        spill_path=spill,
         shared_group=shared_group,
+        client_id=f"{config.client_id}-{worker}" if worker else None,
     )
+    api = create_app(store, settings, health=service.counters.as_dict) if listen else None
     try:
-        run_async(service.run())
+        run_async(_with_http(service.run(), api, listen))
     finally:
         service.close()
         store.close()

@@ -1,4 +1,10 @@
-"""The platform service: telemetry from every agent -> emissions -> storage."""
+"""The platform service: telemetry from every agent -> emissions -> storage.
+
+Delivery: the platform holds a persistent MQTT session and acknowledges each telemetry
+message only once its readings are in the store or in the spill file. If the platform
+dies before that, the broker delivers the message again; stores key readings by
+(plant, meter, ts), so the repeat overwrites itself.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 import aiomqtt
@@ -16,15 +23,24 @@ import aiomqtt
 from carbonlink import wire
 from carbonlink._clock import wall_clock_ms
 from carbonlink._exceptions import RejectedReading, StoreError
-from carbonlink._mqtt import BrokerAddress, make_client, next_backoff
+from carbonlink._mqtt import (
+    BrokerAddress,
+    acknowledge,
+    is_connection_loss,
+    make_client,
+    manual_acks,
+    next_backoff,
+)
 from carbonlink.config import PlatformConfig
 from carbonlink.platform._ingest import Ingestor, IngestResult
+from carbonlink.platform._spill import SpillFile
 from carbonlink.platform.storage import Store, StoredReading
 
 log = logging.getLogger(__name__)
 
 STORE_RETRY_MIN_S: Final = 0.5
 STORE_RETRY_MAX_S: Final = 15.0
+DEADLETTER_QUEUE_MAX: Final = 1_000
 
 
 @dataclass(slots=True)
@@ -32,6 +48,7 @@ class PlatformCounters:
     messages: int = 0
     received: int = 0
     stored: int = 0
+    spilled: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     store_failures: int = 0
     sequence_gaps: int = 0
@@ -44,6 +61,7 @@ class PlatformCounters:
             "messages": self.messages,
             "received": self.received,
             "stored": self.stored,
+            "spilled": self.spilled,
             "rejected": dict(self.rejected),
             "store_failures": self.store_failures,
             "sequence_gaps": self.sequence_gaps,
@@ -51,11 +69,17 @@ class PlatformCounters:
         }
 
 
+@dataclass(slots=True)
+class _Received:
+    readings: tuple[StoredReading, ...]
+    ack: Callable[[], None]
+
+
 class Platform:
     """Subscribes to all telemetry, computes emissions, writes batches to the store.
 
     With ``shared_group`` set it subscribes through an MQTT 5 shared subscription, so
-    several workers in the same group split the agents' traffic.
+    several workers in the same group (each with its own ``client_id``) split the load.
     """
 
     def __init__(
@@ -65,30 +89,34 @@ class Platform:
         broker: BrokerAddress,
         config: PlatformConfig | None = None,
         *,
+        spill_path: Path,
         shared_group: str | None = None,
+        client_id: str | None = None,
         now_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
         self.config = config or PlatformConfig()
         self.counters = PlatformCounters()
         self.store = store
+        self.client_id = client_id or self.config.client_id
+        self.connected = asyncio.Event()
         self._ingestor = ingestor
         self._broker = broker
         self._shared_group = shared_group
         self._now_ms = now_ms
-        self._pending: asyncio.Queue[StoredReading] = asyncio.Queue(self.config.queue_max_readings)
-        self._deadletters: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(1_000)
+        self._spill = SpillFile(spill_path)
+        self._received: asyncio.Queue[_Received] = asyncio.Queue(self.config.queue_max_messages)
+        self._deadletters: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(DEADLETTER_QUEUE_MAX)
+        self._spill_waiting = asyncio.Event()
         # One thread owns every store call: backends need not be thread-safe for writes,
         # and a blocking write never stalls the MQTT loop.
         self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="carbonlink-store")
-        self.connected = asyncio.Event()
-
-    @property
-    def client_id(self) -> str:
-        return self.config.client_id
 
     async def run(self) -> None:
+        if len(self._spill):
+            self._spill_waiting.set()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._write_loop())
+            tasks.create_task(self._drain_spill())
             tasks.create_task(self._mqtt_loop())
 
     async def _mqtt_loop(self) -> None:
@@ -97,37 +125,45 @@ class Platform:
             subscription = f"$share/{self._shared_group}/{subscription}"
         backoff = 0.0
         while True:
+            client = make_client(
+                self._broker,
+                self.client_id,
+                clean_session=False,
+                mqtt5=self._shared_group is not None,
+            )
+            manual_acks(client)
             try:
-                async with make_client(
-                    self._broker,
-                    self.client_id,
-                    clean_session=False,
-                    mqtt5=self._shared_group is not None,
-                ) as client:
+                async with client:
                     await client.subscribe(subscription, qos=1)
                     self.connected.set()
                     backoff = 0.0
                     async with asyncio.TaskGroup() as tasks:
                         tasks.create_task(self._publish_deadletters(client))
                         async for message in client.messages:
-                            payload = message.payload
-                            data = payload if isinstance(payload, bytes) else str(payload).encode()
-                            await self.handle(str(message.topic), data)
-            except aiomqtt.MqttError as exc:
+                            await self._receive(client, message)
+            except Exception as exc:
+                if not is_connection_loss(exc):
+                    raise
                 self.connected.clear()
                 backoff = next_backoff(backoff)
                 log.warning("platform: broker lost (%s); retry in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
 
-    async def handle(self, topic: str, payload: bytes) -> IngestResult:
+    async def _receive(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        payload = message.payload
+        data = payload if isinstance(payload, bytes) else str(payload).encode()
+        result = self.handle(str(message.topic), data)
+        # Bounded: while the writer is behind, intake waits and the broker holds the rest.
+        await self._received.put(_Received(result.stored, lambda: acknowledge(client, message)))
+
+    def handle(self, topic: str, payload: bytes) -> IngestResult:
+        """Check and convert one telemetry message; count and dead-letter what is refused."""
         result = self._ingestor.ingest(topic, payload)
         self.counters.messages += 1
         self.counters.received += len(result.stored) + len(result.rejected)
         self._track_sequence(result)
         for error in result.rejected:
             self._reject(result.plant, topic, error, payload)
-        for reading in result.stored:
-            await self._pending.put(reading)  # bounded: a slow store slows intake
         return result
 
     def _track_sequence(self, result: IngestResult) -> None:
@@ -154,41 +190,75 @@ class Platform:
             await client.publish(topic, body, qos=1)
 
     async def _write_loop(self) -> None:
-        loop = asyncio.get_running_loop()
+        """Batches form by themselves: whatever arrived while the last write ran."""
         while True:
-            batch = [await self._pending.get()]
-            deadline = loop.time() + self.config.write_max_delay_s
-            while len(batch) < self.config.write_batch_max:
-                if not self._pending.empty():
-                    batch.append(self._pending.get_nowait())
-                    continue
-                timeout = deadline - loop.time()
-                if timeout <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._pending.get(), timeout))
-                except TimeoutError:
-                    break
-            await self._write_with_retry(batch)
+            batch = [await self._received.get()]
+            readings = list(batch[0].readings)
+            while not self._received.empty() and len(readings) < self.config.write_batch_max:
+                item = self._received.get_nowait()
+                batch.append(item)
+                readings.extend(item.readings)
+            await self._store_or_spill(readings)
+            for item in batch:
+                item.ack()
 
-    async def _write_with_retry(self, batch: list[StoredReading]) -> None:
-        loop = asyncio.get_running_loop()
+    async def _store_or_spill(self, readings: list[StoredReading]) -> None:
+        if not readings:
+            return
+        # While older readings wait in the spill, new ones queue behind them there.
+        if not self._spill_waiting.is_set():
+            try:
+                await self._write(readings)
+                return
+            except StoreError as exc:
+                if not exc.retryable:
+                    self._refused(readings, exc)
+                    return
+                log.warning("platform: store unavailable (%s); spilling to disk", exc)
+        await asyncio.get_running_loop().run_in_executor(
+            self._store_thread, self._spill.add, readings
+        )
+        self.counters.spilled += len(readings)
+        self._spill_waiting.set()
+
+    async def _drain_spill(self) -> None:
         delay = STORE_RETRY_MIN_S
         while True:
+            await self._spill_waiting.wait()
+            loop = asyncio.get_running_loop()
+            last_id, readings = await loop.run_in_executor(
+                self._store_thread, self._spill.oldest, self.config.write_batch_max
+            )
+            if not readings:
+                self._spill_waiting.clear()
+                delay = STORE_RETRY_MIN_S
+                continue
             try:
-                await loop.run_in_executor(self._store_thread, self.store.write, batch)
+                await self._write(readings)
             except StoreError as exc:
-                self.counters.store_failures += 1
                 if not exc.retryable:
-                    log.error("platform: store refused %d readings: %s", len(batch), exc)
-                    self.counters.rejected["store_refused"] += len(batch)
-                    return
-                log.warning("platform: store unavailable (%s); retry in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(STORE_RETRY_MAX_S, delay * 2)
-            else:
-                self._count_stored(batch)
-                return
+                    self._refused(readings, exc)
+                else:
+                    log.warning("platform: store still down (%s); retry in %.1fs", exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(STORE_RETRY_MAX_S, delay * 2)
+                    continue
+            await loop.run_in_executor(self._store_thread, self._spill.remove_through, last_id)
+            self.counters.spilled -= len(readings)
+            delay = STORE_RETRY_MIN_S
+
+    async def _write(self, readings: list[StoredReading]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._store_thread, self.store.write, readings)
+        except StoreError:
+            self.counters.store_failures += 1
+            raise
+        self._count_stored(readings)
+
+    def _refused(self, readings: list[StoredReading], error: StoreError) -> None:
+        log.error("platform: store refused %d readings: %s", len(readings), error)
+        self.counters.rejected["store_refused"] += len(readings)
 
     def _count_stored(self, batch: list[StoredReading]) -> None:
         self.counters.stored += len(batch)
@@ -200,3 +270,4 @@ class Platform:
 
     def close(self) -> None:
         self._store_thread.shutdown(wait=True)
+        self._spill.close()

@@ -3,17 +3,21 @@
 - ``sqlite:///PATH``: embedded default (``sqlite:////abs/path`` for an absolute path).
 - ``influxdb://[USER@]HOST:PORT/DATABASE``: InfluxDB 1.x HTTP API (also served by 2.x/3.x);
   the password comes from ``$CARBONLINK_INFLUXDB_PASSWORD``, never from the URL.
+- ``influxdb2://HOST:PORT/BUCKET?org=ORG``: InfluxDB 2.x native API (Flux); the token
+  comes from ``$CARBONLINK_INFLUXDB_TOKEN``. ``influxdb2+https://`` for TLS.
 """
 
 from __future__ import annotations
 
 import os
 from typing import Final
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from carbonlink._exceptions import ConfigError
 from carbonlink.platform.storage._base import (
+    ACTIVITY_COLUMNS,
     ACTIVITY_MEASUREMENT,
+    EMISSION_COLUMNS,
     EMISSION_FIELDS,
     EMISSIONS_MEASUREMENT,
     SERIES_FIELDS,
@@ -22,18 +26,24 @@ from carbonlink.platform.storage._base import (
     StoredReading,
 )
 from carbonlink.platform.storage._influxdb_v1 import InfluxDBV1Store
+from carbonlink.platform.storage._influxdb_v2 import InfluxDBV2Store
 from carbonlink.platform.storage._sqlite import SqliteStore
 
 INFLUXDB_PASSWORD_ENV: Final = "CARBONLINK_INFLUXDB_PASSWORD"  # noqa: S105 (a variable name)
+INFLUXDB_TOKEN_ENV: Final = "CARBONLINK_INFLUXDB_TOKEN"  # noqa: S105 (a variable name)
 
 __all__ = [
+    "ACTIVITY_COLUMNS",
     "ACTIVITY_MEASUREMENT",
     "EMISSIONS_MEASUREMENT",
+    "EMISSION_COLUMNS",
     "EMISSION_FIELDS",
     "INFLUXDB_PASSWORD_ENV",
+    "INFLUXDB_TOKEN_ENV",
     "SERIES_FIELDS",
     "Emission",
     "InfluxDBV1Store",
+    "InfluxDBV2Store",
     "SqliteStore",
     "Store",
     "StoredReading",
@@ -62,4 +72,27 @@ def open_store(url: str) -> Store:
             username=parts.username,
             password=os.environ.get(INFLUXDB_PASSWORD_ENV),
         )
-    raise ConfigError(None, "store", f"unsupported store URL {url!r} (sqlite:/// or influxdb://)")
+    if parts.scheme in ("influxdb2", "influxdb2+https"):
+        return _open_influxdb_v2(url)
+    raise ConfigError(
+        None, "store", f"unsupported store URL {url!r} (sqlite:///, influxdb:// or influxdb2://)"
+    )
+
+
+def _open_influxdb_v2(url: str) -> Store:
+    parts = urlsplit(url)
+    bucket = parts.path.strip("/")
+    orgs = parse_qs(parts.query).get("org", [])
+    if not parts.hostname or not parts.port or not bucket or len(orgs) != 1:
+        raise ConfigError(
+            None, "store", f"expected influxdb2://HOST:PORT/BUCKET?org=ORG, got {url!r}"
+        )
+    if parts.username or parts.password:
+        raise ConfigError(None, "store", f"put the token in ${INFLUXDB_TOKEN_ENV}, not the URL")
+    http = "https" if parts.scheme.endswith("https") else "http"
+    return InfluxDBV2Store(
+        f"{http}://{parts.hostname}:{parts.port}",
+        bucket,
+        orgs[0],
+        os.environ.get(INFLUXDB_TOKEN_ENV),
+    )

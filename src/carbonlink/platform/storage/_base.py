@@ -22,6 +22,40 @@ EMISSION_FIELDS: Final = (
 )
 SERIES_FIELDS: Final = ACTIVITY_FIELDS + EMISSION_FIELDS
 
+# Column names and dtypes of the frames that ``Store.emissions`` and ``Store.activity``
+# return, identical on every backend so the aggregation code is written once.
+EMISSION_TAGS: Final = (
+    "activity", "source", "scope", "category", "factor_set", "factor_version", "gwp",
+)  # fmt: skip
+EMISSION_COLUMNS: Final[dict[str, str]] = {
+    "time": "datetime64[ms, UTC]",
+    "plant": "str",
+    "meter": "str",
+    "activity": "str",
+    "source": "str",
+    "scope": "int64",
+    "category": "str",
+    "factor_set": "str",
+    "factor_version": "str",
+    "gwp": "str",
+    "converted_amount": "float64",
+    "converted_unit": "str",
+    "co2_kg": "float64",
+    "ch4_kg": "float64",
+    "n2o_kg": "float64",
+    "co2e_kg": "float64",
+    "biogenic_co2_kg": "float64",
+}
+ACTIVITY_COLUMNS: Final[dict[str, str]] = {
+    "time": "datetime64[ms, UTC]",
+    "plant": "str",
+    "meter": "str",
+    "value": "float64",
+    "unit": "str",
+    "duration_s": "float64",
+    "quality": "str",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Emission:
@@ -76,8 +110,36 @@ class Store(Protocol):
         meter: str | None = None,
         start_ms: int | None = None,
         end_ms: int | None = None,
+        factor_set: str | None = None,
+        factor_version: str | None = None,
     ) -> pd.DataFrame:
-        """Points of one field: columns ``time`` (UTC), ``plant``, ``meter``, ``value``."""
+        """Points of one field: columns ``time`` (UTC), ``plant``, ``meter``, ``value``.
+
+        ``factor_set``/``factor_version`` narrow emission fields to one factor set
+        version (after a recompute several are stored side by side); activity fields
+        ignore them.
+        """
+
+    def emissions(
+        self,
+        plant: str | None = None,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        factor_set: str | None = None,
+        factor_version: str | None = None,
+    ) -> pd.DataFrame:
+        """Emission points with their tags, columns ``EMISSION_COLUMNS``, in time order."""
+
+    def activity(
+        self,
+        plant: str,
+        *,
+        meter: str | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+    ) -> pd.DataFrame:
+        """Activity points (emission sources and output meters), ``ACTIVITY_COLUMNS``."""
 
     def totals(self, *, start_ms: int | None = None, end_ms: int | None = None) -> pd.DataFrame:
         """Per plant: ``plant``, ``readings``, ``co2e_kg`` over the range."""
@@ -97,6 +159,23 @@ def empty_series() -> pd.DataFrame:
             "value": pd.Series(dtype="float64"),
         }
     )
+
+
+def typed_frame(columns: dict[str, str], data: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``data`` (or nothing) with exactly ``columns`` in that order and with those dtypes.
+
+    ``time`` may arrive as epoch ms (numbers) or as timestamps; either becomes UTC.
+    """
+    if data is None or data.empty:
+        return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in columns.items()})
+    frame = data[list(columns)].copy()
+    time = frame["time"]
+    if pd.api.types.is_numeric_dtype(time):
+        frame["time"] = pd.to_datetime(time, unit="ms", utc=True)
+    else:
+        frame["time"] = pd.to_datetime(time, utc=True)
+    frame = frame.astype(columns)
+    return frame.sort_values(["time", "plant", "meter"], ignore_index=True)
 
 
 def check_field(field: str) -> str:

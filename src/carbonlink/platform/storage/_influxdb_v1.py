@@ -16,12 +16,15 @@ import pandas as pd
 
 from carbonlink._exceptions import StoreError
 from carbonlink.platform.storage._base import (
+    ACTIVITY_COLUMNS,
     ACTIVITY_FIELDS,
     ACTIVITY_MEASUREMENT,
+    EMISSION_COLUMNS,
     EMISSIONS_MEASUREMENT,
     StoredReading,
     check_field,
     empty_series,
+    typed_frame,
 )
 
 DEFAULT_TIMEOUT_S: Final = 10.0
@@ -101,10 +104,14 @@ class InfluxDBV1Store:
         meter: str | None = None,
         start_ms: int | None = None,
         end_ms: int | None = None,
+        factor_set: str | None = None,
+        factor_version: str | None = None,
     ) -> pd.DataFrame:
         check_field(field)
         measurement = ACTIVITY_MEASUREMENT if field in ACTIVITY_FIELDS else EMISSIONS_MEASUREMENT
         where = _where(plant, meter, start_ms, end_ms)
+        if measurement == EMISSIONS_MEASUREMENT:
+            where += _factor_where(factor_set, factor_version)
         result = self._influxql(
             f'SELECT "{field}" FROM "{measurement}" WHERE {where} GROUP BY "plant", "meter"'
         )
@@ -126,6 +133,44 @@ class InfluxDBV1Store:
             return empty_series()
         frame = pd.concat(frames, ignore_index=True)
         return frame.sort_values(["time", "meter"], ignore_index=True)
+
+    def emissions(
+        self,
+        plant: str | None = None,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        factor_set: str | None = None,
+        factor_version: str | None = None,
+    ) -> pd.DataFrame:
+        where = _where(plant, None, start_ms, end_ms) + _factor_where(factor_set, factor_version)
+        frame = self._select(EMISSIONS_MEASUREMENT, EMISSION_COLUMNS, where)
+        if not frame.empty:
+            frame["scope"] = frame["scope"].astype(int)  # a tag, so it comes back as text
+        return typed_frame(EMISSION_COLUMNS, frame)
+
+    def activity(
+        self,
+        plant: str,
+        *,
+        meter: str | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+    ) -> pd.DataFrame:
+        where = _where(plant, meter, start_ms, end_ms)
+        return typed_frame(
+            ACTIVITY_COLUMNS, self._select(ACTIVITY_MEASUREMENT, ACTIVITY_COLUMNS, where)
+        )
+
+    def _select(self, measurement: str, columns: dict[str, str], where: str) -> pd.DataFrame:
+        # Without GROUP BY, InfluxQL returns one series whose columns hold tags and fields.
+        selected = ", ".join(f'"{c}"' for c in columns if c != "time")
+        result = self._influxql(f'SELECT {selected} FROM "{measurement}" WHERE {where}')
+        frames = [
+            pd.DataFrame(series["values"], columns=series["columns"])
+            for series in result.get("series", [])
+        ]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def totals(self, *, start_ms: int | None = None, end_ms: int | None = None) -> pd.DataFrame:
         where = _where(None, None, start_ms, end_ms)
@@ -183,6 +228,15 @@ class InfluxDBV1Store:
             return self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise StoreError(f"influxdb unreachable: {exc}", retryable=True) from exc
+
+
+def _factor_where(factor_set: str | None, factor_version: str | None) -> str:
+    clauses = ""
+    if factor_set is not None:
+        clauses += f' AND "factor_set" = {_quote_literal(factor_set)}'
+    if factor_version is not None:
+        clauses += f' AND "factor_version" = {_quote_literal(factor_version)}'
+    return clauses
 
 
 def _where(plant: str | None, meter: str | None, start_ms: int | None, end_ms: int | None) -> str:

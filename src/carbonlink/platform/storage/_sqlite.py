@@ -11,10 +11,13 @@ import pandas as pd
 
 from carbonlink._exceptions import StoreError
 from carbonlink.platform.storage._base import (
+    ACTIVITY_COLUMNS,
     ACTIVITY_FIELDS,
+    EMISSION_COLUMNS,
     StoredReading,
     check_field,
     empty_series,
+    typed_frame,
 )
 
 _SCHEMA = """
@@ -92,11 +95,15 @@ class SqliteStore:
         meter: str | None = None,
         start_ms: int | None = None,
         end_ms: int | None = None,
+        factor_set: str | None = None,
+        factor_version: str | None = None,
     ) -> pd.DataFrame:
         table = "activity" if check_field(field) in ACTIVITY_FIELDS else "emissions"
         sql = f"SELECT ts_ms, plant, meter, {field} FROM {table} WHERE plant = ?"
         params: list[object] = [plant]
         sql, params = _filtered(sql, params, meter, start_ms, end_ms)
+        if table == "emissions":
+            sql, params = _factor_filtered(sql, params, factor_set, factor_version)
         with self._lock:
             rows = self._db.execute(sql + " ORDER BY ts_ms, meter", params).fetchall()
         if not rows:
@@ -104,6 +111,43 @@ class SqliteStore:
         frame = pd.DataFrame(rows, columns=["ts_ms", "plant", "meter", "value"])
         frame.insert(0, "time", pd.to_datetime(frame.pop("ts_ms"), unit="ms", utc=True))
         return frame
+
+    def emissions(
+        self,
+        plant: str | None = None,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        factor_set: str | None = None,
+        factor_version: str | None = None,
+    ) -> pd.DataFrame:
+        columns = ", ".join("ts_ms AS time" if c == "time" else c for c in EMISSION_COLUMNS)
+        sql, params = f"SELECT {columns} FROM emissions WHERE 1 = 1", list[object]()
+        if plant is not None:
+            sql, params = sql + " AND plant = ?", [plant]
+        sql, params = _filtered(sql, params, None, start_ms, end_ms)
+        sql, params = _factor_filtered(sql, params, factor_set, factor_version)
+        return typed_frame(EMISSION_COLUMNS, self._frame(sql, params))
+
+    def activity(
+        self,
+        plant: str,
+        *,
+        meter: str | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+    ) -> pd.DataFrame:
+        columns = ", ".join("ts_ms AS time" if c == "time" else c for c in ACTIVITY_COLUMNS)
+        sql, params = _filtered(
+            f"SELECT {columns} FROM activity WHERE plant = ?", [plant], meter, start_ms, end_ms
+        )
+        return typed_frame(ACTIVITY_COLUMNS, self._frame(sql, params))
+
+    def _frame(self, sql: str, params: list[object]) -> pd.DataFrame:
+        with self._lock:
+            cursor = self._db.execute(sql, params)
+            rows = cursor.fetchall()
+        return pd.DataFrame(rows, columns=[d[0] for d in cursor.description])
 
     def totals(self, *, start_ms: int | None = None, end_ms: int | None = None) -> pd.DataFrame:
         readings_sql, params = _filtered(
@@ -135,6 +179,18 @@ class SqliteStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _factor_filtered(
+    sql: str, params: list[object], factor_set: str | None, factor_version: str | None
+) -> tuple[str, list[object]]:
+    if factor_set is not None:
+        sql += " AND factor_set = ?"
+        params.append(factor_set)
+    if factor_version is not None:
+        sql += " AND factor_version = ?"
+        params.append(factor_version)
+    return sql, params
 
 
 def _filtered(

@@ -1,0 +1,84 @@
+"""Query-side commands: ``api`` (read-only HTTP API over a store) and ``recompute``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+import click
+
+from carbonlink._exceptions import ConfigError
+from carbonlink.cli._common import (
+    config_option,
+    parse_host_port,
+    run_async,
+    settings_from,
+    store_url,
+    time_option,
+    user_errors,
+)
+from carbonlink.platform._recompute import recompute as recompute_emissions
+from carbonlink.platform.api import create_app, serve
+from carbonlink.platform.storage import open_store
+
+__all__ = ["DEFAULT_HTTP", "api", "recompute"]
+
+DEFAULT_HTTP: Final = "127.0.0.1:8080"
+_STORE_HELP: Final = "sqlite:///PATH, influxdb://HOST:PORT/DB or influxdb2://HOST:PORT/BUCKET?org=O"
+
+
+@click.command()
+@config_option
+@click.option("--store", "store_override", default=None, help=_STORE_HELP)
+@click.option("--http", "http", default=DEFAULT_HTTP, help="HOST:PORT to listen on.")
+@user_errors
+def api(config_path: Path | None, store_override: str | None, http: str) -> None:
+    """Serve the read-only HTTP API over a store (OpenAPI at /openapi.json)."""
+    settings = settings_from(config_path)
+    host, port = parse_host_port(http)
+    store = open_store(store_url(settings, store_override))
+    try:
+        click.echo(f"carbonlink api on http://{host}:{port}/api/v1 (docs: /docs)", err=True)
+        run_async(serve(create_app(store, settings), host, port))
+    except OSError as exc:
+        raise ConfigError(None, "--http", f"cannot listen on {host}:{port}: {exc}") from exc
+    finally:
+        store.close()
+
+
+@click.command()
+@config_option
+@click.option("--store", "store_override", default=None, help=_STORE_HELP)
+@click.option("--plant", "plant_id", required=True, help="The plant whose emissions to redo.")
+@click.option("--start", required=True, help="RFC 3339 time or epoch ms (inclusive).")
+@click.option("--end", required=True, help="RFC 3339 time or epoch ms (exclusive).")
+@click.option(
+    "--factor-set", default=None, help="Factor set name [default: the plant's, as it is now]."
+)
+@user_errors
+def recompute(
+    config_path: Path | None,
+    store_override: str | None,
+    plant_id: str,
+    start: str,
+    end: str,
+    factor_set: str | None,
+) -> None:
+    """Recompute a plant's stored emissions under the current version of a factor set.
+
+    New points carry the new version; points of other versions stay as they are.
+    """
+    settings = settings_from(config_path)
+    start_ms, end_ms = time_option(start, "--start"), time_option(end, "--end")
+    store = open_store(store_url(settings, store_override))
+    try:
+        result = recompute_emissions(
+            store, settings, plant_id, start_ms=start_ms, end_ms=end_ms, factor_set=factor_set
+        )
+    finally:
+        store.close()
+    click.echo(
+        f"{result.plant}: {result.readings} readings recomputed under "
+        f"{result.factor_set} {result.factor_version} ({result.co2e_kg / 1000:.3f} tCO2e); "
+        f"{result.skipped} without emissions skipped"
+    )

@@ -1,0 +1,245 @@
+"""The FastAPI app: every table endpoint answers JSON records or, with ?format=csv, CSV.
+
+Endpoints are plain ``def`` functions: the store calls block, and FastAPI runs sync
+endpoints in its thread pool, off the event loop the services share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Final, Literal
+
+import pandas as pd
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from carbonlink import __version__ as _version
+from carbonlink._exceptions import CarbonlinkError
+from carbonlink.config import PlantConfig, Settings
+from carbonlink.platform._aggregate import aggregate, plant_kpis
+from carbonlink.platform._recompute import factor_set_for
+from carbonlink.platform.storage import EMISSION_COLUMNS, SERIES_FIELDS, Store
+from carbonlink.wire import parse_timestamp
+
+__all__ = ["API_PREFIX", "HealthProvider", "create_app"]
+
+API_PREFIX: Final = "/api/v1"
+CSV_MEDIA_TYPE: Final = "text/csv"
+HealthProvider = Callable[[], Mapping[str, object]]
+
+Format = Annotated[
+    Literal["json", "csv"],
+    Query(alias="format", description="json: a list of flat records; csv: a header row"),
+]
+Time = Annotated[str | None, Query(description="RFC 3339 with offset, or epoch ms")]
+FactorVersion = Annotated[
+    str | None,
+    Query(description="Factor set version [default: the version the plant's config names]"),
+]
+WindowName = Annotated[Literal["1m", "15m", "1h", "1d"], Query(description="Window length")]
+
+
+class ParameterError(Exception):
+    """A query parameter that parsed but makes no sense: 422 naming it."""
+
+    def __init__(self, parameter: str, problem: str) -> None:
+        super().__init__(f"{parameter}: {problem}")
+        self.parameter = parameter
+        self.problem = problem
+
+
+class UnknownPlantError(Exception):
+    def __init__(self, plant: str, known: list[str]) -> None:
+        super().__init__(f"no plant {plant!r} (known: {', '.join(known)})")
+
+
+@dataclass(frozen=True, slots=True)
+class _Range:
+    start_ms: int | None
+    end_ms: int | None
+
+
+def _time(text: str | None, parameter: str) -> int | None:
+    if text is None:
+        return None
+    try:
+        return parse_timestamp(int(text) if text.isdigit() else text)
+    except CarbonlinkError as exc:
+        raise ParameterError(parameter, str(exc)) from None
+
+
+def _range(start: str | None, end: str | None) -> _Range:
+    span = _Range(_time(start, "start"), _time(end, "end"))
+    if span.start_ms is not None and span.end_ms is not None and span.start_ms >= span.end_ms:
+        raise ParameterError("end", "must be after start")
+    return span
+
+
+def _respond(frame: pd.DataFrame, fmt: str) -> Response:
+    if fmt == "csv":
+        return Response(frame.to_csv(index=False), media_type=CSV_MEDIA_TYPE)
+    # pandas writes NaN as null and times as ISO 8601 UTC; json.dumps would refuse NaN.
+    body = frame.to_json(orient="records", date_format="iso", date_unit="ms")
+    return Response(body, media_type="application/json")
+
+
+def create_app(
+    store: Store, settings: Settings, *, health: HealthProvider | None = None
+) -> FastAPI:
+    """The read-only API over ``store`` for the plants in ``settings``."""
+    app = FastAPI(
+        title="carbonlink",
+        version=_version,
+        description="Factory carbon monitoring: stored series, windows, KPIs and totals.",
+    )
+    # The current factor set of each plant, read once: queries default to it.
+    current = {p: factor_set_for(settings, p) for p in settings.plants}
+
+    def plant_config(plant: str) -> PlantConfig:
+        config = settings.plants.get(plant)
+        if config is None:
+            raise UnknownPlantError(plant, sorted(settings.plants))
+        return config
+
+    def plant_emissions(plant: str, span: _Range, factor_version: str | None) -> pd.DataFrame:
+        factor_set = current[plant]
+        return store.emissions(
+            plant,
+            start_ms=span.start_ms,
+            end_ms=span.end_ms,
+            factor_set=factor_set.name,
+            factor_version=factor_version or factor_set.version,
+        )
+
+    @app.exception_handler(UnknownPlantError)
+    def _unknown_plant(_: Request, exc: UnknownPlantError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(ParameterError)
+    def _bad_parameter(_: Request, exc: ParameterError) -> JSONResponse:
+        # The same shape as FastAPI's own validation errors, so clients parse one kind.
+        detail = [{"loc": ["query", exc.parameter], "msg": exc.problem, "type": "value_error"}]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.get(f"{API_PREFIX}/plants", summary="Configured plants")
+    def plants(fmt: Format = "json") -> Response:
+        rows = [
+            {
+                "plant": p.id,
+                "name": p.name,
+                "archetype": p.archetype,
+                "timezone": p.timezone,
+                "grid_region": p.grid_region,
+                "factor_set": current[p.id].name,
+                "factor_version": current[p.id].version,
+                "meters": len(p.meters),
+            }
+            for p in settings.plants.values()
+        ]
+        return _respond(pd.DataFrame(rows), fmt)
+
+    @app.get(f"{API_PREFIX}/plants/{{plant}}/meters", summary="Meters of one plant")
+    def meters(plant: str, fmt: Format = "json") -> Response:
+        config = plant_config(plant)
+        rows = [{"plant": plant} | m.model_dump(mode="json") for m in config.meters]
+        return _respond(pd.DataFrame(rows), fmt)
+
+    @app.get(f"{API_PREFIX}/plants/{{plant}}/series", summary="Stored points of one field")
+    def series(
+        plant: str,
+        field: Annotated[str, Query(description=f"One of {', '.join(SERIES_FIELDS)}")] = (
+            "co2e_kg"
+        ),
+        meter: str | None = None,
+        start: Time = None,
+        end: Time = None,
+        factor_version: FactorVersion = None,
+        fmt: Format = "json",
+    ) -> Response:
+        plant_config(plant)
+        if field not in SERIES_FIELDS:
+            raise ParameterError("field", f"expected one of {', '.join(SERIES_FIELDS)}")
+        span = _range(start, end)
+        frame = store.series(
+            plant,
+            field=field,
+            meter=meter,
+            start_ms=span.start_ms,
+            end_ms=span.end_ms,
+            factor_set=current[plant].name,
+            factor_version=factor_version or current[plant].version,
+        )
+        return _respond(frame, fmt)
+
+    @app.get(
+        f"{API_PREFIX}/plants/{{plant}}/windows",
+        summary="Sums per UTC window (start-labelled, left-closed)",
+    )
+    def windows(
+        plant: str,
+        window: WindowName = "15m",
+        by: Literal["total", "source", "scope", "meter"] = "total",
+        start: Time = None,
+        end: Time = None,
+        factor_version: FactorVersion = None,
+        fmt: Format = "json",
+    ) -> Response:
+        plant_config(plant)
+        emissions = plant_emissions(plant, _range(start, end), factor_version)
+        return _respond(aggregate(emissions, by, window), fmt)
+
+    @app.get(f"{API_PREFIX}/plants/{{plant}}/kpis", summary="Carbon and energy KPIs")
+    def kpis(
+        plant: str,
+        start: Time = None,
+        end: Time = None,
+        factor_version: FactorVersion = None,
+        fmt: Format = "json",
+    ) -> Response:
+        config = plant_config(plant)
+        span = _range(start, end)
+        emissions = plant_emissions(plant, span, factor_version)
+        activity = store.activity(plant, start_ms=span.start_ms, end_ms=span.end_ms)
+        record = {
+            "start": start,
+            "end": end,
+            "factor_set": current[plant].name,
+            "factor_version": factor_version or current[plant].version,
+        } | plant_kpis(config, emissions, activity).as_record()
+        return _respond(pd.DataFrame([record]), fmt)
+
+    @app.get(f"{API_PREFIX}/totals", summary="Totals across plants, current factor sets")
+    def totals(
+        by: Literal["plant", "scope", "source"] = "plant",
+        window: Annotated[
+            Literal["1m", "15m", "1h", "1d"] | None, Query(description="Split into periods")
+        ] = None,
+        start: Time = None,
+        end: Time = None,
+        fmt: Format = "json",
+    ) -> Response:
+        span = _range(start, end)
+        emissions = store.emissions(start_ms=span.start_ms, end_ms=span.end_ms)
+        # Each plant counts under its own current factor set version, never twice.
+        chosen = pd.DataFrame(
+            [(p, f.name, f.version) for p, f in current.items()],
+            columns=["plant", "factor_set", "factor_version"],
+        )
+        emissions = emissions.merge(chosen, on=list(chosen.columns))[list(EMISSION_COLUMNS)]
+        frame = aggregate(emissions, by, window)
+        if by != "source":  # activity across sources has no common unit
+            frame = frame.drop(columns=["activity", "activity_unit"])
+        frame["co2e_t"] = frame["co2e_kg"] / 1000
+        return _respond(frame, fmt)
+
+    @app.get(f"{API_PREFIX}/health", summary="Ingestion counters and store")
+    def health_endpoint() -> dict[str, object]:
+        return {
+            "status": "ok",
+            "store": store.url,
+            "plants": len(settings.plants),
+            "ingestion": dict(health()) if health is not None else None,
+        }
+
+    return app
