@@ -107,6 +107,15 @@ class DigitalConfig(_Frozen):
     )
 
 
+class FuelSwitchConfig(_Frozen):
+    """Part of X delivered by moving heat input from one fuel meter to a cleaner one
+    (e.g. kiln coal to biomass), instead of burning less: the second abatement route."""
+
+    from_meter: Identifier
+    to_meter: Identifier
+    share: float = Field(default=0.3, gt=0, le=1, description="Share of X delivered by switching")
+
+
 class AbatementConfig(_Frozen):
     """Abatement capability X of the coordination model (defaults: its reference case)."""
 
@@ -119,6 +128,7 @@ class AbatementConfig(_Frozen):
     max_reduction: float = Field(
         default=0.6, ge=0, le=1, description="Ceiling on a meter's reduction (fraction)"
     )
+    fuel_switch: FuelSwitchConfig | None = None
 
 
 class SimulationConfig(_Frozen):
@@ -155,6 +165,19 @@ class PlantConfig(_Frozen):
                 raise ValueError(f"meter id {meter.id!r} appears twice")
             seen.add(meter.id)
         return meters
+
+    @model_validator(mode="after")
+    def _fuel_switch_meters(self) -> Self:
+        switch = self.simulation.abatement.fuel_switch
+        if switch is None:
+            return self
+        for name in (switch.from_meter, switch.to_meter):
+            meter = self.meter(name)
+            if meter is None or meter.activity is None or meter.output:
+                raise ValueError(
+                    f"simulation.abatement.fuel_switch: {name!r} is not a fuel meter of this plant"
+                )
+        return self
 
     def meter(self, meter_id: str) -> MeterConfig | None:
         return next((m for m in self.meters if m.id == meter_id), None)

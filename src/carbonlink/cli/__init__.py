@@ -9,6 +9,7 @@ import click
 from carbonlink.cli._services import agent, demo, platform, query
 from carbonlink.cli.api import api, recompute
 from carbonlink.cli.factors import factors
+from carbonlink.cli.policy import policy
 from carbonlink.cli.simulate import simulate
 
 __all__ = ["main"]
@@ -22,5 +23,5 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-for command in (demo, simulate, agent, platform, query, api, recompute, factors):
+for command in (demo, simulate, agent, platform, query, api, recompute, policy, factors):
     main.add_command(command)

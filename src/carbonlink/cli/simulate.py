@@ -1,7 +1,8 @@
-"""`carbonlink simulate`: publish simulated plant meters over MQTT."""
+"""`carbonlink simulate`: publish simulated plant meters (or a recorded series) over MQTT."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -17,7 +18,13 @@ from carbonlink.cli._common import (
     time_option,
     user_errors,
 )
+from carbonlink.simulators import load_faults, load_replay, parse_fault, replay
 from carbonlink.simulators import simulate as run_simulators
+
+FAULT_HELP = (
+    "A fault: KIND:PLANT[/METER]@START[+DURATION][,key=value]; START is simulated time "
+    "after the run starts. E.g. spike:cement-01/kiln-coal@10m+2m,factor=20. Repeatable."
+)
 
 
 @click.command()
@@ -33,6 +40,28 @@ from carbonlink.simulators import simulate as run_simulators
     help="Simulated start (RFC 3339 or epoch ms) [default: now; with --speed max, now "
     "minus --duration, so a backfill ends at the present].",
 )
+@click.option(
+    "--faults",
+    "faults_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="YAML fault script (see config/faults/).",
+)
+@click.option("--fault", "fault_specs", multiple=True, help=FAULT_HELP)
+@click.option(
+    "--batch",
+    type=click.IntRange(1, 10_000),
+    default=1,
+    help="Samples per message and meter (more: fewer, larger messages).",
+)
+@click.option(
+    "--replay",
+    "replay_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Publish a recorded CSV (time,plant,meter,value[,unit]) instead.",
+)
+@click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
 @user_errors
 def simulate(
     config_path: Path | None,
@@ -42,6 +71,11 @@ def simulate(
     speed: str,
     duration: str | None,
     start: str | None,
+    faults_file: Path | None,
+    fault_specs: tuple[str, ...],
+    batch: int,
+    replay_file: Path | None,
+    quiet: bool,
 ) -> None:
     """Publish simulated plant meters over MQTT."""
     settings = settings_from(config_path)
@@ -50,18 +84,43 @@ def simulate(
     )
     duration_ms = round(parse_duration_s(duration) * 1000) if duration else None
     start_ms = time_option(start, "--start")
-    if speed == "max":
-        if start_ms is None and duration_ms is not None:
-            start_ms = wall_clock_ms() - duration_ms
-        clock = SimClock(start_ms, speed=None)
-    else:
-        try:
-            clock = SimClock(start_ms, speed=float(speed))
-        except ValueError as exc:
-            raise click.BadParameter(f"--speed: {exc}") from exc
     address = parse_broker_url(broker or settings.services.broker.url, settings.services.broker)
-    stats = run_async(run_simulators(selected, address, clock, seed=seed, duration_ms=duration_ms))
+    if replay_file is not None:
+        rows = load_replay(replay_file, {p.id: p for p in selected})
+        if not rows:
+            raise click.UsageError(f"{replay_file}: no rows")
+        clock = _clock(speed, rows[0].ts_ms)
+        stats = run_async(replay(rows, {p.id: p for p in selected}, address, clock))
+    else:
+        faults = list(load_faults(faults_file)) if faults_file else []
+        faults += [parse_fault(spec) for spec in fault_specs]
+        if speed == "max" and start_ms is None and duration_ms is not None:
+            start_ms = wall_clock_ms() - duration_ms
+        clock = _clock(speed, start_ms)
+        stats = run_async(
+            run_simulators(
+                selected,
+                address,
+                clock,
+                seed=seed,
+                duration_ms=duration_ms,
+                faults=faults,
+                batch_samples=batch,
+                factor_sets_dir=settings.factor_sets_dir,
+                progress=None if quiet else sys.stderr,
+            )
+        )
     if stats is not None:
         click.echo(
             f"published {stats.published_samples} samples in {stats.published_messages} messages"
+            + (f", faults {stats.faults}" if stats.faults else "")
         )
+
+
+def _clock(speed: str, start_ms: int | None) -> SimClock:
+    if speed == "max":
+        return SimClock(start_ms, speed=None)
+    try:
+        return SimClock(start_ms, speed=float(speed))
+    except ValueError as exc:
+        raise click.BadParameter(f"--speed: {exc}") from exc

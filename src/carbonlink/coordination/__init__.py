@@ -1,8 +1,69 @@
 """Firm-platform-government coordination: a differential-game model in the spirit of
-Qin et al. (2026), our own formulation (see ../shared/specs/coordination-model.md).
+Qin et al. (2026), our own formulation (docs/coordination.md; the spec is
+coordination-model.md).
 
-Not implemented yet: this package only reserves its place in the data flow
-(platform -> storage -> coordination -> MQTT directives -> plants).
+A manufacturing firm (M), an industrial internet platform (P) and the government (G)
+build abatement capability X through efforts E_M, E_P in three stages: Nash without
+subsidy, government-led subsidies, and joint decisions with shared data. The stage-3
+value is split by Shapley value or Nash bargaining and settled period by period.
+Streaming, closed loop and the policy lab are being built on top of this core.
 """
 
-__all__: list[str] = []
+from carbonlink.coordination._cooperative import (
+    PartyShare,
+    Split,
+    coalition_value,
+    nash_bargaining,
+    shapley,
+    shapley_values,
+)
+from carbonlink.coordination._params import PARTIES, CoordinationParams, Party, load_params
+from carbonlink.coordination._settlement import Settlement, settle
+from carbonlink.coordination._solve import Solution, solve
+from carbonlink.coordination._stages import (
+    STAGE_NAMES,
+    GovernmentObjective,
+    StageResult,
+    best_response_efforts,
+    stage1_nash,
+    stage2_government,
+    stage3_joint,
+    subsidy_rate,
+)
+from carbonlink.coordination._value import (
+    carbon_emission_efficiency,
+    inflow,
+    steady_state,
+    stream_value,
+    trajectory,
+)
+
+__all__ = [
+    "PARTIES",
+    "STAGE_NAMES",
+    "CoordinationParams",
+    "GovernmentObjective",
+    "Party",
+    "PartyShare",
+    "Settlement",
+    "Solution",
+    "Split",
+    "StageResult",
+    "best_response_efforts",
+    "carbon_emission_efficiency",
+    "coalition_value",
+    "inflow",
+    "load_params",
+    "nash_bargaining",
+    "settle",
+    "shapley",
+    "shapley_values",
+    "solve",
+    "stage1_nash",
+    "stage2_government",
+    "stage3_joint",
+    "steady_state",
+    "stream_value",
+    "subsidy_rate",
+    "trajectory",
+]

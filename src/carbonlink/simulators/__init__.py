@@ -1,7 +1,31 @@
 """Plant simulators: factories whose meters publish readings on a simulated clock."""
 
 from carbonlink._clock import SimClock
-from carbonlink.simulators._plant import PlantSimulator, plant_rng
-from carbonlink.simulators._runner import SimulationStats, simulate
+from carbonlink.simulators._faults import Fault, FaultKind, load_faults, parse_fault
+from carbonlink.simulators._fleet import Fleet, Tick, plant_rng
+from carbonlink.simulators._models import (
+    abatement_closed_form,
+    abatement_inflow,
+    digital_multiplier,
+)
+from carbonlink.simulators._replay import load_replay, replay
+from carbonlink.simulators._runner import SimulationStats, emission_factors, simulate
 
-__all__ = ["PlantSimulator", "SimClock", "SimulationStats", "plant_rng", "simulate"]
+__all__ = [
+    "Fault",
+    "FaultKind",
+    "Fleet",
+    "SimClock",
+    "SimulationStats",
+    "Tick",
+    "abatement_closed_form",
+    "abatement_inflow",
+    "digital_multiplier",
+    "emission_factors",
+    "load_faults",
+    "load_replay",
+    "parse_fault",
+    "plant_rng",
+    "replay",
+    "simulate",
+]

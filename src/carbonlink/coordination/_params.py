@@ -1,0 +1,77 @@
+"""Parameters of the coordination model (coordination-model.md, reference case).
+
+Names follow the spec exactly (``a_M``, ``k_P``, ``X0`` ...) so a formula in the spec
+and its code read the same; hence the naming-rule exemptions below.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from carbonlink._yamlconfig import load_yaml_model
+
+__all__ = ["PARTIES", "CoordinationParams", "Party", "load_params"]
+
+Party = Literal["M", "P", "G"]
+#: Firm, platform, government: the order used in every table and tuple.
+PARTIES: Final[tuple[Party, Party, Party]] = ("M", "P", "G")
+
+
+class CoordinationParams(BaseModel):
+    """One parameter set of the model (coordination-model.md, "Reference case").
+
+    Rates, productivities and cost coefficients are strictly positive; the marginal
+    values ``m_M``, ``m_P``, ``g`` may be zero but not negative (a negative value would
+    ask for negative effort, which the model excludes) and at least one is positive.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    r: float = Field(gt=0, description="discount rate per period")
+    delta: float = Field(gt=0, description="decay rate of abatement capability per period")
+    a_M: float = Field(gt=0, description="productivity of the firm's effort")  # noqa: N815
+    a_P: float = Field(gt=0, description="productivity of the platform's effort")  # noqa: N815
+    F: float = Field(ge=0, le=1, description="functional availability of digital tools")
+    R: float = Field(ge=0, le=1, description="relational availability (data sharing)")
+    eta: float = Field(ge=0, description="gain from shared data in stage 3")
+    k_M: float = Field(gt=0, description="firm's effort cost coefficient")  # noqa: N815
+    k_P: float = Field(gt=0, description="platform's effort cost coefficient")  # noqa: N815
+    m_M: float = Field(ge=0, description="firm's value per tCO2e abated")  # noqa: N815
+    m_P: float = Field(ge=0, description="platform's value per tCO2e abated")  # noqa: N815
+    g: float = Field(ge=0, description="social value per tCO2e abated")
+    mu: float = Field(ge=0, description="shadow cost of public funds")
+    theta_max: float = Field(ge=0, lt=1, description="cap on a subsidy rate")
+    X0: float = Field(default=0.0, ge=0, description="initial abatement capability")
+
+    @model_validator(mode="after")
+    def _some_value(self) -> CoordinationParams:
+        if self.gs <= 0:
+            raise ValueError("m_M + m_P + g must be positive: nobody values abatement")
+        return self
+
+    @property
+    def gs(self) -> float:
+        """Gs = g + m_M + m_P, the social value of a tCO2e (coordination-model.md, Flow payoffs)."""
+        return self.g + self.m_M + self.m_P
+
+    @property
+    def sigma_shared(self) -> float:
+        """sigma = 1 + eta*R, the stage-3 multiplier (coordination-model.md, Dynamics)."""
+        return 1.0 + self.eta * self.R
+
+    @property
+    def r_delta(self) -> float:
+        """r + delta: the rate at which one unit of inflow is worth m/(r+delta) per period."""
+        return self.r + self.delta
+
+    def value_of(self, party: Party) -> float:
+        """Marginal value of abatement to a party: m_M, m_P, or g for the government."""
+        return {"M": self.m_M, "P": self.m_P, "G": self.g}[party]
+
+
+def load_params(path: Path) -> CoordinationParams:
+    """Read a policy parameter file; any problem is a ConfigError naming file and key."""
+    return load_yaml_model(path, CoordinationParams)
