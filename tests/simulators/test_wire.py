@@ -14,6 +14,7 @@ from carbonlink import wire
 from carbonlink._clock import SimClock
 from carbonlink._mqtt import BrokerAddress
 from carbonlink.config import PlantConfig
+from carbonlink.platform.storage import SqliteStore, StoredReading
 from carbonlink.simulators import (
     Fault,
     FaultKind,
@@ -23,6 +24,7 @@ from carbonlink.simulators import (
     abatement_inflow,
     emission_factors,
     load_replay,
+    load_replay_from_store,
     parse_fault,
     replay,
     simulate,
@@ -255,6 +257,50 @@ def test_replay_publishes_a_recorded_csv(
     )
     rows = load_replay(csv_path, plants)
     clock = SimClock(rows[0].ts_ms, speed=600.0)  # one minute in 0.1 s
+    _, seen = asyncio.run(
+        record(
+            mosquitto.url,
+            [f"carbonlink/v1/{plant_id}/meters/#"],
+            lambda b: replay(rows, plants, b, clock),
+        )
+    )
+    assert [s["value"] for s in samples_of(seen, "boiler-coal")] == [0.4, 0.5]
+    assert [s["value"] for s in samples_of(seen, "grid-main")] == [100.0, 220.0]  # counter
+
+
+def test_replay_publishes_a_store_query(
+    mosquitto: MosquittoServer, tmp_path: Path, topic_prefix: str
+) -> None:
+    """What the platform stored goes back on the wire: only the asked-for window, in time
+    order, counters summed back into a register, meters gone from the config left out."""
+    plant_id = f"{topic_prefix}-s"
+    plants = {p.id: p for p in plants_for(tmp_path, {plant_id: "textiles-01"}, mosquitto.url)}
+    store = SqliteStore(tmp_path / "recorded.sqlite")
+    t0 = START_MS
+
+    def stored(meter: str, minute: int, value: float, unit: str) -> StoredReading:
+        return StoredReading(
+            plant_id, meter, t0 + minute * 60_000, value, unit, 60_000, "measured", None
+        )
+
+    store.write(
+        [
+            stored("boiler-coal", 2, 0.5, "t"),
+            stored("boiler-coal", 1, 0.4, "t"),
+            stored("boiler-coal", 9, 9.9, "t"),  # outside the window
+            stored("grid-main", 1, 100.0, "kWh"),
+            stored("grid-main", 2, 120.0, "kWh"),
+            stored("retired-meter", 1, 1.0, "t"),  # no longer configured
+        ]
+    )
+    rows = load_replay_from_store(store, plants, start_ms=t0, end_ms=t0 + 5 * 60_000)
+    store.close()
+    assert [(r.meter, r.value) for r in rows if r.meter == "boiler-coal"] == [
+        ("boiler-coal", 0.4),
+        ("boiler-coal", 0.5),
+    ]
+    assert {r.meter for r in rows} == {"boiler-coal", "grid-main"}
+    clock = SimClock(rows[0].ts_ms, speed=600.0)
     _, seen = asyncio.run(
         record(
             mosquitto.url,

@@ -18,7 +18,14 @@ from carbonlink.cli._common import (
     time_option,
     user_errors,
 )
-from carbonlink.simulators import load_faults, load_replay, parse_fault, replay
+from carbonlink.platform.storage import open_store
+from carbonlink.simulators import (
+    load_faults,
+    load_replay,
+    load_replay_from_store,
+    parse_fault,
+    replay,
+)
 from carbonlink.simulators import simulate as run_simulators
 
 FAULT_HELP = (
@@ -56,11 +63,13 @@ FAULT_HELP = (
 )
 @click.option(
     "--replay",
-    "replay_file",
-    type=click.Path(path_type=Path),
+    "replay_source",
     default=None,
-    help="Publish a recorded CSV (time,plant,meter,value[,unit]) instead.",
+    help="Publish a recording instead: a CSV (time,plant,meter,value[,unit]) or a store "
+    "URL (sqlite:///PATH, influxdb://HOST:PORT/DB) read over --from/--to.",
 )
+@click.option("--from", "replay_from", default=None, help="Store replay start (RFC 3339 or ms).")
+@click.option("--to", "replay_to", default=None, help="Store replay end, exclusive.")
 @click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
 @user_errors
 def simulate(
@@ -74,7 +83,9 @@ def simulate(
     faults_file: Path | None,
     fault_specs: tuple[str, ...],
     batch: int,
-    replay_file: Path | None,
+    replay_source: str | None,
+    replay_from: str | None,
+    replay_to: str | None,
     quiet: bool,
 ) -> None:
     """Publish simulated plant meters over MQTT."""
@@ -85,10 +96,23 @@ def simulate(
     duration_ms = round(parse_duration_s(duration) * 1000) if duration else None
     start_ms = time_option(start, "--start")
     address = parse_broker_url(broker or settings.services.broker.url, settings.services.broker)
-    if replay_file is not None:
-        rows = load_replay(replay_file, {p.id: p for p in selected})
+    if replay_source is not None:
+        by_id = {p.id: p for p in selected}
+        if "://" in replay_source:
+            store = open_store(replay_source)
+            try:
+                rows = load_replay_from_store(
+                    store,
+                    by_id,
+                    start_ms=time_option(replay_from, "--from"),
+                    end_ms=time_option(replay_to, "--to"),
+                )
+            finally:
+                store.close()
+        else:
+            rows = load_replay(replay_source, by_id)
         if not rows:
-            raise click.UsageError(f"{replay_file}: no rows")
+            raise click.UsageError(f"{replay_source}: nothing to replay")
         clock = _clock(speed, rows[0].ts_ms)
         stats = run_async(replay(rows, {p.id: p for p in selected}, address, clock))
     else:

@@ -8,7 +8,7 @@ from carbonlink.simulators._models import (
     abatement_inflow,
     digital_multiplier,
 )
-from carbonlink.simulators._replay import load_replay, replay
+from carbonlink.simulators._replay import load_replay, load_replay_from_store, replay
 from carbonlink.simulators._runner import SimulationStats, emission_factors, simulate
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "emission_factors",
     "load_faults",
     "load_replay",
+    "load_replay_from_store",
     "parse_fault",
     "plant_rng",
     "replay",

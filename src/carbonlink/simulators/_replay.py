@@ -1,4 +1,5 @@
-"""Replay a recorded series (CSV) onto the wire at its original or an accelerated pace.
+"""Replay a recorded series (CSV, or a store query) onto the wire at its original or an
+accelerated pace.
 
 The CSV needs columns ``time``, ``plant``, ``meter``, ``value`` (``unit`` optional), as
 ``carbonlink query --format csv`` prints them; ``ts`` is accepted for ``time``. Values
@@ -18,6 +19,7 @@ from carbonlink._clock import SimClock
 from carbonlink._exceptions import ConfigError, RejectedReading
 from carbonlink._mqtt import BrokerAddress
 from carbonlink.config import PlantConfig, ReadingKind
+from carbonlink.platform.storage import Store
 from carbonlink.simulators._encode import encode_samples
 from carbonlink.simulators._link import LinkCounters, Outgoing, PlantLink
 from carbonlink.simulators._runner import SimulationStats
@@ -56,6 +58,32 @@ def load_replay(path: str | Path, plants: Mapping[str, PlantConfig]) -> list[Rep
             if unit and unit != meter.unit:
                 raise ConfigError(path, where, f"unit {unit!r}, {meter.id} reports {meter.unit!r}")
             rows.append(ReplayRow(ts_ms, plant.id, meter.id, value))
+    rows.sort(key=lambda r: r.ts_ms)
+    return rows
+
+
+def load_replay_from_store(
+    store: Store,
+    plants: Mapping[str, PlantConfig],
+    *,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+) -> list[ReplayRow]:
+    """The stored activity of ``plants`` in ``[start_ms, end_ms)``, sorted by time.
+
+    Points of meters the configuration no longer has are left out: what is replayed must
+    be something the plants' agents accept.
+    """
+    rows: list[ReplayRow] = []
+    for plant in plants.values():
+        frame = store.activity(plant.id, start_ms=start_ms, end_ms=end_ms)
+        known = {m.id for m in plant.meters}
+        frame = frame[frame["meter"].isin(known)]
+        times = frame["time"].dt.as_unit("ms").astype("int64")
+        rows.extend(
+            ReplayRow(int(ts), plant.id, str(meter), float(value))
+            for ts, meter, value in zip(times, frame["meter"], frame["value"], strict=True)
+        )
     rows.sort(key=lambda r: r.ts_ms)
     return rows
 
