@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TextIO
 
-from carbonlink._broker import EmbeddedBroker
+from carbonlink._broker import EmbeddedBroker, free_port
 from carbonlink._clock import SimClock
+from carbonlink._http import serve
 from carbonlink._mqtt import parse_broker_url
 from carbonlink.agent import Agent
 from carbonlink.config import Settings
 from carbonlink.platform import Ingestor, Platform, Store
+from carbonlink.platform.api import create_app
+from carbonlink.platform.dashboard import mount_dashboard
 from carbonlink.simulators import SimulationStats, simulate
 from carbonlink.wire import format_timestamp
 
@@ -26,6 +31,8 @@ DEFAULT_SPEED: Final = 60.0  # one simulated minute per second: every meter repo
 DEFAULT_REFRESH_S: Final = 5.0
 RATE_WINDOW_MS: Final = 15 * 60 * 1000  # CO2e rate is averaged over the last 15 simulated min
 STARTUP_TIMEOUT_S: Final = 15.0
+DEFAULT_HTTP_HOST: Final = "127.0.0.1"
+DEFAULT_HTTP_PORT: Final = 8080  # taken: a free port instead, printed at start
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +45,7 @@ class DemoOptions:
     duration_s: float | None = None
     refresh_s: float = DEFAULT_REFRESH_S
     port: int | None = None
+    http: tuple[str, int] | None = (DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +86,11 @@ async def run_demo(
             )
             for p in plants
         ]
+        dashboard = _dashboard_address(options.http)
         print(
             f"carbonlink demo: broker {broker.url}, store {options.store_url}\n"
-            f"  {len(plants)} plants ({', '.join(p.id for p in plants)}), "
+            + (f"  dashboard http://{dashboard[0]}:{dashboard[1]}/\n" if dashboard else "")
+            + f"  {len(plants)} plants ({', '.join(p.id for p in plants)}), "
             f"simulated clock at {options.speed:g}x, seed {options.seed}",
             file=out,
             flush=True,
@@ -88,6 +98,18 @@ async def run_demo(
         stats = SimulationStats()
         tasks: list[asyncio.Task[object]] = [asyncio.create_task(platform.run(), name="platform")]
         tasks += [asyncio.create_task(a.run(), name=a.identity) for a in agents]
+        if dashboard is not None:
+            shown = dataclasses.replace(settings, plants={p.id: p for p in plants})
+            app = create_app(store, shown, health=platform.counters.as_dict)
+            mount_dashboard(
+                app,
+                store,
+                shown,
+                health=platform.counters.as_dict,
+                status=platform.agent_states,
+                clock=clock.now_ms,
+            )
+            tasks.append(asyncio.create_task(serve(app, *dashboard), name="dashboard"))
         try:
             # Start the simulators only once everyone listens, so no early reading is lost.
             async with asyncio.timeout(STARTUP_TIMEOUT_S):
@@ -128,6 +150,18 @@ async def _report(
         await asyncio.sleep(max(0.0, wait))
         summaries = _summaries(store, agents, platform, clock.start_ms)
         _print_table(summaries, clock.now_ms(), platform.counters.stored, out, final=False)
+
+
+def _dashboard_address(wanted: tuple[str, int] | None) -> tuple[str, int] | None:
+    if wanted is None:
+        return None
+    host, port = wanted
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return host, free_port(host)
+    return host, port
 
 
 def _summaries(

@@ -62,6 +62,7 @@ def telemetry_topic(plant: str) -> str:
 
 
 TELEMETRY_SUBSCRIPTION: Final = f"{TOPIC_ROOT}/+/telemetry"
+STATUS_SUBSCRIPTION: Final = f"{TOPIC_ROOT}/+/status"
 
 
 def status_topic(plant: str) -> str:

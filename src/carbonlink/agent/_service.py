@@ -33,6 +33,7 @@ from carbonlink._mqtt import (
     manual_acks,
     next_backoff,
 )
+from carbonlink._rejections import Rejections
 from carbonlink.agent._validation import MeterValidator
 from carbonlink.config import AgentConfig, OutboxFullPolicy, PlantConfig
 from carbonlink.emissions import FactorLibrary, FactorSet, ResolvedFactor
@@ -40,7 +41,6 @@ from carbonlink.emissions import FactorLibrary, FactorSet, ResolvedFactor
 log = logging.getLogger(__name__)
 
 STATUS_INTERVAL_S: Final = 10.0
-DEADLETTER_QUEUE_MAX: Final = 1_000
 OUTBOX_FULL: Final = "outbox_full"
 OUTBOX_UNWRITABLE: Final = "outbox_unwritable"
 _SEQ_KEY: Final = "seq"
@@ -98,7 +98,7 @@ class Agent:
         self._validator = MeterValidator(plant, self.config, now_ms)
         self._outbox = DurableQueue(outbox_path)
         self._appended = asyncio.Event()
-        self._deadletters: asyncio.Queue[bytes] = asyncio.Queue(DEADLETTER_QUEUE_MAX)
+        self._rejections = Rejections("agent", log, self.counters.rejected)
         self._unsent: tuple[int, wire.TelemetryBatch] | None = None
         meta = self._outbox.meta()
         self._seq = int(meta.get(_SEQ_KEY, "0"))
@@ -169,7 +169,7 @@ class Agent:
         self.connected.set()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._forward(client))
-            tasks.create_task(self._report_rejections(client))
+            tasks.create_task(self._rejections.publish(client))
             tasks.create_task(self._report_status(client))
             async for message in client.messages:
                 self.handle(str(message.topic), _payload_bytes(message.payload))
@@ -228,14 +228,7 @@ class Agent:
         return readings[: max(room, 0)]
 
     def _reject(self, topic: str, error: RejectedReading, payload: bytes) -> None:
-        self.counters.rejected[error.reason] += 1
-        count = self.counters.rejected[error.reason]
-        if count <= 10 or count % 1000 == 0:
-            log.warning(
-                "agent %s rejected (%s, #%d): %s", self.plant.id, error.reason, count, error
-            )
-        with contextlib.suppress(asyncio.QueueFull):  # dead letters best effort; counts exact
-            self._deadletters.put_nowait(wire.encode_rejection("agent", topic, error, payload))
+        self._rejections.record(self.plant.id, topic, error, payload)
 
     async def _forward(self, client: aiomqtt.Client) -> None:
         topic = wire.telemetry_topic(self.plant.id)
@@ -268,13 +261,11 @@ class Agent:
                 deadline = loop.time() + self.config.batch_max_delay_s
             self._appended.clear()
             timeout = None if deadline is None else max(0.0, deadline - loop.time())
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that lands as the event fires, and the agent would then never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._appended.wait(), timeout)
-
-    async def _report_rejections(self, client: aiomqtt.Client) -> None:
-        topic = wire.deadletter_topic(self.plant.id)
-        while True:
-            await client.publish(topic, await self._deadletters.get(), qos=1)
+                async with asyncio.timeout(timeout):
+                    await self._appended.wait()
 
     async def _report_status(self, client: aiomqtt.Client) -> None:
         while True:

@@ -12,7 +12,14 @@ from typing import Any
 import click
 from fastapi import FastAPI
 
-from carbonlink._demo import DEFAULT_REFRESH_S, DEFAULT_SPEED, DemoOptions, run_demo
+from carbonlink._demo import (
+    DEFAULT_HTTP_HOST,
+    DEFAULT_HTTP_PORT,
+    DEFAULT_REFRESH_S,
+    DEFAULT_SPEED,
+    DemoOptions,
+    run_demo,
+)
 from carbonlink._mqtt import parse_broker_url
 from carbonlink.agent import Agent, create_view_app
 from carbonlink.cli._common import (
@@ -30,6 +37,7 @@ from carbonlink.config import Settings
 from carbonlink.emissions import FactorSet
 from carbonlink.platform import Ingestor, Platform, open_store
 from carbonlink.platform.api import create_app, serve
+from carbonlink.platform.dashboard import mount_dashboard
 from carbonlink.platform.storage import SERIES_FIELDS
 
 
@@ -57,6 +65,11 @@ def _broker(settings: Settings, override: str | None) -> str:
 @click.option("--refresh", type=float, default=DEFAULT_REFRESH_S, help="Seconds between tables.")
 @click.option("--port", type=int, default=None, help="Embedded broker port [default: a free one].")
 @click.option("--store", "store_override", default=None, help="Store URL [default: a temp file].")
+@click.option(
+    "--http",
+    default=f"{DEFAULT_HTTP_HOST}:{DEFAULT_HTTP_PORT}",
+    help="Dashboard HOST:PORT (a free port if taken); `off` for none.",
+)
 @user_errors
 def demo(
     config_path: Path | None,
@@ -67,13 +80,17 @@ def demo(
     refresh: float,
     port: int | None,
     store_override: str | None,
+    http: str,
 ) -> None:
     """Run plants, agents and the platform on an embedded broker; print live emissions."""
     settings = settings_from(config_path)
     plant_ids = plants.split(",") if plants else list(settings.plants)
     with tempfile.TemporaryDirectory(prefix="carbonlink-demo-") as scratch:
         url = store_override or f"sqlite:///{Path(scratch) / 'demo.sqlite'}"
-        options = DemoOptions(plant_ids, url, Path(scratch), speed, seed, duration, refresh, port)
+        listen = None if http == "off" else parse_host_port(http)
+        options = DemoOptions(
+            plant_ids, url, Path(scratch), speed, seed, duration, refresh, port, listen
+        )
         run_async(run_demo(settings, options, open_store, sys.stdout))
 
 
@@ -160,7 +177,12 @@ def platform(
         shared_group=shared_group,
         client_id=f"{config.client_id}-{worker}" if worker else None,
     )
-    api = create_app(store, settings, health=service.counters.as_dict) if listen else None
+    api = None
+    if listen:
+        api = create_app(store, settings, health=service.counters.as_dict)
+        mount_dashboard(
+            api, store, settings, health=service.counters.as_dict, status=service.agent_states
+        )
     try:
         run_async(_with_http(service.run(), api, listen))
     finally:

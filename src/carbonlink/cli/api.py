@@ -19,6 +19,7 @@ from carbonlink.cli._common import (
 )
 from carbonlink.platform._recompute import recompute as recompute_emissions
 from carbonlink.platform.api import create_app, serve
+from carbonlink.platform.dashboard import mount_dashboard
 from carbonlink.platform.storage import open_store
 
 __all__ = ["DEFAULT_HTTP", "api", "recompute"]
@@ -38,8 +39,14 @@ def api(config_path: Path | None, store_override: str | None, http: str) -> None
     host, port = parse_host_port(http)
     store = open_store(store_url(settings, store_override))
     try:
-        click.echo(f"carbonlink api on http://{host}:{port}/api/v1 (docs: /docs)", err=True)
-        run_async(serve(create_app(store, settings), host, port))
+        click.echo(
+            f"carbonlink api on http://{host}:{port}/api/v1 (docs: /docs), "
+            f"dashboard on http://{host}:{port}/",
+            err=True,
+        )
+        app = create_app(store, settings)
+        mount_dashboard(app, store, settings)
+        run_async(serve(app, host, port))
     except OSError as exc:
         raise ConfigError(None, "--http", f"cannot listen on {host}:{port}: {exc}") from exc
     finally:

@@ -13,7 +13,7 @@ from pathlib import Path
 from carbonlink import wire
 from carbonlink._exceptions import CarbonlinkError, RejectedReading
 from carbonlink.config import MeterConfig, PlantConfig, Settings
-from carbonlink.emissions import FactorLibrary, FactorSet, ResolvedFactor
+from carbonlink.emissions import EmissionResult, FactorLibrary, FactorSet, ResolvedFactor
 from carbonlink.platform.storage import Emission, StoredReading
 from carbonlink.wire import Reason
 
@@ -109,22 +109,7 @@ class Ingestor:
                 result = entry.factor.apply(reading.value)
             except CarbonlinkError as exc:  # a factor problem must not take the batch down
                 raise RejectedReading(Reason.WRONG_UNIT, str(exc), meter=reading.meter) from exc
-            emission = Emission(
-                activity=result.activity,
-                source=entry.source,
-                scope=result.scope,
-                category=result.category,
-                factor_set=factor_set.name,
-                factor_version=factor_set.version,
-                gwp=result.gwp_set,
-                converted_amount=result.converted_amount,
-                converted_unit=result.converted_unit,
-                co2_kg=result.co2_kg,
-                ch4_kg=result.ch4_kg,
-                n2o_kg=result.n2o_kg,
-                co2e_kg=result.co2e_kg,
-                biogenic_co2_kg=result.biogenic_co2_kg,
-            )
+            emission = emission_record(result, factor_set, entry.source)
         return StoredReading(
             plant,
             reading.meter,
@@ -135,6 +120,26 @@ class Ingestor:
             reading.quality,
             emission,
         )
+
+
+def emission_record(result: EmissionResult, factor_set: FactorSet, source: str) -> Emission:
+    """What is stored of one computed emission: the figures and their provenance."""
+    return Emission(
+        activity=result.activity,
+        source=source,
+        scope=result.scope,
+        category=result.category,
+        factor_set=factor_set.name,
+        factor_version=factor_set.version,
+        gwp=result.gwp_set,
+        converted_amount=result.converted_amount,
+        converted_unit=result.converted_unit,
+        co2_kg=result.co2_kg,
+        ch4_kg=result.ch4_kg,
+        n2o_kg=result.n2o_kg,
+        co2e_kg=result.co2e_kg,
+        biogenic_co2_kg=result.biogenic_co2_kg,
+    )
 
 
 def _plant_from_topic(topic: str) -> str:

@@ -13,8 +13,9 @@ from typing import Final
 import pandas as pd
 
 from carbonlink.config import PlantConfig, Settings
-from carbonlink.emissions import EmissionResult, FactorLibrary, FactorSet
-from carbonlink.platform.storage import Emission, Store, StoredReading
+from carbonlink.emissions import FactorLibrary, FactorSet
+from carbonlink.platform._ingest import emission_record
+from carbonlink.platform.storage import Store, StoredReading
 
 __all__ = ["RecomputeResult", "factor_set_for", "recompute"]
 
@@ -93,28 +94,9 @@ def _recomputed(
             unit=str(unit),
             duration_ms=round(float(duration_s) * _MS_PER_S),
             quality=str(quality),
-            emission=_emission(factor.apply(float(value)), factor_set, source),
+            emission=emission_record(factor.apply(float(value)), factor_set, source),
         )
         for ts, value, unit, duration_s, quality in zip(
             ts_ms, rows["value"], rows["unit"], rows["duration_s"], rows["quality"], strict=True
         )
     ]
-
-
-def _emission(result: EmissionResult, factor_set: FactorSet, source: str) -> Emission:
-    return Emission(
-        activity=result.activity,
-        source=source,
-        scope=result.scope,
-        category=result.category,
-        factor_set=factor_set.name,
-        factor_version=factor_set.version,
-        gwp=result.gwp_set,
-        converted_amount=result.converted_amount,
-        converted_unit=result.converted_unit,
-        co2_kg=result.co2_kg,
-        ch4_kg=result.ch4_kg,
-        n2o_kg=result.n2o_kg,
-        co2e_kg=result.co2e_kg,
-        biogenic_co2_kg=result.biogenic_co2_kg,
-    )

@@ -9,7 +9,7 @@ dies before that, the broker delivers the message again; stores key readings by
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import json
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -31,6 +31,7 @@ from carbonlink._mqtt import (
     manual_acks,
     next_backoff,
 )
+from carbonlink._rejections import Rejections
 from carbonlink.config import PlatformConfig
 from carbonlink.platform._ingest import Ingestor, IngestResult
 from carbonlink.platform._spill import SpillFile
@@ -40,7 +41,6 @@ log = logging.getLogger(__name__)
 
 STORE_RETRY_MIN_S: Final = 0.5
 STORE_RETRY_MAX_S: Final = 15.0
-DEADLETTER_QUEUE_MAX: Final = 1_000
 
 
 @dataclass(slots=True)
@@ -50,11 +50,15 @@ class PlatformCounters:
     stored: int = 0
     spilled: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
+    rejected_by_plant: Counter[str] = field(default_factory=Counter)
     store_failures: int = 0
     sequence_gaps: int = 0
     last_seq: dict[str, int] = field(default_factory=dict)
     newest_stored_ms: dict[str, int] = field(default_factory=dict)  # per plant
     lag_s: float | None = None
+    # From each agent's retained status message: "online"/"offline" and its own refusals.
+    agent_state: dict[str, str] = field(default_factory=dict)
+    agent_rejected: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -63,6 +67,12 @@ class PlatformCounters:
             "stored": self.stored,
             "spilled": self.spilled,
             "rejected": dict(self.rejected),
+            # Refused anywhere on the way: by the plant's agent or by the platform.
+            "rejected_by_plant": {
+                plant: self.rejected_by_plant.get(plant, 0) + self.agent_rejected.get(plant, 0)
+                for plant in sorted(set(self.rejected_by_plant) | set(self.agent_rejected))
+            },
+            "agents": dict(self.agent_state),
             "store_failures": self.store_failures,
             "sequence_gaps": self.sequence_gaps,
             "lag_s": self.lag_s,
@@ -105,7 +115,7 @@ class Platform:
         self._now_ms = now_ms
         self._spill = SpillFile(spill_path)
         self._received: asyncio.Queue[_Received] = asyncio.Queue(self.config.queue_max_messages)
-        self._deadletters: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(DEADLETTER_QUEUE_MAX)
+        self._rejections = Rejections("platform", log, self.counters.rejected)
         self._spill_waiting = asyncio.Event()
         # One thread owns every store call: backends need not be thread-safe for writes,
         # and a blocking write never stalls the MQTT loop.
@@ -135,10 +145,12 @@ class Platform:
             try:
                 async with client:
                     await client.subscribe(subscription, qos=1)
+                    # Not shared: every worker wants every agent's status.
+                    await client.subscribe(wire.STATUS_SUBSCRIPTION, qos=1)
                     self.connected.set()
                     backoff = 0.0
                     async with asyncio.TaskGroup() as tasks:
-                        tasks.create_task(self._publish_deadletters(client))
+                        tasks.create_task(self._rejections.publish(client))
                         async for message in client.messages:
                             await self._receive(client, message)
             except Exception as exc:
@@ -152,6 +164,10 @@ class Platform:
     async def _receive(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         payload = message.payload
         data = payload if isinstance(payload, bytes) else str(payload).encode()
+        if message.topic.matches(wire.STATUS_SUBSCRIPTION):
+            self._agent_status(str(message.topic), data)
+            acknowledge(client, message)
+            return
         result = self.handle(str(message.topic), data)
         # Bounded: while the writer is behind, intake waits and the broker holds the rest.
         await self._received.put(_Received(result.stored, lambda: acknowledge(client, message)))
@@ -162,9 +178,31 @@ class Platform:
         self.counters.messages += 1
         self.counters.received += len(result.stored) + len(result.rejected)
         self._track_sequence(result)
+        self.counters.rejected_by_plant[result.plant] += len(result.rejected)
         for error in result.rejected:
-            self._reject(result.plant, topic, error, payload)
+            self._rejections.record(result.plant, topic, error, payload)
         return result
+
+    def agent_states(self) -> dict[str, str]:
+        """Each plant's agent as last reported: online, offline (its last will), or absent."""
+        return dict(self.counters.agent_state)
+
+    def _agent_status(self, topic: str, payload: bytes) -> None:
+        try:
+            plant = wire.parse_topic(topic)[0]
+            status = json.loads(payload)
+            state = status["state"]
+        except (RejectedReading, ValueError, KeyError, TypeError):
+            log.warning("platform: unreadable agent status on %s", topic)
+            return
+        if not isinstance(state, str):
+            return
+        self.counters.agent_state[plant] = state
+        counters = status.get("counters")
+        if isinstance(counters, dict) and isinstance(counters.get("rejected"), dict):
+            self.counters.agent_rejected[plant] = sum(
+                n for n in counters["rejected"].values() if isinstance(n, int)
+            )
 
     def _track_sequence(self, result: IngestResult) -> None:
         if result.agent is None or result.seq is None:
@@ -174,20 +212,6 @@ class Platform:
             self.counters.sequence_gaps += result.seq - last - 1
         if last is None or result.seq > last:
             self.counters.last_seq[result.agent] = result.seq
-
-    def _reject(self, plant: str, topic: str, error: RejectedReading, payload: bytes) -> None:
-        self.counters.rejected[error.reason] += 1
-        count = self.counters.rejected[error.reason]
-        if count <= 10 or count % 1000 == 0:
-            log.warning("platform rejected (%s, #%d) on %s: %s", error.reason, count, topic, error)
-        body = wire.encode_rejection("platform", topic, error, payload)
-        with contextlib.suppress(asyncio.QueueFull):  # dead letters best effort; counts exact
-            self._deadletters.put_nowait((wire.deadletter_topic(plant), body))
-
-    async def _publish_deadletters(self, client: aiomqtt.Client) -> None:
-        while True:
-            topic, body = await self._deadletters.get()
-            await client.publish(topic, body, qos=1)
 
     async def _write_loop(self) -> None:
         """Batches form by themselves: whatever arrived while the last write ran."""

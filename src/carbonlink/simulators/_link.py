@@ -239,7 +239,9 @@ class PlantLink:
 
     async def _wait_out_outage(self) -> None:
         """Consume messages until simulated time passes the outage, dropping or keeping."""
-        assert self._down_until is not None
+        down_until = self._down_until
+        if down_until is None:
+            return
         backlog, self._pending = self._pending, deque()
         kept: deque[Outgoing] = deque()
         while True:
@@ -252,7 +254,7 @@ class PlantLink:
             if outgoing is None:
                 self._finished = True
                 break
-            if outgoing.ts_ms >= self._down_until:
+            if outgoing.ts_ms >= down_until:
                 backlog.appendleft(outgoing)
                 break
             if not self._keep_while_down:
@@ -271,9 +273,12 @@ class PlantLink:
             await self._receive(client)
 
     async def _receive(self, client: aiomqtt.Client) -> None:
+        topic = wire.directive_topic(self.plant)
         async for message in client.messages:
             payload = message.payload
-            if not isinstance(payload, bytes | bytearray):
+            # amqtt (the demo's embedded broker) has been seen delivering other topics'
+            # retained messages to this subscription; only our directives concern us.
+            if not isinstance(payload, bytes | bytearray) or str(message.topic) != topic:
                 continue
             try:
                 directive = wire.decode_directive(str(message.topic), bytes(payload))

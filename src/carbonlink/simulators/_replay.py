@@ -117,7 +117,8 @@ async def replay(
         for row in rows:
             await clock.sleep_until(row.ts_ms)
             meter = plants[row.plant].meter(row.meter)
-            assert meter is not None
+            if meter is None:  # rows come from load_replay*, which only keep known meters
+                raise ConfigError(None, "--replay", f"{row.plant} has no meter {row.meter!r}")
             key = (row.plant, row.meter)
             value = row.value
             if meter.reading is ReadingKind.COUNTER:

@@ -1,0 +1,52 @@
+// Shared by every page: navigation, number formatting, and the event stream.
+
+export const PREFIX = "/dashboard";
+
+export async function loadLayout() {
+  const response = await fetch(`${PREFIX}/layout`);
+  return (await response.json()).plants;
+}
+
+// The navigation: overview, one entry per plant, and coordination (not built yet).
+export function renderNav(plants, active) {
+  const nav = document.querySelector("nav");
+  const link = (href, text, key) => {
+    const a = document.createElement("a");
+    a.href = href;
+    a.textContent = text;
+    if (key === active) a.className = "active";
+    nav.append(a);
+    return a;
+  };
+  link(PREFIX, "Overview", "overview");
+  for (const p of plants) link(`${PREFIX}/plants/${p.plant}`, p.plant, p.plant);
+  const soon = link(`${PREFIX}/coordination`, "Coordination", "coordination");
+  soon.title = "Stage comparison, subsidies and transfers";
+  const badge = document.createElement("span");
+  badge.className = "soon";
+  badge.textContent = "coming soon";
+  soon.append(badge);
+}
+
+export function fmt(value, digits = 1) {
+  if (value === null || value === undefined) return "\u2013";
+  return value.toLocaleString("en", { maximumFractionDigits: digits, minimumFractionDigits: digits });
+}
+
+// Wall-clock time in a plant's zone, the way its staff read it.
+export function localTime(ms, timeZone) {
+  if (ms === null || ms === undefined) return "no data";
+  return new Date(ms).toLocaleString("en-GB", { timeZone, dateStyle: "medium", timeStyle: "medium" });
+}
+
+// One EventSource, named events dispatched to handlers; the marker shows it is live.
+export function listen(url, handlers) {
+  const marker = document.querySelector(".live");
+  const source = new EventSource(url);
+  source.onopen = () => marker?.classList.add("on");
+  source.onerror = () => marker?.classList.remove("on");
+  for (const [name, handler] of Object.entries(handlers)) {
+    source.addEventListener(name, (e) => handler(JSON.parse(e.data)));
+  }
+  return source;
+}

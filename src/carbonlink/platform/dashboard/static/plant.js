@@ -1,0 +1,101 @@
+// One plant: three stacked charts fed by the plant's event stream.
+// "history" draws them once; "append" only extends traces; "current" refreshes the KPIs.
+import { PREFIX, fmt, listen, loadLayout, localTime, renderNav } from "./common.js";
+
+const plantId = decodeURIComponent(location.pathname.split("/").pop());
+const CO2E_RATE = "t CO\u2082e/h";
+const CHARTS = [
+  // [element id, title, key in the windows record, y axis unit, trace label]
+  ["chart-source", "CO\u2082e by source", "source", CO2E_RATE, (k) => k],
+  ["chart-scope", "CO\u2082e by scope", "scope", CO2E_RATE, (k) => `Scope ${k}`],
+  ["chart-energy", "Energy mix", "energy", "GJ/h", (k) => k.replaceAll("_", " ")],
+];
+const PALETTE = ["#2f6f73", "#c08a3e", "#7b8fa6", "#8e5572", "#5b8c5a", "#b5654a"];
+const FONT = { family: "system-ui, sans-serif", size: 12, color: "#1f2933" };
+
+let plant;
+let stream;
+
+function traces(windows, key, label) {
+  return Object.keys(windows[key]).map((name, i) => ({
+    name: label(name), x: windows.x, y: windows[key][name], type: "scatter", mode: "lines",
+    stackgroup: key, line: { width: 1, color: PALETTE[i % PALETTE.length] },
+  }));
+}
+
+function layout(title, unit) {
+  return {
+    title: { text: title, font: { size: 14 }, x: 0, xanchor: "left" }, font: FONT,
+    margin: { l: 60, r: 20, t: 40, b: 40 }, paper_bgcolor: "#fff", plot_bgcolor: "#fff",
+    xaxis: { type: "date", title: { text: `time (${plant.timezone})` }, gridcolor: "#eef0f3" },
+    yaxis: { title: { text: unit }, gridcolor: "#eef0f3", rangemode: "tozero" },
+    legend: { orientation: "h", y: -0.25 }, hovermode: "x unified",
+  };
+}
+
+function drawAll(history) {
+  for (const [id, title, key, unit, label] of CHARTS) {
+    // react() reuses the same element; the first call after a selector change redraws.
+    Plotly.react(id, traces(history.windows, key, label), layout(title, unit),
+      { displaylogo: false, responsive: true });
+  }
+}
+
+function appendAll(windows, maxPoints) {
+  for (const [id, , key] of CHARTS) {
+    const names = Object.keys(windows[key]);
+    Plotly.extendTraces(id, {
+      x: names.map(() => windows.x),
+      y: names.map((n) => windows[key][n]),
+    }, names.map((_, i) => i), maxPoints);
+  }
+}
+
+function showKpis(current) {
+  const k = current.kpis;
+  const out = k.output_unit ?? plant.output_unit ?? "unit";
+  const rows = [
+    ["Total", k.total_tco2e, "t CO\u2082e", 1],
+    ...Object.entries(k.tco2e_by_scope).map(([s, v]) => [`Scope ${s}`, v, "t CO\u2082e", 1]),
+    ["Output", k.output, out, 1],
+    ["Carbon intensity", k.carbon_intensity, `t CO\u2082e/${out}`, 3],
+    ["Energy", k.energy_gj, "GJ", 0],
+    ["Energy intensity", k.energy_intensity, `GJ/${out}`, 2],
+    ["Electricity", k.electricity_kwh, "kWh", 0],
+    ...Object.entries(k.energy_structure).map(([a, v]) =>
+      [`Share ${a.replaceAll("_", " ")}`, v === null ? null : v * 100, "% of energy", 1]),
+  ];
+  document.getElementById("kpis").innerHTML = rows.map(([label, value, unit, digits]) => `
+    <div class="metric"><div class="label">${label}</div>
+      <span class="value">${fmt(value, digits)}</span><span class="unit">${unit}</span></div>`).join("");
+  const open = current.open;
+  const filling = open.x.length
+    ? `Window filling since ${open.x[open.x.length - 1]}: ` +
+      `${fmt(Object.values(open.scope).reduce((sum, ys) => sum + ys[ys.length - 1], 0), 1)} ${CO2E_RATE}. `
+    : "";
+  document.getElementById("open").textContent =
+    `${filling}Newest data ${localTime(current.newest_ms, plant.timezone)}.`;
+}
+
+function connect() {
+  stream?.close();
+  const window = document.getElementById("window").value;
+  const range = document.getElementById("range").value;
+  let maxPoints = 0;
+  stream = listen(`${PREFIX}/plants/${plantId}/events?window=${window}&range=${range}`, {
+    history: (h) => { maxPoints = h.max_points; drawAll(h); showKpis(h); },
+    append: (a) => appendAll(a.windows, maxPoints),
+    current: showKpis,
+  });
+}
+
+const plants = await loadLayout();
+plant = plants.find((p) => p.plant === plantId);
+renderNav(plants, plantId);
+document.title = `carbonlink - ${plant.plant}`;
+document.getElementById("title").textContent = plant.name;
+document.getElementById("subtitle").textContent =
+  `${plant.plant} \u00b7 times in ${plant.timezone} \u00b7 rates are window sums per hour`;
+document.getElementById("window").addEventListener("change", connect);
+document.getElementById("range").addEventListener("change", connect);
+connect();

@@ -1,0 +1,125 @@
+"""The Grafana provisioning asks only for what the platform really writes to InfluxDB."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+import yaml
+
+from carbonlink.platform.storage import (
+    ACTIVITY_MEASUREMENT,
+    EMISSION_FIELDS,
+    EMISSIONS_MEASUREMENT,
+    Emission,
+    StoredReading,
+)
+from carbonlink.platform.storage._base import ACTIVITY_FIELDS
+from carbonlink.platform.storage._influxdb_v1 import reading_lines
+
+GRAFANA: Final = Path(__file__).resolve().parents[2] / "config" / "grafana"
+DASHBOARDS: Final = sorted((GRAFANA / "dashboards").glob("*.json"))
+# Text fields: written, but not in the numeric field lists.
+TEXT_FIELDS: Final = {
+    ACTIVITY_MEASUREMENT: {"unit", "quality"},
+    EMISSIONS_MEASUREMENT: {"converted_unit"},
+}
+NUMERIC_FIELDS: Final = {
+    ACTIVITY_MEASUREMENT: set(ACTIVITY_FIELDS),
+    EMISSIONS_MEASUREMENT: set(EMISSION_FIELDS),
+}
+
+_FROM = re.compile(r'\bFROM\s+"(\w+)"', re.IGNORECASE)
+_SELECT = re.compile(r"^\s*SELECT\s+(.*?)\s+FROM\b", re.IGNORECASE)
+_WHERE = re.compile(r"\bWHERE\s+(.*?)(?:\s+GROUP\s+BY\b|$)", re.IGNORECASE)
+_GROUP_BY = re.compile(r"\bGROUP\s+BY\s+(.*?)(?:\s+fill\(|$)", re.IGNORECASE)
+_WITH_KEY = re.compile(r'\bWITH\s+KEY\s*=\s*"(\w+)"', re.IGNORECASE)
+_QUOTED = re.compile(r'"(\w+)"')
+
+
+def _written() -> dict[str, tuple[set[str], set[str]]]:
+    """(tags, fields) per measurement, read off the line protocol the store writes."""
+    emission = Emission(
+        "coal", "fuel", 1, "1.A.2", "set", "1", "AR5", 1.0, "TJ", 1.0, 0.0, 0.0, 1.0, 0.0
+    )
+    reading = StoredReading("p", "m", 0, 1.0, "t", 60_000, "measured", emission)
+    written: dict[str, tuple[set[str], set[str]]] = {}
+    for line in reading_lines(reading):
+        key, fields, _ = line.split(" ")
+        measurement, *tags = key.split(",")
+        written[measurement] = (
+            {t.split("=")[0] for t in tags},
+            {f.split("=")[0] for f in fields.split(",")},
+        )
+    return written
+
+
+WRITTEN: Final = _written()
+
+
+def _queries(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "query" and isinstance(value, str):
+                yield value
+            else:
+                yield from _queries(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _queries(item)
+
+
+def test_written_sets_match_the_storage_constants() -> None:
+    for measurement, (_, fields) in WRITTEN.items():
+        assert fields == NUMERIC_FIELDS[measurement] | TEXT_FIELDS[measurement]
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_every_influxql_query_names_written_measurements_fields_and_tags(path: Path) -> None:
+    queries = list(_queries(json.loads(path.read_text())))
+    assert len(queries) >= 7
+    for query in queries:
+        measurements = _FROM.findall(query)
+        assert len(measurements) == 1, query
+        assert measurements[0] in (ACTIVITY_MEASUREMENT, EMISSIONS_MEASUREMENT), query
+        tags, fields = WRITTEN[measurements[0]]
+        if (key := _WITH_KEY.search(query)) is not None:
+            assert key.group(1) in tags, query
+        if (select := _SELECT.search(query)) is not None:
+            selected = set(_QUOTED.findall(select.group(1)))
+            assert selected, query
+            assert selected <= NUMERIC_FIELDS[measurements[0]], query
+        if (where := _WHERE.search(query)) is not None:
+            assert set(_QUOTED.findall(where.group(1))) <= tags | fields, query
+        if (group := _GROUP_BY.search(query)) is not None:
+            assert set(_QUOTED.findall(group.group(1))) <= tags, query
+
+
+def test_dashboards_cover_sources_scopes_energy_and_quality() -> None:
+    queries = [q for path in DASHBOARDS for q in _queries(json.loads(path.read_text()))]
+    grouped = {
+        g for q in queries for m in [_GROUP_BY.search(q)] if m for g in _QUOTED.findall(m.group(1))
+    }
+    assert {"source", "scope", "activity", "meter"} <= grouped
+    assert any('"quality"' in q for q in queries)
+
+
+def test_provisioning_points_at_the_dashboards_and_influxql() -> None:
+    datasources = yaml.safe_load((GRAFANA / "provisioning/datasources/carbonlink.yaml").read_text())
+    (source,) = datasources["datasources"]
+    assert source["type"] == "influxdb"
+    assert source["jsonData"]["version"] == "InfluxQL"
+    assert source["jsonData"]["dbName"] == "carbonlink"
+    used = {
+        t["datasource"]["uid"]
+        for path in DASHBOARDS
+        for p in json.loads(path.read_text())["panels"]
+        for t in p.get("targets", [])
+    }
+    assert used == {source["uid"]}
+    providers = yaml.safe_load((GRAFANA / "provisioning/dashboards/carbonlink.yaml").read_text())
+    assert providers["providers"][0]["type"] == "file"
