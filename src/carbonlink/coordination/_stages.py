@@ -110,7 +110,22 @@ def _subsidised_stage(
 ) -> StageResult:
     """Values when firms best-respond to given subsidies, no data sharing (sigma = 1)."""
     e_m, e_p = best_response_efforts(p, theta_m, theta_p)
-    sigma = 1.0
+    return _stage_values(p, stage, STAGE_NAMES[stage], theta_m, theta_p, e_m, e_p, sigma=1.0)
+
+
+def _stage_values(
+    p: CoordinationParams,
+    stage: int,
+    name: str,
+    theta_m: float,
+    theta_p: float,
+    e_m: float,
+    e_p: float,
+    *,
+    sigma: float,
+) -> StageResult:
+    """Each party's value of constant efforts under subsidy rates theta (0 in stage 3,
+    where subsidies are internal transfers and so carry no mu loss)."""
     flow_in = inflow(sigma, p.a_M, p.a_P, p.F, e_m, e_p)
     cost_m = p.k_M * e_m**2 / 2.0
     cost_p = p.k_P * e_p**2 / 2.0
@@ -124,7 +139,7 @@ def _subsidised_stage(
     resource = cost_m + cost_p + p.mu * paid
     return StageResult(
         stage=stage,
-        name=STAGE_NAMES[stage],
+        name=name,
         theta_M=theta_m,
         theta_P=theta_p,
         E_M=e_m,
@@ -175,28 +190,4 @@ def stage3_joint(p: CoordinationParams) -> StageResult:
     sigma = p.sigma_shared
     e_m = sigma * p.a_M * p.gs / (p.r_delta * p.k_M)
     e_p = sigma * p.a_P * p.F * p.gs / (p.r_delta * p.k_P)
-    flow_in = inflow(sigma, p.a_M, p.a_P, p.F, e_m, e_p)
-    cost_m = p.k_M * e_m**2 / 2.0
-    cost_p = p.k_P * e_p**2 / 2.0
-    v_m = stream_value(p.m_M, p.X0, flow_in, cost_m, p.r, p.delta)
-    v_p = stream_value(p.m_P, p.X0, flow_in, cost_p, p.r, p.delta)
-    v_g = stream_value(p.g, p.X0, flow_in, 0.0, p.r, p.delta)
-    x_ss = steady_state(flow_in, p.delta)
-    resource = cost_m + cost_p
-    return StageResult(
-        stage=3,
-        name=STAGE_NAMES[3],
-        theta_M=0.0,
-        theta_P=0.0,
-        E_M=e_m,
-        E_P=e_p,
-        sigma=sigma,
-        inflow=flow_in,
-        X_ss=x_ss,
-        V_M=v_m,
-        V_P=v_p,
-        V_G=v_g,
-        total=v_m + v_p + v_g,
-        resource_cost=resource,
-        efficiency=carbon_emission_efficiency(x_ss, resource),
-    )
+    return _stage_values(p, 3, STAGE_NAMES[3], 0.0, 0.0, e_m, e_p, sigma=sigma)
