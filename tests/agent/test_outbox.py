@@ -1,0 +1,70 @@
+"""The agent's outbox: bounded on disk, with the documented policy when it is full."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from carbonlink import wire
+from carbonlink._mqtt import parse_broker_url
+from carbonlink.agent import Agent
+from carbonlink.config import AgentConfig, OutboxFullPolicy, load_config
+from tests.configs import REPO_CONFIG
+
+NOW_MS = 1_795_420_800_000
+MINUTE = 60_000
+TOPIC = wire.meter_topic("cement-01", "kiln-coal")
+
+
+def agent(tmp_path: Path, policy: OutboxFullPolicy, limit: int = 5) -> Agent:
+    plant = load_config(REPO_CONFIG / "carbonlink.yaml").plant("cement-01")
+    config = AgentConfig(outbox_max_readings=limit, outbox_full_policy=policy)
+    # No broker needed: handle() validates and commits to the outbox synchronously.
+    return Agent(
+        plant, parse_broker_url("mqtt://127.0.0.1:9"), config,
+        outbox_path=tmp_path / "outbox.sqlite", now_ms=lambda: NOW_MS,
+    )  # fmt: skip
+
+
+def coal(*minutes: int) -> bytes:
+    samples = [{"ts": NOW_MS - m * MINUTE, "value": 0.3} for m in minutes]
+    return json.dumps({"v": 1, "unit": "t", "samples": samples}).encode()
+
+
+def test_reject_new_refuses_the_overflow_with_its_reason(tmp_path: Path) -> None:
+    a = agent(tmp_path, OutboxFullPolicy.REJECT_NEW)
+    a.handle(TOPIC, coal(9, 8, 7, 6))
+    a.handle(TOPIC, coal(5, 4, 3))  # room for one of three
+    assert a.outbox_depth == 5
+    assert a.counters.accepted == 5
+    assert dict(a.counters.rejected) == {"outbox_full": 2}
+
+
+def test_drop_oldest_keeps_the_newest_readings(tmp_path: Path) -> None:
+    a = agent(tmp_path, OutboxFullPolicy.DROP_OLDEST)
+    a.handle(TOPIC, coal(9, 8, 7, 6))
+    a.handle(TOPIC, coal(5, 4, 3))
+    assert a.outbox_depth == 5
+    assert a.counters.dropped_oldest == 2
+    assert a.counters.rejected == {}
+    kept = [json.loads(item)[1] for _, item in a._outbox.peek(10)]
+    assert kept == [NOW_MS - m * MINUTE for m in (7, 6, 5, 4, 3)]
+
+
+@pytest.mark.parametrize("policy", list(OutboxFullPolicy))
+def test_outbox_survives_a_restart(tmp_path: Path, policy: OutboxFullPolicy) -> None:
+    first = agent(tmp_path, policy, limit=100)
+    first.handle(TOPIC, coal(3, 2, 1))
+    first._outbox.close()  # the process dies with readings unsent
+    second = agent(tmp_path, policy, limit=100)
+    assert second.outbox_depth == 3
+
+
+def test_unwritable_outbox_refuses_with_reason(tmp_path: Path) -> None:
+    a = agent(tmp_path, OutboxFullPolicy.REJECT_NEW, limit=100)
+    a._outbox.close()  # stands in for a disk that fails: writes raise sqlite3 errors
+    a.handle(TOPIC, coal(2, 1))
+    assert dict(a.counters.rejected) == {"outbox_unwritable": 2}
+    assert a.counters.accepted == 0
