@@ -184,7 +184,7 @@ def test_bad_messages_rejected_with_reasons_good_ones_kept(
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(0.2):
                         async for message in watcher.messages:
-                            dead_letters.append(json.loads(bytes(message.payload)))  # type: ignore[arg-type]
+                            dead_letters.append(json.loads(bytes(message.payload)))  # type: ignore[arg-type,unused-ignore]
                 return len(dead_letters) == len(bad_messages) + 2
 
             await eventually(all_dead_letters, "every rejection dead-lettered")

@@ -8,6 +8,7 @@ import click
 
 from carbonlink.cli._services import agent, demo, platform, query
 from carbonlink.cli.api import api, recompute
+from carbonlink.cli.coordinate import coordinate
 from carbonlink.cli.factors import factors
 from carbonlink.cli.policy import policy
 from carbonlink.cli.simulate import simulate
@@ -23,5 +24,16 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-for command in (demo, simulate, agent, platform, query, api, recompute, policy, factors):
+for command in (
+    demo,
+    simulate,
+    agent,
+    platform,
+    query,
+    api,
+    recompute,
+    coordinate,
+    policy,
+    factors,
+):
     main.add_command(command)

@@ -6,7 +6,8 @@ A manufacturing firm (M), an industrial internet platform (P) and the government
 build abatement capability X through efforts E_M, E_P in three stages: Nash without
 subsidy, government-led subsidies, and joint decisions with shared data. The stage-3
 value is split by Shapley value or Nash bargaining and settled period by period.
-Streaming, closed loop and the policy lab are being built on top of this core.
+The closed loop (``Coordinator``) publishes each stage's efforts as retained plant
+directives on a policy's schedule and keeps a hash-chained ledger of period reports.
 """
 
 from carbonlink.coordination._cooperative import (
@@ -17,7 +18,10 @@ from carbonlink.coordination._cooperative import (
     shapley,
     shapley_values,
 )
+from carbonlink.coordination._ledger import GENESIS_HASH, Ledger, LedgerCheck, Report, report_hash
 from carbonlink.coordination._params import PARTIES, CoordinationParams, Party, load_params
+from carbonlink.coordination._policy import Policy, PolicySwitch, StageNumber, load_policy
+from carbonlink.coordination._service import DEFAULT_PERIOD_S, Coordinator, period_transfers
 from carbonlink.coordination._settlement import Settlement, settle
 from carbonlink.coordination._solve import Solution, solve
 from carbonlink.coordination._stages import (
@@ -39,22 +43,34 @@ from carbonlink.coordination._value import (
 )
 
 __all__ = [
+    "DEFAULT_PERIOD_S",
+    "GENESIS_HASH",
     "PARTIES",
     "STAGE_NAMES",
     "CoordinationParams",
+    "Coordinator",
     "GovernmentObjective",
+    "Ledger",
+    "LedgerCheck",
     "Party",
     "PartyShare",
+    "Policy",
+    "PolicySwitch",
+    "Report",
     "Settlement",
     "Solution",
     "Split",
+    "StageNumber",
     "StageResult",
     "best_response_efforts",
     "carbon_emission_efficiency",
     "coalition_value",
     "inflow",
     "load_params",
+    "load_policy",
     "nash_bargaining",
+    "period_transfers",
+    "report_hash",
     "settle",
     "shapley",
     "shapley_values",

@@ -1,0 +1,98 @@
+"""The report ledger: a clean chain verifies, edits and deletions are found."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from carbonlink.cli.coordinate import coordinate
+from carbonlink.coordination import Ledger, Party, Report
+
+HOUR = 3_600_000
+
+
+def report(index: int, transfers: dict[Party, float] | None = None) -> Report:
+    return Report(
+        period_start_ms=index * HOUR,
+        period_end_ms=(index + 1) * HOUR,
+        plant="cement-01",
+        policy="stage3",
+        stage=3,
+        stage_name="advanced symbiosis",
+        reported_tco2e=180.0 + index,
+        effort_firm=4.58,
+        effort_platform=2.93,
+        sigma=1.25,
+        subsidy_rate_firm=0.0,
+        subsidy_rate_platform=0.0,
+        carbon_price=60.0,
+        projected_abatement=float(index),
+        transfers=transfers or {"M": 1.5 * index, "P": -0.5 * index, "G": -1.0 * index},
+    )
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    with Ledger(tmp_path / "ledger.sqlite") as book:
+        for index in range(5):
+            book.append(report(index))
+    return Ledger(tmp_path / "ledger.sqlite")
+
+
+def test_clean_chain_verifies(ledger: Ledger) -> None:
+    check = ledger.verify()
+    assert check.ok
+    assert check.reports == 5
+    assert [b["reported_tco2e"] for b in ledger.bodies()] == [180, 181, 182, 183, 184]
+
+
+def test_edited_body_is_found_at_its_index(ledger: Ledger) -> None:
+    db = sqlite3.connect(ledger.path)
+    (body,) = db.execute("SELECT body FROM reports WHERE idx = 2").fetchone()
+    edited = json.loads(body) | {"reported_tco2e": 100.0}
+    with db:
+        db.execute("UPDATE reports SET body = ? WHERE idx = 2", (json.dumps(edited),))
+    check = ledger.verify()
+    assert check.broken_at == 2
+    assert "edited" in check.reason
+
+
+def test_deleted_report_is_found(ledger: Ledger) -> None:
+    db = sqlite3.connect(ledger.path)
+    with db:
+        db.execute("DELETE FROM reports WHERE idx = 3")
+    check = ledger.verify()
+    assert check.broken_at == 3
+    assert "missing" in check.reason
+
+
+def test_renumbered_chain_breaks_the_link(ledger: Ledger) -> None:
+    db = sqlite3.connect(ledger.path)
+    with db:
+        db.execute("DELETE FROM reports WHERE idx = 1")
+        db.execute("UPDATE reports SET idx = idx - 1 WHERE idx > 1")
+    check = ledger.verify()
+    assert check.broken_at == 1
+    assert "prev_hash" in check.reason
+
+
+def test_unbalanced_transfers_are_refused(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "l.sqlite") as book, pytest.raises(ValueError, match="zero"):
+        book.append(report(1, {"M": 1.0, "P": 0.0, "G": 0.0}))
+
+
+def test_cli_verify_prints_ok_or_the_broken_report(ledger: Ledger) -> None:
+    runner = CliRunner()
+    clean = runner.invoke(coordinate, ["--verify-ledger", str(ledger.path)])
+    assert clean.exit_code == 0
+    assert clean.output.startswith("OK: 5 reports")
+    db = sqlite3.connect(ledger.path)
+    with db:
+        db.execute("UPDATE reports SET body = replace(body, '184', '1') WHERE idx = 4")
+    broken = runner.invoke(coordinate, ["--verify-ledger", str(ledger.path)])
+    assert broken.exit_code == 1
+    assert "BROKEN at report 4" in broken.output

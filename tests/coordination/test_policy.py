@@ -1,0 +1,88 @@
+"""Policy files: the repository's policies load, schedules switch, bad files are named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from carbonlink._exceptions import ConfigError
+from carbonlink.coordination import CoordinationParams, load_policy, period_transfers, shapley
+from tests.coordination.conftest import REFERENCE_YAML
+
+POLICIES = REFERENCE_YAML.parent
+HOUR = 3_600_000
+RUN_START = 1_795_420_800_000
+
+
+@pytest.mark.parametrize(
+    ("name", "stage", "e_m"), [("stage1", 1, 1.67), ("stage2", 2, 3.19), ("stage3", 3, 4.58)]
+)
+def test_fixed_stage_policies_solve_the_reference_case(name: str, stage: int, e_m: float) -> None:
+    """Efforts of coordination-model.md's reference table, to its 3 significant figures."""
+    policy = load_policy(POLICIES / f"{name}.yaml")
+    assert policy.stage_at(RUN_START + 10 * HOUR, RUN_START) == stage
+    solved = policy.solve_stage(policy.stage_at(RUN_START, RUN_START))
+    assert float(f"{solved.E_M:.3g}") == e_m
+
+
+def test_switch_policy_changes_stage_at_its_offset() -> None:
+    policy = load_policy(POLICIES / "switch-1-to-3.yaml")
+    assert policy.stage_at(RUN_START, RUN_START) == 1
+    assert policy.stage_at(RUN_START + 2 * HOUR - 1, RUN_START) == 1
+    assert policy.stage_at(RUN_START + 2 * HOUR, RUN_START) == 3
+
+
+def test_inline_params_absolute_times_and_levers(
+    tmp_path: Path, reference: CoordinationParams
+) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "name: lab\n"
+        f"params: {reference.model_dump()}\n"
+        "schedule:\n"
+        "  - {at: '2026-11-23T08:00:00Z', stage: 2}\n"
+        "  - {at: '2026-11-23T10:00:00Z', stage: 3}\n"
+        "subsidy_cap: 0.5\ngovernment: budget\ncarbon_price: 60\n"
+    )
+    policy = load_policy(path)
+    assert policy.params.theta_max == 0.5
+    assert policy.carbon_price == 60
+    assert policy.stage_at(RUN_START - HOUR, 0) == 2  # before the first switch: the first
+    assert policy.stage_at(RUN_START + 2 * HOUR, 0) == 3
+    stage2 = policy.solve_stage(2)
+    assert max(stage2.theta_M, stage2.theta_P) <= 0.5
+    assert "budget" in stage2.name
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("name: x\nparams: reference.yaml\n", "<document>"),  # neither stage nor schedule
+        ("name: x\nparams: nope.yaml\nstage: 1\n", "params"),
+        ("name: x\nparams: reference.yaml\nstage: 4\n", "stage"),
+        ("name: x\nparams: reference.yaml\nschedule: [{at: soon, stage: 1}]\n", "schedule[0].at"),
+        ("name: x\nparams: reference.yaml\nstage: 1\nsubsidy_cap: 1.5\n", "subsidy_cap"),
+        ("name: x\nparams: reference.yaml\nstage: 1\ngovernment: king\n", "government"),
+    ],
+)
+def test_bad_policy_names_file_and_key(tmp_path: Path, text: str, key: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    (tmp_path / "reference.yaml").write_text(REFERENCE_YAML.read_text())
+    with pytest.raises(ConfigError) as caught:
+        load_policy(path)
+    assert caught.value.path == str(path)
+    assert caught.value.key == key
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_period_transfers_sum_to_zero(stage: int, reference: CoordinationParams) -> None:
+    policy = load_policy(POLICIES / "stage3.yaml")
+    result = policy.solve_stage(stage)  # type: ignore[arg-type]
+    transfers = period_transfers(reference, result, shapley(reference), x=12.0, periods=0.25)
+    assert sum(transfers.values()) == pytest.approx(0.0, abs=1e-9)
+    if stage == 1:
+        assert transfers == {"M": 0.0, "P": 0.0, "G": 0.0}
+    else:
+        assert transfers["G"] != 0.0
