@@ -128,6 +128,7 @@ def test_switch_to_stage_3_lowers_emissions_as_predicted(
                 coordinating.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await coordinating
+                steps_run.append(coordinator.periods)
             watching.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watching
@@ -139,6 +140,7 @@ def test_switch_to_stage_3_lowers_emissions_as_predicted(
             store.close()
             return frame
 
+    steps_run: list[int] = []
     emissions = asyncio.run(scenario())
 
     stages = [d.stage for d in directives]
@@ -171,7 +173,11 @@ def test_switch_to_stage_3_lowers_emissions_as_predicted(
     with Ledger(ledger_path) as ledger:
         bodies = ledger.bodies()
         assert ledger.verify().ok
-    assert len(bodies) >= RUN_MS // (PERIOD_S * 1000) - 2
+    # Steps tick on the wall clock, so how many fit in the run varies with the machine's
+    # load; what must hold exactly is one report per step after the first (one plant).
+    (steps,) = steps_run
+    assert len(bodies) == steps - 1
+    assert steps >= RUN_MS // (PERIOD_S * 1000) // 2  # the coordinator kept pace
     assert {b["stage"] for b in bodies} == {1, 3}
     for body in bodies:
         assert sum(body["transfers"].values()) == pytest.approx(0.0, abs=1e-9)
