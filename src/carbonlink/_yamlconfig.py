@@ -1,20 +1,39 @@
 """Load YAML files into frozen pydantic models, turning every failure into ConfigError.
 
 A user who breaks a config file must read, at startup, which file, which key and what
-is wrong: ``config/plants/cement.yaml: meters[1].unit: Field required``.
+is wrong: ``config/plants/cement.yaml: meters[1].unit: Field required``. Every
+configuration in carbonlink (services, plants, factor data and sets, faults, policies)
+goes through here, so the message reads the same wherever it comes from.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from carbonlink._exceptions import ConfigError
 
+DOCUMENT_KEY = "<document>"
+FILE_KEY = "<file>"
+
+
+class StrictModel(BaseModel):
+    """Base of every file schema: a misspelt key is an error, not a silent default, and
+    what was loaded cannot change afterwards."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
 ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class Readable(Protocol):
+    """What both ``pathlib.Path`` and ``importlib.resources`` traversables offer."""
+
+    def read_text(self, encoding: str | None = ...) -> str: ...
 
 
 def dotted_key(location: tuple[int | str, ...]) -> str:
@@ -25,26 +44,33 @@ def dotted_key(location: tuple[int | str, ...]) -> str:
             key += f"[{part}]"
         else:
             key += f".{part}" if key else str(part)
-    return key or "<document>"
+    return key or DOCUMENT_KEY
 
 
-def read_yaml(path: Path) -> object:
-    """Parse one YAML file; syntax errors name the line and column."""
+def read_yaml(path: Readable, label: str | Path | None = None) -> object:
+    """Parse one YAML file; syntax errors name the line and column.
+
+    ``label`` names the file in errors (default: ``path`` itself), for package data
+    whose traversable does not print as a path.
+    """
+    where = label if label is not None else str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(path, "<file>", f"cannot read: {exc.strerror}") from exc
+        raise ConfigError(where, FILE_KEY, f"cannot read: {exc.strerror or exc}") from exc
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<yaml>"
+        key = f"line {mark.line + 1}, column {mark.column + 1}" if mark else FILE_KEY
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(path, where, f"invalid YAML: {problem}") from exc
+        raise ConfigError(where, key, f"invalid YAML: {problem}") from exc
 
 
-def validate_model(model: type[ModelT], data: object, path: Path | None) -> ModelT:
+def validate_model(model: type[ModelT], data: object, path: str | Path | None) -> ModelT:
     """Validate parsed data; the first error becomes a ConfigError, the rest join its text."""
+    if not isinstance(data, dict):
+        raise ConfigError(path, DOCUMENT_KEY, "the file must contain a mapping at the top level")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -61,5 +87,5 @@ def load_yaml_model(path: Path, model: type[ModelT]) -> ModelT:
     """Read ``path`` and validate it as ``model``."""
     data = read_yaml(path)
     if data is None:
-        raise ConfigError(path, "<document>", "file is empty")
+        raise ConfigError(path, DOCUMENT_KEY, "file is empty")
     return validate_model(model, data, path)

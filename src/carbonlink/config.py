@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Annotated, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from carbonlink._exceptions import CarbonlinkError, ConfigError
-from carbonlink._yamlconfig import load_yaml_model
+from carbonlink._yamlconfig import StrictModel, load_yaml_model
 
 DEFAULT_CONFIG_PATH = Path("config/carbonlink.yaml")
 CONFIG_ENV_VAR = "CARBONLINK_CONFIG"
@@ -30,16 +30,12 @@ ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
 class ReadingKind(StrEnum):
     INTERVAL = "interval"  # the amount used during the interval ending at the timestamp
     COUNTER = "counter"  # a cumulative register; the agent turns it into intervals
 
 
-class MeterConfig(_Frozen):
+class MeterConfig(StrictModel):
     id: Identifier
     description: str = ""
     activity: str | None = Field(
@@ -72,7 +68,7 @@ class MeterConfig(_Frozen):
         return self
 
 
-class ShiftConfig(_Frozen):
+class ShiftConfig(StrictModel):
     """Production target by local time: a simulator load profile."""
 
     start_hour: float = Field(default=0.0, ge=0, lt=24)
@@ -90,7 +86,7 @@ class ShiftConfig(_Frozen):
     noise_hours: float = Field(default=2.0, gt=0, description="AR(1) noise correlation time")
 
 
-class DigitalConfig(_Frozen):
+class DigitalConfig(StrictModel):
     """Digital/AI adoption: energy overhead first, savings later (inverted U in A)."""
 
     adoption: float = Field(default=0.0, ge=0, description="Adoption level A (AI-use units)")
@@ -107,7 +103,7 @@ class DigitalConfig(_Frozen):
     )
 
 
-class FuelSwitchConfig(_Frozen):
+class FuelSwitchConfig(StrictModel):
     """Part of X delivered by moving heat input from one fuel meter to a cleaner one
     (e.g. kiln coal to biomass), instead of burning less: the second abatement route."""
 
@@ -116,7 +112,7 @@ class FuelSwitchConfig(_Frozen):
     share: float = Field(default=0.3, gt=0, le=1, description="Share of X delivered by switching")
 
 
-class AbatementConfig(_Frozen):
+class AbatementConfig(StrictModel):
     """Abatement capability X of the coordination model (defaults: its reference case)."""
 
     a_m: float = Field(default=1.0, ge=0, description="Productivity of firm effort E_M")
@@ -131,13 +127,13 @@ class AbatementConfig(_Frozen):
     fuel_switch: FuelSwitchConfig | None = None
 
 
-class SimulationConfig(_Frozen):
+class SimulationConfig(StrictModel):
     shift: ShiftConfig = ShiftConfig()
     digital: DigitalConfig = DigitalConfig()
     abatement: AbatementConfig = AbatementConfig()
 
 
-class PlantConfig(_Frozen):
+class PlantConfig(StrictModel):
     id: Identifier
     name: str
     archetype: str
@@ -183,7 +179,7 @@ class PlantConfig(_Frozen):
         return next((m for m in self.meters if m.id == meter_id), None)
 
 
-class BrokerConfig(_Frozen):
+class BrokerConfig(StrictModel):
     url: str = "mqtt://127.0.0.1:1883"
     username_env: str | None = Field(default=None, description="Env var holding the username")
     password_env: str | None = Field(default=None, description="Env var holding the password")
@@ -201,7 +197,7 @@ class OutboxFullPolicy(StrEnum):
     DROP_OLDEST = "drop_oldest"  # discard the oldest unsent readings to make room
 
 
-class AgentConfig(_Frozen):
+class AgentConfig(StrictModel):
     max_clock_skew_s: float = Field(default=300.0, gt=0)
     batch_max_readings: int = Field(default=500, ge=1, le=100_000)
     batch_max_delay_s: float = Field(default=0.5, gt=0)
@@ -210,7 +206,7 @@ class AgentConfig(_Frozen):
     outbox_full_policy: OutboxFullPolicy = OutboxFullPolicy.REJECT_NEW
 
 
-class PlatformConfig(_Frozen):
+class PlatformConfig(StrictModel):
     store: str = "sqlite:///../var/carbonlink.sqlite"
     write_batch_max: int = Field(default=20_000, ge=1)
     queue_max_messages: int = Field(default=10_000, ge=1)
@@ -220,7 +216,7 @@ class PlatformConfig(_Frozen):
     client_id: str = "carbonlink-platform"
 
 
-class ServicesFile(_Frozen):
+class ServicesFile(StrictModel):
     """Shape of ``config/carbonlink.yaml``."""
 
     plants_dir: str = "plants"

@@ -101,8 +101,8 @@ def test_override_replaces_given_gases_only(tmp_path: Path, lib: FactorLibrary) 
             "overrides.moonrock",
             "unknown activity",
         ),
-        ("name: [unclosed\n", "<file>", "invalid YAML"),
-        ("- just\n- a list\n", "<root>", "mapping"),
+        ("name: [unclosed\n", "line 2, column 1", "invalid YAML"),
+        ("- just\n- a list\n", "<document>", "mapping"),
     ],
 )
 def test_broken_factor_set_names_file_key_and_problem(

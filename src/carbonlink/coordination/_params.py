@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from carbonlink._yamlconfig import load_yaml_model
+from carbonlink._yamlconfig import StrictModel, load_yaml_model
 
 __all__ = ["PARTIES", "CoordinationParams", "Party", "load_params"]
 
@@ -20,15 +20,13 @@ Party = Literal["M", "P", "G"]
 PARTIES: Final[tuple[Party, Party, Party]] = ("M", "P", "G")
 
 
-class CoordinationParams(BaseModel):
+class CoordinationParams(StrictModel):
     """One parameter set of the model (coordination-model.md, "Reference case").
 
     Rates, productivities and cost coefficients are strictly positive; the marginal
     values ``m_M``, ``m_P``, ``g`` may be zero but not negative (a negative value would
     ask for negative effort, which the model excludes) and at least one is positive.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     r: float = Field(gt=0, description="discount rate per period")
     delta: float = Field(gt=0, description="decay rate of abatement capability per period")

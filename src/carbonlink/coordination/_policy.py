@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from carbonlink._exceptions import ConfigError
-from carbonlink._yamlconfig import read_yaml, validate_model
+from carbonlink._yamlconfig import StrictModel, load_yaml_model
 from carbonlink.coordination._params import CoordinationParams, load_params
 from carbonlink.coordination._stages import (
     GovernmentObjective,
@@ -35,9 +35,7 @@ _OFFSET: Final = re.compile(r"^\+(\d+(?:\.\d+)?)(s|m|h|d)$")
 _OFFSET_UNIT_MS: Final = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
-class _ScheduleEntry(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class _ScheduleEntry(StrictModel):
     at: str = Field(description='RFC 3339 time, or an offset from the start like "+2h"')
     stage: StageNumber
 
@@ -52,10 +50,8 @@ class _ScheduleEntry(BaseModel):
         return value
 
 
-class _PolicyFile(BaseModel):
+class _PolicyFile(StrictModel):
     """The YAML as written; :class:`Policy` is what the service uses."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(min_length=1)
     params: str | CoordinationParams
@@ -117,10 +113,7 @@ def _switch(entry: _ScheduleEntry) -> PolicySwitch:
 
 def load_policy(path: Path) -> Policy:
     """Read a policy file; ``params`` as a string is a parameter file beside it."""
-    raw = read_yaml(path)
-    if raw is None:
-        raise ConfigError(path, "<document>", "file is empty")
-    policy = validate_model(_PolicyFile, raw, path)
+    policy = load_yaml_model(path, _PolicyFile)
     if isinstance(policy.params, str):
         params_path = path.parent / policy.params
         if not params_path.is_file():

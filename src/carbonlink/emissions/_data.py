@@ -15,7 +15,7 @@ from typing import Any, Literal
 import pydantic
 
 from carbonlink._exceptions import ConfigError, UnitError
-from carbonlink.emissions._config import Readable, StrictModel, read_yaml, validate
+from carbonlink._yamlconfig import Readable, StrictModel, read_yaml, validate_model
 from carbonlink.emissions._units import Dimension, conversion_factor
 
 Sector = Literal["manufacturing", "energy"]
@@ -337,7 +337,7 @@ def _density(schema: _ParamSchema, label: str, key: str) -> Density:
 
 
 def _load_fuels(directory: Any, label: str) -> dict[str, FuelData]:
-    parsed = validate(_StationaryFile, read_yaml(directory / STATIONARY_FILE, label), label)
+    parsed = validate_model(_StationaryFile, read_yaml(directory / STATIONARY_FILE, label), label)
     fuels: dict[str, FuelData] = {}
     for fuel_id, fuel in parsed.fuels.items():
         key = f"fuels.{fuel_id}"
@@ -362,7 +362,7 @@ def _load_fuels(directory: Any, label: str) -> dict[str, FuelData]:
 
 
 def _load_gwp(directory: Any, label: str) -> dict[str, GwpSet]:
-    parsed = validate(_GwpFile, read_yaml(directory / GWP_FILE, label), label)
+    parsed = validate_model(_GwpFile, read_yaml(directory / GWP_FILE, label), label)
     return {
         name: GwpSet(name, s.ch4_fossil, s.ch4_non_fossil, s.n2o, s.source.record())
         for name, s in parsed.sets.items()
@@ -370,7 +370,7 @@ def _load_gwp(directory: Any, label: str) -> dict[str, GwpSet]:
 
 
 def _load_grid(directory: Any, label: str) -> dict[str, GridRegion]:
-    parsed = validate(_GridFile, read_yaml(directory / GRID_FILE, label), label)
+    parsed = validate_model(_GridFile, read_yaml(directory / GRID_FILE, label), label)
     regions: dict[str, GridRegion] = {}
     for region_id, region in parsed.regions.items():
         entries: dict[int, GridEntry] = {}
@@ -399,7 +399,7 @@ def _load_grid(directory: Any, label: str) -> dict[str, GridRegion]:
 
 
 def _load_heat(directory: Any, label: str) -> dict[str, HeatData]:
-    parsed = validate(_HeatFile, read_yaml(directory / HEAT_FILE, label), label)
+    parsed = validate_model(_HeatFile, read_yaml(directory / HEAT_FILE, label), label)
     heat: dict[str, HeatData] = {}
     for heat_id, item in parsed.heat.items():
         key = f"heat.{heat_id}"
@@ -418,7 +418,7 @@ def _load_heat(directory: Any, label: str) -> dict[str, HeatData]:
 
 
 def _load_processes(directory: Any, label: str) -> dict[str, ProcessData]:
-    parsed = validate(_ProcessFile, read_yaml(directory / PROCESS_FILE, label), label)
+    parsed = validate_model(_ProcessFile, read_yaml(directory / PROCESS_FILE, label), label)
     processes: dict[str, ProcessData] = {}
     for process_id, item in parsed.processes.items():
         key = f"processes.{process_id}"

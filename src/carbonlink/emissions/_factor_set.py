@@ -11,7 +11,7 @@ from typing import Literal
 import pydantic
 
 from carbonlink._exceptions import ConfigError, UnitError, UnknownActivityError
-from carbonlink.emissions._config import StrictModel, read_yaml, validate
+from carbonlink._yamlconfig import StrictModel, read_yaml, validate_model
 from carbonlink.emissions._data import Sector
 from carbonlink.emissions._library import FactorLibrary
 from carbonlink.emissions._result import DataQuality, ResolvedFactor
@@ -86,7 +86,7 @@ class FactorSet:
         """Read and check a factor-set file; any problem raises ConfigError(path, key, ...)."""
         lib = library if library is not None else FactorLibrary.builtin()
         label = str(path)
-        parsed = validate(_FactorSetSchema, read_yaml(Path(path), label), label)
+        parsed = validate_model(_FactorSetSchema, read_yaml(Path(path), label), label)
         if parsed.gwp not in lib.gwp_sets():
             raise ConfigError(
                 label, "gwp", f"unknown GWP set {parsed.gwp!r}; known: {', '.join(lib.gwp_sets())}"

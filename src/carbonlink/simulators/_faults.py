@@ -14,10 +14,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Final
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BeforeValidator, Field
 
 from carbonlink._exceptions import ConfigError
-from carbonlink._yamlconfig import load_yaml_model
+from carbonlink._yamlconfig import StrictModel, load_yaml_model
 
 
 class FaultKind(StrEnum):
@@ -62,9 +62,7 @@ def parse_duration(value: object) -> float:
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 
 
-class Fault(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class Fault(StrictModel):
     kind: FaultKind
     plant: str
     meter: str | None = Field(default=None, description="None: every meter of the plant")
@@ -82,10 +80,8 @@ class Fault(BaseModel):
         return plant == self.plant and (self.meter is None or meter is None or meter == self.meter)
 
 
-class FaultScript(BaseModel):
+class FaultScript(StrictModel):
     """Shape of a faults file (``config/faults/*.yaml``)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     faults: tuple[Fault, ...] = ()
 
