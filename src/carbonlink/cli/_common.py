@@ -28,6 +28,13 @@ config_option = click.option(
     default=None,
     help="Services config [default: $CARBONLINK_CONFIG or config/carbonlink.yaml].",
 )
+store_option = click.option(
+    "--store",
+    "store_override",
+    default=None,
+    help="sqlite:///PATH, influxdb://HOST:PORT/DB or influxdb2://HOST:PORT/BUCKET?org=ORG "
+    "[default: platform.store in the config].",
+)
 broker_option = click.option(
     "--broker", default=None, help="mqtt://HOST:PORT [default: broker.url in the config]."
 )

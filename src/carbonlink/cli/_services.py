@@ -29,6 +29,7 @@ from carbonlink.cli._common import (
     parse_host_port,
     run_async,
     settings_from,
+    store_option,
     store_url,
     time_option,
     user_errors,
@@ -132,9 +133,7 @@ def agent(
 @click.command()
 @config_option
 @broker_option
-@click.option(
-    "--store", "store_override", default=None, help="sqlite:///PATH or influxdb://HOST:PORT/DB"
-)
+@store_option
 @click.option("--shared-group", default=None, help="Join an MQTT 5 shared subscription group.")
 @click.option(
     "--worker",
@@ -192,9 +191,7 @@ def platform(
 
 @click.command()
 @config_option
-@click.option(
-    "--store", "store_override", default=None, help="sqlite:///PATH or influxdb://HOST:PORT/DB"
-)
+@store_option
 @click.option("--plant", "plant_id", required=True)
 @click.option("--meter", default=None)
 @click.option("--field", type=click.Choice(SERIES_FIELDS), default="co2e_kg")

@@ -13,6 +13,7 @@ from carbonlink.cli._common import (
     parse_host_port,
     run_async,
     settings_from,
+    store_option,
     store_url,
     time_option,
     user_errors,
@@ -25,12 +26,11 @@ from carbonlink.platform.storage import open_store
 __all__ = ["DEFAULT_HTTP", "api", "recompute"]
 
 DEFAULT_HTTP: Final = "127.0.0.1:8080"
-_STORE_HELP: Final = "sqlite:///PATH, influxdb://HOST:PORT/DB or influxdb2://HOST:PORT/BUCKET?org=O"
 
 
 @click.command()
 @config_option
-@click.option("--store", "store_override", default=None, help=_STORE_HELP)
+@store_option
 @click.option("--http", "http", default=DEFAULT_HTTP, help="HOST:PORT to listen on.")
 @user_errors
 def api(config_path: Path | None, store_override: str | None, http: str) -> None:
@@ -55,7 +55,7 @@ def api(config_path: Path | None, store_override: str | None, http: str) -> None
 
 @click.command()
 @config_option
-@click.option("--store", "store_override", default=None, help=_STORE_HELP)
+@store_option
 @click.option("--plant", "plant_id", required=True, help="The plant whose emissions to redo.")
 @click.option("--start", required=True, help="RFC 3339 time or epoch ms (inclusive).")
 @click.option("--end", required=True, help="RFC 3339 time or epoch ms (exclusive).")

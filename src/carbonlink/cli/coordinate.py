@@ -20,6 +20,7 @@ from carbonlink.cli._common import (
     parse_duration_s,
     run_async,
     settings_from,
+    store_option,
     store_url,
     user_errors,
 )
@@ -49,9 +50,7 @@ def verify_ledger(path: Path) -> None:
 @click.command()
 @config_option
 @broker_option
-@click.option(
-    "--store", "store_override", default=None, help="sqlite:///PATH or influxdb://HOST:PORT/DB"
-)
+@store_option
 @click.option(
     "--policy",
     "policy_path",
