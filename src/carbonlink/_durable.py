@@ -76,12 +76,16 @@ class DurableQueue:
             ).fetchall()
         return [(int(row_id), bytes(item)) for row_id, item in rows]
 
-    def remove_through(self, last_id: int) -> None:
-        """Forget every item up to and including ``last_id`` (they were handed on)."""
-        removed = self._transaction(
-            lambda db: int(db.execute("DELETE FROM queue WHERE id <= ?", (last_id,)).rowcount)
-        )
-        self._count -= removed
+    def remove_through(self, last_id: int, meta: dict[str, str] | None = None) -> None:
+        """Forget every item up to and including ``last_id`` (they were handed on), and
+        update metadata in the same transaction."""
+
+        def work(db: sqlite3.Connection) -> int:
+            removed = int(db.execute("DELETE FROM queue WHERE id <= ?", (last_id,)).rowcount)
+            db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list((meta or {}).items()))
+            return removed
+
+        self._count -= self._transaction(work)
 
     def drop_oldest(self, count: int) -> int:
         """Discard the oldest items (the outbox's `drop_oldest` policy); returns how many."""

@@ -68,3 +68,28 @@ def test_unwritable_outbox_refuses_with_reason(tmp_path: Path) -> None:
     a.handle(TOPIC, coal(2, 1))
     assert dict(a.counters.rejected) == {"outbox_unwritable": 2}
     assert a.counters.accepted == 0
+
+
+def test_forwarded_readings_leave_with_their_sequence_number(tmp_path: Path) -> None:
+    """Removing sent readings and recording the batch number is one transaction, so a
+    restart continues the sequence even if nothing arrived after the last send."""
+    from carbonlink._durable import DurableQueue
+
+    queue = DurableQueue(tmp_path / "q.sqlite")
+    queue.append([b"a", b"b", b"c"])
+    (last_id, _), *_ = reversed(queue.peek(2))
+    queue.remove_through(last_id, {"seq": "41"})
+    queue.close()
+    reopened = DurableQueue(tmp_path / "q.sqlite")
+    assert len(reopened) == 1
+    assert reopened.meta() == {"seq": "41"}
+    reopened.close()
+
+
+def test_a_message_with_nothing_to_keep_writes_nothing(tmp_path: Path) -> None:
+    a = agent(tmp_path, OutboxFullPolicy.REJECT_NEW)
+    bad = json.dumps({"v": 1, "unit": "t", "ts": NOW_MS, "value": -1}).encode()
+    a.handle(TOPIC, bad)
+    assert a._outbox.meta() == {}
+    assert a.outbox_depth == 0
+    assert dict(a.counters.rejected) == {"negative": 1}

@@ -187,10 +187,12 @@ class Agent:
         for error in verdict.rejected:
             self._reject(topic, error, payload)
         accepted = self._make_room(topic, payload, list(verdict.accepted))
-        meta = {_SEQ_KEY: str(self._seq)}
+        meta: dict[str, str] = {}
         baseline = self._validator.counter_baseline(message.meter)
         if baseline is not None:
             meta[_COUNTER_KEY_PREFIX + message.meter] = json.dumps(baseline)
+        if not accepted and not meta:
+            return  # nothing to keep: spare the disk a transaction
         try:
             self._outbox.append([_encode_reading(r) for r in accepted], meta)
         except DurableQueueError as exc:
@@ -244,7 +246,8 @@ class Agent:
             last_id, batch = self._unsent
             # A batch cut off by a disconnect is sent again (same seq) after reconnecting.
             await client.publish(topic, wire.encode_telemetry(batch), qos=1)
-            self._outbox.remove_through(last_id)
+            # The sequence number moves with the readings it sent: a restart continues it.
+            self._outbox.remove_through(last_id, {_SEQ_KEY: str(batch.seq)})
             self.counters.forwarded += len(batch.readings)
             self._unsent = None
 
