@@ -10,18 +10,16 @@ import pandas as pd
 import pytest
 
 from carbonlink.config import PlantConfig
-from carbonlink.coordination import CoordinationParams
+from carbonlink.coordination import CoordinationParams, SharingLevel, relational_availability
 from carbonlink.coordination._estimation import (
     ARRIVAL_COLUMN,
     DynamicsEstimator,
-    SharingLevel,
     calibrate_cost,
     energy_value_per_tco2e,
     fit_baseline,
     functional_availability,
     observed_abatement,
     per_window,
-    relational_availability,
 )
 from carbonlink.platform.storage._base import ACTIVITY_COLUMNS, typed_frame
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import re
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 
+from carbonlink._duration import parse_duration_s as _parse_duration_s
 from carbonlink._exceptions import CarbonlinkError, ConfigError
 from carbonlink.config import Settings, load_config
 from carbonlink.wire import parse_timestamp
@@ -77,16 +77,12 @@ def store_url(settings: Settings, override: str | None) -> str:
     return url
 
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
-_DURATION_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
 def parse_duration_s(text: str) -> float:
     """``90``, ``90s``, ``30m``, ``12h``, ``7d`` -> seconds."""
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise click.BadParameter(f"expected a duration like 90s, 30m, 12h, 7d; got {text!r}")
-    return float(match[1]) * _DURATION_UNITS_S[match[2] or "s"]
+    try:
+        return _parse_duration_s(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def time_option(text: str | None, name: str) -> int | None:

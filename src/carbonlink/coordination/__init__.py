@@ -10,6 +10,7 @@ The closed loop (``Coordinator``) publishes each stage's efforts as retained pla
 directives on a policy's schedule and keeps a hash-chained ledger of period reports.
 """
 
+from carbonlink.coordination._budget import SubsidyRates, budget_rates, spending
 from carbonlink.coordination._cooperative import (
     PartyShare,
     Split,
@@ -18,25 +19,52 @@ from carbonlink.coordination._cooperative import (
     shapley,
     shapley_values,
 )
+from carbonlink.coordination._counterfactual import (
+    STEP_COLUMNS,
+    SUMMARY_COLUMNS,
+    PlantModel,
+    PolicyEvaluator,
+    StepInput,
+    exact_step,
+    summarise,
+)
+from carbonlink.coordination._decide import decide
 from carbonlink.coordination._estimation import (
-    RELATIONAL_AVAILABILITY,
     Baseline,
     DynamicsEstimator,
     FunctionalAvailability,
-    SharingLevel,
     calibrate_cost,
     energy_value_per_tco2e,
     fit_baseline,
     functional_availability,
     observed_abatement,
     per_window,
-    relational_availability,
 )
+from carbonlink.coordination._flows import period_transfers, relational_params
 from carbonlink.coordination._ledger import GENESIS_HASH, Ledger, LedgerCheck, Report, report_hash
 from carbonlink.coordination._params import PARTIES, CoordinationParams, Party, load_params
-from carbonlink.coordination._policy import Policy, PolicySwitch, StageNumber, load_policy
-from carbonlink.coordination._service import DEFAULT_PERIOD_S, Coordinator, period_transfers
+from carbonlink.coordination._policy import (
+    Budget,
+    EnergyPrice,
+    Estimation,
+    Policy,
+    PolicySwitch,
+    StageNumber,
+    Valuation,
+    load_policy,
+)
+from carbonlink.coordination._service import DEFAULT_PERIOD_S, Coordinator
 from carbonlink.coordination._settlement import Settlement, settle
+from carbonlink.coordination._sharing import (
+    DEFAULT_SHARING,
+    FIELDS_BY_LEVEL,
+    RELATIONAL_AVAILABILITY,
+    PeriodRecord,
+    SharingGate,
+    SharingLevel,
+    SharingRule,
+    relational_availability,
+)
 from carbonlink.coordination._solve import Solution, solve
 from carbonlink.coordination._stages import (
     STAGE_NAMES,
@@ -58,34 +86,52 @@ from carbonlink.coordination._value import (
 
 __all__ = [
     "DEFAULT_PERIOD_S",
+    "DEFAULT_SHARING",
+    "FIELDS_BY_LEVEL",
     "GENESIS_HASH",
     "PARTIES",
     "RELATIONAL_AVAILABILITY",
     "STAGE_NAMES",
+    "STEP_COLUMNS",
+    "SUMMARY_COLUMNS",
     "Baseline",
+    "Budget",
     "CoordinationParams",
     "Coordinator",
     "DynamicsEstimator",
+    "EnergyPrice",
+    "Estimation",
     "FunctionalAvailability",
     "GovernmentObjective",
     "Ledger",
     "LedgerCheck",
     "Party",
     "PartyShare",
+    "PeriodRecord",
+    "PlantModel",
     "Policy",
+    "PolicyEvaluator",
     "PolicySwitch",
     "Report",
     "Settlement",
+    "SharingGate",
     "SharingLevel",
+    "SharingRule",
     "Solution",
     "Split",
     "StageNumber",
     "StageResult",
+    "StepInput",
+    "SubsidyRates",
+    "Valuation",
     "best_response_efforts",
+    "budget_rates",
     "calibrate_cost",
     "carbon_emission_efficiency",
     "coalition_value",
+    "decide",
     "energy_value_per_tco2e",
+    "exact_step",
     "fit_baseline",
     "functional_availability",
     "inflow",
@@ -96,16 +142,19 @@ __all__ = [
     "per_window",
     "period_transfers",
     "relational_availability",
+    "relational_params",
     "report_hash",
     "settle",
     "shapley",
     "shapley_values",
     "solve",
+    "spending",
     "stage1_nash",
     "stage2_government",
     "stage3_joint",
     "steady_state",
     "stream_value",
     "subsidy_rate",
+    "summarise",
     "trajectory",
 ]

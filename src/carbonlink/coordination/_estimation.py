@@ -9,10 +9,9 @@ from the store (``EMISSION_COLUMNS`` / ``ACTIVITY_COLUMNS`` frames).
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from enum import StrEnum
 from typing import Final
 
 import numpy as np
@@ -27,18 +26,15 @@ __all__ = [
     "CO2E_COLUMN",
     "CVRMSE_LIMIT",
     "OUTPUT_COLUMN",
-    "RELATIONAL_AVAILABILITY",
     "Baseline",
     "DynamicsEstimator",
     "FunctionalAvailability",
-    "SharingLevel",
     "calibrate_cost",
     "energy_value_per_tco2e",
     "fit_baseline",
     "functional_availability",
     "observed_abatement",
     "per_window",
-    "relational_availability",
 ]
 
 #: Per-window frame columns used by the baseline: emissions (kg CO2e) and production output.
@@ -224,44 +220,6 @@ def functional_availability(
 
 def _weight(weights: Mapping[str, float] | None, meter_id: str) -> float:
     return 1.0 if weights is None else float(weights.get(meter_id, 0.0))
-
-
-class SharingLevel(StrEnum):
-    """What reaches the government in the active stage (our scale, ordered)."""
-
-    NONE = "none"
-    SELF_REPORTED = "self_reported"  # periodic self-reported totals
-    VERIFIED = "verified"  # verified reports and claims
-    LIVE = "live"  # live aggregates
-    JOINT = "joint"  # live aggregates and joint decisions
-
-
-#: Our assumption, not the spec's: R rises in equal steps with each tier of sharing,
-#: from nothing (0) to live data plus joint decision making (1).
-RELATIONAL_AVAILABILITY: Final[Mapping[SharingLevel, float]] = {
-    SharingLevel.NONE: 0.0,
-    SharingLevel.SELF_REPORTED: 0.25,
-    SharingLevel.VERIFIED: 0.5,
-    SharingLevel.LIVE: 0.75,
-    SharingLevel.JOINT: 1.0,
-}
-
-
-def relational_availability(
-    level: SharingLevel,
-    shared: Collection[str] | None = None,
-    all_items: Collection[str] | None = None,
-) -> float:
-    """R from the sharing configuration (coordination-model.md, "Feeding the model").
-
-    R = tier value of ``level`` x share of ``all_items`` (e.g. plants or data series)
-    that are in ``shared``; without ``all_items`` coverage is taken as full.
-    """
-    tier = RELATIONAL_AVAILABILITY[level]
-    if not all_items:
-        return tier
-    covered = len(set(all_items) & set(shared or ()))
-    return tier * covered / len(set(all_items))
 
 
 # ------------------------------------------------------------------- values and costs

@@ -1,23 +1,28 @@
-"""Policy files: which stage of the coordination model is in force, and when.
+"""Policy files: which stage of the coordination model is in force, when, and with which
+levers (docs/policies.md).
 
 A policy names a parameter set (a file beside it, or inline), a fixed ``stage`` or a
-``schedule`` of stage switches, and optional levers: a carbon price reported to the
-plants, a subsidy cap replacing ``theta_max``, and the government's stage-2 objective.
-Any problem is a ConfigError naming the policy file and the key.
+``schedule`` of stage switches, and optional levers: a carbon price (constant or a path
+over time) that adds to the firm's value of abatement, a subsidy cap, a government
+budget, the government's stage-2 objective, per-stage data-sharing rules, and whether
+parameters are estimated from the stream. Any problem is a ConfigError naming the policy
+file and the key.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal
+from typing import Literal, TypeVar
 
 from pydantic import Field, field_validator, model_validator
 
+from carbonlink._duration import Duration, TimeRef, parse_time_ref
 from carbonlink._exceptions import ConfigError
 from carbonlink._yamlconfig import StrictModel, load_yaml_model
 from carbonlink.coordination._params import CoordinationParams, load_params
+from carbonlink.coordination._sharing import DEFAULT_SHARING, SharingLevel, SharingRule
 from carbonlink.coordination._stages import (
     GovernmentObjective,
     StageResult,
@@ -25,41 +30,125 @@ from carbonlink.coordination._stages import (
     stage2_government,
     stage3_joint,
 )
-from carbonlink.wire import parse_timestamp
 
-__all__ = ["Policy", "PolicySwitch", "StageNumber", "load_policy"]
+__all__ = [
+    "Budget",
+    "EnergyPrice",
+    "Estimation",
+    "Policy",
+    "PolicySwitch",
+    "StageNumber",
+    "Valuation",
+    "load_policy",
+]
 
 StageNumber = Literal[1, 2, 3]
+_T = TypeVar("_T")
 
-_OFFSET: Final = re.compile(r"^\+(\d+(?:\.\d+)?)(s|m|h|d)$")
-_OFFSET_UNIT_MS: Final = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+def _time_ref_text(value: str) -> str:
+    parse_time_ref(value)  # raises ValueError with the accepted forms
+    return value
 
 
 class _ScheduleEntry(StrictModel):
     at: str = Field(description='RFC 3339 time, or an offset from the start like "+2h"')
     stage: StageNumber
 
-    @field_validator("at")
+    _check_at = field_validator("at")(_time_ref_text)
+
+
+class _PricePoint(StrictModel):
+    at: str = Field(description='RFC 3339 time, or an offset from the start like "+2h"')
+    price: float = Field(ge=0, description="carbon price per tCO2e, in the model's money unit")
+
+    _check_at = field_validator("at")(_time_ref_text)
+
+
+class _BudgetFile(StrictModel):
+    amount: float = Field(ge=0, description="subsidy the government may pay per `per`")
+    per: Duration = Field(gt=0, description="pacing window of `amount`")
+    total: float | None = Field(default=None, ge=0, description="cap over the whole run")
+
+
+class _SharingFile(StrictModel):
+    level: SharingLevel
+    every: Duration | Literal["period"] = Field(
+        default="period", description="window of each report; `period`: every coordinator step"
+    )
+    delay: Duration = Field(default=0.0, description="time from a window's end to its report")
+    plants: tuple[str, ...] | None = Field(
+        default=None, description="plants sharing at `level` (others: self-reported totals)"
+    )
+
+    @field_validator("level")
     @classmethod
-    def _valid_time(cls, value: str) -> str:
-        if _OFFSET.match(value) is None:
-            try:
-                parse_timestamp(value)
-            except Exception as exc:
-                raise ValueError(f'expected RFC 3339 or an offset like "+2h": {exc}') from exc
-        return value
+    def _something_shared(cls, level: SharingLevel) -> SharingLevel:
+        if level is SharingLevel.NONE:
+            raise ValueError("a stage must report something: self_reported at the least")
+        return level
+
+    @field_validator("every")
+    @classmethod
+    def _positive(cls, every: float | str) -> float | str:
+        if isinstance(every, float) and every <= 0:
+            raise ValueError("must be > 0")
+        return every
+
+
+class _ReferenceFile(StrictModel):
+    start: str = Field(description="start of the baseline's reference period")
+    end: str = Field(description="end of the baseline's reference period")
+
+    _check = field_validator("start", "end")(_time_ref_text)
+
+
+class _EnergyPriceFile(StrictModel):
+    price: float = Field(gt=0, description="money per `unit` of the activity")
+    unit: str
+    source: str = Field(min_length=1, description="where the price comes from")
+
+
+class _ValuationFile(StrictModel):
+    energy_prices: dict[str, _EnergyPriceFile] = Field(
+        min_length=1, description="per emission-library activity id"
+    )
+    green_premium: float = Field(default=0.0, ge=0, description="v_D per tCO2e")
+    platform_fee: float = Field(default=0.0, ge=0, description="tau per tCO2e")
+    platform_value: float = Field(default=0.0, ge=0, description="v_P per tCO2e")
+
+
+class _DynamicsFile(StrictModel):
+    forgetting: float = Field(default=0.98, gt=0, le=1)
+    prior_weight: float = Field(default=1.0, gt=0)
+    min_updates: int = Field(default=4, ge=1, description="updates before estimates are used")
+
+
+class _EstimationFile(StrictModel):
+    reference: _ReferenceFile
+    smoothing: float = Field(default=1.0, gt=0, le=1, description="EWM weight of X_obs")
+    lateness: Duration = Field(default=300.0, description="a reading later than this is late")
+    functional_availability: bool = Field(default=True, description="F from the stream")
+    dynamics: _DynamicsFile = _DynamicsFile()
+    valuation: _ValuationFile | None = None
 
 
 class _PolicyFile(StrictModel):
-    """The YAML as written; :class:`Policy` is what the service uses."""
+    """The YAML as written; :class:`Policy` is what the services use."""
 
     name: str = Field(min_length=1)
+    description: str = ""
     params: str | CoordinationParams
     stage: StageNumber | None = None
     schedule: tuple[_ScheduleEntry, ...] | None = Field(default=None, min_length=1)
-    carbon_price: float = Field(default=0.0, ge=0, description="reported to plants, per tCO2e")
+    carbon_price: float | tuple[_PricePoint, ...] = Field(
+        default=0.0, description="per tCO2e, added to m_M: a number or a path over time"
+    )
     subsidy_cap: float | None = Field(default=None, ge=0, lt=1, description="replaces theta_max")
     government: GovernmentObjective = "welfare"
+    budget: _BudgetFile | None = None
+    sharing: dict[StageNumber, _SharingFile] | None = None
+    estimation: _EstimationFile | None = None
 
     @model_validator(mode="after")
     def _one_stage_source(self) -> _PolicyFile:
@@ -67,17 +156,75 @@ class _PolicyFile(StrictModel):
             raise ValueError("give exactly one of `stage` and `schedule`")
         return self
 
+    @field_validator("carbon_price")
+    @classmethod
+    def _price_path(cls, value: float | tuple[_PricePoint, ...]) -> float | tuple[_PricePoint, ...]:
+        if isinstance(value, float) and value < 0:
+            raise ValueError("must be >= 0")
+        if isinstance(value, tuple) and not value:
+            raise ValueError("give at least one {at, price} point, or a number")
+        return value
+
 
 @dataclass(frozen=True)
 class PolicySwitch:
-    """From ``at_ms`` (absolute) or ``offset_ms`` after the run's start, ``stage`` applies."""
+    """From ``at`` on (absolute, or an offset from the run's start), ``stage`` applies."""
 
     stage: StageNumber
-    at_ms: int | None = None
-    offset_ms: int | None = None
+    at: TimeRef = field(default_factory=TimeRef)
 
     def starts_ms(self, run_start_ms: int) -> int:
-        return self.at_ms if self.at_ms is not None else run_start_ms + (self.offset_ms or 0)
+        return self.at.resolve(run_start_ms)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """At most ``amount`` of subsidy per ``per_s`` seconds, paced evenly, and at most
+    ``total`` over the run."""
+
+    amount: float
+    per_s: float
+    total: float | None = None
+
+    def allowance(self, step_s: float, spent: float) -> float:
+        """What a step of ``step_s`` seconds may spend, given ``spent`` so far."""
+        paced = self.amount * step_s / self.per_s
+        if self.total is None:
+            return paced
+        return max(0.0, min(paced, self.total - spent))
+
+
+@dataclass(frozen=True)
+class EnergyPrice:
+    price: float
+    unit: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Valuation:
+    """m_M = p_c + v_E + v_D - tau and m_P = tau + v_P (coordination-model.md, Flow
+    payoffs), with v_E = energy price / emission factor, from the stream."""
+
+    energy_prices: Mapping[str, EnergyPrice]
+    green_premium: float = 0.0
+    platform_fee: float = 0.0
+    platform_value: float = 0.0
+
+
+@dataclass(frozen=True)
+class Estimation:
+    """How the coordinator feeds the model from the stream (docs/coordination.md)."""
+
+    reference_start: TimeRef
+    reference_end: TimeRef
+    smoothing: float = 1.0
+    lateness_s: float = 300.0
+    functional_availability: bool = True
+    forgetting: float = 0.98
+    prior_weight: float = 1.0
+    min_updates: int = 4
+    valuation: Valuation | None = None
 
 
 @dataclass(frozen=True)
@@ -85,30 +232,103 @@ class Policy:
     name: str
     params: CoordinationParams
     switches: tuple[PolicySwitch, ...]
-    carbon_price: float = 0.0
+    carbon_prices: tuple[tuple[TimeRef, float], ...] = field(
+        default_factory=lambda: ((TimeRef(), 0.0),)
+    )
     government: GovernmentObjective = "welfare"
+    budget: Budget | None = None
+    sharing: Mapping[int, SharingRule] = field(default_factory=lambda: dict(DEFAULT_SHARING))
+    #: True when the file has a ``sharing`` block: R then comes from the rules.
+    sharing_sets_r: bool = False
+    estimation: Estimation | None = None
+    description: str = ""
+    source: Path | None = None
 
     def stage_at(self, now_ms: int, run_start_ms: int) -> StageNumber:
         """The last switch already started wins; before the first one, the first applies."""
-        active = self.switches[0].stage
-        for switch in self.switches:
-            if switch.starts_ms(run_start_ms) <= now_ms:
-                active = switch.stage
-        return active
+        return _latest(
+            [(s.at, s.stage) for s in self.switches], now_ms, run_start_ms, self.switches[0].stage
+        )
 
-    def solve_stage(self, stage: StageNumber) -> StageResult:
+    def carbon_price_at(self, now_ms: int, run_start_ms: int) -> float:
+        return _latest(list(self.carbon_prices), now_ms, run_start_ms, self.carbon_prices[0][1])
+
+    @property
+    def carbon_price(self) -> float:
+        """The first carbon price of the path (the only one for a constant price)."""
+        return self.carbon_prices[0][1]
+
+    def params_at(
+        self, base: CoordinationParams, now_ms: int, run_start_ms: int
+    ) -> CoordinationParams:
+        """``base`` with the carbon price in force added to the firm's value m_M."""
+        price = self.carbon_price_at(now_ms, run_start_ms)
+        return base if price == 0 else base.model_copy(update={"m_M": base.m_M + price})
+
+    def switch_times_ms(self, run_start_ms: int) -> list[int]:
+        """Every instant at which the stage or the carbon price may change."""
+        times = {s.starts_ms(run_start_ms) for s in self.switches}
+        times |= {at.resolve(run_start_ms) for at, _ in self.carbon_prices}
+        return sorted(times)
+
+    def solve_stage(
+        self, stage: StageNumber, params: CoordinationParams | None = None
+    ) -> StageResult:
+        """The stage's closed-form solution without a budget (``decide`` handles one)."""
+        p = self.params if params is None else params
         if stage == 1:
-            return stage1_nash(self.params)
+            return stage1_nash(p)
         if stage == 2:
-            return stage2_government(self.params, self.government)
-        return stage3_joint(self.params)
+            return stage2_government(p, self.government)
+        return stage3_joint(p)
 
 
-def _switch(entry: _ScheduleEntry) -> PolicySwitch:
-    offset = _OFFSET.match(entry.at)
-    if offset is None:
-        return PolicySwitch(entry.stage, at_ms=parse_timestamp(entry.at))
-    return PolicySwitch(entry.stage, offset_ms=round(float(offset[1]) * _OFFSET_UNIT_MS[offset[2]]))
+def _latest(points: list[tuple[TimeRef, _T]], now_ms: int, run_start_ms: int, first: _T) -> _T:
+    active = first
+    for at, value in sorted(points, key=lambda p: p[0].resolve(run_start_ms)):
+        if at.resolve(run_start_ms) <= now_ms:
+            active = value
+    return active
+
+
+def _sharing_rules(rules: Mapping[StageNumber, _SharingFile] | None) -> dict[int, SharingRule]:
+    merged: dict[int, SharingRule] = dict(DEFAULT_SHARING)
+    for stage, rule in (rules or {}).items():
+        merged[stage] = SharingRule(
+            level=rule.level,
+            every_s=None if rule.every == "period" else float(rule.every),
+            delay_s=rule.delay,
+            plants=None if rule.plants is None else frozenset(rule.plants),
+        )
+    return merged
+
+
+def _estimation(spec: _EstimationFile | None) -> Estimation | None:
+    if spec is None:
+        return None
+    valuation = None
+    if spec.valuation is not None:
+        v = spec.valuation
+        valuation = Valuation(
+            energy_prices={
+                activity: EnergyPrice(price.price, price.unit, price.source)
+                for activity, price in v.energy_prices.items()
+            },
+            green_premium=v.green_premium,
+            platform_fee=v.platform_fee,
+            platform_value=v.platform_value,
+        )
+    return Estimation(
+        reference_start=parse_time_ref(spec.reference.start),
+        reference_end=parse_time_ref(spec.reference.end),
+        smoothing=spec.smoothing,
+        lateness_s=spec.lateness,
+        functional_availability=spec.functional_availability,
+        forgetting=spec.dynamics.forgetting,
+        prior_weight=spec.dynamics.prior_weight,
+        min_updates=spec.dynamics.min_updates,
+        valuation=valuation,
+    )
 
 
 def load_policy(path: Path) -> Policy:
@@ -127,8 +347,33 @@ def load_policy(path: Path) -> Policy:
             params.model_dump() | {"theta_max": policy.subsidy_cap}
         )
     if policy.schedule is not None:
-        switches = tuple(_switch(e) for e in policy.schedule)
+        switches = tuple(PolicySwitch(e.stage, parse_time_ref(e.at)) for e in policy.schedule)
     else:
         assert policy.stage is not None  # the validator demands one of the two
-        switches = (PolicySwitch(policy.stage, offset_ms=0),)
-    return Policy(policy.name, params, switches, policy.carbon_price, policy.government)
+        switches = (PolicySwitch(policy.stage),)
+    if isinstance(policy.carbon_price, tuple):
+        prices = tuple((parse_time_ref(p.at), p.price) for p in policy.carbon_price)
+    else:
+        prices = ((TimeRef(), float(policy.carbon_price)),)
+    budget = None
+    if policy.budget is not None:
+        budget = Budget(policy.budget.amount, policy.budget.per, policy.budget.total)
+    estimation = _estimation(policy.estimation)
+    if estimation is not None:
+        start, end = estimation.reference_start, estimation.reference_end
+        # Only like can be compared: two offsets, or two absolute times.
+        if start.is_offset == end.is_offset and end.resolve(0) <= start.resolve(0):
+            raise ConfigError(path, "estimation.reference", "end must come after start")
+    return Policy(
+        name=policy.name,
+        params=params,
+        switches=switches,
+        carbon_prices=prices,
+        government=policy.government,
+        budget=budget,
+        sharing=_sharing_rules(policy.sharing),
+        sharing_sets_r=policy.sharing is not None,
+        estimation=estimation,
+        description=policy.description,
+        source=path,
+    )

@@ -28,11 +28,11 @@ from carbonlink import wire
 from carbonlink._clock import wall_clock_ms
 from carbonlink._mqtt import BrokerAddress, is_connection_loss, make_client, next_backoff
 from carbonlink.config import PlantConfig
-from carbonlink.coordination._cooperative import Split, shapley
+from carbonlink.coordination._cooperative import shapley
+from carbonlink.coordination._flows import period_transfers
 from carbonlink.coordination._ledger import Ledger, Report
-from carbonlink.coordination._params import PARTIES, CoordinationParams, Party
+from carbonlink.coordination._params import Party
 from carbonlink.coordination._policy import Policy, StageNumber
-from carbonlink.coordination._settlement import settle
 from carbonlink.coordination._stages import StageResult
 from carbonlink.platform.storage import Store
 
@@ -48,35 +48,6 @@ STAGE_WIRE_NAMES: Final[dict[int, str]] = {
     2: "intermediate_dependence",
     3: "advanced_symbiosis",
 }
-
-
-def period_transfers(
-    params: CoordinationParams,
-    result: StageResult,
-    split: Split,
-    x: float,
-    periods: float,
-) -> dict[Party, float]:
-    """What each party receives over ``periods`` model periods at abatement ``x``.
-
-    Stage 3: the settlement of the Shapley split (entitlement minus own flow). Stage 2:
-    the subsidies, theta_i of each effort cost, paid by the government. Stage 1: none.
-    Each case sums to zero.
-    """
-    cost_m = params.k_M * result.E_M**2 / 2.0
-    cost_p = params.k_P * result.E_P**2 / 2.0
-    if result.stage == 3:
-        realised: dict[Party, float] = {
-            "M": params.m_M * x - cost_m,
-            "P": params.m_P * x - cost_p,
-            "G": params.g * x,
-        }
-        dx_dt = result.inflow - params.delta * x
-        flows = settle(split, params.r, x, dx_dt, realised).transfer
-    else:
-        paid_m, paid_p = result.theta_M * cost_m, result.theta_P * cost_p
-        flows = {"M": paid_m, "P": paid_p, "G": -(paid_m + paid_p)}
-    return {party: flows[party] * periods for party in PARTIES}
 
 
 @dataclass

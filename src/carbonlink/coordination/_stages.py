@@ -26,6 +26,7 @@ __all__ = [
     "stage1_nash",
     "stage2_government",
     "stage3_joint",
+    "subsidised_stage",
     "subsidy_rate",
 ]
 
@@ -102,15 +103,17 @@ def subsidy_rate(p: CoordinationParams, m_i: float, objective: GovernmentObjecti
     return min(max(theta, 0.0), p.theta_max)
 
 
-def _subsidised_stage(
+def subsidised_stage(
     p: CoordinationParams,
     stage: int,
     theta_m: float,
     theta_p: float,
+    name: str | None = None,
 ) -> StageResult:
     """Values when firms best-respond to given subsidies, no data sharing (sigma = 1)."""
     e_m, e_p = best_response_efforts(p, theta_m, theta_p)
-    return _stage_values(p, stage, STAGE_NAMES[stage], theta_m, theta_p, e_m, e_p, sigma=1.0)
+    label = STAGE_NAMES[stage] if name is None else name
+    return _stage_values(p, stage, label, theta_m, theta_p, e_m, e_p, sigma=1.0)
 
 
 def _stage_values(
@@ -161,7 +164,7 @@ def stage1_nash(p: CoordinationParams) -> StageResult:
 
     coordination-model.md, Stage 1.
     """
-    return _subsidised_stage(p, 1, 0.0, 0.0)
+    return subsidised_stage(p, 1, 0.0, 0.0)
 
 
 def stage2_government(
@@ -174,7 +177,7 @@ def stage2_government(
     """
     theta_m = subsidy_rate(p, p.m_M, objective)
     theta_p = subsidy_rate(p, p.m_P, objective)
-    result = _subsidised_stage(p, 2, theta_m, theta_p)
+    result = subsidised_stage(p, 2, theta_m, theta_p)
     if objective == "budget":
         result = replace(result, name=f"{STAGE_NAMES[2]} ({BUDGET_VARIANT})")
     return result

@@ -12,10 +12,11 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Final
+from typing import Final
 
-from pydantic import BeforeValidator, Field
+from pydantic import Field
 
+from carbonlink._duration import Duration
 from carbonlink._exceptions import ConfigError
 from carbonlink._yamlconfig import StrictModel, load_yaml_model
 
@@ -41,25 +42,6 @@ MESSAGE_FAULTS: Final = frozenset(
     {FaultKind.DUPLICATE, FaultKind.OUT_OF_ORDER, FaultKind.MALFORMED}
 )
 CONNECTION_FAULTS: Final = frozenset({FaultKind.OFFLINE, FaultKind.BROKER_DISCONNECT})
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_S: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from a number or text like ``90s``, ``5m``, ``1.5h``, ``2d``."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return float(match.group(1)) * _UNIT_S[match.group(2)]
-    raise ValueError(f"expected a duration like 90s, 5m, 1h, got {value!r}")
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 
 
 class Fault(StrictModel):

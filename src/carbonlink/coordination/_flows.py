@@ -1,0 +1,53 @@
+"""Per-period money flows shared by the coordinator, its shadow policies and the backtest."""
+
+from __future__ import annotations
+
+from carbonlink.coordination._cooperative import Split
+from carbonlink.coordination._params import PARTIES, CoordinationParams, Party
+from carbonlink.coordination._policy import Policy
+from carbonlink.coordination._settlement import settle
+from carbonlink.coordination._stages import StageResult
+
+__all__ = ["period_transfers", "relational_params"]
+
+
+def period_transfers(
+    params: CoordinationParams,
+    result: StageResult,
+    split: Split | None,
+    x: float,
+    periods: float,
+) -> dict[Party, float]:
+    """What each party receives over ``periods`` model periods at abatement ``x``.
+
+    Stage 3: the settlement of ``split`` (entitlement minus own flow). Stage 2: the
+    subsidies, theta_i of each effort cost, paid by the government. Stage 1: none.
+    Each case sums to zero.
+    """
+    cost_m = params.k_M * result.E_M**2 / 2.0
+    cost_p = params.k_P * result.E_P**2 / 2.0
+    if result.stage == 3:
+        if split is None:
+            raise ValueError("stage 3 needs the cooperative split to settle")
+        realised: dict[Party, float] = {
+            "M": params.m_M * x - cost_m,
+            "P": params.m_P * x - cost_p,
+            "G": params.g * x,
+        }
+        dx_dt = result.inflow - params.delta * x
+        flows = settle(split, params.r, x, dx_dt, realised).transfer
+    else:
+        paid_m, paid_p = result.theta_M * cost_m, result.theta_P * cost_p
+        flows = {"M": paid_m, "P": paid_p, "G": -(paid_m + paid_p)}
+    return {party: flows[party] * periods for party in PARTIES}
+
+
+def relational_params(
+    policy: Policy, params: CoordinationParams, plant: str, stage: int
+) -> CoordinationParams:
+    """``params`` with R from the stage's sharing rule, when the policy's own ``sharing``
+    block defines it (coordination-model.md: R from the sharing configuration)."""
+    if not policy.sharing_sets_r:
+        return params
+    r = policy.sharing[stage].relational_availability(plant)
+    return params if r == params.R else params.model_copy(update={"R": r})
