@@ -95,6 +95,14 @@ def time_option(text: str | None, name: str) -> int | None:
         raise ConfigError(None, name, str(exc)) from exc
 
 
+def required_time(text: str, name: str) -> int:
+    """A time option that must be given: RFC 3339 or epoch ms."""
+    value = time_option(text, name)
+    if value is None:
+        raise ConfigError(None, name, "a time is required")
+    return value
+
+
 def parse_host_port(text: str, option: str = "--http") -> tuple[str, int]:
     """``HOST:PORT`` -> (host, port); a bad value is a ConfigError on ``option``."""
     host, _, port = text.rpartition(":")

@@ -1,23 +1,58 @@
-"""``carbonlink policy``: solve the coordination model for a parameter file.
+"""``carbonlink policy``: solve the coordination model for a parameter file, and
+backtest policies against a recorded window.
 
 The model is a differential-game model in the spirit of Qin et al. (2026), our own
-formulation (docs/coordination.md).
+formulation (docs/coordination.md; writing and backtesting policies: docs/policies.md).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import sys
 from pathlib import Path
 from typing import Final
 
 import click
+import pandas as pd
 
-from carbonlink.cli._common import user_errors
-from carbonlink.coordination import PARTIES, Solution, StageResult, load_params, solve
+from carbonlink._exceptions import ConfigError
+from carbonlink.cli._common import (
+    config_option,
+    parse_duration_s,
+    required_time,
+    settings_from,
+    store_option,
+    store_url,
+    user_errors,
+)
+from carbonlink.coordination import (
+    PARTIES,
+    Journal,
+    Solution,
+    StageResult,
+    load_params,
+    load_policy,
+    solve,
+)
+from carbonlink.coordination._backtest import (
+    abatement_from_journal,
+    abatement_from_reference,
+    backtest,
+    load_window,
+    write_outputs,
+)
+from carbonlink.platform import open_store
+from carbonlink.platform._recompute import factor_set_for
+from carbonlink.wire import format_timestamp
 
 __all__ = ["policy"]
 
 DEFAULT_PARAMS: Final = Path("config/policies/reference.yaml")
+DEFAULT_BACKTEST_POLICIES: Final = tuple(
+    Path(f"config/policies/{name}.yaml") for name in ("stage1", "stage2", "stage3")
+)
+DEFAULT_BACKTEST_OUT: Final = "../var/backtest"  # beside the config, like every other file
 _HEADER: Final = (
     f"{'stage':<52} {'theta_M':>7} {'theta_P':>7} {'E_M':>7} {'E_P':>7} {'sigma':>5}"
     f" {'X_ss':>8} {'V_M':>8} {'V_P':>8} {'V_G':>8} {'total':>8} {'eff':>6}"
@@ -87,3 +122,162 @@ def render_text(solution: Solution, params_path: Path) -> str:
         cells = " ".join(f"{values[i]:8.2f}" for i in PARTIES)
         lines.append(f"{label:<52} {cells} {split.total:8.2f}")
     return "\n".join(lines)
+
+
+_TABLE_COLUMNS: Final = (
+    ("policy", "policy", "{:<24}"),
+    ("emissions_t", "emitted t", "{:>11,.1f}"),
+    ("abatement_t", "abated t", "{:>10,.1f}"),
+    ("abatement_share", "abated", "{:>7.1%}"),
+    ("efficiency", "t/cost", "{:>7.3f}"),
+    ("payoff_M", "firm", "{:>9,.1f}"),
+    ("payoff_P", "platform", "{:>9,.1f}"),
+    ("payoff_G", "govt", "{:>9,.1f}"),
+    ("subsidy", "subsidy", "{:>9,.1f}"),
+    ("public_cost_per_t", "public/t", "{:>8.3f}"),
+)
+
+
+def render_backtest(summary: pd.DataFrame) -> str:
+    """The comparison table: one row per policy, then the recorded stream."""
+
+    def cell(spec: str, value: object) -> str:
+        if isinstance(value, float) and math.isnan(value):
+            return f"{'-':>{len(spec.format(0.0))}}"
+        return spec.format(value)
+
+    header = " ".join(
+        f"{title:<24}" if key == "policy" else f"{title:>{len(spec.format(0.0))}}"
+        for key, title, spec in _TABLE_COLUMNS
+    )
+    lines = [header]
+    for record in summary.to_dict("records"):
+        lines.append(" ".join(cell(spec, record[key]) for key, _, spec in _TABLE_COLUMNS))
+    return "\n".join(lines)
+
+
+@policy.command("backtest")
+@config_option
+@store_option
+@click.option(
+    "--policy",
+    "policy_paths",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A policy file; repeat to compare [default: stage1, stage2 and stage3].",
+)
+@click.option("--from", "start", required=True, help="Window start: RFC 3339 or epoch ms.")
+@click.option("--to", "end", required=True, help="Window end: RFC 3339 or epoch ms.")
+@click.option("--step", default="15m", help="Replay step (1m ... 1d).")
+@click.option("--plants", default=None, help="Comma-separated plant ids [default: all].")
+@click.option(
+    "--journal",
+    "journal_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Coordinator journal: the abatement already in the recording is taken from it.",
+)
+@click.option(
+    "--reference",
+    default=None,
+    help="FROM/TO (RFC 3339): fit a baseline there instead, to find the recorded abatement.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help=f"Where steps.csv, summary.csv and the PNG plots go [default: {DEFAULT_BACKTEST_OUT}"
+    ", relative to the config file].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@user_errors
+def backtest_command(
+    config_path: Path | None,
+    store_override: str | None,
+    policy_paths: tuple[Path, ...],
+    start: str,
+    end: str,
+    step: str,
+    plants: str | None,
+    journal_path: Path | None,
+    reference: str | None,
+    out_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Replay policies against the same recorded window: emissions, abatement, payoffs."""
+    settings = settings_from(config_path)
+    policies = [load_policy(p) for p in (policy_paths or DEFAULT_BACKTEST_POLICIES)]
+    start_ms, end_ms = required_time(start, "--from"), required_time(end, "--to")
+    if end_ms <= start_ms:
+        raise ConfigError(None, "--to", "must come after --from")
+    if journal_path is not None and reference is not None:
+        raise ConfigError(None, "--reference", "give --journal or --reference, not both")
+    chosen = (
+        [settings.plant(p) for p in plants.split(",")] if plants else list(settings.plants.values())
+    )
+    versions = {}
+    for plant in chosen:
+        factor_set = factor_set_for(settings, plant.id)
+        versions[plant.id] = (factor_set.name, factor_set.version)
+    store = open_store(store_url(settings, store_override))
+    try:
+        window = load_window(store, chosen, versions, start_ms, end_ms, parse_duration_s(step))
+    finally:
+        store.close()
+    if not any(n.sum() for n in window.readings.values()):
+        raise ConfigError(None, "--from", "the store holds no emissions in that window")
+    if window.trimmed:
+        click.echo(
+            f"note: the store has data only from {format_timestamp(window.start_ms)} to "
+            f"{format_timestamp(window.end_ms)}; the window is cut to that",
+            err=True,
+        )
+    for plant_id, gaps in window.gaps().items():
+        click.echo(f"note: {plant_id} has no readings in {gaps} of {window.steps} steps", err=True)
+    added, source = None, "none"
+    if journal_path is not None:
+        with Journal.open_readonly(journal_path) as journal:
+            added, source = abatement_from_journal(window, journal, chosen), "journal"
+    elif reference is not None:
+        ref_from, _, ref_to = reference.partition("/")
+        ref_start = required_time(ref_from, "--reference")
+        ref_end = required_time(ref_to, "--reference")
+        if ref_end <= ref_start:
+            raise ConfigError(None, "--reference", "expected FROM/TO with TO after FROM")
+        added, source = abatement_from_reference(window, ref_start, ref_end), "reference"
+    total = len(policies) * len(chosen) * window.steps
+    with click.progressbar(
+        length=window.steps,
+        label=f"replaying {len(policies)} policies x {len(chosen)} plants",
+        file=sys.stderr,
+    ) as bar:
+        seen = [0]
+
+        def advance(done: int) -> None:
+            bar.update(done - seen[0])
+            seen[0] = done
+
+        result = backtest(
+            policies, window, chosen, recorded_abatement=added, abatement_source=source,
+            progress=advance,
+        )  # fmt: skip
+    paths = write_outputs(result, out_dir or settings.beside_config(DEFAULT_BACKTEST_OUT))
+    if as_json:
+        click.echo(result.summary.to_json(orient="records", indent=2))
+    else:
+        hours = (window.end_ms - window.start_ms) / 3.6e6
+        click.echo(
+            f"backtest of {len(policies)} policies on {len(chosen)} plants over {hours:g} h "
+            f"({total:,} plant-steps); recorded abatement: {_SOURCES[source]}"
+        )
+        click.echo(render_backtest(result.summary))
+    for path in paths:
+        click.echo(f"wrote {path}", err=True)
+
+
+_SOURCES: Final = {
+    "journal": "from the coordinator's journal, added back to the baseline",
+    "reference": "observed against a baseline fitted on the reference period",
+    "none": "none (the window is taken as unabated)",
+}

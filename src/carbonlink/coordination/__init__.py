@@ -10,6 +10,12 @@ The closed loop (``Coordinator``) publishes each stage's efforts as retained pla
 directives on a policy's schedule and keeps a hash-chained ledger of period reports.
 """
 
+from carbonlink.coordination._backtest import (
+    BacktestResult,
+    RecordedWindow,
+    backtest,
+    load_window,
+)
 from carbonlink.coordination._budget import SubsidyRates, budget_rates, spending
 from carbonlink.coordination._cooperative import (
     PartyShare,
@@ -41,7 +47,16 @@ from carbonlink.coordination._estimation import (
     per_window,
 )
 from carbonlink.coordination._flows import period_transfers, relational_params
-from carbonlink.coordination._ledger import GENESIS_HASH, Ledger, LedgerCheck, Report, report_hash
+from carbonlink.coordination._journal import PERIOD_COLUMNS, Journal, PeriodRow
+from carbonlink.coordination._ledger import (
+    GENESIS_HASH,
+    Ledger,
+    LedgerCheck,
+    Report,
+    StoreMismatch,
+    report_hash,
+    verify_against_store,
+)
 from carbonlink.coordination._params import PARTIES, CoordinationParams, Party, load_params
 from carbonlink.coordination._policy import (
     Budget,
@@ -90,10 +105,12 @@ __all__ = [
     "FIELDS_BY_LEVEL",
     "GENESIS_HASH",
     "PARTIES",
+    "PERIOD_COLUMNS",
     "RELATIONAL_AVAILABILITY",
     "STAGE_NAMES",
     "STEP_COLUMNS",
     "SUMMARY_COLUMNS",
+    "BacktestResult",
     "Baseline",
     "Budget",
     "CoordinationParams",
@@ -103,15 +120,18 @@ __all__ = [
     "Estimation",
     "FunctionalAvailability",
     "GovernmentObjective",
+    "Journal",
     "Ledger",
     "LedgerCheck",
     "Party",
     "PartyShare",
     "PeriodRecord",
+    "PeriodRow",
     "PlantModel",
     "Policy",
     "PolicyEvaluator",
     "PolicySwitch",
+    "RecordedWindow",
     "Report",
     "Settlement",
     "SharingGate",
@@ -122,8 +142,10 @@ __all__ = [
     "StageNumber",
     "StageResult",
     "StepInput",
+    "StoreMismatch",
     "SubsidyRates",
     "Valuation",
+    "backtest",
     "best_response_efforts",
     "budget_rates",
     "calibrate_cost",
@@ -137,6 +159,7 @@ __all__ = [
     "inflow",
     "load_params",
     "load_policy",
+    "load_window",
     "nash_bargaining",
     "observed_abatement",
     "per_window",
@@ -157,4 +180,5 @@ __all__ = [
     "subsidy_rate",
     "summarise",
     "trajectory",
+    "verify_against_store",
 ]

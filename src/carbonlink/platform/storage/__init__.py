@@ -24,6 +24,7 @@ from carbonlink.platform.storage._base import (
     Emission,
     Store,
     StoredReading,
+    readings_ending_in,
 )
 from carbonlink.platform.storage._influxdb_v1 import InfluxDBV1Store
 from carbonlink.platform.storage._influxdb_v2 import InfluxDBV2Store
@@ -48,6 +49,7 @@ __all__ = [
     "Store",
     "StoredReading",
     "open_store",
+    "readings_ending_in",
 ]
 
 

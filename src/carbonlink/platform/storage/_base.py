@@ -178,6 +178,13 @@ def typed_frame(columns: dict[str, str], data: pd.DataFrame | None = None) -> pd
     return frame.sort_values(["time", "plant", "meter"], ignore_index=True)
 
 
+def readings_ending_in(start_ms: int, end_ms: int) -> tuple[int, int]:
+    """The ``start_ms``/``end_ms`` store filter (start <= ts < end) that selects exactly the
+    readings whose interval lies in the window (start, end]: a reading's interval ends at
+    its timestamp, so one stamped on ``end_ms`` belongs in, one on ``start_ms`` does not."""
+    return start_ms + 1, end_ms + 1
+
+
 def check_field(field: str) -> str:
     if field not in SERIES_FIELDS:
         raise ValueError(f"unknown field {field!r}; expected one of {', '.join(SERIES_FIELDS)}")
