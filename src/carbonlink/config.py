@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
+from carbonlink._duration import Duration
 from carbonlink._exceptions import CarbonlinkError, ConfigError
 from carbonlink._yamlconfig import StrictModel, load_yaml_model
 
@@ -216,6 +217,23 @@ class PlatformConfig(StrictModel):
     client_id: str = "carbonlink-platform"
 
 
+class CoordinationConfig(StrictModel):
+    """Defaults of ``carbonlink coordinate``; the platform's API reads the same journal."""
+
+    journal: str = Field(
+        default="../var/coordination-ledger.sqlite",
+        description="Ledger of reports plus the coordinator's journal; relative to this file",
+    )
+    policy: str = Field(default="policies/stage3.yaml", description="Relative to this file")
+    shadows: tuple[str, ...] = Field(
+        default=(), description="Policies evaluated live beside the active one"
+    )
+    period_s: Duration = Field(default=900.0, gt=0, description="Reporting period")
+    read_lag_s: Duration = Field(
+        default=60.0, description="A period is read this long after it ends (data in flight)"
+    )
+
+
 class ServicesFile(StrictModel):
     """Shape of ``config/carbonlink.yaml``."""
 
@@ -227,6 +245,7 @@ class ServicesFile(StrictModel):
     broker: BrokerConfig = BrokerConfig()
     agent: AgentConfig = AgentConfig()
     platform: PlatformConfig = PlatformConfig()
+    coordination: CoordinationConfig = CoordinationConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +260,9 @@ class Settings:
     def beside_config(self, relative: str) -> Path:
         """Paths in the config file are relative to that file, not to the cwd."""
         return (self.path.parent / relative).resolve()
+
+    def journal_path(self) -> Path:
+        return self.beside_config(self.services.coordination.journal)
 
     def outbox_path(self, plant_id: str) -> Path:
         return self.beside_config(self.services.agent.outbox_dir) / f"{plant_id}.sqlite"

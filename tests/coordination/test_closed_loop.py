@@ -1,9 +1,11 @@
-"""The closed loop on a real Mosquitto: simulator -> agent -> platform -> store ->
-coordinator -> retained directive -> simulator, under the switch-1-to-3 policy.
+"""The closed loop on a real Mosquitto and a real InfluxDB: simulator -> agent ->
+platform -> InfluxDB -> coordinator -> retained directive -> simulator.
 
-The plant's load is made flat (no diurnal or seasonal swing, no noise) so that the
-change in its emissions is the abatement the directives bought, which the dynamics
-dX/dt = I - delta*X predict in closed form.
+The coordinator runs a policy that estimates its parameters from the stream (baseline
+on a reference period, F from the data, RLS on the dynamics), starts in stage 1 and
+switches to stage 3, with two shadow policies beside it. The plant's load is flat (no
+swings, no noise) so the change in its emissions is the abatement the directives bought,
+which the dynamics dX/dt = I - delta*X predict in closed form from the directives it got.
 """
 
 from __future__ import annotations
@@ -24,26 +26,49 @@ from carbonlink import wire
 from carbonlink._clock import SimClock
 from carbonlink._mqtt import parse_broker_url
 from carbonlink.config import PlantConfig, Settings, load_config
-from carbonlink.coordination import Coordinator, Ledger, load_policy
+from carbonlink.coordination import (
+    FIELDS_BY_LEVEL,
+    LEDGER_ANCHOR_TOPIC,
+    Coordinator,
+    Journal,
+    SharingLevel,
+    decode_anchor,
+    load_policy,
+    verify_against_store,
+)
 from carbonlink.platform import open_store
 from carbonlink.simulators import abatement_closed_form, abatement_inflow, simulate
 from tests.configs import write_config
 from tests.coordination.conftest import REFERENCE_YAML
-from tests.servers import MosquittoServer
+from tests.servers import InfluxDBServer, MosquittoServer
 from tests.test_end_to_end import NOW_MS, Pipeline, eventually
 
 HOUR: Final = 3_600_000
 MINUTE: Final = 60_000
 START_MS: Final = NOW_MS - 24 * HOUR  # within the agents' accepted reading age
-RUN_MS: Final = 5 * HOUR  # stage 1 for 2 h, then stage 3
-SPEED: Final = 3600.0  # one simulated hour per wall second
+REFERENCE_MS: Final = 90 * MINUTE  # no directive yet: the baseline's reference period
+RUN_MS: Final = REFERENCE_MS + 5 * HOUR  # then stage 1 for 2 h, then stage 3
+SPEED: Final = 1800.0  # half a simulated hour per wall second
 PERIOD_S: Final = 900.0  # simulated seconds between coordinator steps
-SWITCH_POLICY: Final = REFERENCE_YAML.parent / "switch-1-to-3.yaml"
+# At this speed an agent's 0.1 s batching is three simulated minutes: read a period one
+# period after it ends, when all of it has landed.
+READ_LAG_S: Final = PERIOD_S
 # Measured drop vs the closed form, which uses the effective times of the directives the
-# plant received; runs agree to within 0.5%. The margin covers boundary minutes of the
+# plant received; runs agree to within 1%. The margin covers boundary minutes of the
 # windows and readings still in flight.
 DROP_TOLERANCE: Final = 0.10
 STORE_QUIET_S: Final = 1.0
+POLICY: Final = f"""
+name: stream-1-to-3
+description: stage 1 for two hours, then stage 3, parameters from the stream
+params: {REFERENCE_YAML}
+schedule:
+  - {{at: "+0s", stage: 1}}
+  - {{at: "+2h", stage: 3}}
+estimation:
+  reference: {{start: "-90m", end: "+0s"}}
+  dynamics: {{min_updates: 3}}
+"""
 
 
 @pytest.fixture
@@ -77,54 +102,75 @@ def rate_t_per_h(frame: pd.DataFrame, start_ms: int, end_ms: int) -> float:
     return float(window.mean()) * 60 / 1000
 
 
-def predicted_x(
-    plant: PlantConfig, switches: list[tuple[int, float, float, float]], t: int
-) -> float:
-    """X at ``t`` from 0 under directives (effective_ms, E_M, E_P, sigma), in order."""
+def predicted_x(plant: PlantConfig, directives: list[wire.Directive], t: int) -> float:
+    """X at ``t`` from 0 under the directives (in order) the plant obeyed."""
     abate = plant.simulation.abatement
-    x, last, inflow = 0.0, switches[0][0], 0.0
-    for effective, e_m, e_p, sigma in switches:
-        if effective > t:
+    x, last, inflow = 0.0, directives[0].effective_ms, 0.0
+    for d in directives:
+        if d.effective_ms > t:
             break
-        x = float(abatement_closed_form(x, inflow, abate.delta, (effective - last) / HOUR))
-        last, inflow = effective, abatement_inflow(abate, e_m, e_p, sigma)
+        x = float(abatement_closed_form(x, inflow, abate.delta, (d.effective_ms - last) / HOUR))
+        last = d.effective_ms
+        inflow = abatement_inflow(abate, d.effort_firm, d.effort_platform, d.sigma)
     return float(abatement_closed_form(x, inflow, abate.delta, (t - last) / HOUR))
 
 
 def test_switch_to_stage_3_lowers_emissions_as_predicted(
-    flat_settings: Settings, mosquitto_private: MosquittoServer, tmp_path: Path, topic_prefix: str
+    flat_settings: Settings,
+    mosquitto_private: MosquittoServer,
+    influxdb: InfluxDBServer,
+    influx_database: str,
+    tmp_path: Path,
+    topic_prefix: str,
 ) -> None:
     (plant,) = flat_settings.plants.values()
-    store_url = f"sqlite:///{tmp_path / 'store.sqlite'}"
-    ledger_path = tmp_path / "ledger.sqlite"
-    policy = load_policy(SWITCH_POLICY)
+    store_url = influxdb.store_url(influx_database)
+    journal_path = tmp_path / "journal.sqlite"
+    policy_path = tmp_path / "stream-1-to-3.yaml"
+    policy_path.write_text(POLICY)
+    policy = load_policy(policy_path)
+    shadows = [load_policy(REFERENCE_YAML.parent / f"stage{n}.yaml") for n in (1, 2)]
     address = parse_broker_url(mosquitto_private.url)
     directives: list[wire.Directive] = []
+    anchors: list[tuple[int, str]] = []
+    steps_run: list[int] = []
 
-    async def scenario() -> pd.DataFrame:
+    async def scenario() -> tuple[pd.DataFrame, int]:
         clock = SimClock(START_MS, speed=SPEED)
         async with (
             Pipeline(flat_settings, mosquitto_private, store_url) as pipeline,
             aiomqtt.Client(mosquitto_private.host, mosquitto_private.port) as watcher,
         ):
             await watcher.subscribe(wire.directive_topic(plant.id), qos=1)
+            await watcher.subscribe(LEDGER_ANCHOR_TOPIC, qos=1)
 
             async def watch() -> None:
                 async for message in watcher.messages:
                     assert isinstance(message.payload, bytes)
-                    directives.append(wire.decode_directive(str(message.topic), message.payload))
+                    if message.topic.matches(LEDGER_ANCHOR_TOPIC):
+                        anchors.append(decode_anchor(message.payload))
+                    else:
+                        topic = str(message.topic)
+                        directives.append(wire.decode_directive(topic, message.payload))
 
             watching = asyncio.create_task(watch())
+            simulating = asyncio.create_task(
+                simulate([plant], address, clock, seed=3, duration_ms=RUN_MS)
+            )
+            await clock.sleep_until(START_MS + REFERENCE_MS)  # the reference period first
             store = open_store(store_url)
-            with Ledger(ledger_path) as ledger:
+            with Journal(journal_path) as journal:
                 coordinator = Coordinator(
-                    [plant], store, address, policy, ledger, clock_ms=clock.now_ms,
-                    period_s=PERIOD_S, wall_period_s=PERIOD_S / SPEED,
-                    client_id=f"coordinator-{topic_prefix}",
+                    flat_settings, store, address, policy, journal, shadows=shadows,
+                    clock_ms=clock.now_ms, period_s=PERIOD_S, wall_period_s=PERIOD_S / SPEED,
+                    read_lag_s=READ_LAG_S, client_id=f"coordinator-{topic_prefix}",
                 )  # fmt: skip
                 coordinating = asyncio.create_task(coordinator.run())
                 await eventually(lambda: coordinator.periods >= 1, "the first directive")
-                await simulate([plant], address, clock, seed=3, duration_ms=RUN_MS)
+                started = coordinator.periods and journal.load_state("coordinator")
+                assert started
+                run_start = int(started["start_ms"])
+                await simulating
                 coordinating.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await coordinating
@@ -138,61 +184,108 @@ def test_switch_to_stage_3_lowers_emissions_as_predicted(
                 await asyncio.sleep(STORE_QUIET_S)
             frame = await asyncio.to_thread(store.emissions, plant.id)
             store.close()
-            return frame
+            return frame, run_start
 
-    steps_run: list[int] = []
-    emissions = asyncio.run(scenario())
+    emissions, run_start = asyncio.run(scenario())
 
+    # --- the directives: stage 1, then stage 3 two hours into the run ---------------------
     stages = [d.stage for d in directives]
     assert stages[0] == "primary_neutrality"
     assert stages[-1] == "advanced_symbiosis"
     switch_index = stages.index("advanced_symbiosis")
     assert set(stages[switch_index:]) == {"advanced_symbiosis"}
-    first, switch = directives[0], directives[switch_index]
+    switch = directives[switch_index]
     late_ms = PERIOD_S * 1000 + MINUTE  # a step's period, plus scheduling slack
-    assert switch.effective_ms - first.effective_ms == pytest.approx(2 * HOUR, abs=late_ms)
-    assert switch.sigma == pytest.approx(1.25)
-    assert (switch.effort_firm, switch.effort_platform) == pytest.approx((4.583, 2.933), rel=1e-3)
+    assert switch.effective_ms - run_start == pytest.approx(2 * HOUR, abs=late_ms)
+    assert directives[0].effective_ms - START_MS == pytest.approx(REFERENCE_MS, abs=late_ms)
 
-    # Efforts change only at the stage switch; later re-publications repeat them.
-    steps = [(first.effective_ms, first.effort_firm, first.effort_platform, first.sigma)]
-    steps.append((switch.effective_ms, switch.effort_firm, switch.effort_platform, switch.sigma))
-    sim_end = int(epoch_ms(emissions).min()) + RUN_MS
+    # --- emissions fall after the switch as the dynamics predict ---------------------------
+    sim_end = START_MS + RUN_MS
     before = (switch.effective_ms - HOUR, switch.effective_ms)
     after = (sim_end - HOUR, sim_end - 2 * MINUTE)  # the last minutes may still be in transit
 
     def mean_x(window: tuple[int, int]) -> float:
         points = range(window[0], window[1], MINUTE)
-        return sum(predicted_x(plant, steps, t) for t in points) / len(points)
+        return sum(predicted_x(plant, directives, t) for t in points) / len(points)
 
     predicted_drop = mean_x(after) - mean_x(before)  # tCO2e/h: scale 1, period 1 h
     measured_drop = rate_t_per_h(emissions, *before) - rate_t_per_h(emissions, *after)
     assert predicted_drop > 10.0  # the stage-3 switch is worth > 10 tCO2e/h within 3 h
     assert measured_drop == pytest.approx(predicted_drop, rel=DROP_TOLERANCE)
 
-    with Ledger(ledger_path) as ledger:
-        bodies = ledger.bodies()
-        assert ledger.verify().ok
-    # Steps tick on the wall clock, so how many fit in the run varies with the machine's
-    # load; what must hold exactly is one report per step after the first (one plant).
+    with Journal.open_readonly(journal_path) as journal:
+        periods = journal.periods(plant.id)
+        entries = journal.ledger.entries()
+        shadow_rows = journal.shadows()
+        check = journal.ledger.verify(anchors[-1])
+        store = open_store(store_url)
+        mismatches = verify_against_store(journal.ledger, store)
+        store.close()
+
+    # --- parameters came from the stream ---------------------------------------------------
+    last = periods.iloc[-1]
+    assert last["parameters"]["source_F"] == "stream"
+    assert 0.9 <= last["functional_availability"] <= 1.0  # every meter reports, on time
+    assert periods["x_observed"].notna().sum() >= len(periods) - 1  # the baseline held
+    # Observed abatement tracks the model's own projection once both have built up.
+    late = periods[periods["start_ms"] >= switch.effective_ms + HOUR]
+    assert late["x_observed"].to_numpy() == pytest.approx(late["x_projected"].to_numpy(), rel=0.25)
+    assert last["parameters"].get("source_delta") == "rls"
+    assert 0.05 < last["parameters"]["delta"] < 0.8  # learnt near the plant's 0.2 per hour
+
+    # --- what reached the government, as each stage shares it -------------------------------
     (steps,) = steps_run
-    assert len(bodies) == steps - 1
-    assert steps >= RUN_MS // (PERIOD_S * 1000) // 2  # the coordinator kept pace
-    assert {b["stage"] for b in bodies} == {1, 3}
+    # One row per step after the first, but for the last: still within the read lag.
+    assert len(periods) == steps - 2
+    bodies = [e["body"] for e in entries]
+    stage1 = [b for b in bodies if b["stage"] == 1]
+    stage3 = [b for b in bodies if b["stage"] == 3]
+    assert len(stage1) == 1  # one self-reported total: the switch closed the daily window
+    assert set(stage1[0]) <= FIELDS_BY_LEVEL[SharingLevel.SELF_REPORTED]
+    assert "effort_firm" not in stage1[0]
+    assert stage1[0]["verified"] is False
+    assert stage1[0]["period_end_ms"] == run_start + 2 * HOUR  # periods lie on a grid
+    assert len(stage3) >= 8  # live: one report per period
+    assert all(set(b) <= FIELDS_BY_LEVEL[SharingLevel.JOINT] for b in stage3)
+    assert all("parameters" in b and b["verified"] for b in stage3)
     for body in bodies:
         assert sum(body["transfers"].values()) == pytest.approx(0.0, abs=1e-9)
-    assert any(b["stage"] == 3 and b["transfers"]["G"] != 0 for b in bodies)
+    assert any(b["transfers"]["G"] != 0 for b in stage3)
     assert sum(b["reported_tco2e"] for b in bodies) > 0
+    assert check.ok, check.reason
+    assert anchors[-1][0] == len(entries)
+    # Reports re-derive from InfluxDB; the only differences are readings still in flight.
+    assert all(m.late for m in mismatches), [m.reason for m in mismatches]
 
-    db = sqlite3.connect(ledger_path)
-    tampered = len(bodies) // 2
+    # --- shadow policies, evaluated on the same stream --------------------------------------
+    by_policy = {r["policy"]: r for r in shadow_rows}
+    assert set(by_policy) == {"stream-1-to-3", "stage1", "stage2"}
+    assert by_policy["stream-1-to-3"]["active"] is True
+    assert by_policy["stage1"]["emissions_t"] > by_policy["stream-1-to-3"]["emissions_t"]
+    assert by_policy["stage1"]["baseline_t"] == pytest.approx(
+        by_policy["stream-1-to-3"]["baseline_t"]
+    )  # one baseline for all
+    assert by_policy["stage2"]["subsidy"] > 0
+
+    # --- tampering is found -----------------------------------------------------------------
+    db = sqlite3.connect(journal_path)
+    tampered = len(entries) // 2
     body = json.loads(
         db.execute("SELECT body FROM reports WHERE idx = ?", (tampered,)).fetchone()[0]
     )
     body["reported_tco2e"] *= 0.5
     with db:
         db.execute("UPDATE reports SET body = ? WHERE idx = ?", (json.dumps(body), tampered))
+        db.execute("DELETE FROM reports WHERE idx = (SELECT MAX(idx) FROM reports)")
     db.close()
-    with Ledger(ledger_path) as ledger:
-        check = ledger.verify()
-    assert check.broken_at == tampered
+    with Journal.open_readonly(journal_path) as journal:
+        assert journal.ledger.verify().broken_at == tampered
+        with sqlite3.connect(journal_path) as fix:  # undo the edit: only the deletion is left
+            fix.execute(
+                "UPDATE reports SET body = ? WHERE idx = ?",
+                (json.dumps(body | {"reported_tco2e": body["reported_tco2e"] * 2}), tampered),
+            )
+        assert journal.ledger.verify().ok  # a shorter chain is still a valid chain...
+        truncated = journal.ledger.verify(anchors[-1])  # ...but not the one anchored
+        assert not truncated.ok
+        assert "remain" in truncated.reason

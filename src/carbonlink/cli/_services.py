@@ -178,7 +178,9 @@ def platform(
     )
     api = None
     if listen:
-        api = create_app(store, settings, health=service.counters.as_dict)
+        api = create_app(
+            store, settings, health=service.counters.as_dict, journal_path=settings.journal_path()
+        )
         mount_dashboard(
             api, store, settings, health=service.counters.as_dict, status=service.agent_states
         )

@@ -44,7 +44,7 @@ def api(config_path: Path | None, store_override: str | None, http: str) -> None
             f"dashboard on http://{host}:{port}/",
             err=True,
         )
-        app = create_app(store, settings)
+        app = create_app(store, settings, journal_path=settings.journal_path())
         mount_dashboard(app, store, settings)
         run_async(serve(app, host, port))
     except OSError as exc:

@@ -47,6 +47,7 @@ from carbonlink.coordination._estimation import (
     per_window,
 )
 from carbonlink.coordination._flows import period_transfers, relational_params
+from carbonlink.coordination._government import Government
 from carbonlink.coordination._journal import PERIOD_COLUMNS, Journal, PeriodRow
 from carbonlink.coordination._ledger import (
     GENESIS_HASH,
@@ -68,8 +69,16 @@ from carbonlink.coordination._policy import (
     Valuation,
     load_policy,
 )
-from carbonlink.coordination._service import DEFAULT_PERIOD_S, Coordinator
+from carbonlink.coordination._service import (
+    DEFAULT_PERIOD_S,
+    LEDGER_ANCHOR_TOPIC,
+    STAGE_WIRE_NAMES,
+    STATUS_STATE_KEY,
+    Coordinator,
+    decode_anchor,
+)
 from carbonlink.coordination._settlement import Settlement, settle
+from carbonlink.coordination._shadows import ShadowBank
 from carbonlink.coordination._sharing import (
     DEFAULT_SHARING,
     FIELDS_BY_LEVEL,
@@ -91,6 +100,7 @@ from carbonlink.coordination._stages import (
     stage3_joint,
     subsidy_rate,
 )
+from carbonlink.coordination._stream import PeriodData, PlantStream
 from carbonlink.coordination._value import (
     carbon_emission_efficiency,
     inflow,
@@ -104,10 +114,13 @@ __all__ = [
     "DEFAULT_SHARING",
     "FIELDS_BY_LEVEL",
     "GENESIS_HASH",
+    "LEDGER_ANCHOR_TOPIC",
     "PARTIES",
     "PERIOD_COLUMNS",
     "RELATIONAL_AVAILABILITY",
     "STAGE_NAMES",
+    "STAGE_WIRE_NAMES",
+    "STATUS_STATE_KEY",
     "STEP_COLUMNS",
     "SUMMARY_COLUMNS",
     "BacktestResult",
@@ -119,21 +132,25 @@ __all__ = [
     "EnergyPrice",
     "Estimation",
     "FunctionalAvailability",
+    "Government",
     "GovernmentObjective",
     "Journal",
     "Ledger",
     "LedgerCheck",
     "Party",
     "PartyShare",
+    "PeriodData",
     "PeriodRecord",
     "PeriodRow",
     "PlantModel",
+    "PlantStream",
     "Policy",
     "PolicyEvaluator",
     "PolicySwitch",
     "RecordedWindow",
     "Report",
     "Settlement",
+    "ShadowBank",
     "SharingGate",
     "SharingLevel",
     "SharingRule",
@@ -152,6 +169,7 @@ __all__ = [
     "carbon_emission_efficiency",
     "coalition_value",
     "decide",
+    "decode_anchor",
     "energy_value_per_tco2e",
     "exact_step",
     "fit_baseline",

@@ -35,6 +35,7 @@ from carbonlink.coordination._counterfactual import (
 from carbonlink.coordination._estimation import fit_baseline
 from carbonlink.coordination._journal import Journal
 from carbonlink.coordination._policy import Policy
+from carbonlink.platform._aggregate import step_index
 from carbonlink.platform.storage import Store, readings_ending_in
 
 __all__ = [
@@ -51,9 +52,6 @@ T = TypeVar("T", bound=np.generic)
 KG_PER_T: Final = 1000.0
 MS_PER_S: Final = 1000
 MS_PER_HOUR: Final = 3_600_000
-# A reading's interval ends at its timestamp: one stamped on a step boundary belongs to
-# the step before (the same rule as the platform's windows).
-_INTERVAL_END_SHIFT_MS: Final = 1
 ABATEMENT_SOURCES: Final = ("journal", "reference", "none")
 PROGRESS_EVERY_STEPS: Final = 96
 RECORDED_ROW: Final = "(recorded)"
@@ -98,12 +96,6 @@ class RecordedWindow:
         return start, min(start + self.step_ms, self.end_ms)
 
 
-def _bin(times: pd.Series, start_ms: int, step_ms: int) -> npt.NDArray[np.int64]:
-    ms = (times - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
-    shifted = ms.to_numpy(dtype=np.int64) - (_INTERVAL_END_SHIFT_MS + start_ms)
-    return np.floor_divide(shifted, step_ms).astype(np.int64)
-
-
 def load_window(
     store: Store,
     plants: Sequence[PlantConfig],
@@ -134,7 +126,7 @@ def load_window(
             plant.id, start_ms=first, end_ms=after, factor_set=name, factor_version=version
         )
         fixed_meters = {m.id for m in plant.meters if m.output}
-        index = _bin(emissions["time"], start_ms, step_ms)
+        index = step_index(emissions["time"], start_ms, step_ms)
         kept = (index >= 0) & (index < steps)
         tonnes = emissions["co2e_kg"].to_numpy(dtype=np.float64) / KG_PER_T
         is_fixed = emissions["meter"].isin(fixed_meters).to_numpy()
@@ -143,7 +135,7 @@ def load_window(
         readings[plant.id] = np.bincount(index[kept], minlength=steps)[:steps].astype(np.int64)
         activity = store.activity(plant.id, start_ms=first, end_ms=after)
         produced = activity[activity["meter"].isin(fixed_meters)]
-        out_index = _bin(produced["time"], start_ms, step_ms)
+        out_index = step_index(produced["time"], start_ms, step_ms)
         out_kept = (out_index >= 0) & (out_index < steps)
         values = produced["value"].to_numpy(dtype=np.float64)
         output[plant.id] = _sum_per_step(out_index, values, out_kept, steps)

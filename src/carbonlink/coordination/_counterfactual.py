@@ -13,7 +13,7 @@ the coordinator feeds its shadow policies the live stream.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -32,6 +32,7 @@ __all__ = [
     "SUMMARY_COLUMNS",
     "PlantModel",
     "PolicyEvaluator",
+    "RunningSummary",
     "StepInput",
     "exact_step",
     "summarise",
@@ -230,48 +231,90 @@ def exact_step(x0: float, inflow: float, delta: float, h: float) -> tuple[float,
     return target + (x0 - target) * (1.0 - decay) / (delta * h), target + (x0 - target) * decay
 
 
-def summarise(steps: pd.DataFrame) -> pd.DataFrame:
-    """Per policy: emissions, abatement, efficiency, payoffs, subsidy, public cost per t.
+_SUMMED: Final = (
+    "baseline_t", "emissions_t", "abatement_t", "cost_M", "cost_P", "subsidy", "resource_cost",
+    "payoff_M", "payoff_P", "payoff_G", "transfer_M", "transfer_P", "transfer_G",
+)  # fmt: skip
 
-    Amounts are undiscounted sums over the window (auditable against the step rows);
-    ``efficiency`` is tCO2e abated per unit of resource cost (docs/coordination.md,
-    "Carbon emission efficiency"); ``public_cost_per_t`` is (1 + mu) x subsidy per
-    tCO2e abated, NaN when nothing was abated.
+
+@dataclass
+class RunningSummary:
+    """One policy's comparison figures, accumulated row by row (``STEP_COLUMNS`` rows).
+
+    Amounts are undiscounted sums (auditable against the rows); ``efficiency`` is tCO2e
+    abated per unit of resource cost (docs/coordination.md, "Carbon emission
+    efficiency"); ``public_cost_per_t`` is (1 + mu) x subsidy per tCO2e abated, NaN when
+    nothing was abated.
     """
+
+    policy: str
+    plants: set[str] = field(default_factory=set)
+    start_ms: int | None = None
+    end_ms: int | None = None
+    sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(_SUMMED, 0.0))
+
+    def add(self, rows: Iterable[Sequence[Any]]) -> None:
+        for row in rows:
+            record = dict(zip(STEP_COLUMNS, row, strict=True))
+            self.plants.add(record["plant"])
+            start, end = int(record["start_ms"]), int(record["end_ms"])
+            self.start_ms = start if self.start_ms is None else min(self.start_ms, start)
+            self.end_ms = end if self.end_ms is None else max(self.end_ms, end)
+            for name in _SUMMED:
+                self.sums[name] += float(record[name])
+
+    def record(self) -> dict[str, Any]:
+        total = self.sums
+        abated, baseline = total["abatement_t"], total["baseline_t"]
+        resource = total["resource_cost"]
+        # resource cost = effort costs + mu x subsidy, so (1 + mu) x subsidy is this:
+        public = total["subsidy"] + resource - total["cost_M"] - total["cost_P"]
+        span_ms = 0 if self.start_ms is None or self.end_ms is None else self.end_ms - self.start_ms
+        hours = span_ms / 3.6e6
+        payoffs = {p: total[f"payoff_{p}"] for p in PARTIES}
+        return {
+            "policy": self.policy,
+            "plants": len(self.plants),
+            "hours": hours,
+            "baseline_t": baseline,
+            "emissions_t": total["emissions_t"],
+            "abatement_t": abated,
+            "abatement_share": abated / baseline if baseline > 0 else math.nan,
+            "efficiency": abated / resource if resource > 0 else math.nan,
+            "payoff_M": payoffs["M"],
+            "payoff_P": payoffs["P"],
+            "payoff_G": payoffs["G"],
+            "payoff_total": sum(payoffs.values()),
+            "subsidy": total["subsidy"],
+            "public_cost_per_t": public / abated if abated > 0 else math.nan,
+            "transfers_balance": total["transfer_M"] + total["transfer_P"] + total["transfer_G"],
+        }
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "plants": sorted(self.plants),
+            "start_ms": self.start_ms,
+            "end_ms": self.end_ms,
+            "sums": self.sums,
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> RunningSummary:
+        return cls(
+            state["policy"],
+            set(state["plants"]),
+            state["start_ms"],
+            state["end_ms"],
+            dict(state["sums"]),
+        )
+
+
+def summarise(steps: pd.DataFrame) -> pd.DataFrame:
+    """Per policy, the :class:`RunningSummary` of its rows (in order of appearance)."""
     records = []
     for policy, rows in steps.groupby("policy", sort=False):
-        hours = (rows["end_ms"].max() - rows["start_ms"].min()) / 3.6e6 if len(rows) else 0.0
-        abated = float(rows["abatement_t"].sum())
-        resource = float(rows["resource_cost"].sum())
-        subsidy = float(rows["subsidy"].sum())
-        # mu per plant is the policy's; rows carry the subsidy, so recover (1+mu) here.
-        public = float((rows["subsidy"] + _mu_cost(rows)).sum())
-        baseline = float(rows["baseline_t"].sum())
-        payoffs = {p: float(rows[f"payoff_{p}"].sum()) for p in PARTIES}
-        records.append(
-            {
-                "policy": policy,
-                "plants": rows["plant"].nunique(),
-                "hours": hours,
-                "baseline_t": baseline,
-                "emissions_t": float(rows["emissions_t"].sum()),
-                "abatement_t": abated,
-                "abatement_share": abated / baseline if baseline > 0 else math.nan,
-                "efficiency": abated / resource if resource > 0 else math.nan,
-                "payoff_M": payoffs["M"],
-                "payoff_P": payoffs["P"],
-                "payoff_G": payoffs["G"],
-                "payoff_total": sum(payoffs.values()),
-                "subsidy": subsidy,
-                "public_cost_per_t": public / abated if abated > 0 else math.nan,
-                "transfers_balance": float(
-                    rows[["transfer_M", "transfer_P", "transfer_G"]].to_numpy().sum()
-                ),
-            }
-        )
+        running = RunningSummary(str(policy))
+        running.add(rows[list(STEP_COLUMNS)].itertuples(index=False))
+        records.append(running.record())
     return pd.DataFrame(records, columns=list(SUMMARY_COLUMNS))
-
-
-def _mu_cost(rows: pd.DataFrame) -> pd.Series:
-    """mu x subsidy per row: resource cost minus the effort costs is exactly that."""
-    return rows["resource_cost"] - rows["cost_M"] - rows["cost_P"]

@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -290,6 +290,26 @@ class DynamicsEstimator:
     @property
     def updates(self) -> int:
         return self._updates
+
+    def state(self) -> dict[str, Any]:
+        """JSON-ready state, so a restarted coordinator keeps what it has learnt."""
+        return {
+            "h": self._h,
+            "forgetting": self._lambda,
+            "theta": self._theta.tolist(),
+            "cov": self._cov.tolist(),
+            "updates": self._updates,
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> DynamicsEstimator:
+        estimator = cls.__new__(cls)
+        estimator._h = float(state["h"])
+        estimator._lambda = float(state["forgetting"])
+        estimator._theta = np.asarray(state["theta"], dtype=np.float64)
+        estimator._cov = np.asarray(state["cov"], dtype=np.float64)
+        estimator._updates = int(state["updates"])
+        return estimator
 
     @property
     def coefficients(self) -> tuple[float, float, float]:

@@ -120,14 +120,15 @@ class _ValuationFile(StrictModel):
 
 class _DynamicsFile(StrictModel):
     forgetting: float = Field(default=0.98, gt=0, le=1)
-    prior_weight: float = Field(default=1.0, gt=0)
+    prior_weight: float = Field(
+        default=10.0, gt=0, description="the prior is worth this many periods of data"
+    )
     min_updates: int = Field(default=4, ge=1, description="updates before estimates are used")
 
 
 class _EstimationFile(StrictModel):
     reference: _ReferenceFile
     smoothing: float = Field(default=1.0, gt=0, le=1, description="EWM weight of X_obs")
-    lateness: Duration = Field(default=300.0, description="a reading later than this is late")
     functional_availability: bool = Field(default=True, description="F from the stream")
     dynamics: _DynamicsFile = _DynamicsFile()
     valuation: _ValuationFile | None = None
@@ -219,10 +220,9 @@ class Estimation:
     reference_start: TimeRef
     reference_end: TimeRef
     smoothing: float = 1.0
-    lateness_s: float = 300.0
     functional_availability: bool = True
     forgetting: float = 0.98
-    prior_weight: float = 1.0
+    prior_weight: float = 10.0
     min_updates: int = 4
     valuation: Valuation | None = None
 
@@ -322,7 +322,6 @@ def _estimation(spec: _EstimationFile | None) -> Estimation | None:
         reference_start=parse_time_ref(spec.reference.start),
         reference_end=parse_time_ref(spec.reference.end),
         smoothing=spec.smoothing,
-        lateness_s=spec.lateness,
         functional_availability=spec.functional_availability,
         forgetting=spec.dynamics.forgetting,
         prior_weight=spec.dynamics.prior_weight,

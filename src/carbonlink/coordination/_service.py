@@ -1,48 +1,83 @@
 """The coordination service: closes the loop from stored emissions to plant directives.
 
-Every period, for each plant, the coordinator reads the period's emissions from the
-store, takes the stage the policy puts in force at the current (possibly simulated)
-time, solves it, publishes a retained :class:`~carbonlink.wire.Directive` (which the
-simulators obey from ``effective_ms`` on) and appends a report to the hash-chained
-ledger, with the period's zero-sum transfers.
+Periods lie on a fixed grid of ``period_s`` from the run's start. Every step the
+coordinator:
 
-The model is fed from the policy's parameters only: estimating a_M, a_P*F, delta, F
-and R from the stream (coordination-model.md, "Feeding the model from the stream") is
-not done here. The abatement X used for settlement is the model's projection under the
-directives issued, the same dynamics the simulators follow, not an observed baseline gap.
+1. reads every period that ended at least ``read_lag_s`` ago and is not yet recorded
+   (readings whose interval ends in it, under each plant's current factor set
+   version): the lag lets readings in flight land first, so a period is read once, whole;
+2. updates what it knows of each plant from the stream (policies with ``estimation``):
+   baseline, observed abatement, F, v_E, and RLS estimates of a_M, a_P*F and delta;
+3. records the period under the decision that was in force: emissions, projected and
+   observed abatement, subsidy claims (stage 2), settlement transfers (stage 3);
+4. hands the records to the :class:`SharingGate`, which releases the reports the stage's
+   sharing rule allows; the :class:`Government` receives them (and only them), pays
+   claims within its budget, and the reports are appended to the hash-chained ledger;
+5. steps the shadow policies on the same stream;
+6. decides the next period under the stage now in force and publishes every plant's
+   directive (retained; simulators obey it from ``effective_ms``);
+7. commits the reports, period rows, shadow figures and its own state in one
+   transaction, then publishes the ledger's head as a retained anchor.
+
+If anything fails before the commit (a broker lost mid-publish, say), the in-memory
+state is reloaded from the last commit, so the next step redoes the same period instead
+of counting part of it twice. A restarted coordinator resumes from the same state.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Final
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final
 
 import aiomqtt
 
 from carbonlink import wire
 from carbonlink._clock import wall_clock_ms
 from carbonlink._mqtt import BrokerAddress, is_connection_loss, make_client, next_backoff
-from carbonlink.config import PlantConfig
-from carbonlink.coordination._cooperative import shapley
-from carbonlink.coordination._flows import period_transfers
-from carbonlink.coordination._ledger import Ledger, Report
-from carbonlink.coordination._params import Party
-from carbonlink.coordination._policy import Policy, StageNumber
+from carbonlink.config import PlantConfig, Settings
+from carbonlink.coordination._cooperative import Split, shapley
+from carbonlink.coordination._counterfactual import StepInput, exact_step
+from carbonlink.coordination._decide import decide
+from carbonlink.coordination._flows import period_transfers, relational_params
+from carbonlink.coordination._government import Government
+from carbonlink.coordination._journal import Journal, PeriodRow
+from carbonlink.coordination._params import CoordinationParams
+from carbonlink.coordination._policy import Policy
+from carbonlink.coordination._shadows import ShadowBank
+from carbonlink.coordination._sharing import PeriodRecord, SharingGate
 from carbonlink.coordination._stages import StageResult
-from carbonlink.platform.storage import Store
+from carbonlink.coordination._stream import PeriodData, PlantStream
+from carbonlink.platform._recompute import factor_set_for
+from carbonlink.platform.storage import Store, readings_ending_in
 
-__all__ = ["DEFAULT_PERIOD_S", "Coordinator", "period_transfers"]
+__all__ = [
+    "DEFAULT_PERIOD_S",
+    "LEDGER_ANCHOR_TOPIC",
+    "STAGE_WIRE_NAMES",
+    "STATUS_STATE_KEY",
+    "Coordinator",
+    "decode_anchor",
+]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PERIOD_S: Final = 900.0  # a quarter hour, the usual metering interval
+#: How long after a period ends it is read: agents batch for ~0.5 s and a reconnecting
+#: one flushes its outbox, so a minute covers the normal case; late readings are still
+#: counted (timeliness) and flagged when a report is re-derived from storage.
+DEFAULT_READ_LAG_S: Final = 60.0
 MS_PER_S: Final = 1000
 KG_PER_T: Final = 1000.0
+STATE_KEY: Final = "coordinator"
+STATUS_STATE_KEY: Final = "status"
+#: Retained: the ledger's head, so anyone holding it can tell if reports were removed.
+#: ``_coordination`` can never be a plant id (ids start with a letter or digit).
+LEDGER_ANCHOR_TOPIC: Final = "carbonlink/v1/_coordination/ledger"
 STAGE_WIRE_NAMES: Final[dict[int, str]] = {
     1: "primary_neutrality",
     2: "intermediate_dependence",
@@ -51,52 +86,179 @@ STAGE_WIRE_NAMES: Final[dict[int, str]] = {
 
 
 @dataclass
-class _PlantState:
-    config: PlantConfig
-    x: float
-    inflow: float = 0.0  # of the directive in force, model units of X per period
+class _InForce:
+    """The decision a plant runs under until the next step, and what it was based on."""
+
+    result: StageResult
+    params: CoordinationParams
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "result": asdict(self.result),
+            "params": self.params.model_dump(),
+            "sources": self.sources,
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> _InForce:
+        return cls(
+            StageResult(**state["result"]),
+            CoordinationParams.model_validate(state["params"]),
+            dict(state["sources"]),
+        )
+
+
+def decode_anchor(payload: bytes) -> tuple[int, str]:
+    """(next index, head hash) from a retained ledger anchor message."""
+    data = json.loads(payload)
+    return int(data["next_index"]), str(data["head"])
 
 
 class Coordinator:
-    """Runs the policy against the plants: ``await run()`` until cancelled.
+    """Runs ``policy`` against the plants of ``settings``: ``await run()`` until cancelled.
 
     ``clock_ms`` is the time the policy and the directives use (pass a SimClock's
     ``now_ms`` to steer simulators); ``wall_period_s`` is how long to wait between
     periods in real time (default ``period_s``; shorter for an accelerated clock).
+    ``shadows`` are evaluated live beside the active policy.
     """
 
     def __init__(
         self,
-        plants: Sequence[PlantConfig],
+        settings: Settings,
         store: Store,
         broker: BrokerAddress,
         policy: Policy,
-        ledger: Ledger,
+        journal: Journal,
         *,
+        plants: Sequence[str] | None = None,
+        shadows: Sequence[Policy] = (),
         clock_ms: Callable[[], int] = wall_clock_ms,
         period_s: float = DEFAULT_PERIOD_S,
         wall_period_s: float | None = None,
+        read_lag_s: float = DEFAULT_READ_LAG_S,
         client_id: str = "carbonlink-coordinator",
     ) -> None:
         if period_s <= 0:
             raise ValueError("period_s must be > 0")
+        if read_lag_s < 0:
+            raise ValueError("read_lag_s must be >= 0")
         self.policy = policy
-        self.ledger = ledger
+        self.journal = journal
         self.connected = asyncio.Event()
         self.periods = 0
+        self._settings = settings
+        self._plants: dict[str, PlantConfig] = {
+            p: settings.plant(p) for p in (plants if plants is not None else settings.plants)
+        }
         self._store = store
         self._broker = broker
         self._clock_ms = clock_ms
+        self._period_s = period_s
         self._period_ms = round(period_s * MS_PER_S)
+        self._read_lag_ms = round(read_lag_s * MS_PER_S)
         self._wall_period_s = period_s if wall_period_s is None else wall_period_s
         self._client_id = client_id
-        self._split = shapley(policy.params)
-        self._plants = {p.id: _PlantState(p, policy.params.X0) for p in plants}
-        self._start_ms: int | None = None
-        self._last_ms: int | None = None
-        self._in_force: StageResult | None = None
+        self._shadow_policies = tuple(shadows)
+        self._versions = {}
+        for plant in self._plants:
+            factor_set = factor_set_for(settings, plant)
+            self._versions[plant] = (factor_set.name, factor_set.version)
+        self._splits: dict[tuple[str, str], Split] = {}
         # Stores are blocking and some are bound to one thread: one worker for all reads.
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coordinator")
+        self._fresh()
+        self._restore()
+
+    # --- state ---------------------------------------------------------------------------
+
+    def _fresh(self) -> None:
+        self._start_ms: int | None = None
+        self._last_ms: int | None = None  # the grid time the decision in force began
+        # Periods decided but not yet read: (start, end, the decisions in force).
+        self._unrecorded: list[tuple[int, int, dict[str, _InForce]]] = []
+        self._x = dict.fromkeys(self._plants, self.policy.params.X0)
+        self._in_force: dict[str, _InForce] = {}
+        self._gate = SharingGate(self.policy.sharing)
+        self._government = Government(self.policy)
+        self._streams: dict[str, PlantStream] = {}
+        estimation = self.policy.estimation
+        if estimation is not None:
+            source = str(self.policy.source or self.policy.name)
+            self._streams = {
+                plant_id: PlantStream.create(
+                    plant,
+                    self.policy.params,
+                    estimation,
+                    self._period_s,
+                    self._settings.factor_sets_dir,
+                    source,
+                )
+                for plant_id, plant in self._plants.items()
+            }
+        self._shadows: ShadowBank | None = None
+
+    def _shadow_bank(self, run_start_ms: int) -> ShadowBank | None:
+        if self._shadows is None and self._shadow_policies:
+            self._shadows = ShadowBank(
+                self.policy, self._shadow_policies, list(self._plants.values()), run_start_ms
+            )
+        return self._shadows
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy.name,
+            "start_ms": self._start_ms,
+            "last_ms": self._last_ms,
+            "periods": self.periods,
+            "x": self._x,
+            "in_force": {p: d.state() for p, d in self._in_force.items()},
+            "unrecorded": [
+                [start, end, {p: d.state() for p, d in decisions.items()}]
+                for start, end, decisions in self._unrecorded
+            ],
+            "gate": self._gate.snapshot(),
+            "government": self._government.state(),
+            "streams": {p: s.state() for p, s in self._streams.items()},
+            "shadows": None if self._shadows is None else self._shadows.state(),
+        }
+
+    def _restore(self) -> None:
+        """Back to the last committed state (or a fresh run if there is none for us)."""
+        self._fresh()
+        state = self.journal.load_state(STATE_KEY)
+        if state is None:
+            return
+        if state.get("policy") != self.policy.name:
+            log.warning(
+                "coordinator: the journal was left by policy %r; starting a new run of %r "
+                "(the ledger chain continues)",
+                state.get("policy"),
+                self.policy.name,
+            )
+            return
+        self._start_ms, self._last_ms = state["start_ms"], state["last_ms"]
+        self.periods = int(state["periods"])
+        self._x.update({p: float(x) for p, x in state["x"].items() if p in self._plants})
+        self._in_force = {
+            p: _InForce.from_state(d) for p, d in state["in_force"].items() if p in self._plants
+        }
+        self._unrecorded = [
+            (int(start), int(end), {p: _InForce.from_state(d) for p, d in decisions.items()})
+            for start, end, decisions in state.get("unrecorded", [])
+        ]
+        self._gate.restore(state["gate"])
+        self._government.restore(state["government"])
+        for plant, saved in state.get("streams", {}).items():
+            if plant in self._streams:
+                self._streams[plant].restore(saved)
+        if state.get("shadows") is not None and self._start_ms is not None:
+            bank = self._shadow_bank(self._start_ms)
+            if bank is not None:
+                bank.restore(state["shadows"])
+
+    # --- the loop --------------------------------------------------------------------------
 
     async def run(self) -> None:
         backoff = 0.0
@@ -108,7 +270,7 @@ class Coordinator:
                         backoff = 0.0
                         while True:
                             await self.step(client)
-                            await asyncio.sleep(self._wall_period_s)
+                            await asyncio.sleep(self._wall_delay_to_next())
                 except Exception as exc:
                     if not is_connection_loss(exc):
                         raise
@@ -119,102 +281,348 @@ class Coordinator:
         finally:
             self._reader.shutdown(wait=False)
 
-    async def step(self, client: aiomqtt.Client) -> list[Report]:
-        """One period: report the period that just ended, publish the next directives.
+    def _wall_delay_to_next(self) -> float:
+        """Wall seconds until the clock reaches the next grid time (0 when behind)."""
+        if self._last_ms is None:
+            return self._wall_period_s
+        ahead_ms = self._last_ms + self._period_ms - self._clock_ms()
+        return max(0.0, ahead_ms / self._period_ms * self._wall_period_s)
 
-        A report covers [previous step, now) under the stage that was in force; the
-        first step has no such period and only publishes. State moves on only after all
-        directives are out, so a broker lost midway makes the next step redo the same
-        period instead of leaving a gap in the ledger.
+    async def step(self, client: aiomqtt.Client) -> list[dict[str, Any]]:
+        """One period: record the period that just ended, publish the next directives.
+
+        Returns the reports released to the government this step.
         """
+        try:
+            return await self._step(client)
+        except BaseException:
+            self._restore()
+            raise
+
+    async def _step(self, client: aiomqtt.Client) -> list[dict[str, Any]]:
         now = self._clock_ms()
-        start_run = self._start_ms if self._start_ms is not None else now
-        stage: StageNumber = self.policy.stage_at(now, start_run)
-        result = self.policy.solve_stage(stage)
-        reports, abatement = [], {}
-        for plant_id, state in self._plants.items():
-            directive = self._directive(plant_id, now, result)
+        if self._start_ms is None:
+            self._start_ms = now
+        run_start = self._start_ms
+        boundary = self._boundary(now)
+        if boundary is None:
+            return []  # woke before the next grid time: nothing to do yet
+        if self._last_ms is not None and self._in_force:
+            self._unrecorded.append((self._last_ms, boundary, self._in_force))
+        released: list[dict[str, Any]] = []
+        rows: list[PeriodRow] = []
+        shadow_records: list[dict[str, Any]] = []
+        due = [p for p in self._unrecorded if p[1] <= now - self._read_lag_ms]
+        for start, end, decisions in due:
+            data = await self._read(start, end)
+            await self._fit_baselines(end, run_start)
+            records = []
+            for plant in self._plants:
+                record, row = self._record_period(plant, start, end, decisions[plant], data[plant])
+                records.append(record)
+                rows.append(row)
+                if record.stage == 2:
+                    self._government.expect(record.subsidy_claimed)
+            self._gate.add(records)
+            shadow_records = self._step_shadows(start, end, data, rows[-len(records) :], run_start)
+        self._unrecorded = self._unrecorded[len(due) :]
+        released = [self._government.receive(body) for body in self._gate.due(now)]
+        stage = self.policy.stage_at(boundary, run_start)
+        decisions_now = self._decide(stage, boundary, run_start)
+        for plant, decision in decisions_now.items():
+            directive = self._directive(plant, now, decision.result, now, run_start)
             await client.publish(
-                wire.directive_topic(plant_id),
-                wire.encode_directive(directive),
-                qos=1,
-                retain=True,
+                wire.directive_topic(plant), wire.encode_directive(directive), qos=1, retain=True
             )
-            if self._last_ms is None or self._in_force is None:
-                continue
-            model_period_ms = state.config.simulation.abatement.period_s * MS_PER_S
-            periods = max(now - self._last_ms, 0) / model_period_ms
-            x = self._advance(state, periods)
-            abatement[plant_id] = x
-            tco2e = await self._emissions_t(plant_id, self._last_ms, now)
-            transfers = period_transfers(
-                self.policy.params, self._in_force, self._split, x, periods
-            )
-            reports.append(
-                self._report(plant_id, self._last_ms, now, self._in_force, tco2e, x, transfers)
-            )
-        for report in reports:
-            self.ledger.append(report)
-        for plant_id, state in self._plants.items():
-            state.x = abatement.get(plant_id, state.x)
-            state.inflow = result.inflow
-        self._start_ms, self._last_ms, self._in_force = start_run, now, result
+        self._last_ms, self._in_force = boundary, decisions_now
         self.periods += 1
-        log.info("coordinator: stage %d (%s) for %d plants", stage, result.name, len(self._plants))
-        return reports
-
-    def _advance(self, state: _PlantState, periods: float) -> float:
-        """X after ``periods`` model periods under the inflow in force (exact step)."""
-        decay = math.exp(-self.policy.params.delta * periods)
-        return decay * state.x + (1.0 - decay) * state.inflow / self.policy.params.delta
-
-    async def _emissions_t(self, plant: str, start_ms: int, end_ms: int) -> float:
-        loop = asyncio.get_running_loop()
-        frame = await loop.run_in_executor(
-            self._reader,
-            lambda: self._store.emissions(plant, start_ms=start_ms, end_ms=end_ms),
+        with self.journal.transaction():
+            for body in released:
+                self.journal.ledger.append(body)
+            self.journal.record_periods(rows)
+            if shadow_records:
+                self.journal.record_shadows(rows[-1].end_ms, shadow_records)
+            self.journal.save_state(STATE_KEY, self._snapshot())
+            self.journal.save_state(STATUS_STATE_KEY, self._status(now, stage))
+        await self._publish_anchor(client, now)
+        log.info(
+            "coordinator: stage %d for %d plants; %d periods recorded, %d reports released",
+            stage,
+            len(decisions_now),
+            len(due),
+            len(released),
         )
-        return float(frame["co2e_kg"].sum()) / KG_PER_T if len(frame) else 0.0
+        return released
 
-    def _directive(self, plant: str, now: int, result: StageResult) -> wire.Directive:
+    def _boundary(self, now: int) -> int | None:
+        """The grid time this step starts a period at (None: too early)."""
+        if self._last_ms is None:
+            return now
+        whole = (now - self._last_ms) // self._period_ms
+        # A stalled coordinator makes one longer period, not several empty ones.
+        return None if whole < 1 else self._last_ms + whole * self._period_ms
+
+    # --- reading the stream --------------------------------------------------------------
+
+    async def _read(self, start_ms: int, end_ms: int) -> dict[str, PeriodData]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader, self._read_sync, start_ms, end_ms)
+
+    def _read_sync(self, start_ms: int, end_ms: int) -> dict[str, PeriodData]:
+        first, after = readings_ending_in(start_ms, end_ms)
+        result = {}
+        for plant in self._plants:
+            name, version = self._versions[plant]
+            emissions = self._store.emissions(
+                plant, start_ms=first, end_ms=after, factor_set=name, factor_version=version
+            )
+            activity = self._store.activity(plant, start_ms=first, end_ms=after)
+            recount = None
+            stream = self._streams.get(plant)
+            if stream is not None and stream.previous_window is not None:
+                previous = readings_ending_in(*stream.previous_window)
+                recount = len(self._store.activity(plant, start_ms=previous[0], end_ms=previous[1]))
+            result[plant] = PeriodData(start_ms, end_ms, emissions, activity, recount)
+        return result
+
+    async def _fit_baselines(self, now: int, run_start: int) -> None:
+        estimation = self.policy.estimation
+        if estimation is None:
+            return
+        start = estimation.reference_start.resolve(run_start)
+        end = estimation.reference_end.resolve(run_start)
+        waiting = [s for s in self._streams.values() if s.baseline is None]
+        if not waiting or now < end:
+            return
+        reference = await self._read(start, end)
+        for stream in waiting:
+            stream.fit(reference[stream.plant.id])
+
+    # --- recording a period ----------------------------------------------------------------
+
+    def _split(self, plant: str, params: CoordinationParams) -> Split:
+        key = (plant, params.model_dump_json())
+        if key not in self._splits:
+            self._splits[key] = shapley(params)
+        return self._splits[key]
+
+    def _record_period(
+        self, plant: str, start_ms: int, end_ms: int, decision: _InForce, data: PeriodData
+    ) -> tuple[PeriodRecord, PeriodRow]:
+        result, params = decision.result, decision.params
+        config = self._plants[plant]
+        stream = self._streams.get(plant)
+        x_obs = (
+            stream.observe(data, (result.E_M, result.E_P, result.sigma))
+            if stream is not None
+            else None
+        )
+        periods = (end_ms - start_ms) / MS_PER_S / config.simulation.abatement.period_s
+        x_mean, self._x[plant] = exact_step(self._x[plant], result.inflow, params.delta, periods)
+        # Settle on what was measured when there is a baseline to measure it against.
+        x_settle = x_obs if x_obs is not None else x_mean
+        split = self._split(plant, params) if result.stage == 3 else None
+        transfers = period_transfers(params, result, split, x_settle, periods)
+        cost_m = params.k_M * result.E_M**2 / 2.0
+        cost_p = params.k_P * result.E_P**2 / 2.0
+        claimed = (result.theta_M * cost_m + result.theta_P * cost_p) * periods
+        name, version = self._versions[plant]
+        used = params.model_dump()
+        carbon_price = self.policy.carbon_price_at(start_ms, self._start_ms or start_ms)
+        record = PeriodRecord(
+            period_start_ms=start_ms,
+            period_end_ms=end_ms,
+            plant=plant,
+            policy=self.policy.name,
+            stage=result.stage,
+            stage_name=result.name,
+            reported_tco2e=data.tco2e,
+            readings=len(data.emissions),
+            factor_set=name,
+            factor_version=version,
+            effort_firm=result.E_M,
+            effort_platform=result.E_P,
+            sigma=result.sigma,
+            subsidy_rate_firm=result.theta_M,
+            subsidy_rate_platform=result.theta_P,
+            subsidy_claimed=claimed,
+            carbon_price=carbon_price,
+            projected_abatement=x_mean,
+            observed_abatement=x_obs,
+            transfers=transfers,
+            parameters=used,
+        )
+        availability = stream.availability.value if stream and stream.availability else None
+        row = PeriodRow(
+            plant=plant,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            policy=self.policy.name,
+            stage=result.stage,
+            effort_firm=result.E_M,
+            effort_platform=result.E_P,
+            sigma=result.sigma,
+            theta_m=result.theta_M,
+            theta_p=result.theta_P,
+            carbon_price=carbon_price,
+            x_projected=x_mean,
+            x_observed=x_obs,
+            tco2e=data.tco2e,
+            readings=len(data.emissions),
+            functional_availability=availability,
+            parameters=used | {f"source_{k}": v for k, v in decision.sources.items()},
+        )
+        return record, row
+
+    def _step_shadows(
+        self,
+        start_ms: int,
+        end_ms: int,
+        data: Mapping[str, PeriodData],
+        rows: Sequence[PeriodRow],
+        run_start: int,
+    ) -> list[dict[str, Any]]:
+        bank = self._shadow_bank(run_start)
+        if bank is None:
+            return []
+        baseline = {}
+        for row in rows:
+            config = self._plants[row.plant]
+            fixed_meters = {m.id for m in config.meters if m.output}
+            frame = data[row.plant].emissions
+            fixed_t = float(frame[frame["meter"].isin(fixed_meters)]["co2e_kg"].sum()) / KG_PER_T
+            abatable_t = data[row.plant].tco2e - fixed_t
+            # What the active policy avoided: measured where there is a baseline, else
+            # the model's projection.
+            x = row.x_observed if row.x_observed is not None else row.x_projected
+            abate = config.simulation.abatement
+            avoided_t = max(0.0, x) * abate.scale * (end_ms - start_ms) / MS_PER_S / abate.period_s
+            baseline[row.plant] = StepInput(abatable_t + avoided_t, fixed_t)
+        measured = sum(d.tco2e for d in data.values())
+        return bank.step(start_ms, end_ms, baseline, measured)
+
+    # --- deciding ------------------------------------------------------------------------
+
+    def _decide(self, stage: int, now: int, run_start: int) -> dict[str, _InForce]:
+        firm_params, sources = {}, {}
+        for plant in self._plants:
+            stream = self._streams.get(plant)
+            base, used = stream.params() if stream is not None else (self.policy.params, {})
+            params = relational_params(self.policy, base, plant, stage)
+            firm_params[plant] = self.policy.params_at(params, now, run_start)
+            sources[plant] = used | ({"R": "sharing"} if self.policy.sharing_sets_r else {})
+        government = None
+        budget = None
+        if stage == 2:
+            # The government decides on what it has been told, not on the firms' data.
+            government = {
+                plant: self.policy.params_at(
+                    relational_params(
+                        self.policy,
+                        self._government.view(plant, self.policy.params),
+                        plant,
+                        stage,
+                    ),
+                    now,
+                    run_start,
+                )
+                for plant in self._plants
+            }
+            budget = self._government.budget_per_s(self._period_s)
+        results = decide(
+            stage,
+            firm_params,
+            objective=self.policy.government,
+            government_params=government,
+            budget_per_s=budget,
+            period_s={p: c.simulation.abatement.period_s for p, c in self._plants.items()},
+        )
+        return {
+            plant: _InForce(results[plant], firm_params[plant], sources[plant])
+            for plant in self._plants
+        }
+
+    def _directive(
+        self, plant: str, now: int, result: StageResult, effective_ms: int, run_start: int
+    ) -> wire.Directive:
         return wire.Directive(
             plant=plant,
             issued_ms=now,
-            effective_ms=now,
+            effective_ms=effective_ms,
             stage=STAGE_WIRE_NAMES[result.stage],
             effort_firm=result.E_M,
             effort_platform=result.E_P,
             sigma=result.sigma,
             subsidy_rate_firm=result.theta_M,
             subsidy_rate_platform=result.theta_P,
-            carbon_price=self.policy.carbon_price,
+            carbon_price=self.policy.carbon_price_at(now, run_start),
             policy=self.policy.name,
         )
 
-    def _report(
-        self,
-        plant: str,
-        start: int,
-        end: int,
-        result: StageResult,
-        tco2e: float,
-        x: float,
-        transfers: dict[Party, float],
-    ) -> Report:
-        return Report(
-            period_start_ms=start,
-            period_end_ms=end,
-            plant=plant,
-            policy=self.policy.name,
-            stage=result.stage,
-            stage_name=result.name,
-            reported_tco2e=tco2e,
-            effort_firm=result.E_M,
-            effort_platform=result.E_P,
-            sigma=result.sigma,
-            subsidy_rate_firm=result.theta_M,
-            subsidy_rate_platform=result.theta_P,
-            carbon_price=self.policy.carbon_price,
-            projected_abatement=x,
-            transfers=transfers,
-        )
+    # --- telling the world ------------------------------------------------------------------
+
+    async def _publish_anchor(self, client: aiomqtt.Client, now: int) -> None:
+        next_index, head = self.journal.ledger.head()
+        payload = {
+            "v": wire.WIRE_VERSION,
+            "policy": self.policy.name,
+            "next_index": next_index,
+            "head": head,
+            "updated_ms": now,
+        }
+        await client.publish(LEDGER_ANCHOR_TOPIC, json.dumps(payload).encode(), qos=1, retain=True)
+
+    def _status(self, now: int, stage: int) -> dict[str, Any]:
+        """What the API shows: JSON-ready, independent of the internal state's layout."""
+        estimates = {}
+        for plant, stream in self._streams.items():
+            params, sources = stream.params()
+            estimates[plant] = {
+                "params": params.model_dump(),
+                "sources": sources,
+                "x_observed": stream.x_obs,
+                "functional_availability": (
+                    None if stream.availability is None else asdict(stream.availability)
+                ),
+                "baseline": None
+                if stream.baseline is None
+                else {"r2": stream.baseline.r2, "cv_rmse": stream.baseline.cv_rmse,
+                      "n": stream.baseline.n, "acceptable": stream.baseline.acceptable},
+                "rls_updates": 0 if stream.estimator is None else stream.estimator.updates,
+                "energy_value": stream.energy_value,
+            }  # fmt: skip
+        return {
+            "policy": self.policy.name,
+            "description": self.policy.description,
+            "stage": stage,
+            "stage_name": STAGE_WIRE_NAMES[stage],
+            "run_start_ms": self._start_ms,
+            "updated_ms": now,
+            "period_s": self._period_s,
+            "periods": self.periods,
+            "plants": sorted(self._plants),
+            "shadows": [p.name for p in self._shadow_policies],
+            "sharing": {
+                str(s): {
+                    "level": str(rule.level),
+                    "every_s": rule.every_s,
+                    "delay_s": rule.delay_s,
+                    "plants": None if rule.plants is None else sorted(rule.plants),
+                }
+                for s, rule in sorted(self.policy.sharing.items())
+            },
+            "pending_reports": self._gate.pending,
+            "government": self._government.summary(),
+            "directives": {
+                plant: {
+                    "stage": d.result.stage,
+                    "effort_firm": d.result.E_M,
+                    "effort_platform": d.result.E_P,
+                    "sigma": d.result.sigma,
+                    "subsidy_rate_firm": d.result.theta_M,
+                    "subsidy_rate_platform": d.result.theta_P,
+                }
+                for plant, d in self._in_force.items()
+            },
+            "estimates": estimates,
+        }

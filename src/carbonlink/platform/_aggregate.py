@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from carbonlink.config import PlantConfig
@@ -28,6 +30,7 @@ __all__ = [
     "Window",
     "aggregate",
     "plant_kpis",
+    "step_index",
     "window_start",
 ]
 
@@ -46,6 +49,17 @@ KG_PER_T: Final = 1000.0
 # A reading's interval ends at its timestamp: one stamped exactly on a boundary was
 # used in the window before it, so windows are found from the instant just before.
 _INTERVAL_END_SHIFT: Final = pd.Timedelta(1, "ms")
+
+
+def step_index(time: pd.Series, start_ms: int, step_ms: int) -> npt.NDArray[np.int64]:
+    """For each reading, the index of the step of ``step_ms`` from ``start_ms`` that holds
+    its interval (the same interval-end rule as ``window_start``; -1 and beyond the last
+    step for readings outside)."""
+    ms = (time - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
+    shifted = ms.to_numpy(dtype=np.int64) - (
+        int(_INTERVAL_END_SHIFT / pd.Timedelta(1, "ms")) + start_ms
+    )
+    return np.floor_divide(shifted, step_ms).astype(np.int64)
 
 
 def window_start(time: pd.Series, window: str) -> pd.Series:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Final, Literal
 
 import pandas as pd
@@ -19,6 +20,7 @@ from carbonlink._exceptions import CarbonlinkError
 from carbonlink.config import PlantConfig, Settings
 from carbonlink.platform._aggregate import aggregate, plant_kpis
 from carbonlink.platform._recompute import factor_set_for
+from carbonlink.platform.api._coordination import add_coordination_routes
 from carbonlink.platform.storage import EMISSION_COLUMNS, SERIES_FIELDS, Store
 from carbonlink.wire import parse_timestamp
 
@@ -85,9 +87,14 @@ def _respond(frame: pd.DataFrame, fmt: str) -> Response:
 
 
 def create_app(
-    store: Store, settings: Settings, *, health: HealthProvider | None = None
+    store: Store,
+    settings: Settings,
+    *,
+    health: HealthProvider | None = None,
+    journal_path: Path | None = None,
 ) -> FastAPI:
-    """The read-only API over ``store`` for the plants in ``settings``."""
+    """The read-only API over ``store`` for the plants in ``settings``; with
+    ``journal_path``, the coordinator's ledger, decisions and shadow policies too."""
     app = FastAPI(
         title="carbonlink",
         version=_version,
@@ -232,6 +239,9 @@ def create_app(
             frame = frame.drop(columns=["activity", "activity_unit"])
         frame["co2e_t"] = frame["co2e_kg"] / 1000
         return _respond(frame, fmt)
+
+    if journal_path is not None:
+        add_coordination_routes(app, journal_path, store)
 
     @app.get(f"{API_PREFIX}/health", summary="Ingestion counters and store")
     def health_endpoint() -> dict[str, object]:
