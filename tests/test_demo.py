@@ -23,6 +23,10 @@ def test_demo_shows_per_plant_emissions_and_exits_cleanly() -> None:
     out = done.stdout
     assert "carbonlink demo: broker mqtt://127.0.0.1:" in out
     assert out.count("\nlive at simulated") >= 2
+    # The closed loop runs too: an hour of simulated time is still stage 1 of the switch.
+    assert "coordination: policy switch-1-to-3" in out
+    assert "shadows stage1, stage2, stage3" in out
+    assert "coordination: stage 1 (primary_neutrality)" in out
     final = out.split("final totals", 1)[1]
     rows = {
         m[1]: (int(m[2]), float(m[3]), float(m[4]), int(m[5]))

@@ -1,7 +1,8 @@
 """`carbonlink demo`: the whole pipeline in one process, with no external service.
 
-embedded broker (amqtt) <- simulators -> agents -> platform -> SQLite, and a live
-per-plant summary read back from storage, so what is printed has made the full trip.
+embedded broker (amqtt) <- simulators -> agents -> platform -> SQLite -> coordinator ->
+directives -> simulators, and a live per-plant summary read back from storage, so what
+is printed has made the full trip.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from typing import Final, TextIO
 from carbonlink._broker import EmbeddedBroker, free_port
 from carbonlink._clock import SimClock
 from carbonlink._http import serve
-from carbonlink._mqtt import parse_broker_url
+from carbonlink._mqtt import BrokerAddress, parse_broker_url
 from carbonlink.agent import Agent
 from carbonlink.config import Settings
+from carbonlink.coordination import STATUS_STATE_KEY, Coordinator, Journal, load_policy
 from carbonlink.platform import Ingestor, Platform, Store
 from carbonlink.platform.api import create_app
 from carbonlink.platform.dashboard import mount_dashboard
@@ -33,6 +35,7 @@ RATE_WINDOW_MS: Final = 15 * 60 * 1000  # CO2e rate is averaged over the last 15
 STARTUP_TIMEOUT_S: Final = 15.0
 DEFAULT_HTTP_HOST: Final = "127.0.0.1"
 DEFAULT_HTTP_PORT: Final = 8080  # taken: a free port instead, printed at start
+DEMO_JOURNAL: Final = "coordination-journal.sqlite"  # in the demo's work folder
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +49,8 @@ class DemoOptions:
     refresh_s: float = DEFAULT_REFRESH_S
     port: int | None = None
     http: tuple[str, int] | None = (DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT)
+    policy: Path | None = None  # None: no coordinator
+    shadows: Sequence[Path] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +103,18 @@ async def run_demo(
         stats = SimulationStats()
         tasks: list[asyncio.Task[object]] = [asyncio.create_task(platform.run(), name="platform")]
         tasks += [asyncio.create_task(a.run(), name=a.identity) for a in agents]
+        shown = dataclasses.replace(settings, plants={p.id: p for p in plants})
+        journal_path = options.work_dir / DEMO_JOURNAL
+        coordination = _coordination(shown, options, address, clock, journal_path, open_store)
+        if coordination is not None:
+            print(f"  coordination: {coordination.describe()}", file=out, flush=True)
         if dashboard is not None:
-            shown = dataclasses.replace(settings, plants={p.id: p for p in plants})
-            app = create_app(store, shown, health=platform.counters.as_dict)
+            app = create_app(
+                store,
+                shown,
+                health=platform.counters.as_dict,
+                journal_path=journal_path if coordination is not None else None,
+            )
             mount_dashboard(
                 app,
                 store,
@@ -121,7 +135,11 @@ async def run_demo(
                     name="simulators",
                 )
             )
-            await _report(options, store, agents, platform, clock, out)
+            if coordination is not None:
+                tasks.append(
+                    asyncio.create_task(coordination.coordinator.run(), name="coordinator")
+                )
+            await _report(options, store, agents, platform, clock, out, coordination)
         finally:
             for task in tasks:
                 task.cancel()
@@ -129,10 +147,74 @@ async def run_demo(
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             platform.close()
+            if coordination is not None:
+                coordination.close()
         summaries = _summaries(store, agents, platform, clock.start_ms)
         _print_table(summaries, clock.now_ms(), platform.counters.stored, out, final=True)
         store.close()
         return summaries
+
+
+@dataclass
+class _Coordination:
+    """The demo's coordinator, with the store handle and journal it owns."""
+
+    coordinator: Coordinator
+    journal: Journal
+    store: Store
+    shadows: tuple[str, ...]
+
+    def describe(self) -> str:
+        policy = self.coordinator.policy
+        shadows = f", shadows {', '.join(self.shadows)}" if self.shadows else ""
+        return f"policy {policy.name} ({policy.description or 'see its file'}){shadows}"
+
+    def line(self) -> str:
+        status = self.journal.load_state(STATUS_STATE_KEY)
+        if status is None:
+            return "  coordination: starting"
+        return (
+            f"  coordination: stage {status['stage']} ({status['stage_name']}), "
+            f"{len(self.journal.ledger)} reports in the ledger"
+        )
+
+    def close(self) -> None:
+        self.journal.close()
+        self.store.close()
+
+
+def _coordination(
+    settings: Settings,
+    options: DemoOptions,
+    address: BrokerAddress,
+    clock: SimClock,
+    journal_path: Path,
+    open_store: Callable[[str], Store],
+) -> _Coordination | None:
+    if options.policy is None:
+        return None
+    policy = load_policy(options.policy)
+    shadows = [load_policy(p) for p in options.shadows]
+    shadows = [s for s in shadows if s.name != policy.name]
+    config = settings.services.coordination
+    speed = clock.speed or DEFAULT_SPEED
+    # Its own store handle: the coordinator reads from a thread of its own.
+    store = open_store(options.store_url)
+    journal = Journal(journal_path)
+    coordinator = Coordinator(
+        settings,
+        store,
+        address,
+        policy,
+        journal,
+        shadows=shadows,
+        clock_ms=clock.now_ms,
+        period_s=config.period_s,
+        wall_period_s=config.period_s / speed,
+        read_lag_s=config.read_lag_s,
+        client_id="carbonlink-demo-coordinator",
+    )
+    return _Coordination(coordinator, journal, store, tuple(s.name for s in shadows))
 
 
 async def _report(
@@ -142,6 +224,7 @@ async def _report(
     platform: Platform,
     clock: SimClock,
     out: TextIO,
+    coordination: _Coordination | None,
 ) -> None:
     loop = asyncio.get_running_loop()
     end = loop.time() + options.duration_s if options.duration_s is not None else None
@@ -150,6 +233,8 @@ async def _report(
         await asyncio.sleep(max(0.0, wait))
         summaries = _summaries(store, agents, platform, clock.start_ms)
         _print_table(summaries, clock.now_ms(), platform.counters.stored, out, final=False)
+        if coordination is not None:
+            print(coordination.line(), file=out, flush=True)
 
 
 def _dashboard_address(wanted: tuple[str, int] | None) -> tuple[str, int] | None:

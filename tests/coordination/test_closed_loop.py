@@ -195,9 +195,10 @@ def test_switch_to_stage_3_lowers_emissions_as_predicted(
     switch_index = stages.index("advanced_symbiosis")
     assert set(stages[switch_index:]) == {"advanced_symbiosis"}
     switch = directives[switch_index]
-    late_ms = PERIOD_S * 1000 + MINUTE  # a step's period, plus scheduling slack
-    assert switch.effective_ms - run_start == pytest.approx(2 * HOUR, abs=late_ms)
-    assert directives[0].effective_ms - START_MS == pytest.approx(REFERENCE_MS, abs=late_ms)
+    # Published when the step ran: on a busy machine a step may run up to a period late.
+    late_ms = 2 * PERIOD_S * 1000
+    assert 0 <= switch.effective_ms - (run_start + 2 * HOUR) <= late_ms
+    assert 0 <= directives[0].effective_ms - (START_MS + REFERENCE_MS) <= late_ms
 
     # --- emissions fall after the switch as the dynamics predict ---------------------------
     sim_end = START_MS + RUN_MS
@@ -210,6 +211,10 @@ def test_switch_to_stage_3_lowers_emissions_as_predicted(
 
     predicted_drop = mean_x(after) - mean_x(before)  # tCO2e/h: scale 1, period 1 h
     measured_drop = rate_t_per_h(emissions, *before) - rate_t_per_h(emissions, *after)
+    print(  # the figures docs/coordination.md quotes (pytest -s)
+        f"\nclosed loop: emission rate fell {measured_drop:.2f} tCO2e/h after the switch; "
+        f"the dynamics predict {predicted_drop:.2f}"
+    )
     assert predicted_drop > 10.0  # the stage-3 switch is worth > 10 tCO2e/h within 3 h
     assert measured_drop == pytest.approx(predicted_drop, rel=DROP_TOLERANCE)
 
@@ -222,6 +227,10 @@ def test_switch_to_stage_3_lowers_emissions_as_predicted(
         mismatches = verify_against_store(journal.ledger, store)
         store.close()
 
+    # The switch itself lies exactly on the grid, however late the step that made it ran.
+    first_stage3 = periods[periods["stage"] == 3].iloc[0]
+    assert first_stage3["start_ms"] == run_start + 2 * HOUR
+
     # --- parameters came from the stream ---------------------------------------------------
     last = periods.iloc[-1]
     assert last["parameters"]["source_F"] == "stream"
@@ -232,6 +241,11 @@ def test_switch_to_stage_3_lowers_emissions_as_predicted(
     assert late["x_observed"].to_numpy() == pytest.approx(late["x_projected"].to_numpy(), rel=0.25)
     assert last["parameters"].get("source_delta") == "rls"
     assert 0.05 < last["parameters"]["delta"] < 0.8  # learnt near the plant's 0.2 per hour
+    p = last["parameters"]
+    print(
+        f"estimated: delta {p['delta']:.3f} (plant 0.2), a_M {p['a_M']:.3f} (1.0), "
+        f"a_P*F {p['a_P'] * p['F']:.3f} (0.48), F {p['F']:.3f}"
+    )
 
     # --- what reached the government, as each stage shares it -------------------------------
     (steps,) = steps_run
@@ -245,7 +259,7 @@ def test_switch_to_stage_3_lowers_emissions_as_predicted(
     assert "effort_firm" not in stage1[0]
     assert stage1[0]["verified"] is False
     assert stage1[0]["period_end_ms"] == run_start + 2 * HOUR  # periods lie on a grid
-    assert len(stage3) >= 8  # live: one report per period
+    assert len(stage3) >= 6  # live: one report per period (a stalled step merges two)
     assert all(set(b) <= FIELDS_BY_LEVEL[SharingLevel.JOINT] for b in stage3)
     assert all("parameters" in b and b["verified"] for b in stage3)
     for body in bodies:

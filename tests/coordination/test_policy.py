@@ -86,3 +86,46 @@ def test_period_transfers_sum_to_zero(stage: int, reference: CoordinationParams)
         assert transfers == {"M": 0.0, "P": 0.0, "G": 0.0}
     else:
         assert transfers["G"] != 0.0
+
+
+SHIPPED = sorted(p for p in POLICIES.glob("*.yaml") if p.name != "reference.yaml")
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_every_shipped_policy_loads_and_runs(path: Path, reference: CoordinationParams) -> None:
+    """config/policies/*.yaml: each loads, names itself after its file, and replays."""
+    from carbonlink.coordination import PlantModel, PolicyEvaluator, StepInput
+
+    policy = load_policy(path)
+    assert policy.name == path.stem
+    assert policy.description or path.stem in {"stage1", "stage2", "stage3", "switch-1-to-3"}
+    plants = [PlantModel.believed("cement-01", reference), PlantModel.believed("x", reference)]
+    evaluator = PolicyEvaluator(policy, plants, RUN_START)
+    for k in range(16 * 4):  # 16 hours of quarter hours: every switch in the files
+        start = RUN_START + k * HOUR // 4
+        evaluator.step(start, start + HOUR // 4, {p.plant: StepInput(100.0) for p in plants})
+    frame = evaluator.frame()
+    assert frame[["transfer_M", "transfer_P", "transfer_G"]].sum(axis=1).abs().max() < 1e-9
+    assert (frame["abatement_t"] > 0).any()
+
+
+def test_valuation_builds_the_firms_value_from_prices(tmp_path: Path) -> None:
+    """v_E = price / emission factor, here for the cement line's grid electricity."""
+    from carbonlink.config import load_config
+    from carbonlink.coordination import PlantStream
+    from carbonlink.emissions import FactorLibrary, FactorSet
+    from tests.configs import REPO_CONFIG
+
+    settings = load_config(REPO_CONFIG / "carbonlink.yaml")
+    policy = load_policy(POLICIES / "stream-valuation.yaml")
+    assert policy.estimation is not None
+    plant = settings.plant("cement-01")
+    stream = PlantStream.create(
+        plant, policy.params, policy.estimation, 900.0, settings.factor_sets_dir
+    )
+    factor = FactorSet.load(settings.factor_sets_dir / "ipcc2006-cn2023.yaml").resolve(
+        FactorLibrary.builtin(), "electricity", "kWh", region=plant.grid_region
+    )
+    expected = 0.000088 / (factor.co2e_kg_per_unit / 1000)
+    assert stream.energy_values == pytest.approx({"electricity": expected})
+    assert 0.1 < expected < 0.3  # ~US$160 per tCO2e avoided on the East China grid

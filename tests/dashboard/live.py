@@ -19,6 +19,7 @@ from carbonlink._http import serve
 from carbonlink._mqtt import parse_broker_url
 from carbonlink.agent import Agent
 from carbonlink.config import Settings
+from carbonlink.coordination import Coordinator, Journal, Policy
 from carbonlink.platform import Ingestor, Platform, open_store
 from carbonlink.platform.api import create_app
 from carbonlink.platform.dashboard import mount_dashboard
@@ -31,12 +32,20 @@ REFRESH_S: Final = 0.3
 START_TIMEOUT_S: Final = 20.0
 STOP_TIMEOUT_S: Final = 10.0
 CANCEL_RETRY_S: Final = 0.5
+# With a coordinator: five-minute periods, one wall second each at this speed.
+COORDINATION_PERIOD_S: Final = 300.0
 
 
 class LiveDashboard:
     def __init__(
-        self, settings: Settings, broker_url: str, work: Path, status: Mapping[str, str]
+        self,
+        settings: Settings,
+        broker_url: str,
+        work: Path,
+        status: Mapping[str, str],
+        coordination: tuple[Policy, Sequence[Policy]] | None = None,
     ) -> None:
+        """``coordination`` = (active policy, shadows): run a coordinator as well."""
         self.settings = settings
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
@@ -51,6 +60,9 @@ class LiveDashboard:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="live-dashboard", daemon=True)
         self.platform: Platform | None = None
+        self.coordination = coordination
+        self.journal_path = work / "journal.sqlite"
+        self.coordinator: Coordinator | None = None
 
     def __enter__(self) -> Self:
         self._thread.start()
@@ -99,7 +111,10 @@ class LiveDashboard:
             )
             for plant in settings.plants.values()
         ]
-        app = create_app(self.store, settings, health=platform.counters.as_dict)
+        journal_path = self.journal_path if self.coordination is not None else None
+        app = create_app(
+            self.store, settings, health=platform.counters.as_dict, journal_path=journal_path
+        )
         mount_dashboard(
             app, self.store, settings, health=platform.counters.as_dict,
             status=lambda: self._status, clock=clock.now_ms, refresh_s=REFRESH_S,
@@ -114,8 +129,28 @@ class LiveDashboard:
                 await asyncio.gather(*(agent.connected.wait() for agent in agents))
             plants = list(settings.plants.values())
             simulator.append(asyncio.create_task(simulate(plants, self._address, clock)))
+            journal = coordinator_store = None
+            if self.coordination is not None:
+                policy, shadows = self.coordination
+                # Its own store handle: it reads from a thread of its own.
+                coordinator_store = open_store(self.store.url)
+                journal = Journal(self.journal_path)
+                self.coordinator = Coordinator(
+                    settings, coordinator_store, self._address, policy, journal,
+                    shadows=shadows, clock_ms=clock.now_ms, period_s=COORDINATION_PERIOD_S,
+                    wall_period_s=COORDINATION_PERIOD_S / SPEED, read_lag_s=60.0,
+                )  # fmt: skip
+                tasks.append(asyncio.create_task(self.coordinator.run()))
             self._ready.set()
-            await asyncio.gather(*tasks, *simulator)
+            try:
+                await asyncio.gather(*tasks, *simulator)
+            finally:
+                if journal is not None:
+                    await _stop(simulator)
+                    await _stop(tasks)
+                    journal.close()
+                if coordinator_store is not None:
+                    coordinator_store.close()
         finally:
             await _stop(simulator)
             await _stop(tasks)

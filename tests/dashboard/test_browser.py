@@ -64,8 +64,8 @@ def test_overview_lists_plants_and_live_values_change(
     rate = page.locator(f'[data-plant="{cement}"] [data-field="rate"]').inner_text()
     assert float(rate.replace(",", "")) > 0
     assert "readings stored" in page.locator("#quality").inner_text()
-    # Both overview URLs serve the same page, and the navigation is ready for coordination.
-    assert page.locator("nav a", has_text="Coordination").inner_text().endswith("coming soon")
+    # The navigation leads to coordination too.
+    assert page.locator("nav a", has_text="Coordination").inner_text() == "Coordination"
     page.screenshot(path=artifacts / "dashboard-overview.png", full_page=True)
 
 

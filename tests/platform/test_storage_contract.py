@@ -135,6 +135,15 @@ def test_totals_per_plant_and_range(store: Store) -> None:
     assert store.count_readings() == 6
 
 
+def test_time_range_spans_the_stored_readings(store: Store) -> None:
+    assert store.time_range() is None
+    store.write([reading("p1", "gas", m, 1.0, 2.0) for m in (5, 1, 9)])
+    store.write([reading("p2", "gas", 12, 1.0, 2.0)])
+    assert store.time_range() == (T0 + MINUTE, T0 + 12 * MINUTE)
+    assert store.time_range("p1") == (T0 + MINUTE, T0 + 9 * MINUTE)
+    assert store.time_range("nobody") is None
+
+
 def test_unknown_plant_gives_empty_typed_frame(store: Store) -> None:
     frame = store.series("nobody")
     assert frame.empty

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import tempfile
 from collections.abc import Coroutine
@@ -17,9 +18,11 @@ from carbonlink._demo import (
     DEFAULT_HTTP_PORT,
     DEFAULT_REFRESH_S,
     DEFAULT_SPEED,
+    DEMO_JOURNAL,
     DemoOptions,
     run_demo,
 )
+from carbonlink._exceptions import ConfigError
 from carbonlink._mqtt import parse_broker_url
 from carbonlink.agent import Agent, create_view_app
 from carbonlink.cli._common import (
@@ -40,6 +43,11 @@ from carbonlink.platform import Ingestor, Platform, open_store
 from carbonlink.platform.api import create_app, serve
 from carbonlink.platform.dashboard import mount_dashboard
 from carbonlink.platform.storage import SERIES_FIELDS
+
+# The demo shows the closed loop: stage 1 for two simulated hours, then stage 3, with the
+# three fixed stages evaluated live beside it.
+DEMO_POLICY = "policies/switch-1-to-3.yaml"
+DEMO_SHADOWS = ("policies/stage1.yaml", "policies/stage2.yaml", "policies/stage3.yaml")
 
 
 async def _with_http(
@@ -71,6 +79,19 @@ def _broker(settings: Settings, override: str | None) -> str:
     default=f"{DEFAULT_HTTP_HOST}:{DEFAULT_HTTP_PORT}",
     help="Dashboard HOST:PORT (a free port if taken); `off` for none.",
 )
+@click.option(
+    "--keep",
+    "keep_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep the run's store and coordination journal in this folder (to backtest later).",
+)
+@click.option(
+    "--policy",
+    default=DEMO_POLICY,
+    help="Coordination policy, relative to the config file's folder; `off` for none. "
+    f"Shadows: {', '.join(DEMO_SHADOWS)}.",
+)
 @user_errors
 def demo(
     config_path: Path | None,
@@ -82,17 +103,37 @@ def demo(
     port: int | None,
     store_override: str | None,
     http: str,
+    keep_dir: Path | None,
+    policy: str,
 ) -> None:
-    """Run plants, agents and the platform on an embedded broker; print live emissions."""
+    """Run plants, agents, the platform and a coordinator on an embedded broker; print
+    live emissions and serve the dashboard."""
     settings = settings_from(config_path)
     plant_ids = plants.split(",") if plants else list(settings.plants)
-    with tempfile.TemporaryDirectory(prefix="carbonlink-demo-") as scratch:
-        url = store_override or f"sqlite:///{Path(scratch) / 'demo.sqlite'}"
+    policy_path = None if policy == "off" else settings.path.parent / policy
+    if policy_path is not None and not policy_path.is_file():
+        raise ConfigError(None, "--policy", f"no policy file {policy_path}")
+    shadows = [settings.path.parent / s for s in DEMO_SHADOWS] if policy_path else []
+    with contextlib.ExitStack() as stack:
+        if keep_dir is None:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="carbonlink-demo-")))
+        else:
+            work = keep_dir.resolve()
+            work.mkdir(parents=True, exist_ok=True)
+        url = store_override or f"sqlite:///{work / 'demo.sqlite'}"
         listen = None if http == "off" else parse_host_port(http)
         options = DemoOptions(
-            plant_ids, url, Path(scratch), speed, seed, duration, refresh, port, listen
-        )
+            plant_ids, url, work, speed, seed, duration, refresh, port, listen,
+            policy_path, [p for p in shadows if p.is_file()],
+        )  # fmt: skip
         run_async(run_demo(settings, options, open_store, sys.stdout))
+        if keep_dir is not None:
+            journal = work / DEMO_JOURNAL
+            click.echo(
+                f"\nkept {work}: store {url}" + (f", journal {journal}" if policy_path else "")
+                + "\nbacktest it with:\n  carbonlink policy backtest --store " + url
+                + (f" --journal {journal}" if policy_path else "")
+            )  # fmt: skip
 
 
 @click.command()

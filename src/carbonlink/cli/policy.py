@@ -26,6 +26,7 @@ from carbonlink.cli._common import (
     store_url,
     user_errors,
 )
+from carbonlink.config import PlantConfig
 from carbonlink.coordination import (
     PARTIES,
     Journal,
@@ -42,7 +43,7 @@ from carbonlink.coordination._backtest import (
     load_window,
     write_outputs,
 )
-from carbonlink.platform import open_store
+from carbonlink.platform import Store, open_store
 from carbonlink.platform._recompute import factor_set_for
 from carbonlink.wire import format_timestamp
 
@@ -166,8 +167,15 @@ def render_backtest(summary: pd.DataFrame) -> str:
     type=click.Path(dir_okay=False, path_type=Path),
     help="A policy file; repeat to compare [default: stage1, stage2 and stage3].",
 )
-@click.option("--from", "start", required=True, help="Window start: RFC 3339 or epoch ms.")
-@click.option("--to", "end", required=True, help="Window end: RFC 3339 or epoch ms.")
+@click.option(
+    "--from",
+    "start",
+    default=None,
+    help="Window start: RFC 3339 or epoch ms [default: the data's].",
+)
+@click.option(
+    "--to", "end", default=None, help="Window end: RFC 3339 or epoch ms [default: the data's]."
+)
 @click.option("--step", default="15m", help="Replay step (1m ... 1d).")
 @click.option("--plants", default=None, help="Comma-separated plant ids [default: all].")
 @click.option(
@@ -196,8 +204,8 @@ def backtest_command(
     config_path: Path | None,
     store_override: str | None,
     policy_paths: tuple[Path, ...],
-    start: str,
-    end: str,
+    start: str | None,
+    end: str | None,
     step: str,
     plants: str | None,
     journal_path: Path | None,
@@ -208,9 +216,6 @@ def backtest_command(
     """Replay policies against the same recorded window: emissions, abatement, payoffs."""
     settings = settings_from(config_path)
     policies = [load_policy(p) for p in (policy_paths or DEFAULT_BACKTEST_POLICIES)]
-    start_ms, end_ms = required_time(start, "--from"), required_time(end, "--to")
-    if end_ms <= start_ms:
-        raise ConfigError(None, "--to", "must come after --from")
     if journal_path is not None and reference is not None:
         raise ConfigError(None, "--reference", "give --journal or --reference, not both")
     chosen = (
@@ -220,9 +225,13 @@ def backtest_command(
     for plant in chosen:
         factor_set = factor_set_for(settings, plant.id)
         versions[plant.id] = (factor_set.name, factor_set.version)
+    step_s = parse_duration_s(step)
     store = open_store(store_url(settings, store_override))
     try:
-        window = load_window(store, chosen, versions, start_ms, end_ms, parse_duration_s(step))
+        start_ms, end_ms = _window_bounds(store, chosen, start, end, step_s)
+        if end_ms <= start_ms:
+            raise ConfigError(None, "--to", "must come after --from")
+        window = load_window(store, chosen, versions, start_ms, end_ms, step_s)
     finally:
         store.close()
     if not any(n.sum() for n in window.readings.values()):
@@ -274,6 +283,25 @@ def backtest_command(
         click.echo(render_backtest(result.summary))
     for path in paths:
         click.echo(f"wrote {path}", err=True)
+
+
+def _window_bounds(
+    store: Store, plants: list[PlantConfig], start: str | None, end: str | None, step_s: float
+) -> tuple[int, int]:
+    """The window asked for; where a bound is left out, the stored data's, on the step grid."""
+    if start is not None and end is not None:
+        return required_time(start, "--from"), required_time(end, "--to")
+    ranges = [r for r in (store.time_range(p.id) for p in plants) if r is not None]
+    if not ranges:
+        raise ConfigError(None, "--store", f"{store.url} holds no readings of these plants")
+    step_ms = round(step_s * 1000)
+    # A reading's interval ends at its time: the first belongs to the step before it.
+    first = (min(r[0] for r in ranges) - 1) // step_ms * step_ms
+    last = -(-max(r[1] for r in ranges) // step_ms) * step_ms
+    return (
+        required_time(start, "--from") if start is not None else first,
+        required_time(end, "--to") if end is not None else last,
+    )
 
 
 _SOURCES: Final = {

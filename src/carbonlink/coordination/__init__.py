@@ -58,7 +58,13 @@ from carbonlink.coordination._ledger import (
     report_hash,
     verify_against_store,
 )
-from carbonlink.coordination._params import PARTIES, CoordinationParams, Party, load_params
+from carbonlink.coordination._params import (
+    PARTIES,
+    CoordinationParams,
+    Party,
+    for_plant,
+    load_params,
+)
 from carbonlink.coordination._policy import (
     Budget,
     EnergyPrice,
@@ -76,6 +82,7 @@ from carbonlink.coordination._service import (
     STATUS_STATE_KEY,
     Coordinator,
     decode_anchor,
+    directive_history,
 )
 from carbonlink.coordination._settlement import Settlement, settle
 from carbonlink.coordination._shadows import ShadowBank
@@ -170,9 +177,11 @@ __all__ = [
     "coalition_value",
     "decide",
     "decode_anchor",
+    "directive_history",
     "energy_value_per_tco2e",
     "exact_step",
     "fit_baseline",
+    "for_plant",
     "functional_availability",
     "inflow",
     "load_params",

@@ -30,13 +30,16 @@ from carbonlink.coordination._counterfactual import (
     PlantModel,
     PolicyEvaluator,
     StepInput,
+    exact_step,
     summarise,
 )
 from carbonlink.coordination._estimation import fit_baseline
 from carbonlink.coordination._journal import Journal
 from carbonlink.coordination._policy import Policy
+from carbonlink.coordination._service import directive_history
 from carbonlink.platform._aggregate import step_index
 from carbonlink.platform.storage import Store, readings_ending_in
+from carbonlink.simulators import abatement_inflow
 
 __all__ = [
     "ABATEMENT_SOURCES",
@@ -173,31 +176,32 @@ def _sum_per_step(
 def abatement_from_journal(
     window: RecordedWindow, journal: Journal, plants: Sequence[PlantConfig]
 ) -> dict[str, FloatArray]:
-    """tCO2e the recorded stream already avoided, per step: the journal's projected X
-    over each period, spread over the steps it overlaps, capped the way the plant caps
-    it (at most ``max_reduction`` of what it would have emitted)."""
+    """tCO2e the recorded stream already avoided, per step: the efforts the journal says
+    were in force (``directive_history``), run through each plant's own dynamics (what
+    its simulator did, from X = 0 at the journal's first period), spread over the steps
+    each period overlaps and
+    capped the way the plant caps it (at most ``max_reduction`` of what it would have
+    emitted). The coordinator's own projection is not used: it is what the parties
+    believed, which need not be what the plant did."""
     result = {}
-    abatement = {p.id: p.simulation.abatement for p in plants}
+    models = {p.id: p for p in plants}
     for plant in window.plants:
-        model = abatement[plant]
+        abate = models[plant].simulation.abatement
         avoided = np.zeros(window.steps)
-        periods = journal.periods(plant, start_ms=window.start_ms, end_ms=window.end_ms)
-        rows = zip(
-            periods["start_ms"].to_numpy(dtype=np.int64),
-            periods["end_ms"].to_numpy(dtype=np.int64),
-            periods["x_projected"].to_numpy(dtype=np.float64),
-            strict=True,
-        )
-        for row_start, row_end, x in rows:
+        x = 0.0
+        for start_ms, end_ms, e_m, e_p, sigma in directive_history(journal, plant, window.end_ms):
+            h = (end_ms - start_ms) / MS_PER_S / abate.period_s
+            inflow = abatement_inflow(abate, e_m, e_p, sigma)
+            x_mean, x = exact_step(x, inflow, abate.delta, h)
             # A period overlaps the few steps between its first and its last instant.
-            first = max(0, (int(row_start) - window.start_ms) // window.step_ms)
-            last = min(window.steps - 1, (int(row_end) - 1 - window.start_ms) // window.step_ms)
+            first = max(0, (start_ms - window.start_ms) // window.step_ms)
+            last = min(window.steps - 1, (end_ms - 1 - window.start_ms) // window.step_ms)
             for k in range(first, last + 1):
                 start, end = window.bounds(k)
-                overlap_ms = min(end, int(row_end)) - max(start, int(row_start))
+                overlap_ms = min(end, end_ms) - max(start, start_ms)
                 if overlap_ms > 0:
-                    avoided[k] += float(x) * model.scale * overlap_ms / MS_PER_S / model.period_s
-        result[plant] = _realisable(avoided, window.abatable_t[plant], model.max_reduction)
+                    avoided[k] += x_mean * abate.scale * overlap_ms / MS_PER_S / abate.period_s
+        result[plant] = _realisable(avoided, window.abatable_t[plant], abate.max_reduction)
     return result
 
 

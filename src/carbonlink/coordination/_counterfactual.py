@@ -23,7 +23,7 @@ from carbonlink.config import PlantConfig
 from carbonlink.coordination._cooperative import Split, shapley
 from carbonlink.coordination._decide import decide
 from carbonlink.coordination._flows import period_transfers, relational_params
-from carbonlink.coordination._params import PARTIES, CoordinationParams
+from carbonlink.coordination._params import PARTIES, CoordinationParams, for_plant
 from carbonlink.coordination._policy import Policy
 from carbonlink.coordination._stages import StageResult
 
@@ -80,11 +80,12 @@ class PlantModel:
 
     @classmethod
     def from_config(cls, plant: PlantConfig, params: CoordinationParams) -> PlantModel:
-        """A configured plant: it responds as its simulator does (``simulation.abatement``)."""
+        """A configured plant: its parties decide on the policy's parameters for this
+        plant (``for_plant``), and it responds as its simulator does."""
         abate = plant.simulation.abatement
         return cls(
             plant.id,
-            params,
+            for_plant(params, plant),
             abate.a_m,
             abate.a_p * abate.functional_availability,
             abate.delta,
@@ -267,14 +268,17 @@ class RunningSummary:
         total = self.sums
         abated, baseline = total["abatement_t"], total["baseline_t"]
         resource = total["resource_cost"]
-        # resource cost = effort costs + mu x subsidy, so (1 + mu) x subsidy is this:
-        public = total["subsidy"] + resource - total["cost_M"] - total["cost_P"]
+        # resource cost = effort costs + mu x subsidy, so (1 + mu) x subsidy is this (the
+        # difference is exactly 0 without subsidies, but for float residue):
+        public = total["subsidy"] + max(0.0, resource - total["cost_M"] - total["cost_P"])
         span_ms = 0 if self.start_ms is None or self.end_ms is None else self.end_ms - self.start_ms
         hours = span_ms / 3.6e6
         payoffs = {p: total[f"payoff_{p}"] for p in PARTIES}
         return {
             "policy": self.policy,
             "plants": len(self.plants),
+            "start_ms": self.start_ms,
+            "end_ms": self.end_ms,
             "hours": hours,
             "baseline_t": baseline,
             "emissions_t": total["emissions_t"],

@@ -12,8 +12,9 @@ from typing import Final, Literal
 from pydantic import Field, model_validator
 
 from carbonlink._yamlconfig import StrictModel, load_yaml_model
+from carbonlink.config import PlantConfig
 
-__all__ = ["PARTIES", "CoordinationParams", "Party", "load_params"]
+__all__ = ["PARTIES", "CoordinationParams", "Party", "for_plant", "load_params"]
 
 Party = Literal["M", "P", "G"]
 #: Firm, platform, government: the order used in every table and tuple.
@@ -73,3 +74,23 @@ class CoordinationParams(StrictModel):
 def load_params(path: Path) -> CoordinationParams:
     """Read a policy parameter file; any problem is a ConfigError naming file and key."""
     return load_yaml_model(path, CoordinationParams)
+
+
+def for_plant(params: CoordinationParams, plant: PlantConfig) -> CoordinationParams:
+    """A policy's parameters for one plant: the plant's own dynamics (``a_M``, ``a_P``,
+    ``F``, ``delta`` from its ``simulation.abatement``: what its efforts achieve and how
+    fast that fades) with the policy's economics (values, costs, rates, caps, sharing).
+
+    A fleet is not one plant: a small textile mill's effort buys a twentieth of what a
+    cement line's does, and its optimal effort is lower for it. A zero in the plant file
+    (no such route) keeps the policy's value, since the model needs it positive.
+    """
+    abate = plant.simulation.abatement
+    own = {
+        "a_M": abate.a_m,
+        "a_P": abate.a_p,
+        "F": abate.functional_availability,
+        "delta": abate.delta,
+    }
+    updates = {k: v for k, v in own.items() if v > 0 and v != getattr(params, k)}
+    return params.model_copy(update=updates) if updates else params

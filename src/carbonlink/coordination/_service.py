@@ -46,7 +46,7 @@ from carbonlink.coordination._decide import decide
 from carbonlink.coordination._flows import period_transfers, relational_params
 from carbonlink.coordination._government import Government
 from carbonlink.coordination._journal import Journal, PeriodRow
-from carbonlink.coordination._params import CoordinationParams
+from carbonlink.coordination._params import CoordinationParams, for_plant
 from carbonlink.coordination._policy import Policy
 from carbonlink.coordination._shadows import ShadowBank
 from carbonlink.coordination._sharing import PeriodRecord, SharingGate
@@ -62,6 +62,7 @@ __all__ = [
     "STATUS_STATE_KEY",
     "Coordinator",
     "decode_anchor",
+    "directive_history",
 ]
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,44 @@ class _InForce:
             CoordinationParams.model_validate(state["params"]),
             dict(state["sources"]),
         )
+
+
+def directive_history(
+    journal: Journal, plant: str, end_ms: int
+) -> list[tuple[int, int, float, float, float]]:
+    """(start, end, E_M, E_P, sigma) of every period up to ``end_ms``: the recorded ones,
+    those decided but not yet read (in the coordinator's state), and the decision still
+    in force, which holds until the next one (directives are retained)."""
+    rows = journal.periods(plant, end_ms=end_ms)
+    history = [
+        (int(a), int(b), float(e_m), float(e_p), float(sigma))
+        for a, b, e_m, e_p, sigma in rows[
+            ["start_ms", "end_ms", "effort_firm", "effort_platform", "sigma"]
+        ].itertuples(index=False)
+    ]
+    state = journal.load_state(STATE_KEY)
+    if state is None:
+        return history
+    decided = [(a, b, d.get(plant)) for a, b, d in state.get("unrecorded", [])]
+    if state.get("last_ms") is not None:
+        decided.append(
+            (state["last_ms"], max(end_ms, state["last_ms"]), state["in_force"].get(plant))
+        )
+    recorded_until = history[-1][1] if history else None
+    for start, end, decision in decided:
+        if decision is None or (recorded_until is not None and end <= recorded_until):
+            continue
+        result = decision["result"]
+        history.append(
+            (
+                int(start),
+                int(end),
+                float(result["E_M"]),
+                float(result["E_P"]),
+                float(result["sigma"]),
+            )
+        )
+    return history
 
 
 def decode_anchor(payload: bytes) -> tuple[int, str]:
@@ -173,6 +212,9 @@ class Coordinator:
 
     # --- state ---------------------------------------------------------------------------
 
+    def _prior(self, plant: str) -> CoordinationParams:
+        return for_plant(self.policy.params, self._plants[plant])
+
     def _fresh(self) -> None:
         self._start_ms: int | None = None
         self._last_ms: int | None = None  # the grid time the decision in force began
@@ -189,7 +231,7 @@ class Coordinator:
             self._streams = {
                 plant_id: PlantStream.create(
                     plant,
-                    self.policy.params,
+                    self._prior(plant_id),
                     estimation,
                     self._period_s,
                     self._settings.factor_sets_dir,
@@ -507,7 +549,7 @@ class Coordinator:
         firm_params, sources = {}, {}
         for plant in self._plants:
             stream = self._streams.get(plant)
-            base, used = stream.params() if stream is not None else (self.policy.params, {})
+            base, used = stream.params() if stream is not None else (self._prior(plant), {})
             params = relational_params(self.policy, base, plant, stage)
             firm_params[plant] = self.policy.params_at(params, now, run_start)
             sources[plant] = used | ({"R": "sharing"} if self.policy.sharing_sets_r else {})
@@ -519,7 +561,7 @@ class Coordinator:
                 plant: self.policy.params_at(
                     relational_params(
                         self.policy,
-                        self._government.view(plant, self.policy.params),
+                        self._government.view(plant, self._prior(plant)),
                         plant,
                         stage,
                     ),

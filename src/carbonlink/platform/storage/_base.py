@@ -147,6 +147,9 @@ class Store(Protocol):
     def count_readings(self, plant: str | None = None) -> int:
         """Stored activity readings (all plants when ``plant`` is None)."""
 
+    def time_range(self, plant: str | None = None) -> tuple[int, int] | None:
+        """(first, last) reading time in epoch ms, or None when nothing is stored."""
+
     def close(self) -> None: ...
 
 

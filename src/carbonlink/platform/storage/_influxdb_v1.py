@@ -196,6 +196,19 @@ class InfluxDBV1Store:
         )
         return int(sum(counts.values()))
 
+    def time_range(self, plant: str | None = None) -> tuple[int, int] | None:
+        where = _where(plant, None, None, None)
+        ends = []
+        for selector in ("first", "last"):
+            result = self._influxql(
+                f'SELECT {selector}("value") FROM "{ACTIVITY_MEASUREMENT}" WHERE {where}'
+            )
+            series = result.get("series", [])
+            if not series or not series[0]["values"]:
+                return None
+            ends.append(int(series[0]["values"][0][0]))
+        return ends[0], ends[1]
+
     def close(self) -> None:
         self._http.close()
 

@@ -146,6 +146,16 @@ class InfluxDBV2Store:
         counts = self._per_plant(ACTIVITY_MEASUREMENT, "value", "count", None, None, plant)
         return int(sum(counts.values()))
 
+    def time_range(self, plant: str | None = None) -> tuple[int, int] | None:
+        flux = self._from(ACTIVITY_MEASUREMENT, None, None, {"plant": plant}, fields=("value",))
+        ends = []
+        for selector in ("first", "last"):
+            frame = self._frame(flux + f" |> group() |> {selector}()")
+            if frame.empty:
+                return None
+            ends.append(int(pd.Timestamp(frame["_time"].iloc[0]).value // _NS_PER_MS))
+        return ends[0], ends[1]
+
     def close(self) -> None:
         self._client.close()  # type: ignore[no-untyped-call]
 

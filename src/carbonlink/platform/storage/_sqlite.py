@@ -176,6 +176,14 @@ class SqliteStore:
             (count,) = self._db.execute(sql, params).fetchone()
         return int(count)
 
+    def time_range(self, plant: str | None = None) -> tuple[int, int] | None:
+        sql, params = "SELECT min(ts_ms), max(ts_ms) FROM activity", []
+        if plant is not None:
+            sql, params = sql + " WHERE plant = ?", [plant]
+        with self._lock:
+            first, last = self._db.execute(sql, params).fetchone()
+        return None if first is None else (int(first), int(last))
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

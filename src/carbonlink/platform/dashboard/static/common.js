@@ -7,7 +7,7 @@ export async function loadLayout() {
   return (await response.json()).plants;
 }
 
-// The navigation: overview, one entry per plant, and coordination (not built yet).
+// The navigation: overview, one entry per plant, and coordination.
 export function renderNav(plants, active) {
   const nav = document.querySelector("nav");
   const link = (href, text, key) => {
@@ -20,12 +20,8 @@ export function renderNav(plants, active) {
   };
   link(PREFIX, "Overview", "overview");
   for (const p of plants) link(`${PREFIX}/plants/${p.plant}`, p.plant, p.plant);
-  const soon = link(`${PREFIX}/coordination`, "Coordination", "coordination");
-  soon.title = "Stage comparison, subsidies and transfers";
-  const badge = document.createElement("span");
-  badge.className = "soon";
-  badge.textContent = "coming soon";
-  soon.append(badge);
+  const coordination = link(`${PREFIX}/coordination`, "Coordination", "coordination");
+  coordination.title = "Stages, policies compared, subsidies, transfers and the ledger";
 }
 
 export function fmt(value, digits = 1) {

@@ -1,0 +1,95 @@
+"""The coordination page in real headless Chromium, on a live pipeline with a coordinator
+that switches from stage 1 to stage 3 while the page is open."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from carbonlink.config import load_config
+from carbonlink.coordination import load_policy
+from tests.configs import REPO_CONFIG, write_config
+from tests.dashboard.live import LiveDashboard
+from tests.servers import MosquittoServer
+
+WAIT_MS: Final = 30_000
+# Stage 1 for an hour of simulated time (twelve wall seconds at the live dashboard's speed).
+POLICY: Final = f"""
+name: quick-switch
+description: stage 1, then stage 3 after an hour
+params: {REPO_CONFIG / "policies" / "reference.yaml"}
+schedule:
+  - {{at: "+0s", stage: 1}}
+  - {{at: "+1h", stage: 3}}
+"""
+
+
+@pytest.fixture
+def coordinated(
+    tmp_path: Path, topic_prefix: str, mosquitto_private: MosquittoServer
+) -> Iterator[LiveDashboard]:
+    plants = {f"{topic_prefix}-cement": "cement-01", f"{topic_prefix}-steel": "steel-01"}
+    config = write_config(
+        tmp_path / "config", plants=plants, broker_url=mosquitto_private.url,
+        client_id=f"platform-{topic_prefix}",
+    )  # fmt: skip
+    policy_file = tmp_path / "quick-switch.yaml"
+    policy_file.write_text(POLICY)
+    shadows = [load_policy(REPO_CONFIG / "policies" / f"stage{n}.yaml") for n in (1, 2)]
+    status = dict.fromkeys(plants, "online")
+    with LiveDashboard(
+        load_config(config), mosquitto_private.url, tmp_path, status,
+        coordination=(load_policy(policy_file), shadows),
+    ) as dashboard:  # fmt: skip
+        yield dashboard
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
+    assert errors == [], f"JavaScript errors: {errors}"
+
+
+def test_page_follows_the_stage_switch_and_verifies_the_ledger(
+    coordinated: LiveDashboard, page: Page, artifacts: Path
+) -> None:
+    page.goto(f"{coordinated.url}/dashboard/coordination")
+    stage = page.locator("#stage")
+    expect(stage).to_have_text("stage 1: primary neutrality", timeout=WAIT_MS)
+    expect(page.locator("nav a.active")).to_have_text("Coordination")
+    rows = page.locator("#comparison tbody tr")
+    expect(rows).to_have_count(3, timeout=WAIT_MS)  # the active policy and two shadows
+    expect(rows.first.locator("td").first).to_have_text("quick-switch (active)")
+    expect(page.locator("#directives tbody tr")).to_have_count(2)
+    expect(stage).to_have_text("stage 3: advanced symbiosis", timeout=WAIT_MS)
+    sigma = page.locator("#directives tbody tr").first.locator("td").nth(4)
+    expect(sigma).to_have_text("1.25", timeout=WAIT_MS)
+    # Stage 3 shares every period at once: reports reach the ledger while we watch.
+    expect(page.locator("#ledger tbody tr").first).to_be_visible(timeout=WAIT_MS)
+    first_stage = page.locator("#ledger tbody tr").first.locator("td").nth(3)
+    expect(first_stage).to_have_text("3", timeout=WAIT_MS)
+    traces = page.evaluate("document.querySelector('#chart-policies').data.length")
+    assert traces == 3
+    transfer_traces = page.evaluate("document.querySelector('#chart-transfers').data.length")
+    assert transfer_traces == 3  # firm, platform, government
+    page.locator("#verify").click()
+    expect(page.locator("#verify-result")).to_contain_text("chain intact", timeout=WAIT_MS)
+    assert "BROKEN" not in page.locator("#verify-result").inner_text()
+    assert "quick-switch" in page.locator("#subtitle").inner_text()
+    page.screenshot(path=artifacts / "dashboard-coordination.png", full_page=True)
+
+
+def test_page_says_so_when_no_coordinator_runs(live: LiveDashboard, page: Page) -> None:
+    page.goto(f"{live.url}/dashboard/coordination")
+    notice = page.locator("#notice")
+    expect(notice).to_be_visible(timeout=WAIT_MS)
+    expect(notice).to_contain_text("Coordination is not available")
