@@ -240,20 +240,38 @@ class _Server:
 
 
 class MosquittoServer(_Server):
-    """A private Mosquitto 2.x broker with persistence (MQTT 3.1.1 and 5)."""
+    """A private Mosquitto 2.x broker with persistence (MQTT 3.1.1 and 5).
+
+    By default it is open to anonymous clients. With ``config_file`` it runs on a
+    deployment's own config (``config/mosquitto/mosquitto.conf``) instead: every line is
+    kept except those that name a place (:data:`PLACE_KEYS`), which point into this
+    server's directory, and at ``password_file`` and ``acl_file`` when given.
+    """
 
     name = "mosquitto"
     binary = "mosquitto"
     scheme = "mqtt"
+
+    PLACE_KEYS = frozenset(
+        {"user", "listener", "port", "bind_address", "persistence_location", "log_dest"}
+        | {"password_file", "acl_file"}
+    )
 
     def __init__(
         self,
         directory: Path | str,
         port: int | None = None,
         extra_config: Sequence[str] = (),
+        *,
+        config_file: Path | None = None,
+        password_file: Path | None = None,
+        acl_file: Path | None = None,
     ) -> None:
         super().__init__(directory, port)
         self.extra_config = list(extra_config)
+        self.config_file = config_file
+        self.password_file = password_file
+        self.acl_file = acl_file
         self.config_path = self.directory / "mosquitto.conf"
         self.log_path = self.directory / "mosquitto.log"
         self.persistence_dir = self.directory / "persistence"
@@ -265,20 +283,40 @@ class MosquittoServer(_Server):
             # our temp dir; naming the current user keeps it as is.
             f"user {pwd.getpwuid(os.geteuid()).pw_name}",
             f"listener {self._port} {HOST}",
-            "allow_anonymous true",
-            "persistence true",
             f"persistence_location {self.persistence_dir}/",  # must end with a slash
             f"log_dest file {self.log_path}",
             "log_type all",
+            *(self._deployment_lines() if self.config_file else self._test_lines()),
+            *self.extra_config,
+        ]
+        self.config_path.write_text("\n".join(lines) + "\n")
+        return ["-c", str(self.config_path)]
+
+    @staticmethod
+    def _test_lines() -> list[str]:
+        return [
+            "allow_anonymous true",
+            "persistence true",
             "connection_messages true",
             # Mosquitto's default (1000) silently drops QoS 1 messages queued for a
             # subscriber that lags behind a burst (a --speed max backfill, say). carbonlink's
             # documented broker setting is unlimited; the tests run with what we document.
             "max_queued_messages 0",
-            *self.extra_config,
         ]
-        self.config_path.write_text("\n".join(lines) + "\n")
-        return ["-c", str(self.config_path)]
+
+    def _deployment_lines(self) -> list[str]:
+        assert self.config_file is not None
+        kept = []
+        for line in self.config_file.read_text().splitlines():
+            key = line.split(maxsplit=1)[0] if line.strip() else ""
+            if key.startswith("#") or key not in self.PLACE_KEYS:
+                kept.append(line)
+            elif key in ("password_file", "acl_file"):
+                replacement = self.password_file if key == "password_file" else self.acl_file
+                if replacement is None:
+                    raise ServerError(f"{self.config_file} names a {key}: pass {key}=PATH")
+                kept.append(f"{key} {replacement}")
+        return kept
 
     def _is_ready(self) -> bool:
         return _port_accepts(self._port)

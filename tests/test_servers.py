@@ -169,6 +169,28 @@ def test_extra_config_is_applied(tmp_path: Path) -> None:
             client.loop_stop()
 
 
+def test_a_deployment_config_keeps_its_settings_and_gets_private_places(tmp_path: Path) -> None:
+    deployment = tmp_path / "deploy" / "mosquitto.conf"
+    deployment.parent.mkdir()
+    deployment.write_text(
+        "# a comment\nlistener 1883\nallow_anonymous false\npersistence true\n"
+        "persistence_location /mosquitto/data/\nlog_dest stdout\nmax_queued_messages 0\n"
+        "password_file /mosquitto/auth/passwd\n"
+    )
+    with pytest.raises(ServerError, match="password_file"):
+        MosquittoServer(tmp_path / "no-passwd", config_file=deployment).start()
+    passwd = tmp_path / "passwd"
+    passwd.write_text("")
+    with MosquittoServer(tmp_path / "run", config_file=deployment, password_file=passwd) as server:
+        written = server.config_path.read_text().splitlines()
+        assert {"allow_anonymous false", "max_queued_messages 0", f"password_file {passwd}"} <= set(
+            written
+        )
+        assert "listener 1883" not in written
+        assert "log_dest stdout" not in written
+        assert not any(line.startswith("persistence_location /mosquitto") for line in written)
+
+
 @pytest.mark.mosquitto
 @pytest.mark.influxdb
 def test_private_instances_get_their_own_ports(
