@@ -296,7 +296,10 @@ def test_state_lives_in_a_named_volume(name: str) -> None:
     if run.command == "platform":
         state.append(str(run.params["spill"] or settings.services.platform.spill_path))
     if run.command == "coordinate":
-        state.append(str(run.params["ledger_path"]))
+        state.append(str(run.params["ledger_path"] or settings.services.coordination.journal))
+    if run.command == "platform":
+        # The workers serve the coordinator's journal: it must be in their volume too.
+        state.append(settings.services.coordination.journal)
     for path in state:
         assert PurePosixPath(path).is_absolute(), f"{name}: {path} must be absolute"
         assert in_named_volume(service, path), f"{name}: {path} is in no named volume"
@@ -359,14 +362,24 @@ def test_two_platform_workers_share_one_secret_group() -> None:
 
 
 def test_coordination_policy_ledger_and_period() -> None:
+    """From the command's options, else from the config's coordination block."""
     (run,) = by_command("coordinate")
     service = services()[run.service]
-    policy = repo_path(service, str(run.params["policy_path"]))
-    assert policy is not None, f"{run.service}: the policy is not in a bind mount"
+    config = settings_of(run.service)
+    coordination = config.services.coordination
+    if run.params["policy_path"] is not None:
+        policy = repo_path(service, str(run.params["policy_path"]))
+        assert policy is not None, f"{run.service}: the policy is not in a bind mount"
+    else:
+        policy = config.beside_config(coordination.policy)
     assert policy.is_file(), f"{run.service}: no policy {policy}"
-    load_policy(policy)
-    assert "ledger_path" in run.given, f"{run.service}: the ledger default is not in a volume"
-    parse_duration_s(run.params["period"])
+    active = load_policy(policy)
+    shadows = [load_policy(config.beside_config(p)) for p in coordination.shadows]
+    names = [active.name, *(s.name for s in shadows)]
+    assert len(set(names)) == len(names), f"{run.service}: policies need distinct names"
+    if run.params["period"] is not None:
+        parse_duration_s(run.params["period"])
+    assert coordination.period_s > 0
 
 
 @pytest.mark.parametrize("name", sorted(services()))

@@ -130,6 +130,8 @@ def test_ledger_as_json_csv_and_the_newest(client: TestClient) -> None:
 def test_transfers_balance(client: TestClient) -> None:
     transfers = client.get("/api/v1/coordination/transfers").json()
     assert abs(transfers["balance"]) < 1e-9
+    ends = [row["period_end_ms"] for row in transfers["rows"]]
+    assert ends == sorted(ends)  # time order, not the ledger's release order
     last = transfers["rows"][-1]
     assert last["cumulative_G"] == pytest.approx(transfers["totals"]["G"])
     assert any(row["G"] != 0 for row in transfers["rows"])

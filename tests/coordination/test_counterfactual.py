@@ -170,3 +170,23 @@ def test_summary_is_the_sum_of_its_rows(reference: CoordinationParams) -> None:
     assert row["payoff_total"] == pytest.approx(row["payoff_M"] + row["payoff_P"] + row["payoff_G"])
     assert row["hours"] == pytest.approx(24.0)
     assert abs(row["transfers_balance"]) < 1e-9
+
+
+def test_a_plant_of_a_twentieth_the_size_abates_a_twentieth(reference: CoordinationParams) -> None:
+    """for_plant: the plant's productivity is its size; effort costs scale with it, so
+    efforts are comparable across plants and abatement, costs and payoffs scale."""
+    from carbonlink.config import load_config
+    from carbonlink.coordination import for_plant, stage3_joint
+    from tests.configs import REPO_CONFIG
+
+    settings = load_config(REPO_CONFIG / "carbonlink.yaml")
+    mill = settings.plant("textiles-01")  # a_m 0.05, a_p 0.04: a twentieth of the reference
+    small = for_plant(reference, mill)
+    assert (small.a_M, small.a_P) == (0.05, 0.04)
+    assert small.k_M == pytest.approx(reference.k_M / 20)
+    big, little = stage3_joint(reference), stage3_joint(small)
+    assert little.E_M == pytest.approx(big.E_M)
+    assert little.E_P == pytest.approx(big.E_P)
+    assert little.X_ss == pytest.approx(big.X_ss / 20)
+    assert little.total == pytest.approx(big.total / 20)
+    assert for_plant(reference, settings.plant("cement-01")) == reference  # the reference line

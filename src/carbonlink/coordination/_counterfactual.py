@@ -81,7 +81,8 @@ class PlantModel:
     @classmethod
     def from_config(cls, plant: PlantConfig, params: CoordinationParams) -> PlantModel:
         """A configured plant: its parties decide on the policy's parameters for this
-        plant (``for_plant``), and it responds as its simulator does."""
+        plant (``for_plant``: its dynamics and size), and it responds as its simulator
+        does."""
         abate = plant.simulation.abatement
         return cls(
             plant.id,

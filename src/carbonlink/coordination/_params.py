@@ -77,13 +77,17 @@ def load_params(path: Path) -> CoordinationParams:
 
 
 def for_plant(params: CoordinationParams, plant: PlantConfig) -> CoordinationParams:
-    """A policy's parameters for one plant: the plant's own dynamics (``a_M``, ``a_P``,
-    ``F``, ``delta`` from its ``simulation.abatement``: what its efforts achieve and how
-    fast that fades) with the policy's economics (values, costs, rates, caps, sharing).
+    """A policy's parameters for one plant: its own dynamics and size, the policy's
+    economics (values, rates, caps, sharing).
 
-    A fleet is not one plant: a small textile mill's effort buys a twentieth of what a
-    cement line's does, and its optimal effort is lower for it. A zero in the plant file
-    (no such route) keeps the policy's value, since the model needs it positive.
+    ``a_M``, ``a_P``, ``F`` and ``delta`` come from the plant's ``simulation.abatement``:
+    what its efforts achieve and how fast that fades. A plant's productivity relative to
+    the policy's is its size (a small mill's effort buys a twentieth of a cement line's
+    abatement), and the cost of a unit of effort scales with it too (``k_i`` x a_plant /
+    a_policy): an effort unit means the same intensity of work at every plant. So efforts
+    are comparable across plants while abatement, costs and payoffs scale with size, as
+    the plant files' abatement settings assume. A zero in the plant file (no such route)
+    keeps the policy's value, since the model needs it positive.
     """
     abate = plant.simulation.abatement
     own = {
@@ -93,4 +97,8 @@ def for_plant(params: CoordinationParams, plant: PlantConfig) -> CoordinationPar
         "delta": abate.delta,
     }
     updates = {k: v for k, v in own.items() if v > 0 and v != getattr(params, k)}
+    if "a_M" in updates:
+        updates["k_M"] = params.k_M * updates["a_M"] / params.a_M
+    if "a_P" in updates:
+        updates["k_P"] = params.k_P * updates["a_P"] / params.a_P
     return params.model_copy(update=updates) if updates else params

@@ -143,8 +143,11 @@ def add_coordination_routes(app: FastAPI, journal_path: Path, store: Store | Non
 
     @app.get(f"{COORDINATION_PREFIX}/transfers", summary="Transfers per report, and running totals")
     def transfers(plant: str | None = None) -> Response:
+        """In time order: reports reach the ledger when their sharing delay has passed,
+        so a stage-1 total can follow stage-3 reports of later windows there."""
         with journal() as book:
             entries = book.ledger.entries()
+        entries.sort(key=lambda e: (e["body"]["period_end_ms"], e["index"]))
         rows: list[dict[str, Any]] = []
         totals = dict.fromkeys(PARTIES, 0.0)
         for entry in entries:
