@@ -288,16 +288,20 @@ def backtest_command(
 def _window_bounds(
     store: Store, plants: list[PlantConfig], start: str | None, end: str | None, step_s: float
 ) -> tuple[int, int]:
-    """The window asked for; where a bound is left out, the stored data's, on the step grid."""
+    """The window asked for; where a bound is left out, the stored data's, rounded inward to
+    the step grid, so that no step is only partly covered (it would replay as a dip)."""
     if start is not None and end is not None:
         return required_time(start, "--from"), required_time(end, "--to")
     ranges = [r for r in (store.time_range(p.id) for p in plants) if r is not None]
     if not ranges:
         raise ConfigError(None, "--store", f"{store.url} holds no readings of these plants")
     step_ms = round(step_s * 1000)
-    # A reading's interval ends at its time: the first belongs to the step before it.
-    first = (min(r[0] for r in ranges) - 1) // step_ms * step_ms
-    last = -(-max(r[1] for r in ranges) // step_ms) * step_ms
+    # A reading's interval ends at its time: one stamped on a boundary belongs before it.
+    first = -(-min(r[0] for r in ranges) // step_ms) * step_ms
+    last = max(r[1] for r in ranges) // step_ms * step_ms
+    if last <= first:  # less than one whole step of data: take what there is
+        first = (min(r[0] for r in ranges) - 1) // step_ms * step_ms
+        last = -(-max(r[1] for r in ranges) // step_ms) * step_ms
     return (
         required_time(start, "--from") if start is not None else first,
         required_time(end, "--to") if end is not None else last,
