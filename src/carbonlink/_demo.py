@@ -114,6 +114,7 @@ async def run_demo(
                 shown,
                 health=platform.counters.as_dict,
                 journal_path=journal_path if coordination is not None else None,
+                clock_ms=clock.now_ms,
             )
             mount_dashboard(
                 app,

@@ -234,6 +234,18 @@ class CoordinationConfig(StrictModel):
     )
 
 
+class ApiConfig(StrictModel):
+    """Who may use the HTTP API. State-changing endpoints always need the token and are
+    disabled while the variable is unset; reads need it only when asked to."""
+
+    token_env: str = Field(
+        default="CARBONLINK_API_TOKEN", description="Env var holding the API's bearer token"
+    )
+    read_requires_token: bool = Field(
+        default=False, description="Reads (and the dashboard) need the token too"
+    )
+
+
 class ServicesFile(StrictModel):
     """Shape of ``config/carbonlink.yaml``."""
 
@@ -246,6 +258,7 @@ class ServicesFile(StrictModel):
     agent: AgentConfig = AgentConfig()
     platform: PlatformConfig = PlatformConfig()
     coordination: CoordinationConfig = CoordinationConfig()
+    api: ApiConfig = ApiConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +276,10 @@ class Settings:
 
     def journal_path(self) -> Path:
         return self.beside_config(self.services.coordination.journal)
+
+    def policies_dir(self) -> Path:
+        """Where policy files live: beside the coordinator's default policy."""
+        return self.beside_config(self.services.coordination.policy).parent
 
     def outbox_path(self, plant_id: str) -> Path:
         return self.beside_config(self.services.agent.outbox_dir) / f"{plant_id}.sqlite"

@@ -13,7 +13,7 @@ the coordinator feeds its shadow policies the live stream.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -119,6 +119,9 @@ class PolicyEvaluator:
     spent: float = 0.0
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     keep_rows: bool = True
+    #: The stage in force at (time, run start); default the policy's schedule. The live
+    #: replay of the active policy follows the operators' switches too.
+    stage_of: Callable[[int, int], int] | None = None
     _splits: dict[tuple[str, int, float], Split] = field(default_factory=dict)
     _decisions: dict[tuple[int, float, float | None], dict[str, StageResult]] = field(
         default_factory=dict
@@ -136,7 +139,11 @@ class PolicyEvaluator:
         if step_s <= 0:
             return []
         policy = self.policy
-        stage = policy.stage_at(start_ms, self.run_start_ms)
+        stage = (
+            policy.stage_at(start_ms, self.run_start_ms)
+            if self.stage_of is None
+            else self.stage_of(start_ms, self.run_start_ms)
+        )
         price = policy.carbon_price_at(start_ms, self.run_start_ms)
         budget_per_s = None
         if stage == 2 and policy.budget is not None:

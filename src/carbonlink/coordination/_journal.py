@@ -55,7 +55,17 @@ CREATE TABLE IF NOT EXISTS state (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS commands (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    issued_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    applied_ms INTEGER,
+    outcome TEXT
+);
 """
+# Another process (the API) may hold the write lock for a moment: wait, do not fail.
+BUSY_TIMEOUT_MS: Final = 5000
 
 #: Columns of :meth:`Journal.periods`.
 PERIOD_COLUMNS: Final = (
@@ -99,9 +109,11 @@ class Journal:
                 raise FileNotFoundError(f"no coordination journal {path}")
             uri = f"file:{path}?mode=ro"
             self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             # WAL: the API reads while the coordinator writes, neither blocks the other.
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
@@ -192,6 +204,46 @@ class Journal:
                 "ORDER BY active DESC, policy"
             )
         return [json.loads(summary) for (summary,) in rows]
+
+    # --- commands (from the API to the coordinator) --------------------------------------
+
+    def add_command(self, kind: str, body: Mapping[str, Any], issued_ms: int) -> int:
+        """Queue a command for the coordinator's next step; returns its id."""
+        cursor = self._db.execute(
+            "INSERT INTO commands (issued_ms, kind, body) VALUES (?, ?, ?)",
+            (issued_ms, kind, canonical_json(dict(body))),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def pending_commands(self) -> list[tuple[int, str, dict[str, Any]]]:
+        rows = self._db.execute(
+            "SELECT id, kind, body FROM commands WHERE applied_ms IS NULL ORDER BY id"
+        )
+        return [(int(i), str(kind), dict(json.loads(body))) for i, kind, body in rows]
+
+    def settle_command(self, command_id: int, applied_ms: int, outcome: str) -> None:
+        self._db.execute(
+            "UPDATE commands SET applied_ms = ?, outcome = ? WHERE id = ?",
+            (applied_ms, outcome, command_id),
+        )
+
+    def commands(self, *, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT id, issued_ms, kind, body, applied_ms, outcome FROM commands "
+            "ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [
+            {
+                "id": i,
+                "issued_ms": issued,
+                "kind": kind,
+                "body": json.loads(body),
+                "applied_ms": applied,
+                "outcome": outcome,
+            }
+            for i, issued, kind, body, applied, outcome in rows
+        ]
 
     # --- state ------------------------------------------------------------------------
 

@@ -32,12 +32,14 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 import aiomqtt
 
 from carbonlink import wire
 from carbonlink._clock import wall_clock_ms
+from carbonlink._exceptions import CarbonlinkError
 from carbonlink._mqtt import BrokerAddress, is_connection_loss, make_client, next_backoff
 from carbonlink.config import PlantConfig, Settings
 from carbonlink.coordination._cooperative import Split, shapley
@@ -47,7 +49,7 @@ from carbonlink.coordination._flows import period_transfers, relational_params
 from carbonlink.coordination._government import Government
 from carbonlink.coordination._journal import Journal, PeriodRow
 from carbonlink.coordination._params import CoordinationParams, for_plant
-from carbonlink.coordination._policy import Policy
+from carbonlink.coordination._policy import Policy, StageNumber, load_policy
 from carbonlink.coordination._shadows import ShadowBank
 from carbonlink.coordination._sharing import PeriodRecord, SharingGate
 from carbonlink.coordination._stages import StageResult
@@ -240,13 +242,77 @@ class Coordinator:
                 for plant_id, plant in self._plants.items()
             }
         self._shadows: ShadowBank | None = None
+        # Operators' stage switches from the API: (from when, stage or None = the schedule).
+        self._overrides: list[tuple[int, int | None]] = []
+        self._added_shadows: list[str] = []  # policy files added by command, by path
+        self._removed_shadows: list[str] = []
 
     def _shadow_bank(self, run_start_ms: int) -> ShadowBank | None:
-        if self._shadows is None and self._shadow_policies:
+        if self._shadows is None and (self._shadow_policies or self._added_shadows):
+            removed = set(self._removed_shadows)
+            kept = [s for s in self._shadow_policies if s.name not in removed]
             self._shadows = ShadowBank(
-                self.policy, self._shadow_policies, list(self._plants.values()), run_start_ms
+                self.policy, kept, list(self._plants.values()), run_start_ms, self.stage_at
             )
+            for path in self._added_shadows:
+                policy = load_policy(Path(path))
+                if policy.name not in removed and policy.name not in self._shadows.policies:
+                    self._shadows.add(policy, list(self._plants.values()), run_start_ms)
         return self._shadows
+
+    def stage_at(self, boundary: int, run_start: int) -> StageNumber:
+        """The policy's schedule, unless an operator switched the stage since."""
+        chosen: int | None = None
+        for at_ms, stage in sorted(self._overrides):
+            if at_ms <= boundary:
+                chosen = stage
+        if chosen is None:
+            return self.policy.stage_at(boundary, run_start)
+        return chosen  # type: ignore[return-value]  # validated to 1, 2 or 3 on arrival
+
+    def _apply_commands(self, now: int, run_start: int) -> list[tuple[int, str]]:
+        """Take in the API's queued commands; returns (id, outcome) to record."""
+        settled = []
+        for command_id, kind, body in self.journal.pending_commands():
+            try:
+                outcome = self._apply(kind, body, now, run_start)
+            except (ValueError, CarbonlinkError) as exc:
+                outcome = f"refused: {exc}"
+            log.info("coordinator: command %d (%s): %s", command_id, kind, outcome)
+            settled.append((command_id, outcome))
+        return settled
+
+    def _apply(self, kind: str, body: Mapping[str, Any], now: int, run_start: int) -> str:
+        if kind == "stage":
+            stage = body.get("stage")
+            if stage not in (1, 2, 3, None):
+                raise ValueError(f"stage must be 1, 2, 3 or null (the schedule), got {stage!r}")
+            at_ms = int(body.get("at_ms") or now)
+            self._overrides.append((at_ms, stage))
+            what = "the policy's schedule" if stage is None else f"stage {stage}"
+            return f"applied: {what} from {wire.format_timestamp(at_ms)}"
+        if kind == "add_shadow":
+            path = Path(str(body["path"]))
+            policy = load_policy(path)
+            bank = self._shadow_bank(run_start)
+            if bank is None:
+                plants = list(self._plants.values())
+                self._shadows = ShadowBank(self.policy, [], plants, run_start, self.stage_at)
+                bank = self._shadows
+            bank.add(policy, list(self._plants.values()), run_start)
+            self._added_shadows.append(str(path))
+            if policy.name in self._removed_shadows:
+                self._removed_shadows.remove(policy.name)
+            return f"applied: {policy.name} compared from {wire.format_timestamp(now)}"
+        if kind == "remove_shadow":
+            name = str(body["name"])
+            bank = self._shadow_bank(run_start)
+            if bank is None:
+                raise ValueError(f"no shadow policy {name!r}")
+            bank.remove(name)
+            self._removed_shadows.append(name)
+            return f"applied: {name} no longer compared"
+        raise ValueError(f"unknown command {kind!r}")
 
     def _snapshot(self) -> dict[str, Any]:
         return {
@@ -264,6 +330,9 @@ class Coordinator:
             "government": self._government.state(),
             "streams": {p: s.state() for p, s in self._streams.items()},
             "shadows": None if self._shadows is None else self._shadows.state(),
+            "overrides": [list(o) for o in self._overrides],
+            "added_shadows": self._added_shadows,
+            "removed_shadows": self._removed_shadows,
         }
 
     def _restore(self) -> None:
@@ -290,6 +359,9 @@ class Coordinator:
             (int(start), int(end), {p: _InForce.from_state(d) for p, d in decisions.items()})
             for start, end, decisions in state.get("unrecorded", [])
         ]
+        self._overrides = [(int(at), stage) for at, stage in state.get("overrides", [])]
+        self._added_shadows = list(state.get("added_shadows", []))
+        self._removed_shadows = list(state.get("removed_shadows", []))
         self._gate.restore(state["gate"])
         self._government.restore(state["government"])
         for plant, saved in state.get("streams", {}).items():
@@ -349,6 +421,7 @@ class Coordinator:
         boundary = self._boundary(now)
         if boundary is None:
             return []  # woke before the next grid time: nothing to do yet
+        settled = self._apply_commands(now, run_start)
         if self._last_ms is not None and self._in_force:
             self._unrecorded.append((self._last_ms, boundary, self._in_force))
         released: list[dict[str, Any]] = []
@@ -369,7 +442,7 @@ class Coordinator:
             shadow_records = self._step_shadows(start, end, data, rows[-len(records) :], run_start)
         self._unrecorded = self._unrecorded[len(due) :]
         released = [self._government.receive(body) for body in self._gate.due(now)]
-        stage = self.policy.stage_at(boundary, run_start)
+        stage = self.stage_at(boundary, run_start)
         decisions_now = self._decide(stage, boundary, run_start)
         for plant, decision in decisions_now.items():
             directive = self._directive(plant, now, decision.result, now, run_start)
@@ -384,6 +457,8 @@ class Coordinator:
             self.journal.record_periods(rows)
             if shadow_records:
                 self.journal.record_shadows(rows[-1].end_ms, shadow_records)
+            for command_id, outcome in settled:
+                self.journal.settle_command(command_id, now, outcome)
             self.journal.save_state(STATE_KEY, self._snapshot())
             self.journal.save_state(STATUS_STATE_KEY, self._status(now, stage))
         await self._publish_anchor(client, now)
@@ -643,7 +718,12 @@ class Coordinator:
             "period_s": self._period_s,
             "periods": self.periods,
             "plants": sorted(self._plants),
-            "shadows": [p.name for p in self._shadow_policies],
+            "shadows": (
+                [p for p in self._shadows.policies if p != self.policy.name]
+                if self._shadows is not None
+                else [p.name for p in self._shadow_policies]
+            ),
+            "overrides": [{"at_ms": at, "stage": stage} for at, stage in sorted(self._overrides)],
             "sharing": {
                 str(s): {
                     "level": str(rule.level),

@@ -9,7 +9,7 @@ like; the active policy's measured emissions are reported beside its replay.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from carbonlink.config import PlantConfig
@@ -31,7 +31,10 @@ class ShadowBank:
         shadows: Sequence[Policy],
         plants: Sequence[PlantConfig],
         run_start_ms: int,
+        active_stage: Callable[[int, int], int] | None = None,
     ) -> None:
+        """``active_stage`` is the stage really in force (the schedule and any operator's
+        switch); the shadows follow their own schedules."""
         names = [active.name, *(s.name for s in shadows)]
         if len(set(names)) != len(names):
             raise ValueError(f"shadow policies need names of their own: {names}")
@@ -45,12 +48,36 @@ class ShadowBank:
             )
             for policy in (active, *shadows)
         }
+        self._evaluators[active.name].stage_of = active_stage
         self._summaries = {name: RunningSummary(name) for name in self._evaluators}
         self._measured_t = 0.0
 
     @property
     def policies(self) -> list[str]:
         return list(self._evaluators)
+
+    def add(self, policy: Policy, plants: Sequence[PlantConfig], run_start_ms: int) -> None:
+        """Start comparing ``policy`` from now, from the plants' state under the active
+        policy (what happened before cannot be replayed for it)."""
+        if policy.name in self._evaluators:
+            raise ValueError(f"a policy named {policy.name!r} is already compared")
+        active = self._evaluators[self.active]
+        self._evaluators[policy.name] = PolicyEvaluator(
+            policy,
+            [PlantModel.from_config(p, policy.params) for p in plants],
+            run_start_ms,
+            x=dict(active.x),
+            keep_rows=False,
+        )
+        self._summaries[policy.name] = RunningSummary(policy.name)
+
+    def remove(self, name: str) -> None:
+        if name == self.active:
+            raise ValueError("the active policy is always compared")
+        if name not in self._evaluators:
+            raise ValueError(f"no shadow policy {name!r}")
+        del self._evaluators[name]
+        del self._summaries[name]
 
     def step(
         self,

@@ -16,10 +16,13 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from carbonlink import __version__ as _version
+from carbonlink._clock import wall_clock_ms
 from carbonlink._exceptions import CarbonlinkError
 from carbonlink.config import PlantConfig, Settings
 from carbonlink.platform._aggregate import aggregate, plant_kpis
 from carbonlink.platform._recompute import factor_set_for
+from carbonlink.platform.api._auth import ApiAccess
+from carbonlink.platform.api._control import add_control_routes
 from carbonlink.platform.api._coordination import add_coordination_routes
 from carbonlink.platform.storage import EMISSION_COLUMNS, SERIES_FIELDS, Store
 from carbonlink.wire import parse_timestamp
@@ -92,9 +95,11 @@ def create_app(
     *,
     health: HealthProvider | None = None,
     journal_path: Path | None = None,
+    clock_ms: Callable[[], int] = wall_clock_ms,
 ) -> FastAPI:
-    """The read-only API over ``store`` for the plants in ``settings``; with
-    ``journal_path``, the coordinator's ledger, decisions and shadow policies too."""
+    """The API over ``store`` for the plants in ``settings``; with ``journal_path``, the
+    coordinator's ledger, decisions and shadow policies too. Reads are open unless the
+    config says otherwise; every state-changing endpoint needs the API token."""
     app = FastAPI(
         title="carbonlink",
         version=_version,
@@ -240,8 +245,12 @@ def create_app(
         frame["co2e_t"] = frame["co2e_kg"] / 1000
         return _respond(frame, fmt)
 
+    access = ApiAccess.from_settings(settings)
+    if access.reads_need_token:
+        app.middleware("http")(access.guard_reads)
     if journal_path is not None:
         add_coordination_routes(app, journal_path, store)
+    add_control_routes(app, store, settings, access, journal_path=journal_path, clock_ms=clock_ms)
 
     @app.get(f"{API_PREFIX}/health", summary="Ingestion counters and store")
     def health_endpoint() -> dict[str, object]:
