@@ -232,6 +232,10 @@ class CoordinationConfig(StrictModel):
     read_lag_s: Duration = Field(
         default=60.0, description="A period is read this long after it ends (data in flight)"
     )
+    signing_key_env: str = Field(
+        default="CARBONLINK_LEDGER_KEY",
+        description="Env var with the key that signs reports (HMAC-SHA256); unset: unsigned",
+    )
 
 
 class ApiConfig(StrictModel):
@@ -276,6 +280,11 @@ class Settings:
 
     def journal_path(self) -> Path:
         return self.beside_config(self.services.coordination.journal)
+
+    def ledger_key(self) -> bytes | None:
+        """The report-signing key, from the variable the config names (never a file)."""
+        key = secret_from_env(self.services.coordination.signing_key_env)
+        return key.encode() if key else None
 
     def policies_dir(self) -> Path:
         """Where policy files live: beside the coordinator's default policy."""

@@ -96,3 +96,76 @@ def test_cli_verify_prints_ok_or_the_broken_report(ledger: Ledger) -> None:
     broken = runner.invoke(coordinate, ["--verify-ledger", str(ledger.path)])
     assert broken.exit_code == 1
     assert "BROKEN at report 4" in broken.output
+
+
+KEY = b"the coordinator's key"
+
+
+def _rewrite_consistently(path: Path, index: int, change: dict[str, float]) -> None:
+    """Edit one report and re-hash it and everything after it: a careful forger."""
+    from carbonlink.coordination import report_hash
+
+    db = sqlite3.connect(path)
+    rows = db.execute("SELECT idx, body, prev_hash FROM reports ORDER BY idx").fetchall()
+    prev = rows[index][2]
+    with db:
+        for idx, body_text, _ in rows[index:]:
+            body = json.loads(body_text)
+            if idx == index:
+                body |= change
+            digest = report_hash(body, prev)
+            db.execute(
+                "UPDATE reports SET body = ?, prev_hash = ?, hash = ? WHERE idx = ?",
+                (json.dumps(body, sort_keys=True), prev, digest, idx),
+            )
+            prev = digest
+    db.close()
+
+
+def test_signatures_catch_a_consistently_rewritten_chain(tmp_path: Path) -> None:
+    path = tmp_path / "signed.sqlite"
+    with Ledger(path, signing_key=KEY) as book:
+        for index in range(5):
+            book.append(report(index))
+        assert book.verify(key=KEY).ok
+    _rewrite_consistently(path, 2, {"reported_tco2e": 1.0})
+    with Ledger(path) as book:
+        assert book.verify().ok  # without the key, a consistent rewrite looks fine...
+        check = book.verify(key=KEY)
+    assert check.broken_at == 2  # ...with it, the forged report is found
+    assert "signature" in check.reason
+
+
+def test_unsigned_reports_and_wrong_keys_fail_a_keyed_check(tmp_path: Path) -> None:
+    unsigned = tmp_path / "unsigned.sqlite"
+    with Ledger(unsigned) as book:
+        book.append(report(0))
+        assert book.verify(key=KEY).reason == "report is unsigned"
+    signed = tmp_path / "signed.sqlite"
+    with Ledger(signed, signing_key=KEY) as book:
+        book.append(report(0))
+        assert not book.verify(key=b"another key").ok
+
+
+def test_cli_checks_signatures_with_the_key_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.configs import REPO_CONFIG
+
+    path = tmp_path / "signed.sqlite"
+    with Ledger(path, signing_key=KEY) as book:
+        for index in range(3):
+            book.append(report(index))
+    config = ["--config", str(REPO_CONFIG / "carbonlink.yaml")]
+    monkeypatch.delenv("CARBONLINK_LEDGER_KEY", raising=False)
+    unchecked = CliRunner().invoke(coordinate, [*config, "--verify-ledger", str(path)])
+    assert unchecked.exit_code == 0
+    assert "signatures not checked" in unchecked.output
+    monkeypatch.setenv("CARBONLINK_LEDGER_KEY", KEY.decode())
+    checked = CliRunner().invoke(coordinate, [*config, "--verify-ledger", str(path)])
+    assert checked.exit_code == 0
+    assert "every report signed" in checked.output
+    _rewrite_consistently(path, 1, {"reported_tco2e": 0.5})
+    forged = CliRunner().invoke(coordinate, [*config, "--verify-ledger", str(path)])
+    assert forged.exit_code == 1
+    assert "BROKEN at report 1" in forged.output

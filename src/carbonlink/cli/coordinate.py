@@ -29,6 +29,7 @@ from carbonlink.cli._common import (
     store_url,
     user_errors,
 )
+from carbonlink.config import CoordinationConfig, resolve_config_path, secret_from_env
 from carbonlink.coordination import (
     LEDGER_ANCHOR_TOPIC,
     Coordinator,
@@ -75,16 +76,27 @@ def _parse_anchor(text: str) -> tuple[int, str]:
     return int(index), digest
 
 
-def verify_ledger(path: Path, store: str | None, anchor: tuple[int, str] | None) -> None:
+def verify_ledger(
+    path: Path,
+    store: str | None,
+    anchor: tuple[int, str] | None,
+    key: bytes | None = None,
+    key_env: str = "",
+) -> None:
     """Print OK or the first broken report; exit 1 when anything does not hold."""
     if not path.is_file():
         raise click.BadParameter(f"no ledger file {path}", param_hint="--verify-ledger")
     with Journal.open_readonly(path) as journal:
-        check = journal.ledger.verify(anchor)
+        check = journal.ledger.verify(anchor, key=key)
         broken = not check.ok
         if check.ok:
             anchored = " and matches the anchor" if anchor is not None else ""
-            click.echo(f"OK: {check.reports} reports, chain intact{anchored}")
+            signed = (
+                ", every report signed"
+                if key is not None
+                else f" (signatures not checked: ${key_env} is unset)"
+            )
+            click.echo(f"OK: {check.reports} reports, chain intact{anchored}{signed}")
         else:
             click.echo(f"BROKEN at report {check.broken_at}: {check.reason}")
         if store is not None and check.ok:
@@ -171,8 +183,13 @@ def coordinate(
             )
         elif anchor is not None:
             anchored = _parse_anchor(anchor)
-        # Storage is checked only when named: verifying must not need a store to run.
-        verify_ledger(verify_path, store_override, anchored)
+        # Storage is checked only when named: verifying must not need a store to run, nor
+        # the deployment's config (the key's variable then has its default name).
+        key_env = CoordinationConfig().signing_key_env
+        if config_path is not None or resolve_config_path(None).is_file():
+            key_env = settings_from(config_path).services.coordination.signing_key_env
+        key = secret_from_env(key_env)
+        verify_ledger(verify_path, store_override, anchored, key.encode() if key else None, key_env)
         return
     if anchor is not None:
         raise ConfigError(None, "--anchor", "only with --verify-ledger")
@@ -185,7 +202,7 @@ def coordinate(
     address = parse_broker_url(broker or settings.services.broker.url, settings.services.broker)
     listen = parse_host_port(http) if http else None
     store = open_store(store_url(settings, store_override))
-    journal = Journal(ledger_path or settings.journal_path())
+    journal = Journal(ledger_path or settings.journal_path(), signing_key=settings.ledger_key())
     service = Coordinator(
         settings,
         store,

@@ -102,7 +102,9 @@ class PeriodRow:
 class Journal:
     """The coordinator's file: ``ledger`` (reports) plus periods, shadows and state."""
 
-    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+    def __init__(
+        self, path: Path, *, readonly: bool = False, signing_key: bytes | None = None
+    ) -> None:
         self.path = path
         if readonly:
             if not path.is_file():
@@ -281,6 +283,7 @@ class _ReadonlyLedger(Ledger):
     def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
         # Skips Ledger.__init__: creating the table would be a write.
         self.path = path
+        self.signing_key = None
         self._owned = False
         self._db = connection
 

@@ -13,6 +13,7 @@ reproducible from what the platform stored.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
 import sqlite3
@@ -141,6 +142,11 @@ def canonical_json(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
+def sign(key: bytes, digest: str) -> str:
+    """HMAC-SHA256 of a report's hash: only the key's holder can make it."""
+    return hmac.new(key, digest.encode(), hashlib.sha256).hexdigest()
+
+
 def report_hash(body: Mapping[str, Any], prev_hash: str) -> str:
     text = canonical_json({"body": body, "prev_hash": prev_hash})
     return hashlib.sha256(text.encode()).hexdigest()
@@ -154,8 +160,16 @@ class Ledger:
     report and the state that produced it commit in one transaction.
     """
 
-    def __init__(self, path: Path, connection: sqlite3.Connection | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        connection: sqlite3.Connection | None = None,
+        *,
+        signing_key: bytes | None = None,
+    ) -> None:
+        """``signing_key``: sign every report appended (HMAC-SHA256 of its hash)."""
         self.path = path
+        self.signing_key = signing_key
         self._owned = connection is None
         if connection is None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -163,6 +177,9 @@ class Ledger:
             connection.execute("PRAGMA journal_mode=WAL")
         self._db = connection
         self._db.execute(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(reports)")}
+        if "signature" not in columns:  # a ledger from before signatures
+            self._db.execute("ALTER TABLE reports ADD COLUMN signature TEXT")
 
     def close(self) -> None:
         if self._owned:
@@ -187,9 +204,10 @@ class Ledger:
             raise ValueError(f"transfers must sum to zero, got {imbalance:g}")
         index, prev = self.head()
         digest = report_hash(body, prev)
+        signature = None if self.signing_key is None else sign(self.signing_key, digest)
         self._db.execute(
-            "INSERT INTO reports (idx, body, prev_hash, hash) VALUES (?, ?, ?, ?)",
-            (index, canonical_json(body), prev, digest),
+            "INSERT INTO reports (idx, body, prev_hash, hash, signature) VALUES (?, ?, ?, ?, ?)",
+            (index, canonical_json(body), prev, digest, signature),
         )
         return digest
 
@@ -215,13 +233,17 @@ class Ledger:
     def __len__(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM reports").fetchone()[0])
 
-    def verify(self, anchor: tuple[int, str] | None = None) -> LedgerCheck:
+    def verify(
+        self, anchor: tuple[int, str] | None = None, *, key: bytes | None = None
+    ) -> LedgerCheck:
         """Walk the chain from the start; stop at the first report that does not fit.
 
         ``anchor`` is a head (next index, hash of the last report) published earlier: the
-        chain must still contain that report, unchanged, or reports were removed.
+        chain must still contain that report, unchanged, or reports were removed. With
+        ``key`` every report must carry its signature: a chain rewritten from an edited
+        report on, consistently hashed, still fails without the key.
         """
-        check = self._walk()
+        check = self._walk(key)
         if anchor is None or not check.ok:
             return check
         next_index, head_hash = anchor
@@ -241,11 +263,13 @@ class Ledger:
             )
         return check
 
-    def _walk(self) -> LedgerCheck:
-        rows = self._db.execute("SELECT idx, body, prev_hash, hash FROM reports ORDER BY idx")
+    def _walk(self, key: bytes | None) -> LedgerCheck:
+        rows = self._db.execute(
+            "SELECT idx, body, prev_hash, hash, signature FROM reports ORDER BY idx"
+        )
         prev = GENESIS_HASH
         count = 0
-        for expected, (index, body_text, prev_hash, digest) in enumerate(rows):
+        for expected, (index, body_text, prev_hash, digest, signature) in enumerate(rows):
             count += 1
             if index != expected:
                 return LedgerCheck(count, expected, f"report {expected} is missing")
@@ -257,6 +281,13 @@ class Ledger:
                 return LedgerCheck(count, index, "body is not valid JSON")
             if report_hash(body, prev_hash) != digest:
                 return LedgerCheck(count, index, "body was edited: its hash does not match")
+            if key is not None and (
+                signature is None or not hmac.compare_digest(signature, sign(key, digest))
+            ):
+                reason = "unsigned" if signature is None else "signature does not match the key"
+                return LedgerCheck(
+                    count, index, f"report is {reason}" if signature is None else reason
+                )
             transfers = body.get("transfers", {}) if isinstance(body, dict) else {}
             if abs(math.fsum(float(v) for v in transfers.values())) > BALANCE_TOLERANCE:
                 return LedgerCheck(count, index, "transfers do not sum to zero")
