@@ -169,3 +169,20 @@ def test_cli_checks_signatures_with_the_key_from_the_environment(
     forged = CliRunner().invoke(coordinate, [*config, "--verify-ledger", str(path)])
     assert forged.exit_code == 1
     assert "BROKEN at report 1" in forged.output
+
+
+def test_a_ledger_from_before_signatures_still_verifies(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)  # the layout before the signature column
+    db.execute("CREATE TABLE reports (idx INTEGER PRIMARY KEY, body TEXT NOT NULL, "
+               "prev_hash TEXT NOT NULL, hash TEXT NOT NULL)")  # fmt: skip
+    db.commit()
+    db.close()
+    from carbonlink.coordination import Journal
+
+    with Journal.open_readonly(path) as journal:
+        assert journal.ledger.verify().ok
+        assert journal.ledger.verify(key=KEY).ok  # nothing to check: no reports
+    with Ledger(path, signing_key=KEY) as book:  # a writer adds the column
+        book.append(report(0))
+        assert book.verify(key=KEY).ok

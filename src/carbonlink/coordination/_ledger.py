@@ -264,8 +264,11 @@ class Ledger:
         return check
 
     def _walk(self, key: bytes | None) -> LedgerCheck:
+        # A ledger from before signatures, opened read-only, cannot gain the column.
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(reports)")}
+        signature_column = "signature" if "signature" in columns else "NULL"
         rows = self._db.execute(
-            "SELECT idx, body, prev_hash, hash, signature FROM reports ORDER BY idx"
+            f"SELECT idx, body, prev_hash, hash, {signature_column} FROM reports ORDER BY idx"
         )
         prev = GENESIS_HASH
         count = 0
