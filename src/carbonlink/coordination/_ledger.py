@@ -266,10 +266,12 @@ class Ledger:
     def _walk(self, key: bytes | None) -> LedgerCheck:
         # A ledger from before signatures, opened read-only, cannot gain the column.
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(reports)")}
-        signature_column = "signature" if "signature" in columns else "NULL"
-        rows = self._db.execute(
-            f"SELECT idx, body, prev_hash, hash, {signature_column} FROM reports ORDER BY idx"
+        query = (
+            "SELECT idx, body, prev_hash, hash, signature FROM reports ORDER BY idx"
+            if "signature" in columns
+            else "SELECT idx, body, prev_hash, hash, NULL FROM reports ORDER BY idx"
         )
+        rows = self._db.execute(query)
         prev = GENESIS_HASH
         count = 0
         for expected, (index, body_text, prev_hash, digest, signature) in enumerate(rows):
