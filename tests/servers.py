@@ -13,6 +13,7 @@ import pwd
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -326,7 +327,8 @@ class MosquittoServer(_Server):
 
 
 class InfluxDBServer(_Server):
-    """A private InfluxDB 1.x server, spoken to over its HTTP API."""
+    """A private InfluxDB 1.x server, spoken to over its HTTP API (HTTPS with ``tls``:
+    (certificate, private key, CA bundle) files)."""
 
     name = "influxdb"
     binary = "influxd"
@@ -337,15 +339,25 @@ class InfluxDBServer(_Server):
         directory: Path | str,
         port: int | None = None,
         extra_config: Sequence[str] = (),
+        tls: tuple[Path, Path, Path] | None = None,
     ) -> None:
         super().__init__(directory, port)
         # InfluxDB also listens on a port for backup/restore; it must be private too.
         self.rpc_port = free_port()
         self.extra_config = list(extra_config)
         self.config_path = self.directory / "influxdb.conf"
+        self.tls = tls
+        if tls is not None:
+            self.scheme = "https"
+
+    @property
+    def _verify(self) -> ssl.SSLContext | bool:
+        # The harness trusts the test CA, never "no verification".
+        return ssl.create_default_context(cafile=self.tls[2]) if self.tls is not None else True
 
     def store_url(self, database: str) -> str:
-        return f"influxdb://{HOST}:{self._port}/{database}"
+        scheme = "influxdb+https" if self.tls is not None else "influxdb"
+        return f"{scheme}://{HOST}:{self._port}/{database}"
 
     def create_database(self, name: str) -> None:
         self.query("", f'CREATE DATABASE "{name}"')
@@ -383,7 +395,9 @@ class InfluxDBServer(_Server):
 
     def _post(self, path: str, **kwargs: Any) -> httpx.Response:
         # trust_env=False: an HTTP(S)_PROXY in the environment must not capture localhost.
-        with httpx.Client(base_url=self.url, timeout=HTTP_TIMEOUT_S, trust_env=False) as client:
+        with httpx.Client(
+            base_url=self.url, timeout=HTTP_TIMEOUT_S, trust_env=False, verify=self._verify
+        ) as client:
             return client.post(path, **kwargs)
 
     def _write_config(self) -> list[str]:
@@ -400,6 +414,15 @@ class InfluxDBServer(_Server):
             "[http]",
             f'  bind-address = "{HOST}:{self._port}"',
             "  log-enabled = false",
+            *(
+                [
+                    "  https-enabled = true",
+                    f'  https-certificate = "{self.tls[0]}"',
+                    f'  https-private-key = "{self.tls[1]}"',
+                ]
+                if self.tls is not None
+                else []
+            ),
             "[monitor]",
             "  store-enabled = false",
             *self.extra_config,
@@ -413,7 +436,9 @@ class InfluxDBServer(_Server):
 
     def _is_ready(self) -> bool:
         try:
-            with httpx.Client(timeout=CONNECT_TIMEOUT_S, trust_env=False) as client:
+            with httpx.Client(
+                timeout=CONNECT_TIMEOUT_S, trust_env=False, verify=self._verify
+            ) as client:
                 return client.get(f"{self.url}/ping").status_code == httpx.codes.NO_CONTENT
         except httpx.HTTPError:
             return False

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ssl
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
@@ -13,6 +12,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from carbonlink._exceptions import ConfigError
+from carbonlink._tls import client_context
 from carbonlink.config import BrokerConfig, secret_from_env
 
 DEFAULT_PORT: Final = 1883
@@ -83,7 +83,7 @@ def make_client(
         clean_start=clean_session if mqtt5 else MQTT_CLEAN_START_FIRST_ONLY,
         will=will,
         keepalive=KEEPALIVE_S,
-        tls_context=ssl.create_default_context() if broker.tls else None,
+        tls_context=client_context() if broker.tls else None,
         timeout=10,
         properties=properties,
     )

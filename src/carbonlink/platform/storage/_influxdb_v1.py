@@ -8,6 +8,7 @@ timestamp, so writing the same reading again overwrites it: idempotent by design
 from __future__ import annotations
 
 import math
+import ssl
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -15,6 +16,7 @@ import httpx
 import pandas as pd
 
 from carbonlink._exceptions import StoreError
+from carbonlink._tls import client_context
 from carbonlink.platform.storage._base import (
     ACTIVITY_COLUMNS,
     ACTIVITY_FIELDS,
@@ -81,7 +83,9 @@ class InfluxDBV1Store:
         self.database = database
         auth = {"u": username, "p": password} if username else {}
         self._params: dict[str, str] = {k: v for k, v in auth.items() if v is not None}
-        self._http = httpx.Client(base_url=base_url, timeout=timeout_s)
+        # Verify against $CARBONLINK_CA_FILE when named, like every other connection.
+        verify: ssl.SSLContext | bool = client_context() if base_url.startswith("https") else True
+        self._http = httpx.Client(base_url=base_url, timeout=timeout_s, verify=verify)
         self._influxql(f'CREATE DATABASE "{database}"', method="POST")
 
     def write(self, readings: Sequence[StoredReading]) -> None:

@@ -18,6 +18,7 @@ from influxdb_client.rest import ApiException
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
 from carbonlink._exceptions import StoreError
+from carbonlink._tls import ca_file
 from carbonlink.platform.storage._base import (
     ACTIVITY_COLUMNS,
     ACTIVITY_FIELDS,
@@ -59,7 +60,12 @@ class InfluxDBV2Store:
         self.bucket = bucket
         self.org = org
         self._client = InfluxDBClient(
-            url=base_url, token=token or "", org=org, timeout=int(timeout_s * 1000)
+            url=base_url,
+            token=token or "",
+            org=org,
+            timeout=int(timeout_s * 1000),
+            # Verify against $CARBONLINK_CA_FILE when named, like every other connection.
+            ssl_ca_cert=ca_file(),
         )
         self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
         self._query_api = self._client.query_api()
