@@ -155,3 +155,24 @@ def test_services_refuse_a_broken_config_at_startup(config_dir: Path, command: l
         "Input should be a valid string"
     )
     assert "Traceback" not in done.stderr
+
+
+def test_secrets_come_from_a_dotenv_file_and_the_environment_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`carbonlink --env-file` (default ./.env) fills what the environment does not set."""
+    import os
+
+    from click.testing import CliRunner
+
+    from carbonlink.cli import main
+
+    env_file = tmp_path / "secrets.env"
+    env_file.write_text("CARBONLINK_LEDGER_KEY=from-the-file\nCARBONLINK_API_TOKEN=file-token\n")
+    monkeypatch.setenv("CARBONLINK_API_TOKEN", "from-the-environment")
+    monkeypatch.delenv("CARBONLINK_LEDGER_KEY", raising=False)
+    result = CliRunner().invoke(main, ["--env-file", str(env_file), "factors", "list"])
+    assert result.exit_code == 0, result.output
+    assert os.environ["CARBONLINK_LEDGER_KEY"] == "from-the-file"
+    assert os.environ["CARBONLINK_API_TOKEN"] == "from-the-environment"
+    monkeypatch.delenv("CARBONLINK_LEDGER_KEY")

@@ -26,7 +26,7 @@ from tests.configs import REPO_CONFIG
 from tests.coordination.recording import HOUR, START_MS, flat_settings, record
 from tests.servers import MosquittoServer
 
-TOKEN: Final = "s3cret-token-for-tests"  # noqa: S105 (a test's value, not a secret)
+TOKEN: Final = "s3cret-token-for-tests"
 QUARTER: Final = HOUR // 4
 
 
