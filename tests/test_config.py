@@ -152,7 +152,7 @@ def test_services_refuse_a_broken_config_at_startup(config_dir: Path, command: l
     assert done.returncode == 2
     assert done.stderr.strip() == (
         f"carbonlink: error: {config_dir / 'plants/cement-01.yaml'}: meters[0].unit: "
-        "Input should be a valid string"
+        "Input should be a valid string (got 5)"
     )
     assert "Traceback" not in done.stderr
 

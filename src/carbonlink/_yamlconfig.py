@@ -76,11 +76,21 @@ def validate_model(model: type[ModelT], data: object, path: str | Path | None) -
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         first = errors[0]
-        problem = first["msg"]
+        problem = first["msg"] + _given(first.get("input"))
         if len(errors) > 1:
             others = "; ".join(f"{dotted_key(e['loc'])}: {e['msg']}" for e in errors[1:4])
             problem += f" (also: {others})"
         raise ConfigError(path, dotted_key(first["loc"]), problem) from exc
+
+
+GIVEN_MAX_CHARS = 60
+
+
+def _given(value: object) -> str:
+    """The offending value, when it is short enough to quote: "(got 'meltdown')"."""
+    if isinstance(value, bool | int | float | str) and len(repr(value)) <= GIVEN_MAX_CHARS:
+        return f" (got {value!r})"
+    return ""
 
 
 def load_yaml_model(path: Path, model: type[ModelT]) -> ModelT:

@@ -239,7 +239,8 @@ def _decode_sample(raw: object) -> Sample:
     if "ts" not in raw or "value" not in raw:
         raise RejectedReading(Reason.BAD_SCHEMA, "sample needs `ts` and `value`")
     quality = raw.get("q", "measured")
-    if quality not in QUALITIES:
+    # Test the type first: `[] in QUALITIES` would raise TypeError (unhashable), not refuse.
+    if not isinstance(quality, str) or quality not in QUALITIES:
         raise RejectedReading(
             Reason.BAD_QUALITY, f"q={quality!r}, expected one of {sorted(QUALITIES)}"
         )
@@ -333,7 +334,7 @@ def _telemetry_reading(
         raise RejectedReading(Reason.BAD_SCHEMA, "meter and unit must be strings")
     if isinstance(dur_ms, bool) or not isinstance(dur_ms, int) or dur_ms <= 0:
         raise RejectedReading(Reason.BAD_SCHEMA, f"dur_ms must be a positive integer: {dur_ms!r}")
-    if quality not in QUALITIES:
+    if not isinstance(quality, str) or quality not in QUALITIES:
         raise RejectedReading(Reason.BAD_QUALITY, f"q={quality!r}")
     return Reading(meter, parse_timestamp(ts), _number(value, "value"), unit, dur_ms, str(quality))
 
