@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import pandas as pd
 from fastapi import FastAPI, Query, Request
@@ -24,6 +24,7 @@ from carbonlink.platform._recompute import factor_set_for
 from carbonlink.platform.api._auth import ApiAccess
 from carbonlink.platform.api._control import add_control_routes
 from carbonlink.platform.api._coordination import add_coordination_routes
+from carbonlink.platform.api._parameters import plant_parameter
 from carbonlink.platform.storage import EMISSION_COLUMNS, SERIES_FIELDS, Store
 from carbonlink.wire import parse_timestamp
 
@@ -43,6 +44,14 @@ FactorVersion = Annotated[
     Query(description="Factor set version [default: the version the plant's config names]"),
 ]
 WindowName = Annotated[Literal["1m", "15m", "1h", "1d"], Query(description="Window length")]
+# What the OpenAPI document says a table endpoint can answer: JSON records or CSV.
+TABLE: Final[dict[int | str, dict[str, Any]]] = {
+    200: {
+        "description": "JSON records, or CSV with ?format=csv",
+        "content": {"application/json": {}, "text/csv": {"schema": {"type": "string"}}},
+    }
+}
+PLANT_TABLE: Final = TABLE | {404: {"description": "No such plant: the known ones are named"}}
 
 
 class ParameterError(Exception):
@@ -107,6 +116,8 @@ def create_app(
     )
     # The current factor set of each plant, read once: queries default to it.
     current = {p: factor_set_for(settings, p) for p in settings.plants}
+    # The document lists the configured plants; another id still gets a 404 naming them.
+    plant_path = plant_parameter(settings)
 
     def plant_config(plant: str) -> PlantConfig:
         config = settings.plants.get(plant)
@@ -134,7 +145,7 @@ def create_app(
         detail = [{"loc": ["query", exc.parameter], "msg": exc.problem, "type": "value_error"}]
         return JSONResponse({"detail": detail}, status_code=422)
 
-    @app.get(f"{API_PREFIX}/plants", summary="Configured plants")
+    @app.get(f"{API_PREFIX}/plants", summary="Configured plants", responses=TABLE)
     def plants(fmt: Format = "json") -> Response:
         rows = [
             {
@@ -151,15 +162,23 @@ def create_app(
         ]
         return _respond(pd.DataFrame(rows), fmt)
 
-    @app.get(f"{API_PREFIX}/plants/{{plant}}/meters", summary="Meters of one plant")
-    def meters(plant: str, fmt: Format = "json") -> Response:
+    @app.get(
+        f"{API_PREFIX}/plants/{{plant}}/meters",
+        summary="Meters of one plant",
+        responses=PLANT_TABLE,
+    )
+    def meters(plant: str = plant_path, fmt: Format = "json") -> Response:
         config = plant_config(plant)
         rows = [{"plant": plant} | m.model_dump(mode="json") for m in config.meters]
         return _respond(pd.DataFrame(rows), fmt)
 
-    @app.get(f"{API_PREFIX}/plants/{{plant}}/series", summary="Stored points of one field")
+    @app.get(
+        f"{API_PREFIX}/plants/{{plant}}/series",
+        summary="Stored points of one field",
+        responses=PLANT_TABLE,
+    )
     def series(
-        plant: str,
+        plant: str = plant_path,
         field: Annotated[str, Query(description=f"One of {', '.join(SERIES_FIELDS)}")] = (
             "co2e_kg"
         ),
@@ -187,9 +206,10 @@ def create_app(
     @app.get(
         f"{API_PREFIX}/plants/{{plant}}/windows",
         summary="Sums per UTC window (start-labelled, left-closed)",
+        responses=PLANT_TABLE,
     )
     def windows(
-        plant: str,
+        plant: str = plant_path,
         window: WindowName = "15m",
         by: Literal["total", "source", "scope", "meter"] = "total",
         start: Time = None,
@@ -201,9 +221,13 @@ def create_app(
         emissions = plant_emissions(plant, _range(start, end), factor_version)
         return _respond(aggregate(emissions, by, window), fmt)
 
-    @app.get(f"{API_PREFIX}/plants/{{plant}}/kpis", summary="Carbon and energy KPIs")
+    @app.get(
+        f"{API_PREFIX}/plants/{{plant}}/kpis",
+        summary="Carbon and energy KPIs",
+        responses=PLANT_TABLE,
+    )
     def kpis(
-        plant: str,
+        plant: str = plant_path,
         start: Time = None,
         end: Time = None,
         factor_version: FactorVersion = None,
@@ -221,7 +245,9 @@ def create_app(
         } | plant_kpis(config, emissions, activity).as_record()
         return _respond(pd.DataFrame([record]), fmt)
 
-    @app.get(f"{API_PREFIX}/totals", summary="Totals across plants, current factor sets")
+    @app.get(
+        f"{API_PREFIX}/totals", summary="Totals across plants, current factor sets", responses=TABLE
+    )
     def totals(
         by: Literal["plant", "scope", "source"] = "plant",
         window: Annotated[

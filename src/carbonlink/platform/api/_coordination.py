@@ -34,6 +34,19 @@ COORDINATION_PREFIX: Final = "/api/v1/coordination"
 DEFAULT_LEDGER_LIMIT: Final = 200
 MAX_LEDGER_LIMIT: Final = 10_000
 Format = Annotated[str, Query(alias="format", pattern="^(json|csv)$")]
+# Every endpoint answers 503 until a coordinator has written the journal.
+NOT_YET: Final[dict[int | str, dict[str, Any]]] = {
+    503: {"description": "No coordination journal yet: the reason says where it was looked for"}
+}
+JSON: Final[dict[int | str, dict[str, Any]]] = NOT_YET | {
+    200: {"content": {"application/json": {}}}
+}
+TABLE: Final[dict[int | str, dict[str, Any]]] = NOT_YET | {
+    200: {
+        "description": "JSON, or CSV with ?format=csv",
+        "content": {"application/json": {}, "text/csv": {"schema": {"type": "string"}}},
+    }
+}
 
 
 def _json(data: object) -> Response:
@@ -68,7 +81,11 @@ def add_coordination_routes(app: FastAPI, journal_path: Path, store: Store | Non
         finally:
             opened.close()
 
-    @app.get(f"{COORDINATION_PREFIX}/status", summary="Coordinator: policy, stage, estimates")
+    @app.get(
+        f"{COORDINATION_PREFIX}/status",
+        summary="Coordinator: policy, stage, estimates",
+        responses=JSON,
+    )
     def status() -> Response:
         with journal() as book:
             state = book.load_state(STATUS_STATE_KEY)
@@ -79,9 +96,14 @@ def add_coordination_routes(app: FastAPI, journal_path: Path, store: Store | Non
         state["ledger"] = {"reports": reports, "next_index": head[0], "head": head[1]}
         return _json(state)
 
-    @app.get(f"{COORDINATION_PREFIX}/ledger", summary="Reports to the government, hash-chained")
+    @app.get(
+        f"{COORDINATION_PREFIX}/ledger",
+        summary="Reports to the government, hash-chained",
+        responses=TABLE,
+    )
     def ledger(
-        since: Annotated[int, Query(ge=0, description="First report index")] = 0,
+        # Bounded: SQLite integers are 64-bit, and a larger index would be a 500, not a 422.
+        since: Annotated[int, Query(ge=0, le=2**62, description="First report index")] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_LEDGER_LIMIT)] = DEFAULT_LEDGER_LIMIT,
         plant: str | None = None,
         newest: Annotated[bool, Query(description="The newest `limit` reports")] = False,
@@ -103,7 +125,11 @@ def add_coordination_routes(app: FastAPI, journal_path: Path, store: Store | Non
             return Response(pd.DataFrame(rows).to_csv(index=False), media_type="text/csv")
         return _json(entries)
 
-    @app.get(f"{COORDINATION_PREFIX}/ledger/verify", summary="Check the chain (and storage)")
+    @app.get(
+        f"{COORDINATION_PREFIX}/ledger/verify",
+        summary="Check the chain (and storage)",
+        responses=JSON | {400: {"description": "Asked to check storage, but no store here"}},
+    )
     def verify(
         against_store: Annotated[
             bool, Query(description="Also re-derive every report from storage")
@@ -128,7 +154,11 @@ def add_coordination_routes(app: FastAPI, journal_path: Path, store: Store | Non
                 result["ok"] = check.ok and not any(not m.late for m in mismatches)
         return _json(result)
 
-    @app.get(f"{COORDINATION_PREFIX}/periods", summary="Decisions and estimates per period")
+    @app.get(
+        f"{COORDINATION_PREFIX}/periods",
+        summary="Decisions and estimates per period",
+        responses=TABLE,
+    )
     def periods(
         plant: str | None = None,
         limit: Annotated[int | None, Query(ge=1, le=MAX_LEDGER_LIMIT)] = None,
@@ -141,7 +171,11 @@ def add_coordination_routes(app: FastAPI, journal_path: Path, store: Store | Non
             return Response(frame.to_csv(index=False), media_type="text/csv")
         return _json(frame.to_dict("records"))
 
-    @app.get(f"{COORDINATION_PREFIX}/transfers", summary="Transfers per report, and running totals")
+    @app.get(
+        f"{COORDINATION_PREFIX}/transfers",
+        summary="Transfers per report, and running totals",
+        responses=JSON,
+    )
     def transfers(plant: str | None = None) -> Response:
         """In time order: reports reach the ledger when their sharing delay has passed,
         so a stage-1 total can follow stage-3 reports of later windows there."""
@@ -167,7 +201,11 @@ def add_coordination_routes(app: FastAPI, journal_path: Path, store: Store | Non
             rows.append(row)
         return _json({"rows": rows, "totals": totals, "balance": sum(totals.values())})
 
-    @app.get(f"{COORDINATION_PREFIX}/shadows", summary="Active policy versus shadow policies")
+    @app.get(
+        f"{COORDINATION_PREFIX}/shadows",
+        summary="Active policy versus shadow policies",
+        responses=JSON,
+    )
     def shadows(
         history: Annotated[bool, Query(description="Every step, not only the latest")] = False,
     ) -> Response:
