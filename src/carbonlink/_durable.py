@@ -27,11 +27,16 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 
 class DurableQueueError(CarbonlinkError):
-    """The queue file cannot be written (disk full, permissions, corruption)."""
+    """The queue file cannot be written (disk full, permissions, corruption).
 
-    def __init__(self, path: Path, problem: str) -> None:
+    ``full`` says the disk (or the file's size limit) is full: the one case the
+    configured outbox policy applies to, as a full outbox would.
+    """
+
+    def __init__(self, path: Path, problem: str, *, full: bool = False) -> None:
         self.path = path
         self.problem = problem
+        self.full = full
         super().__init__(f"{path}: {problem}")
 
 
@@ -119,5 +124,6 @@ class DurableQueue:
                     self._db.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
-                raise DurableQueueError(self.path, str(exc)) from exc
+                full = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+                raise DurableQueueError(self.path, str(exc), full=full) from exc
             return result

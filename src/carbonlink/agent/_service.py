@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 STATUS_INTERVAL_S: Final = 10.0
 OUTBOX_FULL: Final = "outbox_full"
 OUTBOX_UNWRITABLE: Final = "outbox_unwritable"
+# On a full disk, drop_oldest frees at least this many readings' pages at once: freeing
+# exactly what one message needs would hit the wall again on the next message.
+DISK_FULL_DROP_MIN: Final = 1000
 _SEQ_KEY: Final = "seq"
 _COUNTER_KEY_PREFIX: Final = "counter:"
 
@@ -194,12 +197,14 @@ class Agent:
         if not accepted and not meta:
             return  # nothing to keep: spare the disk a transaction
         try:
-            self._outbox.append([_encode_reading(r) for r in accepted], meta)
+            self._commit(accepted, meta)
         except DurableQueueError as exc:
-            log.error("agent %s: outbox unwritable, readings refused: %s", self.plant.id, exc)
+            # Refused with the reason, dead-lettered, counted: accounted for, not lost.
+            reason = OUTBOX_FULL if exc.full else OUTBOX_UNWRITABLE
+            detail = f"disk full: {exc.problem}" if exc.full else exc.problem
+            log.error("agent %s: outbox %s, readings refused: %s", self.plant.id, reason, exc)
             for reading in accepted:
-                error = RejectedReading(OUTBOX_UNWRITABLE, exc.problem, meter=reading.meter)
-                self._reject(topic, error, payload)
+                self._reject(topic, RejectedReading(reason, detail, meter=reading.meter), payload)
             return
         for reading in accepted:
             self.counters.accepted += 1
@@ -209,6 +214,21 @@ class Agent:
                 self.co2e_kg += factor.co2e_kg_per_unit * reading.value
         if accepted:
             self._appended.set()
+
+    def _commit(self, readings: list[wire.Reading], meta: dict[str, str]) -> None:
+        """Append to the outbox. A full disk gets the configured policy, as a full outbox
+        does: ``drop_oldest`` discards the oldest unsent readings and tries once more
+        (deleting needs disk too, so on a truly full disk this can fail as well)."""
+        items = [_encode_reading(r) for r in readings]
+        try:
+            self._outbox.append(items, meta)
+        except DurableQueueError as exc:
+            if not exc.full or self.config.outbox_full_policy is not OutboxFullPolicy.DROP_OLDEST:
+                raise
+            dropped = self._outbox.drop_oldest(max(len(items), DISK_FULL_DROP_MIN))
+            self.counters.dropped_oldest += dropped
+            log.error("agent %s: disk full, dropped the %d oldest readings", self.plant.id, dropped)
+            self._outbox.append(items, meta)
 
     def _make_room(
         self, topic: str, payload: bytes, readings: list[wire.Reading]
