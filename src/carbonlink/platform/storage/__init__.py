@@ -22,7 +22,9 @@ from carbonlink.platform.storage._base import (
     EMISSIONS_MEASUREMENT,
     SERIES_FIELDS,
     Emission,
+    EmissionTags,
     Store,
+    StoredBatch,
     StoredReading,
 )
 from carbonlink.platform.storage._influxdb_v1 import InfluxDBV1Store
@@ -42,10 +44,12 @@ __all__ = [
     "INFLUXDB_TOKEN_ENV",
     "SERIES_FIELDS",
     "Emission",
+    "EmissionTags",
     "InfluxDBV1Store",
     "InfluxDBV2Store",
     "SqliteStore",
     "Store",
+    "StoredBatch",
     "StoredReading",
     "open_store",
 ]
