@@ -34,6 +34,8 @@ from carbonlink.platform.storage._base import EMISSION_NUMBERS, FloatMatrix
 from carbonlink.wire import Reason
 
 _INTEGER_TYPES = frozenset({int})
+# Up to this many rows, emissions are computed in plain Python rather than numpy.
+SMALL_MESSAGE_ROWS = 16
 _NUMBER_TYPES = frozenset({int, float})
 
 
@@ -73,6 +75,11 @@ class _PlantTable:
     index: dict[str, int]
     per_unit: FloatMatrix  # row per meter, one column per EMISSION_NUMBERS; zero: none
     tags: tuple[EmissionTags | None, ...]
+    # Amounts up to this give finite emissions with any factor of the plant (half the
+    # float range, for rounding); larger ones take the row path, which refuses the few
+    # that overflow.
+    max_amount: float
+    per_unit_rows: tuple[tuple[float, ...], ...]  # per_unit as Python floats
 
 
 class Ingestor:
@@ -113,6 +120,8 @@ class Ingestor:
             {meter.id: row for row, meter in enumerate(plant.meters)},
             per_unit,
             tuple(meters[m.id].tags for m in plant.meters),
+            float(np.finfo(np.float64).max / max(1.0, float(per_unit.max())) / 2),
+            tuple(tuple(row) for row in per_unit.tolist()),
         )
 
     @classmethod
@@ -171,22 +180,36 @@ class Ingestor:
             return None
         if ts and (min(ts) < 0 or max(ts) >= wire.MAX_EPOCH_MS or min(durations) <= 0):
             return None
-        try:
-            amounts = np.array(values, dtype=np.float64)
-        except OverflowError:
-            return None
-        if not np.isfinite(amounts).all() or (amounts < 0).any():
-            return None
         rows = [table.index[m] for m in meters]
-        with np.errstate(over="ignore"):
+        if len(rows) <= SMALL_MESSAGE_ROWS:
+            # numpy's fixed cost per call outweighs its speed on a handful of rows; the
+            # products are the same IEEE multiplications either way.
+            try:
+                floats = [float(v) for v in values]
+            except OverflowError:
+                return None
+            if not all(0 <= v <= table.max_amount for v in floats):  # NaN fails too
+                return None
+            per_unit = table.per_unit_rows
+            numbers = np.array(
+                [[v * f for f in per_unit[r]] for v, r in zip(floats, rows, strict=True)],
+                dtype=np.float64,
+            ).reshape(len(rows), len(EMISSION_NUMBERS))
+        else:
+            try:
+                amounts = np.array(values, dtype=np.float64)
+            except OverflowError:
+                return None
+            # NaN fails both comparisons; the upper bound keeps every product finite.
+            if not (amounts.min() >= 0 and amounts.max() <= table.max_amount):
+                return None
             numbers = amounts[:, np.newaxis] * table.per_unit[rows]
-        if not np.isfinite(numbers).all():
-            return None
+            floats = amounts.tolist()
         return StoredBatch(
             plant=[table.plant.id] * len(rows),
             meter=meters,
             ts_ms=ts,
-            value=amounts.tolist(),
+            value=floats,
             unit=units,
             duration_ms=durations,
             quality=qualities,

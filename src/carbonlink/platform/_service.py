@@ -120,6 +120,8 @@ class Platform:
         self._intake: deque[_Received] = deque()
         self._intake_readings = 0
         self._intake_ready = asyncio.Event()
+        self._max_readings = self.config.queue_max_readings
+        self._max_messages = self.config.queue_max_messages
         self._client: ConsumerClient | None = None
         self._rejections = Rejections("platform", log, self.counters.rejected)
         self._spill_waiting = asyncio.Event()
@@ -189,20 +191,17 @@ class Platform:
 
     def _hold_back(self) -> None:
         """Stop reading the socket while the intake is full; the broker keeps the rest."""
-        config = self.config
         if (
-            self._intake_readings >= config.queue_max_readings
-            or len(self._intake) >= config.queue_max_messages
+            self._intake_readings >= self._max_readings or len(self._intake) >= self._max_messages
         ) and self._client is not None:
             self._client.pause()
 
     def _let_in(self) -> None:
-        config = self.config
         if (
             self._client is not None
             and self._client.paused
-            and self._intake_readings < config.queue_max_readings // 2
-            and len(self._intake) < config.queue_max_messages // 2
+            and self._intake_readings < self._max_readings // 2
+            and len(self._intake) < self._max_messages // 2
         ):
             self._client.resume()
 
