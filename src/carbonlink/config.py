@@ -214,6 +214,9 @@ class MqttVersion(StrEnum):
 class PlatformConfig(StrictModel):
     store: str = "sqlite:///../var/carbonlink.sqlite"
     write_batch_max: int = Field(default=10_000, ge=1, description="Readings per store write")
+    write_concurrency: int = Field(
+        default=2, ge=1, le=16, description="Store writes in flight at once"
+    )
     # Both bounds count what is received but not yet acknowledged (queued or being
     # written); past either, the platform stops reading its socket and the broker holds
     # the rest, so memory stays bounded whatever the load.

@@ -125,9 +125,12 @@ class Platform:
         self._client: ConsumerClient | None = None
         self._rejections = Rejections("platform", log, self.counters.rejected)
         self._spill_waiting = asyncio.Event()
-        # One thread owns every store call: backends need not be thread-safe for writes,
-        # and a blocking write never stalls the MQTT loop.
-        self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="carbonlink-store")
+        # Store calls run on these threads, so a blocking write never stalls the MQTT
+        # loop; up to write_concurrency batches are written at once (every backend's
+        # write_batch is safe to call from several threads).
+        self._store_thread = ThreadPoolExecutor(
+            self.config.write_concurrency, thread_name_prefix="carbonlink-store"
+        )
 
     async def run(self) -> None:
         if len(self._spill):
@@ -247,25 +250,47 @@ class Platform:
             self.counters.last_seq[result.agent] = result.seq
 
     async def _write_loop(self) -> None:
-        """Batches form by themselves: whatever arrived while the last write ran."""
+        """Batches form by themselves: whatever arrived while the last write ran.
+
+        Up to ``write_concurrency`` batches are in flight at once, so the store is never
+        idle while the next batch's line protocol is built. A batch is taken only once a
+        slot is free, which makes batches as large as the backlog allows.
+        """
+        slots = asyncio.Semaphore(self.config.write_concurrency)
+        async with asyncio.TaskGroup() as writes:
+            while True:
+                await self._intake_ready.wait()
+                await slots.acquire()
+                taken = self._take()
+                if not taken:
+                    slots.release()
+                    continue
+                writes.create_task(self._write_taken(taken, slots))
+
+    def _take(self) -> list[_Received]:
         limit = self.config.write_batch_max
-        while True:
-            await self._intake_ready.wait()
-            taken: list[_Received] = []
-            readings = 0
-            while self._intake and (not taken or readings + len(self._intake[0].batch) <= limit):
-                item = self._intake.popleft()
-                taken.append(item)
-                readings += len(item.batch)
-            if not self._intake:
-                self._intake_ready.clear()
+        taken: list[_Received] = []
+        readings = 0
+        while self._intake and (not taken or readings + len(self._intake[0].batch) <= limit):
+            item = self._intake.popleft()
+            taken.append(item)
+            readings += len(item.batch)
+        if not self._intake:
+            self._intake_ready.clear()
+        return taken
+
+    async def _write_taken(self, taken: list[_Received], slots: asyncio.Semaphore) -> None:
+        try:
             newest: dict[str, int] = {}
             for item in taken:
                 newest[item.plant] = max(newest.get(item.plant, 0), item.newest_ts_ms)
-            await self._store_or_spill(StoredBatch.concat([i.batch for i in taken]), newest)
-            self._intake_readings -= readings
+            batch = StoredBatch.concat([item.batch for item in taken])
+            await self._store_or_spill(batch, newest)
+            self._intake_readings -= len(batch)
             self._acknowledge(taken)
             self._let_in()
+        finally:
+            slots.release()
 
     @staticmethod
     def _acknowledge(taken: list[_Received]) -> None:

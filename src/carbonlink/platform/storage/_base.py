@@ -216,7 +216,9 @@ class StoredBatch:
 
 
 class Store(Protocol):
-    """A storage backend. Calls block; the platform runs them on one worker thread."""
+    """A storage backend. Calls block; the platform runs them on worker threads, and up to
+    ``platform.write_concurrency`` ``write_batch`` calls at once, so writes must be
+    thread-safe (SQLite serialises them under a lock; the HTTP clients pool connections)."""
 
     url: str
 
