@@ -2,7 +2,7 @@
 
   benchmarks/run                 the whole run (under 10 minutes on 2 cores)
   benchmarks/run --json out.json and the figures and ratios as JSON
-  benchmarks/run --soak 600      the full 10-minute memory soak (default 90 s)
+  benchmarks/run --soak 600      the full 10-minute memory soak (default 120 s)
   benchmarks/run --quick         small sizes, to check the harness (figures meaningless)
 
 See docs/performance.md for what each figure means and what bounds it.
@@ -54,7 +54,7 @@ class Sizes:
     sim_seconds: int
 
 
-FULL = Sizes(100_000, 200_000, 4_000, 100_000, 1_000_000, 20.0, 90.0, 20_000, 10_000, 20)
+FULL = Sizes(100_000, 200_000, 4_000, 100_000, 1_000_000, 20.0, 120.0, 20_000, 10_000, 20)
 QUICK = Sizes(5_000, 20_000, 500, 5_000, 50_000, 4.0, 10.0, 5_000, 1_000, 3)
 
 
