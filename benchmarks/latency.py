@@ -7,14 +7,16 @@ found all its readings queryable, so it includes up to one poll interval and the
 query's own time: an upper bound.
 
 The soak offers a steady load for a while and samples the platform's RSS once a second;
-memory is flat if the slope of RSS over time, fitted after a warm-up, has a 95% upper
-bound below SOAK_GROWTH_LIMIT of the median RSS per ten minutes. RSS samples a second
+memory is flat if the slope of its floor (the lowest RSS of each 5 s) over time, fitted
+after a warm-up, has a 95% upper bound below SOAK_GROWTH_LIMIT of the median RSS per ten
+minutes. RSS samples a second
 apart are autocorrelated, which makes the bound narrower than it should be: a "flat"
 close to the limit deserves the full ``--soak 600``.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,9 +34,12 @@ DRAIN_TIMEOUT_S: Final = 60.0
 # after max(SOAK_WARMUP_S, SOAK_WARMUP_SHARE of the run).
 SOAK_WARMUP_S: Final = 30.0
 SOAK_WARMUP_SHARE: Final = 0.3
+SOAK_WINDOW_S: Final = 5.0
 SOAK_GROWTH_LIMIT: Final = 0.05  # of median RSS per 10 minutes, upper 95% bound
 TEN_MINUTES_S: Final = 600.0
 RSS_SAMPLE_S: Final = 1.0
+# Latency runs send pre-built messages; longer soaks build them as they go.
+PREBUILT_MESSAGES: Final = 5_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +83,11 @@ def offered_load(
     samples: list[tuple[float, int]] = []
     try:
         cpu.start()
+        lines = _lines(platform, messages, per_message)
+        if messages <= PREBUILT_MESSAGES:  # building as they go might fall behind schedule
+            lines = iter(list(lines))
         began = time.perf_counter()
-        feeder.send_paced(_lines(platform, messages, per_message), per_message / rate_per_s)
+        feeder.send_paced(lines, per_message / rate_per_s)
         next_sample = began
         deadline = began + duration_s + DRAIN_TIMEOUT_S
         while len(queryable.done_at) < messages:
@@ -123,9 +131,21 @@ def _lines(platform: PlatformProcess, messages: int, per_message: int) -> Iterat
 
 
 def soak_verdict(samples: tuple[tuple[float, int], ...]) -> SoakVerdict:
-    """Is RSS flat? Fit RSS against time after the warm-up, bound the slope."""
+    """Is RSS flat? Fit its floor against time after the warm-up, bound the slope.
+
+    The floor is the lowest RSS in each SOAK_WINDOW_S: batches in flight make RSS jump
+    up and down by tens of MiB, a leak raises the floor.
+    """
     start = min(max(SOAK_WARMUP_S, samples[-1][0] * SOAK_WARMUP_SHARE), samples[-1][0] / 2)
-    kept = [(t, rss) for t, rss in samples if t >= start]
+    windows: dict[int, tuple[float, int]] = {}
+    for t_s, rss in samples:
+        if t_s >= start:
+            window = int((t_s - start) // SOAK_WINDOW_S)
+            if window not in windows or rss < windows[window][1]:
+                windows[window] = (t_s, rss)
+    kept = sorted(windows.values())
+    if len(kept) < 3:  # too short a run to fit a line
+        return SoakVerdict(float(samples[-1][0]), math.nan, math.nan, math.nan, False)
     t = np.array([s[0] for s in kept])
     rss_mib = np.array([s[1] for s in kept]) / 2**20
     fit = stats.linregress(t, rss_mib)
