@@ -36,6 +36,7 @@ TARGET_VS_NAIVE: Final = 10.0
 TARGET_P99_S: Final = 2.0
 LATENCY_OFFERED_PER_S: Final = 50_000
 AGENT_BATCH: Final = 500  # the agent's default batch_max_readings
+SOAK_SHARE_OF_BATCHED: Final = 0.5  # soak load: this share of the batched rate measured
 INGEST_TIMEOUT_S: Final = 240.0
 T = TypeVar("T")
 
@@ -143,10 +144,16 @@ def measure(scratch: Path, sizes: Sizes, run: Run) -> None:
             )  # fmt: skip
         figures["latency"] = _latency_figures(latency)
 
+        # A soak looks for leaks, so it runs at a load the machine sustains today: a
+        # saturated pipeline makes RSS swing with the backlog and hides any trend.
+        soak_rate = min(
+            sizes.soak_per_s, SOAK_SHARE_OF_BATCHED * figures["batched"]["readings_per_s"]
+        )
+        soak_rate = max(AGENT_BATCH, round(soak_rate / AGENT_BATCH) * AGENT_BATCH)
         with platform_process(scratch / "soak", broker, influxdb) as platform:
             soaked = _step(
-                f"memory soak, {sizes.soak_s:.0f} s", offered_load, platform, broker, influxdb,
-                sizes.soak_per_s, sizes.soak_s, AGENT_BATCH,
+                f"memory soak, {sizes.soak_s:.0f} s at {soak_rate:,}/s", offered_load, platform,
+                broker, influxdb, soak_rate, sizes.soak_s, AGENT_BATCH,
             )  # fmt: skip
         figures["soak"] = _soak_figures(soaked, soak_verdict(soaked.rss_samples))
 
