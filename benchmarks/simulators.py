@@ -2,6 +2,7 @@
 
 Run: .venv/bin/python benchmarks/simulators.py [--meters 10000] [--seconds 60]
 Publishing goes to a private Mosquitto this script starts (tests/servers.py).
+`benchmarks/run` calls bench_generation and bench_publish for its simulator figures.
 """
 
 from __future__ import annotations

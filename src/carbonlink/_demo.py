@@ -21,7 +21,7 @@ from carbonlink._clock import SimClock
 from carbonlink._http import serve
 from carbonlink._mqtt import BrokerAddress, parse_broker_url
 from carbonlink.agent import Agent
-from carbonlink.config import Settings
+from carbonlink.config import MqttVersion, Settings
 from carbonlink.coordination import STATUS_STATE_KEY, Coordinator, Journal, load_policy
 from carbonlink.platform import Ingestor, Platform, Store
 from carbonlink.platform.api import create_app
@@ -77,7 +77,8 @@ async def run_demo(
             Ingestor({p.id: p for p in plants}, settings.factor_sets_dir),
             store,
             address,
-            settings.services.platform,
+            # The embedded broker (amqtt) speaks MQTT 3.1.1 only.
+            settings.services.platform.model_copy(update={"mqtt_version": MqttVersion.V311}),
             spill_path=options.work_dir / "spill.sqlite",
             now_ms=clock.now_ms,
         )

@@ -14,6 +14,10 @@ class CarbonlinkError(Exception):
     """Root of every error raised on purpose by carbonlink."""
 
 
+class BrokerConnectionError(CarbonlinkError):
+    """The connection to the MQTT broker failed, was refused or was lost."""
+
+
 class ConfigError(CarbonlinkError):
     """A configuration file is invalid: names the file, the key and what is wrong."""
 

@@ -11,7 +11,7 @@ from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from carbonlink._exceptions import ConfigError
+from carbonlink._exceptions import BrokerConnectionError, ConfigError
 from carbonlink._tls import client_context
 from carbonlink.config import BrokerConfig, secret_from_env
 
@@ -104,7 +104,7 @@ def acknowledge(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
 
 def is_connection_loss(error: BaseException) -> bool:
     """True for a lost broker connection, also when a TaskGroup wrapped it in a group."""
-    if isinstance(error, aiomqtt.MqttError):
+    if isinstance(error, aiomqtt.MqttError | BrokerConnectionError):
         return True
     if isinstance(error, BaseExceptionGroup):
         return all(is_connection_loss(e) for e in error.exceptions)

@@ -7,9 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from typing import Final
-
-import aiomqtt
+from typing import Final, Protocol
 
 from carbonlink import wire
 from carbonlink._exceptions import RejectedReading
@@ -19,6 +17,12 @@ DEADLETTER_QUEUE_MAX: Final = 1_000
 # drown the log, but the count stays exact.
 LOG_FIRST: Final = 10
 LOG_EVERY: Final = 1_000
+
+
+class Publisher(Protocol):
+    """What sending a dead letter needs: aiomqtt's client and the platform's both fit."""
+
+    async def publish(self, topic: str, payload: bytes, qos: int = ...) -> None: ...
 
 
 class Rejections:
@@ -39,7 +43,7 @@ class Rejections:
         with contextlib.suppress(asyncio.QueueFull):  # dead letters best effort; counts exact
             self._deadletters.put_nowait((wire.deadletter_topic(plant), body))
 
-    async def publish(self, client: aiomqtt.Client) -> None:
+    async def publish(self, client: Publisher) -> None:
         """Send queued dead letters while connected (runs beside the service loop)."""
         while True:
             topic, body = await self._deadletters.get()

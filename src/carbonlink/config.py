@@ -207,10 +207,31 @@ class AgentConfig(StrictModel):
     outbox_full_policy: OutboxFullPolicy = OutboxFullPolicy.REJECT_NEW
 
 
+class MqttVersion(StrEnum):
+    V5 = "5"
+    V311 = "3.1.1"
+
+
 class PlatformConfig(StrictModel):
     store: str = "sqlite:///../var/carbonlink.sqlite"
-    write_batch_max: int = Field(default=20_000, ge=1)
-    queue_max_messages: int = Field(default=10_000, ge=1)
+    write_batch_max: int = Field(default=10_000, ge=1, description="Readings per store write")
+    write_concurrency: int = Field(
+        default=2, ge=1, le=16, description="Store writes in flight at once"
+    )
+    # Both bounds count what is received but not yet acknowledged (queued or being
+    # written); past either, the platform stops reading its socket and the broker holds
+    # the rest, so memory stays bounded whatever the load.
+    queue_max_messages: int = Field(default=20_000, ge=1)
+    queue_max_readings: int = Field(default=100_000, ge=1)
+    mqtt_version: MqttVersion = Field(
+        default=MqttVersion.V5, description="5 lets the platform set its receive window"
+    )
+    mqtt_receive_maximum: int = Field(
+        default=20_000,
+        ge=1,
+        le=65_535,
+        description="MQTT 5 Receive Maximum: unacknowledged messages the broker may send",
+    )
     spill_path: str = Field(
         default="../var/platform-spill.sqlite", description="Relative to the config file"
     )

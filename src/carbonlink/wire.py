@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
+import orjson
+
 from carbonlink._exceptions import RejectedReading
 
 WIRE_VERSION: Final = 1
@@ -21,6 +23,7 @@ MAX_PAYLOAD_BYTES: Final = 1_048_576
 MAX_SAMPLES_PER_MESSAGE: Final = 10_000
 
 QUALITIES: Final = frozenset({"measured", "estimated"})
+MAX_EPOCH_MS: Final = 32_503_680_000_000  # year 3000 in ms: seconds sent as ms stay out
 
 
 class Reason:
@@ -140,7 +143,7 @@ def parse_timestamp(raw: object) -> int:
     if isinstance(raw, bool):
         raise RejectedReading(Reason.BAD_TIMESTAMP, "timestamp is a boolean")
     if isinstance(raw, int):
-        if not 0 <= raw < 32_503_680_000_000:  # year 3000 in ms: seconds sent as ms stay out
+        if not 0 <= raw < MAX_EPOCH_MS:
             raise RejectedReading(Reason.BAD_TIMESTAMP, f"epoch ms out of range: {raw}")
         return raw
     if isinstance(raw, str):
@@ -167,21 +170,33 @@ def format_timestamp(ts_ms: int) -> str:
 def _number(raw: object, what: str) -> float:
     if isinstance(raw, bool) or not isinstance(raw, int | float):
         raise RejectedReading(Reason.BAD_SCHEMA, f"{what} must be a number, got {raw!r}")
-    value = float(raw)
+    try:
+        value = float(raw)
+    except OverflowError:  # an integer beyond any float
+        raise RejectedReading(Reason.NOT_FINITE, f"{what} is too large: {raw!r}") from None
     if not math.isfinite(value):
         raise RejectedReading(Reason.NOT_FINITE, f"{what} is {raw!r}")
     return value
+
+
+def _parse_constant(name: str) -> float:
+    return float(name.lower())
 
 
 def _load_object(payload: bytes) -> dict[str, Any]:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise RejectedReading(Reason.PAYLOAD_TOO_LARGE, f"{len(payload)} bytes")
     try:
-        # parse_constant turns NaN/Infinity (which json accepts by default) into a
-        # marker we can reject per sample instead of storing them.
-        data = json.loads(payload, parse_constant=lambda name: float(name.lower()))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise RejectedReading(Reason.MALFORMED_JSON, str(exc)[:200]) from None
+        # orjson decodes telemetry 3-5x faster than json (docs/performance.md). It is
+        # strict RFC 8259, so whatever it refuses gets a second chance below: json also
+        # reads NaN/Infinity (turned into floats here so that one sample is rejected as
+        # not_finite, not the whole message) and integers beyond 64 bits.
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        try:
+            data = json.loads(payload, parse_constant=_parse_constant)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise RejectedReading(Reason.MALFORMED_JSON, str(exc)[:200]) from None
     if not isinstance(data, dict):
         raise RejectedReading(Reason.BAD_SCHEMA, "payload must be a JSON object")
     version = data.get("v")
@@ -239,7 +254,7 @@ def _decode_sample(raw: object) -> Sample:
     if "ts" not in raw or "value" not in raw:
         raise RejectedReading(Reason.BAD_SCHEMA, "sample needs `ts` and `value`")
     quality = raw.get("q", "measured")
-    # Test the type first: `[] in QUALITIES` would raise TypeError (unhashable), not refuse.
+    # isinstance first: an unhashable `q` (a list) would make the set lookup raise.
     if not isinstance(quality, str) or quality not in QUALITIES:
         raise RejectedReading(
             Reason.BAD_QUALITY, f"q={quality!r}, expected one of {sorted(QUALITIES)}"
@@ -270,7 +285,7 @@ def encode_meter_message(
 
 # --- agent -> platform ----------------------------------------------------------------
 
-_TELEMETRY_COLUMNS: Final = ("meter", "ts", "value", "unit", "dur_ms", "q")
+TELEMETRY_COLUMNS: Final = ("meter", "ts", "value", "unit", "dur_ms", "q")
 
 
 def encode_telemetry(batch: TelemetryBatch) -> bytes:
@@ -294,7 +309,31 @@ def encode_telemetry(batch: TelemetryBatch) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
+@dataclass(frozen=True, slots=True)
+class TelemetryColumns:
+    """A telemetry message whose envelope is checked, its ``readings`` columns not yet:
+    lists of equal length under each name of ``TELEMETRY_COLUMNS``, items unchecked."""
+
+    plant: str
+    agent: str
+    seq: int
+    sent_ms: int
+    columns: dict[str, list[Any]]
+
+    def __len__(self) -> int:
+        return len(self.columns["ts"])
+
+
 def decode_telemetry(topic: str, payload: bytes) -> TelemetryBatch:
+    message = decode_telemetry_columns(topic, payload)
+    readings, rejected = telemetry_readings(message.columns)
+    return TelemetryBatch(
+        message.plant, message.agent, message.seq, message.sent_ms, readings, rejected
+    )
+
+
+def decode_telemetry_columns(topic: str, payload: bytes) -> TelemetryColumns:
+    """Check topic, JSON and envelope; raise RejectedReading if the message is unusable."""
     plant, kind, _ = parse_topic(topic)
     if kind != "telemetry":
         raise RejectedReading(Reason.TOPIC_MISMATCH, f"not a telemetry topic: {topic!r}")
@@ -308,23 +347,30 @@ def decode_telemetry(topic: str, payload: bytes) -> TelemetryBatch:
         raise RejectedReading(Reason.BAD_SCHEMA, "need string `agent`, integer `seq` and `sent_ms`")
     columns = data.get("readings")
     if not isinstance(columns, dict) or any(
-        not isinstance(columns.get(c), list) for c in _TELEMETRY_COLUMNS
+        not isinstance(columns.get(c), list) for c in TELEMETRY_COLUMNS
     ):
-        raise RejectedReading(Reason.BAD_SCHEMA, f"`readings` needs lists {_TELEMETRY_COLUMNS}")
-    lengths = {len(columns[c]) for c in _TELEMETRY_COLUMNS}
+        raise RejectedReading(Reason.BAD_SCHEMA, f"`readings` needs lists {TELEMETRY_COLUMNS}")
+    lengths = {len(columns[c]) for c in TELEMETRY_COLUMNS}
     if len(lengths) != 1:
         raise RejectedReading(Reason.BAD_SCHEMA, "`readings` columns differ in length")
+    return TelemetryColumns(plant, agent, seq, sent_ms, columns)
+
+
+def telemetry_readings(
+    columns: dict[str, list[Any]],
+) -> tuple[tuple[Reading, ...], tuple[RejectedReading, ...]]:
+    """Check each row on its own: the good ones as readings, a rejection for each bad one."""
     readings: list[Reading] = []
     rejected: list[RejectedReading] = []
     for meter, ts, value, unit, dur_ms, quality in zip(
-        *(columns[c] for c in _TELEMETRY_COLUMNS), strict=True
+        *(columns[c] for c in TELEMETRY_COLUMNS), strict=True
     ):
         try:
             readings.append(_telemetry_reading(meter, ts, value, unit, dur_ms, quality))
         except RejectedReading as exc:
             meter_id = meter if isinstance(meter, str) else None
             rejected.append(RejectedReading(exc.reason, exc.detail, meter=meter_id))
-    return TelemetryBatch(plant, agent, seq, sent_ms, tuple(readings), tuple(rejected))
+    return tuple(readings), tuple(rejected)
 
 
 def _telemetry_reading(

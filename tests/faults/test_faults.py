@@ -147,8 +147,9 @@ def _run(rig: Rig, case: str, during: object = None, *, pace_s: float = 0.002,
     stored = settle(rig.store_url, rig.plants, len(plan.readings), timeout_s=timeout_s)
     rows = account(plan.readings, stored)
     received = rig.received()
+    redelivered = max(0, received - len(stored))
     note = (f"platform received {received} readings for {len(plan.readings)} published "
-            f"(re-deliveries absorbed by idempotent writes: {max(0, received - len(stored))})")  # fmt: skip
+            f"(re-deliveries absorbed by idempotent writes: {redelivered})")  # fmt: skip
     report(case, rows, note)
     assert all(r.exact for r in rows), rig.logs()
     assert sum(r.stored for r in rows) == len(plan.readings)
@@ -292,8 +293,8 @@ def _tiny_disk(path: Path) -> Iterator[str]:
     else nothing: the test then caps the outbox file's pages instead (the same
     SQLITE_FULL error from SQLite, "database or disk is full")."""
     path.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TINY_DISK}", "tmpfs", str(path)],
-                             capture_output=True).returncode == 0  # fmt: skip
+    command = ["mount", "-t", "tmpfs", "-o", f"size={TINY_DISK}", "tmpfs", str(path)]
+    mounted = subprocess.run(command, capture_output=True, check=False).returncode == 0
     try:
         yield "tmpfs" if mounted else "page limit"
     finally:
@@ -314,8 +315,9 @@ def test_outbox_disk_full(tmp_path: Path, policy: OutboxFullPolicy) -> None:
     config = AgentConfig(batch_max_delay_s=600, batch_max_readings=100_000,
                          outbox_full_policy=policy, outbox_max_readings=10_000_000)  # fmt: skip
     with _tiny_disk(tmp_path / "disk") as kind:
+        outbox = tmp_path / "disk" / "outbox.sqlite"
         agent = Agent(plant, parse_broker_url("mqtt://127.0.0.1:9"), config,
-                      outbox_path=tmp_path / "disk" / "outbox.sqlite", now_ms=wall_clock_ms)  # fmt: skip
+                      outbox_path=outbox, now_ms=wall_clock_ms)  # fmt: skip
         if kind == "page limit":
             agent._outbox._db.execute("PRAGMA max_page_count=48")  # ~192 KiB of 4 KiB pages
         from carbonlink import wire
@@ -328,8 +330,9 @@ def test_outbox_disk_full(tmp_path: Path, policy: OutboxFullPolicy) -> None:
         kept = agent.outbox_depth
         refused = agent.counters.rejected.get("outbox_full", 0)
         dropped = agent.counters.dropped_oldest
-        print(f"\nfault: outbox disk full ({kind}, policy {policy}): {DISK_READINGS} readings, "
-              f"{kept} kept, {refused} refused (outbox_full), {dropped} dropped oldest")  # fmt: skip
+        print(f"\nfault: outbox disk full ({kind}, policy {policy}): {DISK_READINGS} "
+              f"readings, {kept} kept, {refused} refused (outbox_full), "
+              f"{dropped} dropped oldest")  # fmt: skip
         assert kept + refused + dropped == DISK_READINGS  # every reading accounted for
         assert refused + dropped > 0, "the disk never filled"
         if policy is OutboxFullPolicy.REJECT_NEW:

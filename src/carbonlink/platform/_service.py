@@ -11,31 +11,23 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-import aiomqtt
-
 from carbonlink import wire
 from carbonlink._clock import wall_clock_ms
 from carbonlink._exceptions import RejectedReading, StoreError
-from carbonlink._mqtt import (
-    BrokerAddress,
-    acknowledge,
-    is_connection_loss,
-    make_client,
-    manual_acks,
-    next_backoff,
-)
+from carbonlink._mqtt import BrokerAddress, is_connection_loss, next_backoff
+from carbonlink._mqtt_consumer import ConsumerClient
 from carbonlink._rejections import Rejections
-from carbonlink.config import PlatformConfig
+from carbonlink.config import MqttVersion, PlatformConfig
 from carbonlink.platform._ingest import Ingestor, IngestResult
 from carbonlink.platform._spill import SpillFile
-from carbonlink.platform.storage import Store, StoredReading
+from carbonlink.platform.storage import Store, StoredBatch
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +73,13 @@ class PlatformCounters:
 
 @dataclass(slots=True)
 class _Received:
-    readings: tuple[StoredReading, ...]
-    ack: Callable[[], None]
+    """One telemetry message, held until its readings are safe, then acknowledged."""
+
+    batch: StoredBatch
+    client: ConsumerClient
+    packet_id: int  # 0 for QoS 0: nothing to acknowledge
+    plant: str
+    newest_ts_ms: int
 
 
 class Platform:
@@ -90,6 +87,12 @@ class Platform:
 
     With ``shared_group`` set it subscribes through an MQTT 5 shared subscription, so
     several workers in the same group (each with its own ``client_id``) split the load.
+
+    Messages are handled as the socket delivers them (decoded, checked, emissions
+    computed) and wait in an intake queue; one writer takes whatever has gathered, up to
+    ``write_batch_max`` readings, writes it on the store thread and then acknowledges
+    those messages. Past ``queue_max_readings`` or ``queue_max_messages`` unacknowledged,
+    the platform stops reading the socket until the writer has caught up to half.
     """
 
     def __init__(
@@ -114,12 +117,20 @@ class Platform:
         self._shared_group = shared_group
         self._now_ms = now_ms
         self._spill = SpillFile(spill_path)
-        self._received: asyncio.Queue[_Received] = asyncio.Queue(self.config.queue_max_messages)
+        self._intake: deque[_Received] = deque()
+        self._intake_readings = 0
+        self._intake_ready = asyncio.Event()
+        self._max_readings = self.config.queue_max_readings
+        self._max_messages = self.config.queue_max_messages
+        self._client: ConsumerClient | None = None
         self._rejections = Rejections("platform", log, self.counters.rejected)
         self._spill_waiting = asyncio.Event()
-        # One thread owns every store call: backends need not be thread-safe for writes,
-        # and a blocking write never stalls the MQTT loop.
-        self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="carbonlink-store")
+        # Store calls run on these threads, so a blocking write never stalls the MQTT
+        # loop; up to write_concurrency batches are written at once (every backend's
+        # write_batch is safe to call from several threads).
+        self._store_thread = ThreadPoolExecutor(
+            self.config.write_concurrency, thread_name_prefix="carbonlink-store"
+        )
 
     async def run(self) -> None:
         if len(self._spill):
@@ -135,15 +146,18 @@ class Platform:
             subscription = f"$share/{self._shared_group}/{subscription}"
         backoff = 0.0
         while True:
-            client = make_client(
+            client = ConsumerClient(
                 self._broker,
                 self.client_id,
-                clean_session=False,
-                mqtt5=self._shared_group is not None,
+                self._receive,
+                mqtt5=self.config.mqtt_version is MqttVersion.V5,
+                clean_start=False,
+                receive_maximum=self.config.mqtt_receive_maximum,
             )
-            manual_acks(client)
             try:
                 async with client:
+                    self._client = client
+                    self._hold_back()  # still full from before the reconnect?
                     await client.subscribe(subscription, qos=1)
                     # Not shared: every worker wants every agent's status.
                     await client.subscribe(wire.STATUS_SUBSCRIPTION, qos=1)
@@ -151,8 +165,7 @@ class Platform:
                     backoff = 0.0
                     async with asyncio.TaskGroup() as tasks:
                         tasks.create_task(self._rejections.publish(client))
-                        async for message in client.messages:
-                            await self._receive(client, message)
+                        await client.wait_closed()
             except Exception as exc:
                 if not is_connection_loss(exc):
                     raise
@@ -161,22 +174,45 @@ class Platform:
                 log.warning("platform: broker lost (%s); retry in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
 
-    async def _receive(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
-        payload = message.payload
-        data = payload if isinstance(payload, bytes) else str(payload).encode()
-        if message.topic.matches(wire.STATUS_SUBSCRIPTION):
-            self._agent_status(str(message.topic), data)
-            acknowledge(client, message)
+    def _receive(
+        self, client: ConsumerClient, topic: str, payload: bytes, qos: int, packet_id: int,
+        retained: bool,
+    ) -> None:  # fmt: skip
+        if topic.endswith("/status"):
+            self._agent_status(topic, payload)
+            client.ack((packet_id,))
             return
-        result = self.handle(str(message.topic), data)
-        # Bounded: while the writer is behind, intake waits and the broker holds the rest.
-        await self._received.put(_Received(result.stored, lambda: acknowledge(client, message)))
+        result = self.handle(topic, payload)
+        if not len(result.batch):  # every reading refused: nothing to make safe
+            client.ack((packet_id,))
+            return
+        newest = result.newest_ts_ms or 0
+        self._intake.append(_Received(result.batch, client, packet_id, result.plant, newest))
+        self._intake_readings += len(result.batch)
+        self._intake_ready.set()
+        self._hold_back()
+
+    def _hold_back(self) -> None:
+        """Stop reading the socket while the intake is full; the broker keeps the rest."""
+        if (
+            self._intake_readings >= self._max_readings or len(self._intake) >= self._max_messages
+        ) and self._client is not None:
+            self._client.pause()
+
+    def _let_in(self) -> None:
+        if (
+            self._client is not None
+            and self._client.paused
+            and self._intake_readings < self._max_readings // 2
+            and len(self._intake) < self._max_messages // 2
+        ):
+            self._client.resume()
 
     def handle(self, topic: str, payload: bytes) -> IngestResult:
         """Check and convert one telemetry message; count and dead-letter what is refused."""
         result = self._ingestor.ingest(topic, payload)
         self.counters.messages += 1
-        self.counters.received += len(result.stored) + len(result.rejected)
+        self.counters.received += len(result.batch) + len(result.rejected)
         self._track_sequence(result)
         self.counters.rejected_by_plant[result.plant] += len(result.rejected)
         for error in result.rejected:
@@ -214,35 +250,69 @@ class Platform:
             self.counters.last_seq[result.agent] = result.seq
 
     async def _write_loop(self) -> None:
-        """Batches form by themselves: whatever arrived while the last write ran."""
-        while True:
-            batch = [await self._received.get()]
-            readings = list(batch[0].readings)
-            while not self._received.empty() and len(readings) < self.config.write_batch_max:
-                item = self._received.get_nowait()
-                batch.append(item)
-                readings.extend(item.readings)
-            await self._store_or_spill(readings)
-            for item in batch:
-                item.ack()
+        """Batches form by themselves: whatever arrived while the last write ran.
 
-    async def _store_or_spill(self, readings: list[StoredReading]) -> None:
-        if not readings:
-            return
+        Up to ``write_concurrency`` batches are in flight at once, so the store is never
+        idle while the next batch's line protocol is built. A batch is taken only once a
+        slot is free, which makes batches as large as the backlog allows.
+        """
+        slots = asyncio.Semaphore(self.config.write_concurrency)
+        async with asyncio.TaskGroup() as writes:
+            while True:
+                await self._intake_ready.wait()
+                await slots.acquire()
+                taken = self._take()
+                if not taken:
+                    slots.release()
+                    continue
+                writes.create_task(self._write_taken(taken, slots))
+
+    def _take(self) -> list[_Received]:
+        limit = self.config.write_batch_max
+        taken: list[_Received] = []
+        readings = 0
+        while self._intake and (not taken or readings + len(self._intake[0].batch) <= limit):
+            item = self._intake.popleft()
+            taken.append(item)
+            readings += len(item.batch)
+        if not self._intake:
+            self._intake_ready.clear()
+        return taken
+
+    async def _write_taken(self, taken: list[_Received], slots: asyncio.Semaphore) -> None:
+        try:
+            newest: dict[str, int] = {}
+            for item in taken:
+                newest[item.plant] = max(newest.get(item.plant, 0), item.newest_ts_ms)
+            batch = StoredBatch.concat([item.batch for item in taken])
+            await self._store_or_spill(batch, newest)
+            self._intake_readings -= len(batch)
+            self._acknowledge(taken)
+            self._let_in()
+        finally:
+            slots.release()
+
+    @staticmethod
+    def _acknowledge(taken: list[_Received]) -> None:
+        by_client: dict[ConsumerClient, list[int]] = {}
+        for item in taken:
+            by_client.setdefault(item.client, []).append(item.packet_id)
+        for client, packet_ids in by_client.items():
+            client.ack(packet_ids)  # dropped if that connection died: the broker resends
+
+    async def _store_or_spill(self, batch: StoredBatch, newest: dict[str, int]) -> None:
         # While older readings wait in the spill, new ones queue behind them there.
         if not self._spill_waiting.is_set():
             try:
-                await self._write(readings)
+                await self._write(batch, newest)
                 return
             except StoreError as exc:
                 if not exc.retryable:
-                    self._refused(readings, exc)
+                    self._refused(len(batch), exc)
                     return
                 log.warning("platform: store unavailable (%s); spilling to disk", exc)
-        await asyncio.get_running_loop().run_in_executor(
-            self._store_thread, self._spill.add, readings
-        )
-        self.counters.spilled += len(readings)
+        await asyncio.get_running_loop().run_in_executor(self._store_thread, self._spill.add, batch)
+        self.counters.spilled += len(batch)
         self._spill_waiting.set()
 
     async def _drain_spill(self) -> None:
@@ -250,48 +320,57 @@ class Platform:
         while True:
             await self._spill_waiting.wait()
             loop = asyncio.get_running_loop()
-            last_id, readings = await loop.run_in_executor(
+            last_id, batch = await loop.run_in_executor(
                 self._store_thread, self._spill.oldest, self.config.write_batch_max
             )
-            if not readings:
+            if not len(batch):
                 self._spill_waiting.clear()
                 delay = STORE_RETRY_MIN_S
                 continue
             try:
-                await self._write(readings)
+                await self._write(batch, _newest_by_plant(batch))
             except StoreError as exc:
                 if not exc.retryable:
-                    self._refused(readings, exc)
+                    self._refused(len(batch), exc)
                 else:
                     log.warning("platform: store still down (%s); retry in %.1fs", exc, delay)
                     await asyncio.sleep(delay)
                     delay = min(STORE_RETRY_MAX_S, delay * 2)
                     continue
             await loop.run_in_executor(self._store_thread, self._spill.remove_through, last_id)
-            self.counters.spilled -= len(readings)
+            self.counters.spilled -= len(batch)
             delay = STORE_RETRY_MIN_S
 
-    async def _write(self, readings: list[StoredReading]) -> None:
+    async def _write(self, batch: StoredBatch, newest: dict[str, int]) -> None:
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._store_thread, self.store.write, readings)
+            await loop.run_in_executor(self._store_thread, self.store.write_batch, batch)
         except StoreError:
             self.counters.store_failures += 1
             raise
-        self._count_stored(readings)
+        self._count_stored(len(batch), newest)
 
-    def _refused(self, readings: list[StoredReading], error: StoreError) -> None:
-        log.error("platform: store refused %d readings: %s", len(readings), error)
-        self.counters.rejected["store_refused"] += len(readings)
+    def _refused(self, count: int, error: StoreError) -> None:
+        log.error("platform: store refused %d readings: %s", count, error)
+        self.counters.rejected["store_refused"] += count
 
-    def _count_stored(self, batch: list[StoredReading]) -> None:
-        self.counters.stored += len(batch)
+    def _count_stored(self, count: int, newest_by_plant: dict[str, int]) -> None:
+        self.counters.stored += count
         newest = self.counters.newest_stored_ms
-        for reading in batch:
-            if reading.ts_ms > newest.get(reading.plant, 0):
-                newest[reading.plant] = reading.ts_ms
-        self.counters.lag_s = max(0.0, (self._now_ms() - max(newest.values())) / 1000)
+        for plant, ts_ms in newest_by_plant.items():
+            if ts_ms > newest.get(plant, 0):
+                newest[plant] = ts_ms
+        if newest:
+            self.counters.lag_s = max(0.0, (self._now_ms() - max(newest.values())) / 1000)
 
     def close(self) -> None:
         self._store_thread.shutdown(wait=True)
         self._spill.close()
+
+
+def _newest_by_plant(batch: StoredBatch) -> dict[str, int]:
+    newest: dict[str, int] = {}
+    for plant, ts_ms in zip(batch.plant, batch.ts_ms, strict=True):
+        if ts_ms > newest.get(plant, 0):
+            newest[plant] = ts_ms
+    return newest

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 ACTIVITY_MEASUREMENT: Final = "activity"
@@ -94,13 +96,137 @@ class StoredReading:
     emission: Emission | None
 
 
+@dataclass(frozen=True, slots=True)
+class EmissionTags:
+    """What every emission point of one meter under one factor set version shares."""
+
+    activity: str
+    source: str
+    scope: int
+    category: str
+    factor_set: str
+    factor_version: str
+    gwp: str
+    converted_unit: str
+
+
+# Columns of ``StoredBatch.numbers``, in this order.
+EMISSION_NUMBERS: Final = (
+    "converted_amount", "co2_kg", "ch4_kg", "n2o_kg", "co2e_kg", "biogenic_co2_kg",
+)  # fmt: skip
+FloatMatrix = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBatch:
+    """Many readings as columns: what the platform's hot path passes to a store.
+
+    One Python object per column instead of two dataclasses per reading. Row i of every
+    list is reading i; ``tags[i]`` is None for a reading without emissions (an output-only
+    meter), and then row i of ``numbers`` (one column per ``EMISSION_NUMBERS``) is zero.
+    ``readings()`` and ``from_readings()`` convert losslessly to and from
+    ``StoredReading``.
+    """
+
+    plant: list[str]
+    meter: list[str]
+    ts_ms: list[int]
+    value: list[float]
+    unit: list[str]
+    duration_ms: list[int]
+    quality: list[str]
+    tags: list[EmissionTags | None]
+    numbers: FloatMatrix
+
+    def __len__(self) -> int:
+        return len(self.ts_ms)
+
+    @classmethod
+    def empty(cls) -> StoredBatch:
+        return cls([], [], [], [], [], [], [], [], np.zeros((0, len(EMISSION_NUMBERS))))
+
+    @classmethod
+    def from_readings(cls, readings: Sequence[StoredReading]) -> StoredBatch:
+        numbers = np.zeros((len(readings), len(EMISSION_NUMBERS)))
+        tags: list[EmissionTags | None] = []
+        for row, reading in enumerate(readings):
+            e = reading.emission
+            if e is None:
+                tags.append(None)
+                continue
+            tags.append(
+                EmissionTags(
+                    e.activity, e.source, e.scope, e.category, e.factor_set, e.factor_version,
+                    e.gwp, e.converted_unit,
+                )
+            )  # fmt: skip
+            numbers[row] = (
+                e.converted_amount, e.co2_kg, e.ch4_kg, e.n2o_kg, e.co2e_kg, e.biogenic_co2_kg,
+            )  # fmt: skip
+        return cls(
+            [r.plant for r in readings],
+            [r.meter for r in readings],
+            [r.ts_ms for r in readings],
+            [r.value for r in readings],
+            [r.unit for r in readings],
+            [r.duration_ms for r in readings],
+            [r.quality for r in readings],
+            tags,
+            numbers,
+        )
+
+    @staticmethod
+    def concat(batches: Sequence[StoredBatch]) -> StoredBatch:
+        if len(batches) == 1:
+            return batches[0]
+        if not batches:
+            return StoredBatch.empty()
+        return StoredBatch(
+            [p for b in batches for p in b.plant],
+            [m for b in batches for m in b.meter],
+            [t for b in batches for t in b.ts_ms],
+            [v for b in batches for v in b.value],
+            [u for b in batches for u in b.unit],
+            [d for b in batches for d in b.duration_ms],
+            [q for b in batches for q in b.quality],
+            [t for b in batches for t in b.tags],
+            np.concatenate([b.numbers for b in batches]),
+        )
+
+    def readings(self) -> list[StoredReading]:
+        """One StoredReading per row (for stores and tools without a columnar path)."""
+        out = []
+        rows = zip(
+            self.plant, self.meter, self.ts_ms, self.value, self.unit, self.duration_ms,
+            self.quality, self.tags, self.numbers.tolist(), strict=True,
+        )  # fmt: skip
+        for plant, meter, ts_ms, value, unit, duration_ms, quality, tags, numbers in rows:
+            emission = None
+            if tags is not None:
+                amount, co2, ch4, n2o, co2e, biogenic = numbers
+                emission = Emission(
+                    tags.activity, tags.source, tags.scope, tags.category, tags.factor_set,
+                    tags.factor_version, tags.gwp, amount, tags.converted_unit, co2, ch4, n2o,
+                    co2e, biogenic,
+                )  # fmt: skip
+            out.append(
+                StoredReading(plant, meter, ts_ms, value, unit, duration_ms, quality, emission)
+            )
+        return out
+
+
 class Store(Protocol):
-    """A storage backend. Calls block; the platform runs them on one worker thread."""
+    """A storage backend. Calls block; the platform runs them on worker threads, and up to
+    ``platform.write_concurrency`` ``write_batch`` calls at once, so writes must be
+    thread-safe (SQLite serialises them under a lock; the HTTP clients pool connections)."""
 
     url: str
 
     def write(self, readings: Sequence[StoredReading]) -> None:
         """Store readings idempotently. Raises StoreError (retryable when transient)."""
+
+    def write_batch(self, batch: StoredBatch) -> None:
+        """:meth:`write` for columns: the same points, without an object per reading."""
 
     def series(
         self,

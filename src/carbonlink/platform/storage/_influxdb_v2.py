@@ -25,12 +25,13 @@ from carbonlink.platform.storage._base import (
     ACTIVITY_MEASUREMENT,
     EMISSION_COLUMNS,
     EMISSIONS_MEASUREMENT,
+    StoredBatch,
     StoredReading,
     check_field,
     empty_series,
     typed_frame,
 )
-from carbonlink.platform.storage._influxdb_v1 import WRITE_CHUNK_LINES, reading_lines
+from carbonlink.platform.storage._influxdb_v1 import WRITE_CHUNK_LINES, batch_lines
 
 DEFAULT_TIMEOUT_S: Final = 10.0
 # Flux's range() needs both ends; these stand for "unbounded" (stop is exclusive).
@@ -71,7 +72,10 @@ class InfluxDBV2Store:
         self._query_api = self._client.query_api()
 
     def write(self, readings: Sequence[StoredReading]) -> None:
-        lines = [line for r in readings for line in reading_lines(r)]
+        self.write_batch(StoredBatch.from_readings(readings))
+
+    def write_batch(self, batch: StoredBatch) -> None:
+        lines = batch_lines(batch)
         for start in range(0, len(lines), WRITE_CHUNK_LINES):
             chunk = lines[start : start + WRITE_CHUNK_LINES]
             self._call(

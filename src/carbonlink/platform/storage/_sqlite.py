@@ -14,6 +14,7 @@ from carbonlink.platform.storage._base import (
     ACTIVITY_COLUMNS,
     ACTIVITY_FIELDS,
     EMISSION_COLUMNS,
+    StoredBatch,
     StoredReading,
     check_field,
     empty_series,
@@ -54,18 +55,26 @@ class SqliteStore:
         self._db.executescript(_SCHEMA)
 
     def write(self, readings: Sequence[StoredReading]) -> None:
-        activity_rows = [
-            (r.plant, r.meter, r.ts_ms, r.value, r.unit, r.duration_ms / 1000, r.quality)
-            for r in readings
-        ]
+        self.write_batch(StoredBatch.from_readings(readings))
+
+    def write_batch(self, batch: StoredBatch) -> None:
+        b = batch
+        activity_rows = list(
+            zip(
+                b.plant, b.meter, b.ts_ms, b.value, b.unit,
+                [d / 1000 for d in b.duration_ms], b.quality, strict=True,
+            )
+        )  # fmt: skip
         emission_rows = [
             (
-                r.plant, r.meter, r.ts_ms, e.factor_set, e.factor_version, e.gwp, e.activity,
-                e.source, e.scope, e.category, e.converted_amount, e.converted_unit,
-                e.co2_kg, e.ch4_kg, e.n2o_kg, e.co2e_kg, e.biogenic_co2_kg,
+                plant, meter, ts_ms, e.factor_set, e.factor_version, e.gwp, e.activity,
+                e.source, e.scope, e.category, amount, e.converted_unit,
+                co2, ch4, n2o, co2e, biogenic,
             )
-            for r in readings
-            if (e := r.emission) is not None
+            for plant, meter, ts_ms, e, (amount, co2, ch4, n2o, co2e, biogenic) in zip(
+                b.plant, b.meter, b.ts_ms, b.tags, b.numbers.tolist(), strict=True
+            )
+            if e is not None
         ]  # fmt: skip
         try:
             with self._lock:

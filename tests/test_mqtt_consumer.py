@@ -1,0 +1,196 @@
+"""The platform's lean MQTT consumer against a real Mosquitto, in MQTT 5 and 3.1.1.
+
+What the platform's delivery guarantee rests on: a message not acknowledged comes back
+on the next connection of the same session; the broker never has more unacknowledged
+messages out than the Receive Maximum; a paused client handles nothing until resumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import aiomqtt
+import pytest
+
+from carbonlink._exceptions import BrokerConnectionError
+from carbonlink._mqtt import BrokerAddress, is_connection_loss, parse_broker_url
+from carbonlink._mqtt_consumer import ConsumerClient
+from tests.servers import MosquittoServer, free_port
+
+DEADLINE_S = 10.0
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, bytes, int, int, bool]] = []
+        self.clients: list[ConsumerClient] = []
+
+    def __call__(
+        self, client: ConsumerClient, topic: str, payload: bytes, qos: int, packet_id: int,
+        retained: bool,
+    ) -> None:  # fmt: skip
+        self.messages.append((topic, payload, qos, packet_id, retained))
+        self.clients.append(client)
+
+    def payloads(self) -> list[bytes]:
+        return [m[1] for m in self.messages]
+
+
+async def until(check: Callable[[], bool], what: str) -> None:
+    async with asyncio.timeout(DEADLINE_S):
+        while not check():  # noqa: ASYNC110 (polls state that several callbacks change)
+            await asyncio.sleep(0.02)
+    assert check(), what
+
+
+async def publish(broker: MosquittoServer, topic: str, payloads: list[bytes]) -> None:
+    async with aiomqtt.Client(broker.host, broker.port) as client:
+        for payload in payloads:
+            await client.publish(topic, payload, qos=1)
+
+
+def consumer(
+    address: BrokerAddress, inbox: Inbox, client_id: str, mqtt5: bool, **options: int
+) -> ConsumerClient:
+    return ConsumerClient(address, client_id, inbox, mqtt5=mqtt5, **options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mqtt5", [True, False], ids=["mqtt5", "mqtt311"])
+def test_unacknowledged_messages_come_back_on_the_next_connection(
+    mosquitto: MosquittoServer, topic_prefix: str, mqtt5: bool
+) -> None:
+    address = parse_broker_url(mosquitto.url)
+    topic = f"{topic_prefix}/data"
+    sent = [f"m{n}".encode() for n in range(10)]
+
+    async def scenario() -> None:
+        first = Inbox()
+        async with consumer(address, first, topic_prefix, mqtt5) as client:
+            await client.subscribe(topic)
+            await publish(mosquitto, topic, sent)
+            await until(lambda: len(first.messages) == 10, "all ten delivered")
+            assert first.payloads() == sent
+            client.ack(m[3] for m in first.messages[:4])  # the rest die with the connection
+            # PUBACK has no reply: give the broker time to read these before the same
+            # client id reconnects, or it may take the session over first.
+            await asyncio.sleep(0.2)
+        second = Inbox()
+        async with consumer(address, second, topic_prefix, mqtt5) as client:
+            await until(lambda: len(second.messages) >= 6, "the six unacknowledged again")
+            await asyncio.sleep(0.3)  # and no more than those
+            assert second.payloads() == sent[4:]
+            client.ack(m[3] for m in second.messages)
+            await asyncio.sleep(0.2)  # the acks reach the broker before we disconnect
+        third = Inbox()
+        async with consumer(address, third, topic_prefix, mqtt5):
+            await asyncio.sleep(0.5)
+        assert third.messages == []
+
+    asyncio.run(scenario())
+
+
+def test_the_broker_respects_the_receive_maximum(
+    mosquitto: MosquittoServer, topic_prefix: str
+) -> None:
+    address = parse_broker_url(mosquitto.url)
+    topic = f"{topic_prefix}/data"
+
+    async def scenario() -> None:
+        inbox = Inbox()
+        async with consumer(address, inbox, topic_prefix, True, receive_maximum=5) as client:
+            await client.subscribe(topic)
+            await publish(mosquitto, topic, [b"x"] * 12)
+            await until(lambda: len(inbox.messages) == 5, "five in flight")
+            await asyncio.sleep(0.3)
+            assert len(inbox.messages) == 5, "no more than the window before an ack"
+            # Mosquitto 2.0 refills its window as acks arrive, not strictly one for one.
+            client.ack(m[3] for m in inbox.messages)
+            await until(lambda: len(inbox.messages) == 12, "the rest once acknowledged")
+            client.ack(m[3] for m in inbox.messages[5:])
+
+    asyncio.run(scenario())
+
+
+def test_a_paused_client_handles_nothing_until_resumed(
+    mosquitto: MosquittoServer, topic_prefix: str
+) -> None:
+    address = parse_broker_url(mosquitto.url)
+    topic = f"{topic_prefix}/data"
+
+    async def scenario() -> None:
+        inbox = Inbox()
+        async with consumer(address, inbox, topic_prefix, True) as client:
+            await client.subscribe(topic)
+            client.pause()
+            await publish(mosquitto, topic, [f"m{n}".encode() for n in range(50)])
+            await asyncio.sleep(0.5)
+            assert inbox.messages == []
+            client.resume()
+            await until(lambda: len(inbox.messages) == 50, "all fifty after resume")
+            assert inbox.payloads() == [f"m{n}".encode() for n in range(50)]
+            client.ack(m[3] for m in inbox.messages)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("mqtt5", [True, False], ids=["mqtt5", "mqtt311"])
+def test_publish_at_qos_1_and_large_payloads_arrive_whole(
+    mosquitto: MosquittoServer, topic_prefix: str, mqtt5: bool
+) -> None:
+    address = parse_broker_url(mosquitto.url)
+    topic = f"{topic_prefix}/big"
+    big = bytes(range(256)) * 4_000  # ~1 MB: arrives over many socket reads
+
+    async def scenario() -> None:
+        inbox = Inbox()
+        async with consumer(address, inbox, f"{topic_prefix}-sub", mqtt5) as receiver:
+            await receiver.subscribe(topic)
+            async with consumer(address, Inbox(), f"{topic_prefix}-pub", mqtt5) as sender:
+                await sender.publish(topic, big, qos=1)
+                await sender.publish(topic, b"small", qos=0)
+            await until(lambda: len(inbox.messages) == 2, "both messages")
+            assert inbox.payloads() == [big, b"small"]
+            assert [m[0] for m in inbox.messages] == [topic, topic]
+            receiver.ack(m[3] for m in inbox.messages)
+
+    asyncio.run(scenario())
+
+
+def test_retained_messages_are_flagged(mosquitto: MosquittoServer, topic_prefix: str) -> None:
+    address = parse_broker_url(mosquitto.url)
+    topic = f"{topic_prefix}/status"
+
+    async def scenario() -> None:
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+            await client.publish(topic, b"online", qos=1, retain=True)
+        inbox = Inbox()
+        async with consumer(address, inbox, topic_prefix, True) as client:
+            await client.subscribe(topic)
+            await until(lambda: len(inbox.messages) == 1, "the retained message")
+            assert inbox.messages[0][1:] == (b"online", 1, inbox.messages[0][3], True)
+            client.ack([inbox.messages[0][3]])
+
+    asyncio.run(scenario())
+
+
+def test_a_refused_or_lost_connection_is_a_connection_loss(
+    mosquitto_private: MosquittoServer, topic_prefix: str
+) -> None:
+    async def scenario() -> None:
+        nobody = BrokerAddress("127.0.0.1", free_port())
+        with pytest.raises(BrokerConnectionError) as refused:
+            await ConsumerClient(nobody, topic_prefix, Inbox()).connect()
+        assert is_connection_loss(refused.value)
+        inbox = Inbox()
+        client = ConsumerClient(parse_broker_url(mosquitto_private.url), topic_prefix, inbox)
+        await client.connect()
+        waiting: Awaitable[None] = client.wait_closed()
+        mosquitto_private.kill()
+        with pytest.raises(BrokerConnectionError):
+            await asyncio.wait_for(waiting, DEADLINE_S)
+        assert not client.is_connected
+        client.ack([1, 2, 3])  # an ack for a dead connection is dropped, not raised
+        await client.disconnect()
+
+    asyncio.run(scenario())
