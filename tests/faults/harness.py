@@ -328,7 +328,7 @@ def account(
                 len(here - keys),
                 changed,
                 refused_here,
-            )  # fmt: skip
+            )
         )
     return rows
 
