@@ -42,7 +42,7 @@ from carbonlink._clock import SimClock, wall_clock_ms
 from carbonlink._mqtt import BrokerAddress, parse_broker_url
 from carbonlink.agent import Agent
 from carbonlink.config import Settings, load_config
-from carbonlink.coordination import Coordinator, Ledger, load_policy
+from carbonlink.coordination import Coordinator, Journal, load_policy
 from carbonlink.emissions import FactorSet
 from carbonlink.platform import Ingestor, Platform, open_store
 from carbonlink.simulators import simulate
@@ -555,12 +555,12 @@ def test_simulators_agents_platform_and_coordination_deliver_under_their_logins(
         for plant in plants
     ]  # fmt: skip
     sim_logins = {plant.id: login(f"{plant.id}.meters") for plant in plants}
-    ledger = Ledger(tmp_path / "ledger.sqlite")
+    ledger = Journal(tmp_path / "ledger.sqlite")
     reader = open_store(f"sqlite:///{tmp_path / 'store-1.sqlite'}")  # its own connection
     coordinator = Coordinator(
-        tuple(plants), reader, login(COORDINATION),
+        settings, reader, login(COORDINATION),
         load_policy(REPO / "config" / "policies" / "stage3.yaml"), ledger,
-        period_s=900, wall_period_s=60,
+        plants=[p.id for p in plants], period_s=900, wall_period_s=60,
     )  # fmt: skip
 
     async def scenario() -> list[int]:

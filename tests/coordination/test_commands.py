@@ -95,7 +95,7 @@ def test_token_is_checked_on_every_state_change(
             headers={"Authorization": f"Bearer {TOKEN}"},
         )  # fmt: skip
         assert bad_range.status_code == 422
-        assert "end" in bad_range.json()["detail"]
+        assert "end must be after start" in bad_range.json()["detail"][0]["msg"]
 
 
 def test_protected_reads_cover_the_dashboard(

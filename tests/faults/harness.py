@@ -24,6 +24,7 @@ from typing import Final
 
 import aiomqtt
 import httpx
+import pandas as pd
 from tests.servers import HOST, _die_with_parent, free_port
 
 from carbonlink import wire
@@ -69,7 +70,13 @@ class TcpProxy:
 
     def close(self) -> None:
         self._call(self._cut)
-        self._loop.call_soon_threadsafe(self._loop.stop)
+
+        def stop() -> None:
+            for task in asyncio.all_tasks(self._loop):
+                task.cancel()
+            self._loop.call_soon(self._loop.stop)
+
+        self._loop.call_soon_threadsafe(stop)
         self._thread.join(5)
 
     def _call(self, function: Callable[[], None]) -> None:
@@ -288,7 +295,8 @@ def stored_readings(store_url: str, plants: Iterable[str]) -> set[Published]:
         found = set()
         for plant in plants:
             frame = store.activity(plant)
-            ms = (frame["time"].astype("int64") // 1_000_000).tolist()
+            epoch = pd.Timestamp(0, tz="UTC")
+            ms = ((frame["time"] - epoch) // pd.Timedelta(milliseconds=1)).tolist()
             for meter, ts, value in zip(frame["meter"], ms, frame["value"], strict=True):
                 found.add(Published(plant, str(meter), int(ts), float(value)))
         return found

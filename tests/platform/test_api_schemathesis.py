@@ -100,7 +100,7 @@ def test_api_answers_as_its_document_says(api_url: str, tmp_path: Path) -> None:
         [str(schemathesis), "run", f"{api_url}/openapi.json", "--checks", "all",
          "--exclude-checks", EXCLUDED, "--header", f"Authorization: Bearer {TOKEN}",
          "--max-examples", EXAMPLES, "--seed", SEED, "--report-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
+        capture_output=True, text=True, timeout=RUN_TIMEOUT_S, cwd=tmp_path,  # its cache
         env={**os.environ, "NO_COLOR": "1"},
     )  # fmt: skip
     summary = done.stdout[-3000:]

@@ -100,6 +100,7 @@ class Agent:
         self._now_ms = now_ms
         self._validator = MeterValidator(plant, self.config, now_ms)
         self._outbox = DurableQueue(outbox_path)
+        self._outbox_refusing = False
         self._appended = asyncio.Event()
         self._rejections = Rejections("agent", log, self.counters.rejected)
         self._unsent: tuple[int, wire.TelemetryBatch] | None = None
@@ -202,10 +203,16 @@ class Agent:
             # Refused with the reason, dead-lettered, counted: accounted for, not lost.
             reason = OUTBOX_FULL if exc.full else OUTBOX_UNWRITABLE
             detail = f"disk full: {exc.problem}" if exc.full else exc.problem
-            log.error("agent %s: outbox %s, readings refused: %s", self.plant.id, reason, exc)
+            if not self._outbox_refusing:  # once per episode: each refusal is counted anyway
+                self._outbox_refusing = True
+                log.error("agent %s: outbox %s, refusing readings: %s", self.plant.id, reason,
+                          detail)  # fmt: skip
             for reading in accepted:
                 self._reject(topic, RejectedReading(reason, detail, meter=reading.meter), payload)
             return
+        if self._outbox_refusing:
+            self._outbox_refusing = False
+            log.warning("agent %s: outbox writable again", self.plant.id)
         for reading in accepted:
             self.counters.accepted += 1
             self.latest[reading.meter] = reading
@@ -217,18 +224,18 @@ class Agent:
 
     def _commit(self, readings: list[wire.Reading], meta: dict[str, str]) -> None:
         """Append to the outbox. A full disk gets the configured policy, as a full outbox
-        does: ``drop_oldest`` discards the oldest unsent readings and tries once more
-        (deleting needs disk too, so on a truly full disk this can fail as well)."""
+        does: ``drop_oldest`` discards the oldest unsent readings in the same transaction
+        as it appends, and the outbox gives their pages back to the disk (its reserve
+        pays for the deletion when nothing else is left)."""
         items = [_encode_reading(r) for r in readings]
         try:
             self._outbox.append(items, meta)
         except DurableQueueError as exc:
             if not exc.full or self.config.outbox_full_policy is not OutboxFullPolicy.DROP_OLDEST:
                 raise
-            dropped = self._outbox.drop_oldest(max(len(items), DISK_FULL_DROP_MIN))
+            dropped = self._outbox.replace_oldest(max(len(items), DISK_FULL_DROP_MIN), items, meta)
             self.counters.dropped_oldest += dropped
             log.error("agent %s: disk full, dropped the %d oldest readings", self.plant.id, dropped)
-            self._outbox.append(items, meta)
 
     def _make_room(
         self, topic: str, payload: bytes, readings: list[wire.Reading]

@@ -90,7 +90,8 @@ class SqliteStore:
                     )
                     self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    if self._db.in_transaction:  # a failed COMMIT has rolled back already
+                        self._db.execute("ROLLBACK")
                     raise
         except sqlite3.OperationalError as exc:
             # "database is locked" and disk-full are transient from our point of view.
