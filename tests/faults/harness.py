@@ -25,11 +25,11 @@ from typing import Final
 import aiomqtt
 import httpx
 import pandas as pd
-from tests.servers import HOST, _die_with_parent, free_port
 
 from carbonlink import wire
 from carbonlink.config import PlantConfig, ReadingKind
 from carbonlink.platform import open_store
+from tests.servers import HOST, _die_with_parent, free_port
 
 SETTLE_TIMEOUT_S: Final = 120.0
 POLL_S: Final = 0.25
