@@ -159,7 +159,12 @@ def measure(scratch: Path, sizes: Sizes, run: Run) -> None:
 
         figures["simulators"] = _step("simulators", _simulators, broker.url, sizes)
     measured, why = backtest.measure()
-    figures["backtest"] = None if measured is None else {"policy_plant_hours_per_s": measured.rate}
+    figures["backtest"] = None if measured is None else {
+        "policy_plant_hours_per_s": measured.rate,
+        "policies": measured.policies, "plants": measured.plants,
+        "one_policy_one_plant_hours_per_s": measured.baseline_rate,
+        "vs_one_by_one": measured.vs_one_by_one,
+    }  # fmt: skip
     if measured is None:
         _say(why)
         run.notes.append(why)
@@ -262,7 +267,9 @@ def _table(f: dict[str, Any], r: dict[str, float]) -> str:
          f"{sims['publish_messages_per_s']:,.0f} msg/s"),
         ("backtest (policy x plant x sim-hours / s)",
          "n/a" if f["backtest"] is None else f"{f['backtest']['policy_plant_hours_per_s']:,.0f}",
-         "not available in this build" if f["backtest"] is None else ""),
+         "not available in this build" if f["backtest"] is None else
+         (f"{f['backtest']['policies']} policies x {f['backtest']['plants']} plants; "
+          f"{f['backtest']['vs_one_by_one']:.2f}x the rate of 1 x 1")),
     ]  # fmt: skip
     lines = [f"{name:<46} {figure:>26}  {detail}".rstrip() for name, figure, detail in rows]
     targets = [
