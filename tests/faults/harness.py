@@ -32,6 +32,8 @@ from carbonlink.platform import open_store
 from tests.servers import HOST, _die_with_parent, free_port
 
 SETTLE_TIMEOUT_S: Final = 120.0
+# Every report of this session, for the run's summary (tests/faults/conftest.py).
+REPORTS: list[str] = []
 POLL_S: Final = 0.25
 STOP_TIMEOUT_S: Final = 15.0
 PUBLISH_RETRY_S: Final = 0.2
@@ -355,6 +357,7 @@ def report(case: str, rows: Sequence[Account], note: str = "") -> str:
         lines.append(f"  {note}")
     text = "\n".join(lines)
     print(text)
+    REPORTS.append(text)
     return text
 
 

@@ -32,6 +32,7 @@ from carbonlink.agent import Agent
 from carbonlink.config import OutboxFullPolicy, Settings, load_config
 from tests.configs import write_config
 from tests.faults.harness import (
+    REPORTS,
     Service,
     TcpProxy,
     account,
@@ -339,9 +340,11 @@ def test_outbox_disk_full(tmp_path: Path, policy: OutboxFullPolicy) -> None:
             kept = agent.outbox_depth
             refused = agent.counters.rejected.get("outbox_full", 0)
             dropped = agent.counters.dropped_oldest
-            print(f"\nfault: outbox disk full ({kind}, policy {policy}): {DISK_READINGS} "
-                  f"readings, {kept} kept, {refused} refused (outbox_full), "
-                  f"{dropped} dropped oldest")  # fmt: skip
+            text = (f"\nfault: outbox disk full ({kind} of {TINY_DISK}, policy {policy})\n"
+                    f"  {DISK_READINGS} readings: {kept} kept, {refused} refused (outbox_full), "
+                    f"{dropped} dropped oldest")  # fmt: skip
+            print(text)
+            REPORTS.append(text)
             assert kept + refused + dropped == DISK_READINGS  # every reading accounted for
             assert refused + dropped > 0, "the disk never filled"
             kept_ts = [json.loads(item)[1] for _, item in agent._outbox.peek(kept)]
