@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Final
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, Page, sync_playwright
 
-from carbonlink.config import load_config
+from carbonlink.config import Settings, load_config
 from tests.configs import write_config
 from tests.dashboard.live import LiveDashboard
 from tests.servers import MosquittoServer
@@ -41,17 +41,40 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
+def two_plants(tmp_path: Path, topic_prefix: str, broker: MosquittoServer) -> Settings:
+    """The settings of a cement and a steel plant on ``broker``, ids unique to the test."""
+    plants = {f"{topic_prefix}-cement": "cement-01", f"{topic_prefix}-steel": "steel-01"}
+    config = write_config(
+        tmp_path / "config", plants=plants, broker_url=broker.url,
+        client_id=f"platform-{topic_prefix}",
+    )  # fmt: skip
+    return load_config(config)
+
+
+@pytest.fixture
+def viewport() -> dict[str, int]:
+    """The browser window's size; a test module overrides it where it needs more room."""
+    return {"width": 1440, "height": 900}
+
+
+@pytest.fixture
+def page(browser: Browser, viewport: dict[str, int]) -> Iterator[Page]:
+    """A fresh page; the test fails on any JavaScript error the page raised."""
+    context = browser.new_context(viewport=viewport)  # type: ignore[arg-type]  # a TypedDict
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
+    assert errors == [], f"JavaScript errors: {errors}"
+
+
 @pytest.fixture
 def live(
     tmp_path: Path, topic_prefix: str, mosquitto_private: MosquittoServer
 ) -> Iterator[LiveDashboard]:
     """Two plants (cement, steel) streaming on a simulated clock, with the dashboard."""
-    plants = {f"{topic_prefix}-cement": "cement-01", f"{topic_prefix}-steel": "steel-01"}
-    config = write_config(
-        tmp_path / "config", plants=plants, broker_url=mosquitto_private.url,
-        client_id=f"platform-{topic_prefix}",
-    )  # fmt: skip
-    settings = load_config(config)
+    settings = two_plants(tmp_path, topic_prefix, mosquitto_private)
     status = {f"{topic_prefix}-cement": "online", f"{topic_prefix}-steel": "offline"}
     with LiveDashboard(settings, mosquitto_private.url, tmp_path, status) as dashboard:
         yield dashboard

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
-import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
 from carbonlink.emissions import FactorLibrary
 from tests.dashboard.live import LiveDashboard
@@ -24,17 +22,6 @@ COUNT_PLOTLY_CALLS: Final = """() => {
   window.__chart = document.querySelector('#chart-source');
   window.__svg = window.__chart.querySelector('.main-svg');
 }"""
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1440, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield page
-    context.close()
-    assert errors == [], f"JavaScript errors: {errors}"
 
 
 def _plant_ids(live: LiveDashboard) -> list[str]:

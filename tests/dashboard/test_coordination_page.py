@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Final
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
-from carbonlink.config import load_config
 from carbonlink.coordination import load_policy
-from tests.configs import REPO_CONFIG, write_config
+from tests.configs import REPO_CONFIG
+from tests.dashboard.conftest import two_plants
 from tests.dashboard.live import LiveDashboard
 from tests.servers import MosquittoServer
 
@@ -32,31 +32,21 @@ schedule:
 def coordinated(
     tmp_path: Path, topic_prefix: str, mosquitto_private: MosquittoServer
 ) -> Iterator[LiveDashboard]:
-    plants = {f"{topic_prefix}-cement": "cement-01", f"{topic_prefix}-steel": "steel-01"}
-    config = write_config(
-        tmp_path / "config", plants=plants, broker_url=mosquitto_private.url,
-        client_id=f"platform-{topic_prefix}",
-    )  # fmt: skip
+    settings = two_plants(tmp_path, topic_prefix, mosquitto_private)
     policy_file = tmp_path / "quick-switch.yaml"
     policy_file.write_text(POLICY)
     shadows = [load_policy(REPO_CONFIG / "policies" / f"stage{n}.yaml") for n in (1, 2)]
-    status = dict.fromkeys(plants, "online")
+    status = dict.fromkeys(settings.plants, "online")
     with LiveDashboard(
-        load_config(config), mosquitto_private.url, tmp_path, status,
+        settings, mosquitto_private.url, tmp_path, status,
         coordination=(load_policy(policy_file), shadows),
     ) as dashboard:  # fmt: skip
         yield dashboard
 
 
 @pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1440, "height": 1000})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield page
-    context.close()
-    assert errors == [], f"JavaScript errors: {errors}"
+def viewport() -> dict[str, int]:
+    return {"width": 1440, "height": 1000}  # taller: the coordination page has more panels
 
 
 def test_page_follows_the_stage_switch_and_verifies_the_ledger(
