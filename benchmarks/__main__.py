@@ -25,7 +25,7 @@ from typing import Any, Final, TypeVar
 
 from benchmarks import backtest, limits
 from benchmarks import simulators as sim
-from benchmarks._common import Workload, load_average, servers
+from benchmarks._common import AGENT_BATCH, Workload, load_average, servers
 from benchmarks.ingest import IngestResult, platform_process, throughput
 from benchmarks.latency import LatencyResult, SoakVerdict, offered_load, soak_verdict
 
@@ -35,7 +35,6 @@ TARGET_PER_READING_VS_BROKER: Final = 0.3
 TARGET_VS_NAIVE: Final = 10.0
 TARGET_P99_S: Final = 2.0
 LATENCY_OFFERED_PER_S: Final = 50_000
-AGENT_BATCH: Final = 500  # the agent's default batch_max_readings
 SOAK_SHARE_OF_BATCHED: Final = 0.5  # soak load: this share of the batched rate measured
 INGEST_TIMEOUT_S: Final = 240.0
 T = TypeVar("T")

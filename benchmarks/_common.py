@@ -19,7 +19,7 @@ from tests.configs import write_config
 from tests.servers import InfluxDBServer, MosquittoServer
 
 from carbonlink import wire
-from carbonlink.config import load_config
+from carbonlink.config import AgentConfig, load_config
 
 PLANT: Final = "bench-cement"
 TOPIC: Final = wire.telemetry_topic(PLANT)
@@ -33,6 +33,7 @@ POLL_INTERVAL_S: Final = 0.05
 POLL_WINDOW_BUCKETS: Final = 8
 HTTP_TIMEOUT_S: Final = 30.0
 PLATFORM_START_TIMEOUT_S: Final = 60.0
+AGENT_BATCH: Final = AgentConfig().batch_max_readings  # readings per message an agent sends
 CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 PAGE_BYTES: Final = os.sysconf("SC_PAGE_SIZE")
 
@@ -277,12 +278,21 @@ def memory_bytes(pid: int) -> tuple[int, int]:
     rss = peak = 0
     for member in _descendants(pid):
         with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{member}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    rss += int(line.split()[1]) * 1024
-                elif line.startswith("VmHWM:"):
-                    peak += int(line.split()[1]) * 1024
+            figures = proc_status(member)
+            rss += figures.get("VmRSS", 0) * 1024
+            peak += figures.get("VmHWM", 0) * 1024
     return rss, peak
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """The numeric fields of /proc/PID/status (sizes in KiB, counts as they are)."""
+    figures = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        head = value.split(maxsplit=1)
+        if head and head[0].isdigit():
+            figures[name] = int(head[0])
+    return figures
 
 
 @dataclass(slots=True)

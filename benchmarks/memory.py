@@ -15,7 +15,8 @@ minute (tracing halves its throughput: offer less) and prints what grew. At the 
 prints RSS growth per mapping kind after the warm-up. ``--malloc-trim`` makes the hook
 call glibc's malloc_trim(0) that often, to tell memory that is free but kept by the
 allocator from memory still in use; ``--env`` passes allocator tunables such as
-MALLOC_ARENA_MAX=2 to the platform.
+MALLOC_ARENA_MAX=2 to the platform. The platform's log is kept as carbonlink-memory.log
+in the temporary directory (/tmp unless $TMPDIR says otherwise).
 """
 
 from __future__ import annotations
@@ -38,20 +39,19 @@ from typing import Final
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import servers
+from benchmarks._common import AGENT_BATCH, proc_status, servers
 from benchmarks.ingest import PlatformProcess
 from benchmarks.latency import offered_load, soak_verdict
 
 SAMPLE_S: Final = 30.0
 WARMUP_S: Final = 90.0
-AGENT_BATCH: Final = 500
 KIB: Final = 1024
 STATUS_FIELDS: Final = ("VmRSS", "RssAnon", "RssFile", "Threads")
 PYMALLOC_LINES: Final = {
     "arenas": re.compile(r"# arenas allocated current\s+=\s+([\d,]+)"),
     "allocated_bytes": re.compile(r"# bytes in allocated blocks\s+=\s+([\d,]+)"),
 }
-MARK: Final = "@@pymalloc"
+MARK: Final = "@@pymalloc"  # starts each block of allocator figures in the log
 HOOK_HEAD: Final = re.compile(r" t=(?P<t>[\d.]+) objects=(?P<objects>\d+)")
 
 # Runs inside the platform: the only way to read its interpreter's allocator.
@@ -70,7 +70,7 @@ HOOK: Final = textwrap.dedent("""
                 libc.malloc_trim(0)
             if every and time.monotonic() - began >= next_stats:
                 next_stats += every
-                sys.stderr.write("@@pymalloc t=%.0f objects=%d\\n" % (
+                sys.stderr.write("MARK t=%.0f objects=%d\\n" % (
                     time.monotonic() - began, len(gc.get_objects())))
                 sys.stderr.flush()
                 sys._debugmallocstats()
@@ -89,7 +89,7 @@ HOOK: Final = textwrap.dedent("""
     _trim = float(os.environ.get("BENCH_MALLOC_TRIM_S", "0"))
     if _every or _trim:
         threading.Thread(target=_sample, args=(_every, _trim), daemon=True).start()
-""")
+""").replace("MARK", MARK)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,12 +100,8 @@ class Sample:
 
 
 def status(pid: int) -> dict[str, int]:
-    figures = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name in STATUS_FIELDS:
-            figures[name] = int(value.split()[0])
-    return figures
+    figures = proc_status(pid)
+    return {name: figures[name] for name in STATUS_FIELDS}
 
 
 def mappings(pid: int) -> dict[str, int]:
