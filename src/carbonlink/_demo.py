@@ -74,7 +74,12 @@ async def run_demo(
     async with EmbeddedBroker(options.port) as broker:
         address = parse_broker_url(broker.url)
         platform = Platform(
-            Ingestor({p.id: p for p in plants}, settings.factor_sets_dir),
+            Ingestor(
+                {p.id: p for p in plants},
+                settings.factor_sets_dir,
+                now_ms=clock.now_ms,
+                max_skew_ms=round(settings.services.agent.max_clock_skew_s * 1000),
+            ),
             store,
             address,
             # The embedded broker (amqtt) speaks MQTT 3.1.1 only.
@@ -113,7 +118,7 @@ async def run_demo(
             app = create_app(
                 store,
                 shown,
-                health=platform.counters.as_dict,
+                health=platform.health,
                 journal_path=journal_path if coordination is not None else None,
                 clock_ms=clock.now_ms,
             )
@@ -121,7 +126,7 @@ async def run_demo(
                 app,
                 store,
                 shown,
-                health=platform.counters.as_dict,
+                health=platform.health,
                 status=platform.agent_states,
                 clock=clock.now_ms,
             )

@@ -55,7 +55,9 @@ class DurableQueueError(CarbonlinkError):
 class DurableQueue:
     """FIFO of byte items with small key/value metadata, committed atomically together."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, extra_schema: str = "") -> None:
+        """``extra_schema``: tables of the queue's owner, kept in the same file so that
+        :meth:`append` can update them in the same transaction as the queue."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -71,7 +73,7 @@ class DurableQueue:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
-        self._db.executescript(_SCHEMA)
+        self._db.executescript(_SCHEMA + extra_schema)
         self._reserve = self.path.with_name(self.path.name + ".reserve")
         self._keep_reserve()
         (self._count,) = self._db.execute("SELECT count(*) FROM queue").fetchone()
@@ -79,17 +81,28 @@ class DurableQueue:
     def __len__(self) -> int:
         return int(self._count)
 
-    def append(self, items: Sequence[bytes], meta: dict[str, str] | None = None) -> None:
-        """Append items (and update metadata) in one transaction."""
-        self._transaction(
-            lambda db: (
-                db.executemany("INSERT INTO queue (item) VALUES (?)", [(i,) for i in items]),
-                db.executemany(
-                    "INSERT OR REPLACE INTO meta VALUES (?, ?)", list((meta or {}).items())
-                ),
-            )
-        )
+    def append(
+        self,
+        items: Sequence[bytes],
+        meta: dict[str, str] | None = None,
+        also: Callable[[sqlite3.Connection], object] | None = None,
+    ) -> None:
+        """Append items, update metadata and run ``also`` (writes to the owner's own
+        tables), all in one transaction."""
+
+        def work(db: sqlite3.Connection) -> None:
+            db.executemany("INSERT INTO queue (item) VALUES (?)", [(i,) for i in items])
+            db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list((meta or {}).items()))
+            if also is not None:
+                also(db)
+
+        self._transaction(work)
         self._count += len(items)
+
+    def read(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        """Rows of a query on the owner's tables."""
+        with self._lock:
+            return [tuple(row) for row in self._db.execute(sql, params).fetchall()]
 
     def peek(self, limit: int) -> list[tuple[int, bytes]]:
         """The oldest ``limit`` items with their ids, left in place."""
@@ -126,7 +139,11 @@ class DurableQueue:
         return removed
 
     def replace_oldest(
-        self, count: int, items: Sequence[bytes], meta: dict[str, str] | None = None
+        self,
+        count: int,
+        items: Sequence[bytes],
+        meta: dict[str, str] | None = None,
+        also: Callable[[sqlite3.Connection], object] | None = None,
     ) -> int:
         """Discard the oldest ``count`` items and append ``items`` in one transaction, so
         the new items reuse the pages just freed (a full disk's ``drop_oldest``); returns
@@ -141,6 +158,8 @@ class DurableQueue:
             )
             db.executemany("INSERT INTO queue (item) VALUES (?)", [(i,) for i in items])
             db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list((meta or {}).items()))
+            if also is not None:
+                also(db)
             return removed
 
         removed = self._transaction(work, frees=True)

@@ -20,13 +20,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import struct
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Final, Self
 
 from carbonlink._exceptions import BrokerConnectionError
 from carbonlink._mqtt import KEEPALIVE_S, SESSION_EXPIRY_S, BrokerAddress
 from carbonlink._tls import client_context
+
+log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S: Final = 10.0
 # A broker that sent nothing (not even PINGRESP) for this many keepalive periods is gone.
@@ -39,9 +43,23 @@ _PROP_SESSION_EXPIRY, _PROP_RECEIVE_MAXIMUM = 0x11, 0x21
 _PUBACK_HEADER: Final = b"\x40\x02"
 _PACKET_ID = struct.Struct("!H")
 
-# Called for each PUBLISH: (client, topic, payload, qos, packet id or 0 for QoS 0,
-# retained). The client comes along so that a handler knows which connection to ack on.
-MessageHandler = Callable[["ConsumerClient", str, bytes, int, int, bool], None]
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One PUBLISH as received. ``dup`` is set when the broker sends it again after a
+    reconnect because it was never acknowledged: a handler may have failed on it."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    packet_id: int  # 0 for QoS 0: nothing to acknowledge
+    retained: bool
+    dup: bool = False
+
+
+# Called for each PUBLISH. The client comes along so that a handler knows which
+# connection to acknowledge on. It must not raise (see ConsumerClient._publish_received).
+MessageHandler = Callable[["ConsumerClient", Incoming], None]
 
 
 def _varint(value: int) -> bytes:
@@ -62,7 +80,7 @@ def _packet(header: int, body: bytes) -> bytes:
     return bytes([header]) + _varint(len(body)) + body
 
 
-def _read_varint(data: memoryview, pos: int) -> tuple[int, int]:
+def _read_varint(data: bytes | bytearray, pos: int) -> tuple[int, int]:
     """(value, position after it); raises IndexError if the data ends inside it."""
     value = shift = 0
     while True:
@@ -273,7 +291,7 @@ class ConsumerClient:
 
     # Called by the protocol:
 
-    def _handle(self, kind: int, flags: int, body: memoryview) -> None:
+    def _handle(self, kind: int, flags: int, body: bytes) -> None:
         if kind == _PUBLISH:
             self._publish_received(flags, body)
         elif kind in (_PUBACK, _SUBACK):
@@ -291,7 +309,7 @@ class ConsumerClient:
         elif kind != _PINGRESP:
             self._lost(BrokerConnectionError(f"unexpected packet type 0x{kind:02x} from broker"))
 
-    def _publish_received(self, flags: int, body: memoryview) -> None:
+    def _publish_received(self, flags: int, body: bytes) -> None:
         qos = (flags >> 1) & 0x03
         topic_length = (body[0] << 8) | body[1]
         pos = 2 + topic_length
@@ -306,7 +324,17 @@ class ConsumerClient:
         if self._mqtt5:
             length, pos = _read_varint(body, pos)
             pos += length
-        self._on_message(self, topic, bytes(body[pos:]), qos, packet_id, bool(flags & 0x01))
+        message = Incoming(
+            topic, body[pos:], qos, packet_id, bool(flags & 0x01), bool(flags & 0x08)
+        )
+        try:
+            self._on_message(self, message)
+        except Exception:
+            # A handler must not raise (the platform's handles every exception itself).
+            # If one does anyway, the message would fail again on every redelivery: log
+            # it, acknowledge it, and keep the connection for the messages behind it.
+            log.exception("consumer: handler failed on a message to %s; acknowledged", topic)
+            self.ack((packet_id,))
 
 
 class _Protocol(asyncio.Protocol):
@@ -349,39 +377,47 @@ class _Protocol(asyncio.Protocol):
             asyncio.get_running_loop().call_soon(self._parse)
 
     def _parse(self) -> None:
-        buffer = self._buffer
-        pos, end = 0, len(buffer)
-        error: BrokerConnectionError | None = None
-        with memoryview(buffer) as view:
-            try:
-                while not self.paused and end - pos >= 2:
-                    try:
-                        length, start = _read_varint(view, pos + 1)
-                    except IndexError:
-                        break  # the length itself is not complete yet
-                    stop = start + length
-                    if stop > end:
-                        break
-                    header = buffer[pos]
-                    kind = header & 0xF0
-                    if kind == _CONNACK and not self._connack.done():
-                        self._connack_received(view[start:stop])
-                    else:
-                        self._client._handle(kind, header & 0x0F, view[start:stop])
-                    pos = stop
-            except BrokerConnectionError as exc:
-                error = exc
-            except (IndexError, UnicodeDecodeError, struct.error) as exc:
-                error = BrokerConnectionError(f"malformed packet from broker: {exc}")
-        if error is not None:
-            # The traceback may still reference slices of the buffer, which then cannot
-            # shrink; the connection is over anyway, so drop the buffer instead.
-            self._buffer = bytearray()
-            self._client._lost(error)
-        elif pos:
-            del buffer[:pos]
+        """Handle every complete packet in the buffer, one at a time.
 
-    def _connack_received(self, body: memoryview) -> None:
+        Each packet is copied out of the buffer and removed from it *before* it is
+        handled: nothing a handler keeps (a payload, an exception with its traceback)
+        can then hold a view of the receive buffer, which would stop it from shrinking.
+        Deleting from the front of a bytearray is cheap in CPython (it moves a start
+        offset), so packet-at-a-time costs no quadratic copying.
+        """
+        buffer = self._buffer
+        while not self.paused and len(buffer) >= 2:
+            try:
+                length, start = _read_varint(buffer, 1)
+            except IndexError:
+                return  # the length itself is not complete yet
+            except BrokerConnectionError as exc:
+                self._fail(exc)
+                return
+            stop = start + length
+            if stop > len(buffer):
+                return
+            header = buffer[0]
+            body = bytes(buffer[start:stop])
+            del buffer[:stop]
+            kind = header & 0xF0
+            try:
+                if kind == _CONNACK and not self._connack.done():
+                    self._connack_received(body)
+                else:
+                    self._client._handle(kind, header & 0x0F, body)
+            except BrokerConnectionError as exc:
+                self._fail(exc)
+                return
+            except (IndexError, UnicodeDecodeError, struct.error) as exc:
+                self._fail(BrokerConnectionError(f"malformed packet from broker: {exc}"))
+                return
+
+    def _fail(self, error: BrokerConnectionError) -> None:
+        self._buffer = bytearray()  # the connection is over; what is left is meaningless
+        self._client._lost(error)
+
+    def _connack_received(self, body: bytes) -> None:
         code = body[1] if len(body) > 1 else 0xFF
         if code:
             self._connack.set_exception(

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
+from carbonlink import wire
 from carbonlink._duration import Duration
 from carbonlink._exceptions import CarbonlinkError, ConfigError
 from carbonlink._yamlconfig import StrictModel, load_yaml_model
@@ -29,6 +30,17 @@ ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 """Plant and meter ids appear in MQTT topics and storage tags: no wildcards, no slashes."""
 
 Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
+
+PLAUSIBILITY_MARGIN = 1.10
+"""A reading may exceed its meter's rated draw by this margin before it is called
+implausible: meters are calibrated to a few percent and intervals jitter."""
+INTERVAL_PERIODS = 10.0
+"""An interval meter's reading covers at most this many sample periods by default: a
+meter that missed ticks may report the time since its last sample in one reading. Without
+a bound, a huge amount over a huge interval would pass as a plausible low rate."""
+MAX_RATED_PER_HOUR = 1e12
+"""The largest rating a meter may have (a 1 GW plant draws 1e6 kWh an hour): it bounds
+every accepted amount, so no sum of readings can overflow."""
 
 
 class ReadingKind(StrEnum):
@@ -46,7 +58,16 @@ class MeterConfig(StrictModel):
     unit: str
     reading: ReadingKind = ReadingKind.INTERVAL
     sample_period_s: float = Field(default=60.0, gt=0)
-    rated_per_hour: float = Field(gt=0, description="Physical ceiling, unit per hour")
+    rated_per_hour: float = Field(
+        gt=0, le=MAX_RATED_PER_HOUR, description="Physical ceiling, unit per hour"
+    )
+    max_interval_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=wire.MAX_INTERVAL_MS / 1000,
+        description="Longest interval one reading may cover; default: ten sample periods "
+        "(interval meters), a week (counters, whose intervals span the gaps between samples)",
+    )
     nominal_per_hour: float = Field(gt=0, description="Draw at full production, unit per hour")
     counter_rollover: float | None = Field(default=None, gt=0)
     # Simulation only (ignored by agent and platform):
@@ -67,6 +88,31 @@ class MeterConfig(StrictModel):
         if self.counter_rollover is not None and self.reading is not ReadingKind.COUNTER:
             raise ValueError("counter_rollover only applies to `reading: counter`")
         return self
+
+    @property
+    def longest_interval_ms(self) -> int:
+        """The longest interval one reading of this meter may cover (agent and platform)."""
+        if self.max_interval_s is not None:
+            return round(self.max_interval_s * 1000)
+        if self.reading is ReadingKind.COUNTER:
+            return wire.MAX_INTERVAL_MS
+        return round(self.sample_period_s * INTERVAL_PERIODS * 1000)
+
+    def ceiling(self, duration_ms: int) -> float:
+        """The most this meter can plausibly measure in ``duration_ms``."""
+        return self.rated_per_hour * PLAUSIBILITY_MARGIN * duration_ms / 3_600_000
+
+    def plausibility(self, amount: float, duration_ms: int) -> str | None:
+        """Why ``amount`` over ``duration_ms`` cannot be a reading of this meter, or None."""
+        if duration_ms > self.longest_interval_ms:
+            return (
+                f"an interval of {duration_ms / 1000:g} s is longer than meter {self.id!r} "
+                f"allows ({self.longest_interval_ms / 1000:g} s)"
+            )
+        if amount > self.ceiling(duration_ms):
+            rate = amount / (duration_ms / 3_600_000)
+            return f"{rate:.4g} {self.unit}/h exceeds rated {self.rated_per_hour:g} {self.unit}/h"
+        return None
 
 
 class ShiftConfig(StrictModel):
@@ -200,7 +246,8 @@ class OutboxFullPolicy(StrEnum):
 
 class AgentConfig(StrictModel):
     max_clock_skew_s: float = Field(default=300.0, gt=0)
-    batch_max_readings: int = Field(default=500, ge=1, le=100_000)
+    # At most what the platform takes in one message: a larger batch would be refused.
+    batch_max_readings: int = Field(default=500, ge=1, le=wire.MAX_TELEMETRY_READINGS)
     batch_max_delay_s: float = Field(default=0.5, gt=0)
     outbox_dir: str = Field(default="../var/outbox", description="Relative to the config file")
     outbox_max_readings: int = Field(default=2_000_000, ge=1)
@@ -236,6 +283,11 @@ class PlatformConfig(StrictModel):
         default="../var/platform-spill.sqlite", description="Relative to the config file"
     )
     client_id: str = "carbonlink-platform"
+    audit_topics: bool = Field(
+        default=True,
+        description="Count what is published under carbonlink/v1/ where no service listens "
+        "(one worker of a group audits: `carbonlink platform --audit`)",
+    )
 
 
 class CoordinationConfig(StrictModel):

@@ -4,7 +4,14 @@ Delivery: a meter message is acknowledged to the broker only after its good read
 are committed to the outbox, and readings leave the outbox only after the broker has
 acknowledged the telemetry batch carrying them (QoS 1 PUBACK). A crash anywhere in
 between makes something be sent again, never lost; the platform stores by reading
-identity, so a repeat overwrites itself.
+identity, so a repeat is stored once.
+
+What each meter sent lately (the validator's state) is kept in the outbox file too, in
+the same transaction as the readings, so duplicates, conflicting values and overlapping
+intervals are refused after a restart as before it.
+
+No message can stop the agent: whatever goes wrong while handling one is refused as
+``internal_error`` (logged, counted, dead-lettered) and the message is acknowledged.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +42,7 @@ from carbonlink._mqtt import (
     next_backoff,
 )
 from carbonlink._rejections import Rejections
-from carbonlink.agent._validation import MeterValidator
+from carbonlink.agent._validation import MeterValidator, Remembered, Verdict
 from carbonlink.config import AgentConfig, OutboxFullPolicy, PlantConfig
 from carbonlink.emissions import FactorLibrary, FactorSet, ResolvedFactor
 
@@ -47,7 +55,15 @@ OUTBOX_UNWRITABLE: Final = "outbox_unwritable"
 # exactly what one message needs would hit the wall again on the next message.
 DISK_FULL_DROP_MIN: Final = 1000
 _SEQ_KEY: Final = "seq"
-_COUNTER_KEY_PREFIX: Final = "counter:"
+_COUNTER_KEY_PREFIX: Final = "counter:"  # outboxes written before the `seen` table
+_FORGOTTEN_KEY_PREFIX: Final = "forgotten:"
+# The validator's state, beside the outbox (see the module docstring).
+_SEEN_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS seen (
+    meter TEXT NOT NULL, ts_ms INTEGER NOT NULL, value REAL NOT NULL,
+    duration_ms INTEGER NOT NULL, PRIMARY KEY (meter, ts_ms)
+) WITHOUT ROWID;
+"""
 
 
 @dataclass(slots=True)
@@ -99,22 +115,32 @@ class Agent:
         self._broker = broker
         self._now_ms = now_ms
         self._validator = MeterValidator(plant, self.config, now_ms)
-        self._outbox = DurableQueue(outbox_path)
+        self._outbox = DurableQueue(outbox_path, extra_schema=_SEEN_SCHEMA)
         self._outbox_refusing = False
         self._appended = asyncio.Event()
         self._rejections = Rejections("agent", log, self.counters.rejected)
         self._unsent: tuple[int, wire.TelemetryBatch] | None = None
+        self._forgotten: list[tuple[str, int]] = []  # to delete from `seen` next commit
         meta = self._outbox.meta()
         self._seq = int(meta.get(_SEQ_KEY, "0"))
+        self._restore_state(meta)
+        self._factors = _local_factors(plant, factor_set)
+
+    def _restore_state(self, meta: dict[str, str]) -> None:
         for key, value in meta.items():
             if key.startswith(_COUNTER_KEY_PREFIX):
                 ts_ms, register = json.loads(value)
                 self._validator.restore_counter(key[len(_COUNTER_KEY_PREFIX) :], ts_ms, register)
-        self._factors = _local_factors(plant, factor_set)
+            elif key.startswith(_FORGOTTEN_KEY_PREFIX):
+                self._validator.restore_forgotten(key[len(_FORGOTTEN_KEY_PREFIX) :], int(value))
+        rows = self._outbox.read("SELECT meter, ts_ms, value, duration_ms FROM seen ORDER BY ts_ms")
+        self._validator.restore(
+            Remembered(str(m), int(str(t)), float(str(v)), int(str(d))) for m, t, v, d in rows
+        )
 
     @property
     def identity(self) -> str:
-        return f"agent-{self.plant.id}"
+        return wire.agent_id(self.plant.id)
 
     @property
     def outbox_depth(self) -> int:
@@ -180,25 +206,37 @@ class Agent:
                 acknowledge(client, message)
 
     def handle(self, topic: str, payload: bytes) -> None:
-        """Validate one meter message; commit the good readings, dead-letter the rest."""
+        """Validate one meter message; commit the good readings, dead-letter the rest.
+
+        Never raises: anything unexpected is refused as ``internal_error``."""
         self.counters.received += 1
         try:
+            self._handle(topic, payload)
+        except Exception as exc:
+            log.exception("agent %s: failed on a message to %s", self.plant.id, wire.shown(topic))
+            detail = f"{type(exc).__name__}: {wire.shown(str(exc))}"
+            self._reject(topic, RejectedReading(wire.Reason.INTERNAL_ERROR, detail), payload)
+
+    def _handle(self, topic: str, payload: bytes) -> None:
+        try:
             message = wire.decode_meter_message(topic, payload)
-            verdict = self._validator.check(message)
+            verdict = self._validator.check(message, commit=False)
         except RejectedReading as exc:
             self._reject(topic, exc, payload)
             return
         for error in verdict.rejected:
             self._reject(topic, error, payload)
         accepted = self._make_room(topic, payload, list(verdict.accepted))
-        meta: dict[str, str] = {}
-        baseline = self._validator.counter_baseline(message.meter)
-        if baseline is not None:
-            meta[_COUNTER_KEY_PREFIX + message.meter] = json.dumps(baseline)
-        if not accepted and not meta:
+        kept = {(r.meter, r.ts_ms) for r in accepted}
+        remembered = [
+            row
+            for row in verdict.remembered
+            if row.duration_ms == 0 or (row.meter, row.ts_ms) in kept  # counters: registers
+        ]
+        if not accepted and not remembered:
             return  # nothing to keep: spare the disk a transaction
         try:
-            self._commit(accepted, meta)
+            self._commit(accepted, remembered)
         except DurableQueueError as exc:
             # Refused with the reason, dead-lettered, counted: accounted for, not lost.
             reason = OUTBOX_FULL if exc.full else OUTBOX_UNWRITABLE
@@ -210,6 +248,7 @@ class Agent:
             for reading in accepted:
                 self._reject(topic, RejectedReading(reason, detail, meter=reading.meter), payload)
             return
+        self._forgotten += self._validator.commit(Verdict(tuple(accepted), (), tuple(remembered)))
         if self._outbox_refusing:
             self._outbox_refusing = False
             log.warning("agent %s: outbox writable again", self.plant.id)
@@ -222,20 +261,36 @@ class Agent:
         if accepted:
             self._appended.set()
 
-    def _commit(self, readings: list[wire.Reading], meta: dict[str, str]) -> None:
-        """Append to the outbox. A full disk gets the configured policy, as a full outbox
-        does: ``drop_oldest`` discards the oldest unsent readings in the same transaction
-        as it appends, and the outbox gives their pages back to the disk (its reserve
-        pays for the deletion when nothing else is left)."""
+    def _commit(self, readings: list[wire.Reading], remembered: list[Remembered]) -> None:
+        """Append to the outbox, with what the validator now remembers. A full disk gets
+        the configured policy, as a full outbox does: ``drop_oldest`` discards the oldest
+        unsent readings in the same transaction as it appends, and the outbox gives their
+        pages back to the disk (its reserve pays for the deletion when nothing is left)."""
         items = [_encode_reading(r) for r in readings]
+        forgotten = list(self._forgotten)
+        meta = {
+            _FORGOTTEN_KEY_PREFIX + meter: str(self._validator.forgotten(meter))
+            for meter in {m for m, _ in forgotten}
+        }
+
+        def remember(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "INSERT OR REPLACE INTO seen VALUES (?, ?, ?, ?)",
+                [(r.meter, r.ts_ms, r.value, r.duration_ms) for r in remembered],
+            )
+            db.executemany("DELETE FROM seen WHERE meter = ? AND ts_ms = ?", forgotten)
+
         try:
-            self._outbox.append(items, meta)
+            self._outbox.append(items, meta, remember)
         except DurableQueueError as exc:
             if not exc.full or self.config.outbox_full_policy is not OutboxFullPolicy.DROP_OLDEST:
                 raise
-            dropped = self._outbox.replace_oldest(max(len(items), DISK_FULL_DROP_MIN), items, meta)
+            dropped = self._outbox.replace_oldest(
+                max(len(items), DISK_FULL_DROP_MIN), items, meta, remember
+            )
             self.counters.dropped_oldest += dropped
             log.error("agent %s: disk full, dropped the %d oldest readings", self.plant.id, dropped)
+        del self._forgotten[: len(forgotten)]
 
     def _make_room(
         self, topic: str, payload: bytes, readings: list[wire.Reading]
@@ -263,13 +318,7 @@ class Agent:
         topic = wire.telemetry_topic(self.plant.id)
         while True:
             if self._unsent is None:
-                rows = await self._next_rows()
-                self._seq += 1
-                readings = tuple(_decode_reading(item) for _, item in rows)
-                batch = wire.TelemetryBatch(
-                    self.plant.id, self.identity, self._seq, self._now_ms(), readings
-                )
-                self._unsent = (rows[-1][0], batch)
+                self._unsent = self._next_batch(await self._next_rows())
             last_id, batch = self._unsent
             # A batch cut off by a disconnect is sent again (same seq) after reconnecting.
             await client.publish(topic, wire.encode_telemetry(batch), qos=1)
@@ -277,6 +326,19 @@ class Agent:
             self._outbox.remove_through(last_id, {_SEQ_KEY: str(batch.seq)})
             self.counters.forwarded += len(batch.readings)
             self._unsent = None
+
+    def _next_batch(self, rows: list[tuple[int, bytes]]) -> tuple[int, wire.TelemetryBatch]:
+        """The next telemetry batch from the oldest rows: as many as the platform takes in
+        one message (long meter ids could make even the configured count too large)."""
+        while True:
+            readings = tuple(_decode_reading(item) for _, item in rows)
+            batch = wire.TelemetryBatch(
+                self.plant.id, self.identity, self._seq + 1, self._now_ms(), readings
+            )
+            if len(rows) == 1 or wire.fits(wire.encode_telemetry(batch)):
+                self._seq += 1
+                return rows[-1][0], batch
+            rows = rows[: len(rows) // 2]
 
     async def _next_rows(self) -> list[tuple[int, bytes]]:
         """Wait for a full batch, or for the oldest pending reading to be old enough."""
@@ -305,11 +367,18 @@ class Agent:
             )
 
     def _status(self, state: str) -> bytes:
-        body: dict[str, object] = {"v": wire.WIRE_VERSION, "state": state, "agent": self.identity}
-        if state == "online":
-            body["counters"] = self.counters.as_dict()
-            body["outbox_depth"] = self.outbox_depth
-        return json.dumps(body, separators=(",", ":")).encode()
+        counters = self.counters
+        return wire.encode_status(
+            wire.AgentStatus(
+                self.plant.id,
+                self.identity,
+                state,
+                {"received": counters.received, "accepted": counters.accepted,
+                 "forwarded": counters.forwarded, "dropped_oldest": counters.dropped_oldest},
+                dict(counters.rejected),
+                self.outbox_depth,
+            )
+        )  # fmt: skip
 
 
 def _local_factors(plant: PlantConfig, factor_set: FactorSet | None) -> dict[str, ResolvedFactor]:

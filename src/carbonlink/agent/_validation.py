@@ -1,12 +1,21 @@
 """The agent's checks on each meter sample, and counter-to-interval conversion.
 
 Pure and synchronous so it can be tested without a broker and run fast on the hot path.
+
+A meter's state is what it has sent lately: the readings of an interval meter (end time,
+amount, interval length), the last register of a counter. :meth:`MeterValidator.check`
+judges a message against that state and against the message's own earlier samples, and
+returns what it would change as :class:`Remembered` rows; :meth:`MeterValidator.commit`
+applies them once the agent has kept the accepted readings on disk. So a reading that
+could not be kept (a full disk) is not remembered either, and its resend is not refused
+as a duplicate. The agent persists the same rows beside its outbox, so the state, and with
+it duplicate, conflict and overlap detection, survives a restart.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable
+import bisect
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -14,42 +23,75 @@ from carbonlink._exceptions import RejectedReading
 from carbonlink.config import AgentConfig, MeterConfig, PlantConfig, ReadingKind
 from carbonlink.wire import MeterMessage, Reading, Reason, Sample
 
-# A reading may exceed its meter's rated draw by this margin before it is called
-# implausible: meters are calibrated to a few percent and intervals jitter.
-PLAUSIBILITY_MARGIN: Final = 1.10
-# How many recent timestamps per meter are remembered to catch duplicates; a sample
-# older than all of them cannot be told apart from a duplicate and is refused as late.
+# How many recent readings per meter are remembered to catch duplicates, conflicts and
+# overlaps; a sample older than all of them cannot be checked and is refused as late.
 DEDUP_WINDOW: Final = 4096
 # Oldest accepted sample, relative to the agent's clock.
 MAX_READING_AGE_S: Final = 7 * 24 * 3600.0
 
 
+@dataclass(frozen=True, slots=True)
+class Remembered:
+    """One sample the meter's state now holds. For an interval meter: the reading's end
+    time, amount and interval; for a counter: the register at that time (duration 0)."""
+
+    meter: str
+    ts_ms: int
+    value: float
+    duration_ms: int
+
+
 @dataclass(slots=True)
 class _MeterState:
-    recent: deque[int] = field(default_factory=lambda: deque(maxlen=DEDUP_WINDOW))
-    recent_set: set[int] = field(default_factory=set)
-    last_ts_ms: int | None = None
-    last_counter: float | None = None
-    # Newest timestamp pushed out of the window: at or before it, a sample may be a
-    # duplicate we no longer remember.
+    times: list[int] = field(default_factory=list)  # sorted
+    samples: dict[int, tuple[float, int]] = field(default_factory=dict)  # ts -> (value, dur)
+    # Newest time pushed out of the window: at or before it, a sample may be a duplicate
+    # or an overlap we no longer remember.
     forgotten_up_to: int | None = None
 
-    def remember(self, ts_ms: int) -> None:
-        if len(self.recent) == self.recent.maxlen:
-            evicted = self.recent[0]
-            self.recent_set.discard(evicted)
-            if self.forgotten_up_to is None or evicted > self.forgotten_up_to:
-                self.forgotten_up_to = evicted
-        self.recent.append(ts_ms)
-        self.recent_set.add(ts_ms)
-        if self.last_ts_ms is None or ts_ms > self.last_ts_ms:
-            self.last_ts_ms = ts_ms
+    def add(self, ts_ms: int, value: float, duration_ms: int) -> int | None:
+        """Remember a sample; return the time of the one forgotten to make room, if any."""
+        if ts_ms not in self.samples:
+            if not self.times or ts_ms > self.times[-1]:
+                self.times.append(ts_ms)
+            else:
+                bisect.insort(self.times, ts_ms)
+        self.samples[ts_ms] = (value, duration_ms)
+        if len(self.times) <= DEDUP_WINDOW:
+            return None
+        evicted = self.times.pop(0)
+        del self.samples[evicted]
+        if self.forgotten_up_to is None or evicted > self.forgotten_up_to:
+            self.forgotten_up_to = evicted
+        return evicted
+
+    @property
+    def last(self) -> tuple[int, float] | None:
+        """The newest sample: (time, value)."""
+        if not self.times:
+            return None
+        ts = self.times[-1]
+        return ts, self.samples[ts][0]
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A message's accepted samples, seen by its later samples before they are committed."""
+
+    samples: dict[int, tuple[float, int]] = field(default_factory=dict)
+    times: list[int] = field(default_factory=list)
+    last_counter: tuple[int, float] | None = None
+
+    def add(self, ts_ms: int, value: float, duration_ms: int) -> None:
+        bisect.insort(self.times, ts_ms)
+        self.samples[ts_ms] = (value, duration_ms)
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
     accepted: tuple[Reading, ...]
     rejected: tuple[RejectedReading, ...]
+    remembered: tuple[Remembered, ...] = ()
 
 
 class MeterValidator:
@@ -63,21 +105,49 @@ class MeterValidator:
         self._max_age_ms = round(MAX_READING_AGE_S * 1000)
         self._now_ms = now_ms
 
+    # --- state ----------------------------------------------------------------------
+
     def counter_baseline(self, meter_id: str) -> tuple[int, float] | None:
         """The register a counter meter's next interval starts from, to persist it."""
-        state = self._state.get(meter_id)
-        if state is None or state.last_ts_ms is None or state.last_counter is None:
+        meter, state = self._meters.get(meter_id), self._state.get(meter_id)
+        if meter is None or state is None or meter.reading is not ReadingKind.COUNTER:
             return None
-        return state.last_ts_ms, state.last_counter
+        return state.last
 
     def restore_counter(self, meter_id: str, ts_ms: int, register: float) -> None:
         """Resume from a persisted baseline, so a restart loses no counter interval."""
-        state = self._state.get(meter_id)
-        if state is not None:
-            state.remember(ts_ms)
-            state.last_counter = register
+        self.restore([Remembered(meter_id, ts_ms, register, 0)])
 
-    def check(self, message: MeterMessage) -> Verdict:
+    def restore(self, rows: Iterable[Remembered]) -> None:
+        """Resume from persisted samples (in any order); unknown meters are ignored."""
+        for row in rows:
+            state = self._state.get(row.meter)
+            if state is not None:
+                state.add(row.ts_ms, row.value, row.duration_ms)
+
+    def restore_forgotten(self, meter_id: str, ts_ms: int) -> None:
+        state = self._state.get(meter_id)
+        if state is not None and (state.forgotten_up_to is None or ts_ms > state.forgotten_up_to):
+            state.forgotten_up_to = ts_ms
+
+    def forgotten(self, meter_id: str) -> int | None:
+        state = self._state.get(meter_id)
+        return None if state is None else state.forgotten_up_to
+
+    def commit(self, verdict: Verdict) -> list[tuple[str, int]]:
+        """Remember what a verdict accepted; return the (meter, time) forgotten for it."""
+        evicted = []
+        for row in verdict.remembered:
+            gone = self._state[row.meter].add(row.ts_ms, row.value, row.duration_ms)
+            if gone is not None:
+                evicted.append((row.meter, gone))
+        return evicted
+
+    # --- checks ---------------------------------------------------------------------
+
+    def check(self, message: MeterMessage, *, commit: bool = True) -> Verdict:
+        """Judge a message. ``commit=False`` leaves the state as it was: call
+        :meth:`commit` with the verdict once its readings are kept."""
         meter = self._meters.get(message.meter)
         if meter is None:
             error = RejectedReading(
@@ -102,18 +172,38 @@ class MeterValidator:
             return Verdict((), (error, *message.rejected))
         accepted: list[Reading] = []
         rejected = list(message.rejected)
+        remembered: list[Remembered] = []
+        pending = _Pending()
+        state = self._state[meter.id]
         now = self._now_ms()
         for sample in message.samples:
             try:
-                reading = self._check_sample(meter, sample, now)
+                reading = self._check_sample(meter, state, pending, sample, now)
             except RejectedReading as exc:
                 rejected.append(RejectedReading(exc.reason, exc.detail, meter=meter.id))
-            else:
-                if reading is not None:
-                    accepted.append(reading)
-        return Verdict(tuple(accepted), tuple(rejected))
+                if isinstance(exc, _NewBaseline):  # refused, but the register moves on
+                    remembered.append(Remembered(meter.id, sample.ts_ms, sample.value, 0))
+                continue
+            if meter.reading is ReadingKind.COUNTER:
+                remembered.append(Remembered(meter.id, sample.ts_ms, sample.value, 0))
+            elif reading is not None:
+                remembered.append(Remembered(meter.id, reading.ts_ms, reading.value,
+                                             reading.duration_ms))  # fmt: skip
+            if reading is not None:
+                accepted.append(reading)
+        verdict = Verdict(tuple(accepted), tuple(rejected), tuple(remembered))
+        if commit:
+            self.commit(verdict)
+        return verdict
 
-    def _check_sample(self, meter: MeterConfig, sample: Sample, now_ms: int) -> Reading | None:
+    def _check_sample(
+        self,
+        meter: MeterConfig,
+        state: _MeterState,
+        pending: _Pending,
+        sample: Sample,
+        now_ms: int,
+    ) -> Reading | None:
         if sample.value < 0:
             raise RejectedReading(Reason.NEGATIVE, f"value {sample.value} < 0")
         if sample.ts_ms - now_ms > self._max_skew_ms:
@@ -122,58 +212,93 @@ class MeterValidator:
         if now_ms - sample.ts_ms > self._max_age_ms:
             behind = (now_ms - sample.ts_ms) / 1000
             raise RejectedReading(Reason.CLOCK_SKEW, f"timestamp {behind:.0f} s in the past")
-        state = self._state[meter.id]
-        if sample.ts_ms in state.recent_set:
-            raise RejectedReading(Reason.DUPLICATE, f"timestamp {sample.ts_ms} already received")
         if meter.reading is ReadingKind.COUNTER:
-            return self._counter_interval(meter, state, sample)
+            return self._counter_interval(meter, state, pending, sample)
+        duration_ms = (
+            sample.duration_ms
+            if sample.duration_ms is not None
+            else round(meter.sample_period_s * 1000)
+        )
+        _identity(state, pending, sample.ts_ms, sample.value, duration_ms)
         if state.forgotten_up_to is not None and sample.ts_ms <= state.forgotten_up_to:
             raise RejectedReading(Reason.OUT_OF_ORDER, "older than the duplicate-detection window")
-        duration_ms = sample.duration_ms or round(meter.sample_period_s * 1000)
-        self._check_plausible(meter, sample.value, duration_ms)
-        state.remember(sample.ts_ms)
+        _no_overlap(state, pending, sample.ts_ms, duration_ms)
+        problem = meter.plausibility(sample.value, duration_ms)
+        if problem is not None:
+            raise RejectedReading(Reason.IMPLAUSIBLE, problem)
+        pending.add(sample.ts_ms, sample.value, duration_ms)
         return Reading(
             meter.id, sample.ts_ms, sample.value, meter.unit, duration_ms, sample.quality
         )
 
     def _counter_interval(
-        self, meter: MeterConfig, state: _MeterState, sample: Sample
+        self, meter: MeterConfig, state: _MeterState, pending: _Pending, sample: Sample
     ) -> Reading | None:
-        last_ts, last_value = state.last_ts_ms, state.last_counter
-        if last_ts is not None and sample.ts_ms < last_ts:
+        _identity(state, pending, sample.ts_ms, sample.value, 0)
+        last = pending.last_counter or state.last
+        if last is not None and sample.ts_ms < last[0]:
             raise RejectedReading(Reason.OUT_OF_ORDER, "counter sample older than the last one")
-        if last_ts is None or last_value is None:
+        if last is None:
             # The first register value only sets the baseline: an interval needs two.
-            state.remember(sample.ts_ms)
-            state.last_counter = sample.value
+            pending.add(sample.ts_ms, sample.value, 0)
+            pending.last_counter = (sample.ts_ms, sample.value)
             return None
+        last_ts, last_value = last
         delta = sample.value - last_value
         duration_ms = sample.ts_ms - last_ts
         if delta < 0:
             rollover = meter.counter_rollover
             wrapped = (rollover - last_value) + sample.value if rollover else None
-            if wrapped is None or not self._plausible(meter, wrapped, duration_ms):
-                state.remember(sample.ts_ms)
-                state.last_counter = sample.value
-                raise RejectedReading(
+            if wrapped is None or meter.plausibility(wrapped, duration_ms) is not None:
+                pending.add(sample.ts_ms, sample.value, 0)
+                pending.last_counter = (sample.ts_ms, sample.value)
+                raise _NewBaseline(
                     Reason.COUNTER_RESET,
                     f"register fell from {last_value} to {sample.value}; new baseline",
                 )
             delta = wrapped
-        self._check_plausible(meter, delta, duration_ms)
-        state.remember(sample.ts_ms)
-        state.last_counter = sample.value
+        problem = meter.plausibility(delta, duration_ms)
+        if problem is not None:
+            # A glitch: the baseline stays, so the next good register gives the interval.
+            raise RejectedReading(Reason.IMPLAUSIBLE, problem)
+        pending.add(sample.ts_ms, sample.value, 0)
+        pending.last_counter = (sample.ts_ms, sample.value)
         return Reading(meter.id, sample.ts_ms, delta, meter.unit, duration_ms, sample.quality)
 
-    @staticmethod
-    def _plausible(meter: MeterConfig, amount: float, duration_ms: int) -> bool:
-        ceiling = meter.rated_per_hour * PLAUSIBILITY_MARGIN * duration_ms / 3_600_000
-        return amount <= ceiling
 
-    def _check_plausible(self, meter: MeterConfig, amount: float, duration_ms: int) -> None:
-        if not self._plausible(meter, amount, duration_ms):
-            rate = amount / (duration_ms / 3_600_000)
+class _NewBaseline(RejectedReading):
+    """A counter sample refused as a reading but kept as the register's new baseline."""
+
+
+def _identity(state: _MeterState, pending: _Pending, ts_ms: int, value: float, dur: int) -> None:
+    """Refuse a sample whose time the meter already sent: the same again, or another."""
+    known = pending.samples.get(ts_ms) or state.samples.get(ts_ms)
+    if known is None:
+        return
+    if known == (value, dur):
+        raise RejectedReading(Reason.DUPLICATE, f"timestamp {ts_ms} already received")
+    raise RejectedReading(
+        Reason.CONFLICT,
+        f"timestamp {ts_ms} already received with value {known[0]:g} over {known[1]} ms; "
+        f"the first one stays",
+    )
+
+
+def _no_overlap(state: _MeterState, pending: _Pending, ts_ms: int, duration_ms: int) -> None:
+    """Refuse an interval (ts - duration, ts] that overlaps one already accepted."""
+    for times, samples in ((state.times, state.samples), (pending.times, pending.samples)):
+        at = bisect.bisect_left(times, ts_ms)
+        before = times[at - 1] if at > 0 else None
+        after = times[at] if at < len(times) else None
+        if before is not None and before > ts_ms - duration_ms:
             raise RejectedReading(
-                Reason.IMPLAUSIBLE,
-                f"{rate:.4g} {meter.unit}/h exceeds rated {meter.rated_per_hour:g} {meter.unit}/h",
+                Reason.OVERLAP,
+                f"interval ({ts_ms - duration_ms}, {ts_ms}] overlaps the reading ending at "
+                f"{before}",
+            )
+        if after is not None and after - samples[after][1] < ts_ms:
+            raise RejectedReading(
+                Reason.OVERLAP,
+                f"interval ({ts_ms - duration_ms}, {ts_ms}] overlaps the reading "
+                f"({after - samples[after][1]}, {after}]",
             )

@@ -187,6 +187,12 @@ def agent(
     default=None,
     help="Spill file [default: platform.spill_path in the config, with -WORKER].",
 )
+@click.option(
+    "--audit/--no-audit",
+    default=None,
+    help="Count and dead-letter what is published where nobody listens [default: "
+    "platform.audit_topics, and only without --shared-group: give one worker --audit].",
+)
 @http_option
 @user_errors
 def platform(
@@ -196,6 +202,7 @@ def platform(
     shared_group: str | None,
     worker: str | None,
     spill: Path | None,
+    audit: bool | None,
     http: str | None,
 ) -> None:
     """Run the platform: ingest telemetry, compute emissions, store them (--http: the API)."""
@@ -216,15 +223,14 @@ def platform(
         spill_path=spill,
         shared_group=shared_group,
         client_id=f"{config.client_id}-{worker}" if worker else None,
+        audit_topics=audit,
     )
     api = None
     if listen:
         api = create_app(
-            store, settings, health=service.counters.as_dict, journal_path=settings.journal_path()
+            store, settings, health=service.health, journal_path=settings.journal_path()
         )
-        mount_dashboard(
-            api, store, settings, health=service.counters.as_dict, status=service.agent_states
-        )
+        mount_dashboard(api, store, settings, health=service.health, status=service.agent_states)
     try:
         run_async(_with_http(service.run(), api, listen))
     finally:

@@ -4,6 +4,12 @@ The platform is the authority on emissions: whatever the agent computed locally,
 stored CO2e comes from the factor set assigned to the plant here, tagged with its name
 and version.
 
+The platform does not trust agents: it checks again what the agent checked (the agent
+is the plant's own, the platform serves every plant), against each meter's configuration:
+unit, sign, plausibility (the amount over the interval against the meter's rating, the
+interval against the meter's longest), and time (within the wire's range, not ahead of the
+platform's clock). Telemetry from another agent than the plant's is refused whole.
+
 Two paths give the same result. A message whose every row is valid (nearly all of
 them) is checked column by column with set and numpy operations, and its emissions are
 one multiplication of the values by each meter's per-unit factors. A message with any
@@ -14,13 +20,15 @@ to the last bit.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
 from carbonlink import wire
+from carbonlink._clock import wall_clock_ms
 from carbonlink._exceptions import CarbonlinkError, RejectedReading
 from carbonlink.config import MeterConfig, PlantConfig, Settings
 from carbonlink.emissions import EmissionResult, FactorLibrary, FactorSet, ResolvedFactor
@@ -37,6 +45,7 @@ _INTEGER_TYPES = frozenset({int})
 # Up to this many rows, emissions are computed in plain Python rather than numpy.
 SMALL_MESSAGE_ROWS = 16
 _NUMBER_TYPES = frozenset({int, float})
+DEFAULT_MAX_SKEW_MS: Final = 300_000  # agent.max_clock_skew_s: how far ahead a reading may be
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,14 +89,26 @@ class _PlantTable:
     # that overflow.
     max_amount: float
     per_unit_rows: tuple[tuple[float, ...], ...]  # per_unit as Python floats
+    # Per meter row: the most it can measure per ms (with the margin), its longest interval.
+    ceiling_per_ms: FloatMatrix
+    longest_ms: tuple[int, ...]
 
 
 class Ingestor:
-    def __init__(self, plants: dict[str, PlantConfig], factor_sets_dir: Path) -> None:
+    def __init__(
+        self,
+        plants: dict[str, PlantConfig],
+        factor_sets_dir: Path,
+        *,
+        now_ms: Callable[[], int] = wall_clock_ms,
+        max_skew_ms: int = DEFAULT_MAX_SKEW_MS,
+    ) -> None:
         self._library = FactorLibrary.builtin()
         self._factor_sets: dict[str, FactorSet] = {}
         self._plants = plants
         self._tables: dict[str, _PlantTable] = {}
+        self._now_ms = now_ms
+        self._max_skew_ms = max_skew_ms
         for plant in plants.values():
             self._tables[plant.id] = self._table(plant, factor_sets_dir)
 
@@ -122,11 +143,28 @@ class Ingestor:
             tuple(meters[m.id].tags for m in plant.meters),
             float(np.finfo(np.float64).max / max(1.0, float(per_unit.max())) / 2),
             tuple(tuple(row) for row in per_unit.tolist()),
+            np.array([m.ceiling(1) for m in plant.meters], dtype=np.float64),
+            tuple(m.longest_interval_ms for m in plant.meters),
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Ingestor:
-        return cls(settings.plants, settings.factor_sets_dir)
+    def from_settings(
+        cls, settings: Settings, *, now_ms: Callable[[], int] = wall_clock_ms
+    ) -> Ingestor:
+        return cls(
+            settings.plants,
+            settings.factor_sets_dir,
+            now_ms=now_ms,
+            max_skew_ms=round(settings.services.agent.max_clock_skew_s * 1000),
+        )
+
+    def plant(self, plant_id: str) -> PlantConfig | None:
+        return self._plants.get(plant_id)
+
+    def longest_interval_ms(self, plant_id: str, meter_id: str) -> int:
+        """The longest interval a reading of this meter may cover (wire bound if unknown)."""
+        meter = self._plants[plant_id].meter(meter_id) if plant_id in self._plants else None
+        return meter.longest_interval_ms if meter is not None else wire.MAX_INTERVAL_MS
 
     def _factor_set(self, directory: Path, name: str) -> FactorSet:
         if name not in self._factor_sets:
@@ -148,15 +186,24 @@ class Ingestor:
         table = self._tables.get(message.plant)
         if table is None:
             error = RejectedReading(Reason.UNKNOWN_PLANT, f"no plant {message.plant!r} configured")
-            return IngestResult(
-                message.plant, message.agent, message.seq, StoredBatch.empty(), (error,)
+            return IngestResult(message.plant, None, None, StoredBatch.empty(), (error,))
+        expected = wire.agent_id(message.plant)
+        if message.agent != expected:
+            error = RejectedReading(
+                Reason.UNKNOWN_AGENT,
+                f"telemetry of {message.plant!r} comes from its agent {expected!r}, "
+                f"not {wire.shown(message.agent)}",
             )
-        batch = self._columns(table, message.columns) if columnar else None
+            return IngestResult(message.plant, None, None, StoredBatch.empty(), (error,))
+        newest_allowed = self._now_ms() + self._max_skew_ms
+        batch = self._columns(table, message.columns, newest_allowed) if columnar else None
         if batch is not None:
             return IngestResult(message.plant, message.agent, message.seq, batch, ())
-        return self._rows(table, message)
+        return self._rows(table, message, newest_allowed)
 
-    def _columns(self, table: _PlantTable, columns: dict[str, list[Any]]) -> StoredBatch | None:
+    def _columns(
+        self, table: _PlantTable, columns: dict[str, list[Any]], newest_allowed: int
+    ) -> StoredBatch | None:
         """The batch if every row passes; None if any would be refused (or is odd)."""
         meters, ts, values = columns["meter"], columns["ts"], columns["value"]
         units, durations, qualities = columns["unit"], columns["dur_ms"], columns["q"]
@@ -178,9 +225,17 @@ class Ingestor:
             return None
         if not {type(v) for v in values} <= _NUMBER_TYPES:
             return None
-        if ts and (min(ts) < 0 or max(ts) >= wire.MAX_EPOCH_MS or min(durations) <= 0):
+        if ts and (
+            min(ts) < wire.MIN_EPOCH_MS
+            or max(ts) >= wire.MAX_EPOCH_MS
+            or max(ts) > newest_allowed
+            or min(durations) < wire.MIN_INTERVAL_MS
+        ):
             return None
         rows = [table.index[m] for m in meters]
+        longest = table.longest_ms
+        if any(d > longest[r] for d, r in zip(durations, rows, strict=True)):
+            return None
         if len(rows) <= SMALL_MESSAGE_ROWS:
             # numpy's fixed cost per call outweighs its speed on a handful of rows; the
             # products are the same IEEE multiplications either way.
@@ -189,6 +244,11 @@ class Ingestor:
             except OverflowError:
                 return None
             if not all(0 <= v <= table.max_amount for v in floats):  # NaN fails too
+                return None
+            ceilings = table.ceiling_per_ms
+            if not all(
+                v <= ceilings[r] * d for v, r, d in zip(floats, rows, durations, strict=True)
+            ):
                 return None
             per_unit = table.per_unit_rows
             numbers = np.array(
@@ -202,6 +262,9 @@ class Ingestor:
                 return None
             # NaN fails both comparisons; the upper bound keeps every product finite.
             if not (amounts.min() >= 0 and amounts.max() <= table.max_amount):
+                return None
+            ceilings = table.ceiling_per_ms[rows] * np.array(durations, dtype=np.float64)
+            if not bool((amounts <= ceilings).all()):
                 return None
             numbers = amounts[:, np.newaxis] * table.per_unit[rows]
             floats = amounts.tolist()
@@ -217,16 +280,18 @@ class Ingestor:
             numbers=numbers,
         )
 
-    def _rows(self, table: _PlantTable, message: wire.TelemetryColumns) -> IngestResult:
+    def _rows(
+        self, table: _PlantTable, message: wire.TelemetryColumns, newest_allowed: int
+    ) -> IngestResult:
         """The reference path: each row decoded, checked and computed on its own."""
         readings, rejected_rows = wire.telemetry_readings(message.columns)
         stored: list[StoredReading] = []
         rejected = list(rejected_rows)
         for reading in readings:
             try:
-                stored.append(self._store_form(table, reading))
+                stored.append(self._store_form(table, reading, newest_allowed))
             except RejectedReading as exc:
-                rejected.append(exc)
+                rejected.append(exc.with_traceback(None))  # keep no frames alive
         return IngestResult(
             table.plant.id,
             message.agent,
@@ -235,7 +300,9 @@ class Ingestor:
             tuple(rejected),
         )
 
-    def _store_form(self, table: _PlantTable, reading: wire.Reading) -> StoredReading:
+    def _store_form(
+        self, table: _PlantTable, reading: wire.Reading, newest_allowed: int
+    ) -> StoredReading:
         plant = table.plant.id
         entry = table.meters.get(reading.meter)
         if entry is None:
@@ -253,6 +320,16 @@ class Ingestor:
             raise RejectedReading(
                 Reason.NEGATIVE, f"value {reading.value} < 0", meter=reading.meter
             )
+        if reading.ts_ms > newest_allowed:
+            ahead = (reading.ts_ms - newest_allowed + self._max_skew_ms) / 1000
+            raise RejectedReading(
+                Reason.CLOCK_SKEW,
+                f"timestamp {ahead:.0f} s ahead of the platform's clock",
+                meter=reading.meter,
+            )
+        problem = entry.meter.plausibility(reading.value, reading.duration_ms)
+        if problem is not None:
+            raise RejectedReading(Reason.IMPLAUSIBLE, problem, meter=reading.meter)
         emission = None
         if entry.factor is not None:
             try:

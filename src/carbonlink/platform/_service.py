@@ -2,14 +2,29 @@
 
 Delivery: the platform holds a persistent MQTT session and acknowledges each telemetry
 message only once its readings are in the store or in the spill file. If the platform
-dies before that, the broker delivers the message again; stores key readings by
-(plant, meter, ts), so the repeat overwrites itself.
+dies before that, the broker delivers the message again; the identity check before each
+write (``_identity.py``) stores a repeated reading once.
+
+Bad input never stops it (docs/reliability.md, "Bad input"):
+
+- every refusal is counted by reason, logged (the first few of each reason, then one in a
+  thousand) and dead-lettered with the start of its payload;
+- an unexpected exception while handling one message is refused as ``internal_error``
+  and the message acknowledged: it would fail again on every redelivery;
+- a message that takes the whole process down is parked after a few redeliveries
+  (``_poison.py``);
+- a batch the store refuses for good is split until the readings it refuses are found,
+  and only those are refused (``store_refused``);
+- state is kept only for configured plants and their agents, so no stream of invented
+  names can grow it;
+- with ``audit_topics``, a second subscription to every carbonlink topic counts and
+  dead-letters what is published where no service listens (``misaddressed``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
 from collections import Counter, deque
 from collections.abc import Callable
@@ -22,10 +37,12 @@ from carbonlink import wire
 from carbonlink._clock import wall_clock_ms
 from carbonlink._exceptions import RejectedReading, StoreError
 from carbonlink._mqtt import BrokerAddress, is_connection_loss, next_backoff
-from carbonlink._mqtt_consumer import ConsumerClient
+from carbonlink._mqtt_consumer import ConsumerClient, Incoming
 from carbonlink._rejections import Rejections
 from carbonlink.config import MqttVersion, PlatformConfig
+from carbonlink.platform._identity import IdentityIndex
 from carbonlink.platform._ingest import Ingestor, IngestResult
+from carbonlink.platform._poison import POISON_ATTEMPTS, PoisonGuard, message_key
 from carbonlink.platform._spill import SpillFile
 from carbonlink.platform.storage import Store, StoredBatch
 
@@ -33,6 +50,11 @@ log = logging.getLogger(__name__)
 
 STORE_RETRY_MIN_S: Final = 0.5
 STORE_RETRY_MAX_S: Final = 15.0
+STORE_REFUSED: Final = "store_refused"
+UNKNOWN: Final = "(unknown)"  # the one key under which refusals of unknown plants count
+# A jump in an agent's sequence numbers beyond this is a restart with a new outbox (or a
+# forged number), not that many lost batches.
+MAX_SEQUENCE_GAP: Final = 100_000
 
 
 @dataclass(slots=True)
@@ -40,15 +62,17 @@ class PlatformCounters:
     messages: int = 0
     received: int = 0
     stored: int = 0
+    repeats: int = 0  # readings received again and stored once (redeliveries)
     spilled: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     rejected_by_plant: Counter[str] = field(default_factory=Counter)
     store_failures: int = 0
     sequence_gaps: int = 0
-    last_seq: dict[str, int] = field(default_factory=dict)
-    newest_stored_ms: dict[str, int] = field(default_factory=dict)  # per plant
+    sequence_resets: int = 0
+    last_seq: dict[str, int] = field(default_factory=dict)  # per configured agent
+    newest_stored_ms: dict[str, int] = field(default_factory=dict)  # per configured plant
     lag_s: float | None = None
-    # From each agent's retained status message: "online"/"offline" and its own refusals.
+    # From each configured agent's retained status: "online"/"offline" and its refusals.
     agent_state: dict[str, str] = field(default_factory=dict)
     agent_rejected: dict[str, int] = field(default_factory=dict)
 
@@ -57,6 +81,7 @@ class PlatformCounters:
             "messages": self.messages,
             "received": self.received,
             "stored": self.stored,
+            "repeats": self.repeats,
             "spilled": self.spilled,
             "rejected": dict(self.rejected),
             # Refused anywhere on the way: by the plant's agent or by the platform.
@@ -67,6 +92,7 @@ class PlatformCounters:
             "agents": dict(self.agent_state),
             "store_failures": self.store_failures,
             "sequence_gaps": self.sequence_gaps,
+            "sequence_resets": self.sequence_resets,
             "lag_s": self.lag_s,
         }
 
@@ -79,7 +105,9 @@ class _Received:
     client: ConsumerClient
     packet_id: int  # 0 for QoS 0: nothing to acknowledge
     plant: str
-    newest_ts_ms: int
+    topic: str
+    payload: bytes  # for the dead letters of readings refused at write time
+    attempt_key: str | None  # set when the broker redelivered it: cleared once safe
 
 
 class Platform:
@@ -90,9 +118,10 @@ class Platform:
 
     Messages are handled as the socket delivers them (decoded, checked, emissions
     computed) and wait in an intake queue; one writer takes whatever has gathered, up to
-    ``write_batch_max`` readings, writes it on the store thread and then acknowledges
-    those messages. Past ``queue_max_readings`` or ``queue_max_messages`` unacknowledged,
-    the platform stops reading the socket until the writer has caught up to half.
+    ``write_batch_max`` readings, checks their identity against the store, writes them
+    on the store thread and then acknowledges those messages. Past
+    ``queue_max_readings`` or ``queue_max_messages`` unacknowledged, the platform stops
+    reading the socket until the writer has caught up to half.
     """
 
     def __init__(
@@ -105,6 +134,7 @@ class Platform:
         spill_path: Path,
         shared_group: str | None = None,
         client_id: str | None = None,
+        audit_topics: bool | None = None,
         now_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
         self.config = config or PlatformConfig()
@@ -115,8 +145,16 @@ class Platform:
         self._ingestor = ingestor
         self._broker = broker
         self._shared_group = shared_group
+        # One auditor is enough: in a group, only the worker asked to audits.
+        self._audit = audit_topics if audit_topics is not None else (
+            self.config.audit_topics and shared_group is None
+        )  # fmt: skip
         self._now_ms = now_ms
         self._spill = SpillFile(spill_path)
+        self._poison = PoisonGuard(spill_path.with_name(spill_path.name + ".poison"))
+        self._identity = IdentityIndex(
+            store, ingestor.longest_interval_ms, exact=shared_group is not None
+        )
         self._intake: deque[_Received] = deque()
         self._intake_readings = 0
         self._intake_ready = asyncio.Event()
@@ -139,11 +177,23 @@ class Platform:
             tasks.create_task(self._write_loop())
             tasks.create_task(self._drain_spill())
             tasks.create_task(self._mqtt_loop())
+            if self._audit:
+                tasks.create_task(self._audit_loop())
+
+    def health(self) -> dict[str, object]:
+        """The counters, and whether the platform is subscribed now (the API's health)."""
+        return self.counters.as_dict() | {"connected": self.connected.is_set()}
+
+    def agent_states(self) -> dict[str, str]:
+        """Each plant's agent as last reported: online, offline (its last will), or absent."""
+        return dict(self.counters.agent_state)
+
+    # --- the broker --------------------------------------------------------------------
 
     async def _mqtt_loop(self) -> None:
         subscription = wire.TELEMETRY_SUBSCRIPTION
         if self._shared_group:
-            subscription = f"$share/{self._shared_group}/{subscription}"
+            subscription = wire.shared(self._shared_group, subscription)
         backoff = 0.0
         while True:
             client = ConsumerClient(
@@ -174,23 +224,89 @@ class Platform:
                 log.warning("platform: broker lost (%s); retry in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
 
-    def _receive(
-        self, client: ConsumerClient, topic: str, payload: bytes, qos: int, packet_id: int,
-        retained: bool,
-    ) -> None:  # fmt: skip
-        if topic.endswith("/status"):
-            self._agent_status(topic, payload)
-            client.ack((packet_id,))
-            return
-        result = self.handle(topic, payload)
-        if not len(result.batch):  # every reading refused: nothing to make safe
-            client.ack((packet_id,))
-            return
-        newest = result.newest_ts_ms or 0
-        self._intake.append(_Received(result.batch, client, packet_id, result.plant, newest))
-        self._intake_readings += len(result.batch)
-        self._intake_ready.set()
-        self._hold_back()
+    async def _audit_loop(self) -> None:
+        """A second connection that sees every carbonlink topic at QoS 0, to count what is
+        published where nobody listens. It keeps no session: what it misses while away
+        was not going to be stored anyway."""
+        backoff = 0.0
+        while True:
+            client = ConsumerClient(
+                self._broker,
+                f"{self.client_id}-audit",
+                self._audit_message,
+                mqtt5=self.config.mqtt_version is MqttVersion.V5,
+                clean_start=True,
+            )
+            try:
+                async with client:
+                    await client.subscribe(wire.EVERYTHING, qos=0)
+                    backoff = 0.0
+                    await client.wait_closed()
+            except Exception as exc:
+                if not is_connection_loss(exc):
+                    raise
+                backoff = next_backoff(backoff)
+                log.warning("platform: audit connection lost (%s); retry in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+
+    def _receive(self, client: ConsumerClient, message: Incoming) -> None:
+        """Handle one message from the socket. Never raises (see the module docstring)."""
+        key = None
+        try:
+            if message.dup and message.qos:
+                key = message_key(message.topic, message.payload)
+                if self._poison.attempt(key) >= POISON_ATTEMPTS:
+                    self._park(key, message)
+                    client.ack((message.packet_id,))
+                    return
+            if message.topic.endswith("/status"):
+                self._agent_status(message.topic, message.payload)
+                self._settled(client, message.packet_id, key)
+                return
+            result = self.handle(message.topic, message.payload)
+            if not len(result.batch):  # every reading refused: nothing to make safe
+                self._settled(client, message.packet_id, key)
+                return
+            self._intake.append(
+                _Received(result.batch, client, message.packet_id, result.plant,
+                          message.topic, message.payload, key)
+            )  # fmt: skip
+            self._intake_readings += len(result.batch)
+            self._intake_ready.set()
+            self._hold_back()
+        except Exception as exc:
+            self._internal_error(message.topic, message.payload, exc)
+            client.ack((message.packet_id,))
+
+    def _settled(self, client: ConsumerClient, packet_id: int, key: str | None) -> None:
+        client.ack((packet_id,))
+        if key is not None:
+            self._poison.succeeded(key)
+
+    def _park(self, key: str, message: Incoming) -> None:
+        self._poison.park(key, message.topic, message.payload)
+        error = RejectedReading(
+            wire.Reason.POISON,
+            f"delivered {POISON_ATTEMPTS} times without being handled to the end; parked",
+        )
+        self._rejections.record(self._plant_of(message.topic), message.topic, error,
+                                message.payload)  # fmt: skip
+
+    def _internal_error(self, topic: str, payload: bytes, exc: Exception) -> None:
+        log.error("platform: failed on a message to %s", wire.shown(topic), exc_info=exc)
+        detail = f"{type(exc).__name__}: {wire.shown(str(exc))}"
+        plant = self._plant_of(topic)
+        self.counters.rejected_by_plant[plant] += 1
+        self._rejections.record(plant, topic, RejectedReading(wire.Reason.INTERNAL_ERROR, detail),
+                                payload)  # fmt: skip
+
+    def _plant_of(self, topic: str) -> str:
+        """The configured plant a topic names, or ``UNKNOWN``."""
+        try:
+            plant = wire.address_of(topic).plant
+        except RejectedReading:
+            return UNKNOWN
+        return plant if self._ingestor.plant(plant) is not None else UNKNOWN
 
     def _hold_back(self) -> None:
         """Stop reading the socket while the intake is full; the broker keeps the rest."""
@@ -208,46 +324,95 @@ class Platform:
         ):
             self._client.resume()
 
+    # --- what arrives ------------------------------------------------------------------
+
     def handle(self, topic: str, payload: bytes) -> IngestResult:
         """Check and convert one telemetry message; count and dead-letter what is refused."""
         result = self._ingestor.ingest(topic, payload)
+        plant = result.plant if self._ingestor.plant(result.plant) is not None else UNKNOWN
         self.counters.messages += 1
         self.counters.received += len(result.batch) + len(result.rejected)
         self._track_sequence(result)
-        self.counters.rejected_by_plant[result.plant] += len(result.rejected)
+        self.counters.rejected_by_plant[plant] += len(result.rejected)
         for error in result.rejected:
-            self._rejections.record(result.plant, topic, error, payload)
+            self._rejections.record(plant, topic, error, payload)
         return result
 
-    def agent_states(self) -> dict[str, str]:
-        """Each plant's agent as last reported: online, offline (its last will), or absent."""
-        return dict(self.counters.agent_state)
-
     def _agent_status(self, topic: str, payload: bytes) -> None:
+        """Follow a configured agent's retained status; refuse anything else."""
+        plant = self._plant_of(topic)
+        if not payload:  # a retained status being cleared: nothing is known any more
+            if plant != UNKNOWN:
+                self.counters.agent_state.pop(plant, None)
+                self.counters.agent_rejected.pop(plant, None)
+            return
         try:
-            plant = wire.parse_topic(topic)[0]
-            status = json.loads(payload)
-            state = status["state"]
-        except (RejectedReading, ValueError, KeyError, TypeError):
-            log.warning("platform: unreadable agent status on %s", topic)
+            status = wire.decode_status(topic, payload)
+            if plant == UNKNOWN:
+                raise RejectedReading(
+                    wire.Reason.UNKNOWN_PLANT, f"status of {wire.shown(status.plant)}, "
+                    "which is not a configured plant",
+                )  # fmt: skip
+            if status.agent != wire.agent_id(plant):
+                raise RejectedReading(
+                    wire.Reason.BAD_STATUS,
+                    f"status of {plant!r} from {wire.shown(status.agent)}, "
+                    f"not its agent {wire.agent_id(plant)!r}",
+                )
+        except RejectedReading as exc:
+            self.counters.rejected_by_plant[plant] += 1
+            self._rejections.record(plant, topic, exc, payload)
             return
-        if not isinstance(state, str):
-            return
-        self.counters.agent_state[plant] = state
-        counters = status.get("counters")
-        if isinstance(counters, dict) and isinstance(counters.get("rejected"), dict):
-            self.counters.agent_rejected[plant] = sum(
-                n for n in counters["rejected"].values() if isinstance(n, int)
+        self.counters.agent_state[plant] = status.state
+        if status.state == "online":
+            self.counters.agent_rejected[plant] = status.rejected_total
+
+    def _audit_message(self, _client: ConsumerClient, message: Incoming) -> None:
+        """Count and dead-letter a message no service will read (see _audit_loop)."""
+        topic = message.topic
+        try:
+            if topic in wire.SERVICE_TOPICS or _read_by_the_platform(topic):
+                return
+            address = wire.address_of(topic)
+            if self._ingestor.plant(address.plant) is not None:
+                return
+            error = RejectedReading(
+                wire.Reason.MISADDRESSED, f"no plant {address.plant!r} is configured"
             )
+        except RejectedReading as exc:
+            error = exc
+        except Exception as exc:
+            self._internal_error(topic, message.payload, exc)
+            return
+        if topic.endswith(f"/{wire.Kind.DEADLETTER}"):
+            return  # never dead-letter a dead letter
+        if error.reason == wire.Reason.TOPIC_MISMATCH:
+            error = RejectedReading(wire.Reason.MISADDRESSED, error.detail)
+        plant = self._plant_of_misaddressed(topic)
+        self.counters.rejected_by_plant[plant] += 1
+        self._rejections.record(plant, topic, error, message.payload)
+
+    def _plant_of_misaddressed(self, topic: str) -> str:
+        """The configured plant a misaddressed topic seems meant for, else ``UNKNOWN``."""
+        parts = topic.split("/")
+        guess = parts[2].lower() if len(parts) > 2 else ""
+        return guess if self._ingestor.plant(guess) is not None else UNKNOWN
 
     def _track_sequence(self, result: IngestResult) -> None:
         if result.agent is None or result.seq is None:
             return
         last = self.counters.last_seq.get(result.agent)
         if last is not None and result.seq > last + 1:
-            self.counters.sequence_gaps += result.seq - last - 1
-        if last is None or result.seq > last:
+            if result.seq - last - 1 <= MAX_SEQUENCE_GAP:
+                self.counters.sequence_gaps += result.seq - last - 1
+            else:
+                self.counters.sequence_resets += 1
+        elif last is not None and result.seq < last - MAX_SEQUENCE_GAP:
+            self.counters.sequence_resets += 1  # a new outbox starts again from 1
+        if last is None or result.seq > last or result.seq < last - MAX_SEQUENCE_GAP:
             self.counters.last_seq[result.agent] = result.seq
+
+    # --- writing -----------------------------------------------------------------------
 
     async def _write_loop(self) -> None:
         """Batches form by themselves: whatever arrived while the last write ran.
@@ -281,39 +446,125 @@ class Platform:
 
     async def _write_taken(self, taken: list[_Received], slots: asyncio.Semaphore) -> None:
         try:
-            newest: dict[str, int] = {}
-            for item in taken:
-                newest[item.plant] = max(newest.get(item.plant, 0), item.newest_ts_ms)
             batch = StoredBatch.concat([item.batch for item in taken])
-            await self._store_or_spill(batch, newest)
+            try:
+                await self._store_or_spill(batch, _row_owners(taken))
+            except Exception as exc:  # nothing may stop the writer; never retried forever
+                log.error("platform: failed to write %d readings", len(batch), exc_info=exc)
+                for item in taken:
+                    self._internal_error(item.topic, item.payload, exc)
             self._intake_readings -= len(batch)
             self._acknowledge(taken)
             self._let_in()
         finally:
             slots.release()
 
-    @staticmethod
-    def _acknowledge(taken: list[_Received]) -> None:
+    def _acknowledge(self, taken: list[_Received]) -> None:
         by_client: dict[ConsumerClient, list[int]] = {}
         for item in taken:
             by_client.setdefault(item.client, []).append(item.packet_id)
         for client, packet_ids in by_client.items():
             client.ack(packet_ids)  # dropped if that connection died: the broker resends
+        for item in taken:
+            if item.attempt_key is not None:
+                self._poison.succeeded(item.attempt_key)
 
-    async def _store_or_spill(self, batch: StoredBatch, newest: dict[str, int]) -> None:
+    async def _store_or_spill(self, batch: StoredBatch, owners: list[_Received] | None) -> None:
+        """Write a batch, or keep it in the spill file until the store answers again."""
         # While older readings wait in the spill, new ones queue behind them there.
         if not self._spill_waiting.is_set():
             try:
-                await self._write(batch, newest)
+                await self._write(batch, owners)
                 return
-            except StoreError as exc:
+            except _NotWritten as exc:
                 if not exc.retryable:
-                    self._refused(len(batch), exc)
+                    await self._isolate_refused(exc.batch, exc.cause)
                     return
-                log.warning("platform: store unavailable (%s); spilling to disk", exc)
+                log.warning("platform: store unavailable (%s); spilling to disk", exc.cause)
+                batch = exc.batch
+        await self._spill_add(batch)
+
+    async def _spill_add(self, batch: StoredBatch) -> None:
         await asyncio.get_running_loop().run_in_executor(self._store_thread, self._spill.add, batch)
         self.counters.spilled += len(batch)
         self._spill_waiting.set()
+
+    async def _write(self, batch: StoredBatch, owners: list[_Received] | None) -> None:
+        """Check the batch's identities against the store, write what is new, count it.
+
+        Raises _NotWritten with what is left to write: the whole batch if the store could
+        not even be asked, the admitted rows (forgotten again) if their write failed."""
+        loop = asyncio.get_running_loop()
+        try:
+            admission = await loop.run_in_executor(self._store_thread, self._identity.admit, batch)
+        except StoreError as exc:
+            raise _NotWritten(batch, exc) from exc
+        self.counters.repeats += admission.repeats
+        for row, error in admission.refused:
+            self._refuse_row(batch, row, error, owners[row] if owners is not None else None)
+        if not admission.rows:
+            return
+        admitted = batch if len(admission.rows) == len(batch) else batch.take(admission.rows)
+        try:
+            await self._write_admitted(admitted)
+        except Exception as exc:
+            failed = _NotWritten(admitted, exc)
+            if failed.retryable:  # spilled, and admitted again when the spill drains
+                self._identity.forget(admitted, range(len(admitted)))
+            raise failed from exc
+
+    async def _write_admitted(self, batch: StoredBatch) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._store_thread, self.store.write_batch, batch)
+        except StoreError:
+            self.counters.store_failures += 1
+            raise
+        self._count_stored(batch)
+
+    async def _isolate_refused(self, batch: StoredBatch, error: Exception) -> None:
+        """The store refused a batch for good: write halves until the readings it refuses
+        are found, and refuse only those (a batch is never refused for one reading)."""
+        if len(batch) == 1:
+            self._refuse_row(batch, 0, RejectedReading(
+                STORE_REFUSED,
+                f"the store refused it: {type(error).__name__}: {wire.shown(str(error))}",
+                meter=batch.meter[0],
+            ), None)  # fmt: skip
+            return
+        middle = len(batch) // 2
+        for half in (batch.take(range(middle)), batch.take(range(middle, len(batch)))):
+            try:
+                await self._write_admitted(half)
+            except StoreError as exc:
+                if exc.retryable:  # the store went away meanwhile: keep the rest safe
+                    await self._spill_add(half)
+                else:
+                    await self._isolate_refused(half, exc)
+            except Exception as exc:  # a reading that breaks the backend's own code
+                await self._isolate_refused(half, exc)
+
+    def _refuse_row(
+        self, batch: StoredBatch, row: int, error: RejectedReading, owner: _Received | None
+    ) -> None:
+        """Count and dead-letter one reading refused at write time: with its message when
+        it is at hand, else (from the spill) with the reading itself as the payload."""
+        plant = batch.plant[row]
+        if error.reason == STORE_REFUSED:
+            self._identity.forget(batch, [row])
+        if owner is not None:
+            topic, payload = owner.topic, owner.payload
+        else:
+            topic = wire.telemetry_topic(plant)
+            reading = wire.Reading(
+                batch.meter[row], batch.ts_ms[row], batch.value[row], batch.unit[row],
+                batch.duration_ms[row], batch.quality[row],
+            )  # fmt: skip
+            payload = wire.encode_telemetry(
+                wire.TelemetryBatch(plant, "spill", 0, self._now_ms(), (reading,))
+            )
+        self.counters.rejected_by_plant[plant] += 1
+        self._rejections.record(plant, topic, error, payload)
 
     async def _drain_spill(self) -> None:
         delay = STORE_RETRY_MIN_S
@@ -328,36 +579,22 @@ class Platform:
                 delay = STORE_RETRY_MIN_S
                 continue
             try:
-                await self._write(batch, _newest_by_plant(batch))
-            except StoreError as exc:
-                if not exc.retryable:
-                    self._refused(len(batch), exc)
-                else:
-                    log.warning("platform: store still down (%s); retry in %.1fs", exc, delay)
+                await self._write(batch, None)
+            except _NotWritten as exc:
+                if exc.retryable:
+                    log.warning("platform: store still down (%s); retry in %.1fs", exc.cause, delay)
                     await asyncio.sleep(delay)
                     delay = min(STORE_RETRY_MAX_S, delay * 2)
                     continue
+                await self._isolate_refused(exc.batch, exc.cause)
             await loop.run_in_executor(self._store_thread, self._spill.remove_through, last_id)
             self.counters.spilled -= len(batch)
             delay = STORE_RETRY_MIN_S
 
-    async def _write(self, batch: StoredBatch, newest: dict[str, int]) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(self._store_thread, self.store.write_batch, batch)
-        except StoreError:
-            self.counters.store_failures += 1
-            raise
-        self._count_stored(len(batch), newest)
-
-    def _refused(self, count: int, error: StoreError) -> None:
-        log.error("platform: store refused %d readings: %s", count, error)
-        self.counters.rejected["store_refused"] += count
-
-    def _count_stored(self, count: int, newest_by_plant: dict[str, int]) -> None:
-        self.counters.stored += count
+    def _count_stored(self, batch: StoredBatch) -> None:
+        self.counters.stored += len(batch)
         newest = self.counters.newest_stored_ms
-        for plant, ts_ms in newest_by_plant.items():
+        for plant, ts_ms in zip(batch.plant, batch.ts_ms, strict=True):
             if ts_ms > newest.get(plant, 0):
                 newest[plant] = ts_ms
         if newest:
@@ -366,11 +603,29 @@ class Platform:
     def close(self) -> None:
         self._store_thread.shutdown(wait=True)
         self._spill.close()
+        with contextlib.suppress(Exception):
+            self._poison.close()
 
 
-def _newest_by_plant(batch: StoredBatch) -> dict[str, int]:
-    newest: dict[str, int] = {}
-    for plant, ts_ms in zip(batch.plant, batch.ts_ms, strict=True):
-        if ts_ms > newest.get(plant, 0):
-            newest[plant] = ts_ms
-    return newest
+class _NotWritten(Exception):  # noqa: N818 (carries what is left, not a failure kind)
+    """A batch (or the part of it left to write) that did not reach the store."""
+
+    def __init__(self, batch: StoredBatch, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.batch = batch
+        self.cause = cause
+
+    @property
+    def retryable(self) -> bool:
+        return isinstance(self.cause, StoreError) and self.cause.retryable
+
+
+def _read_by_the_platform(topic: str) -> bool:
+    """Whether the platform's own subscriptions receive ``topic`` (it refuses those itself)."""
+    parts = topic.split("/")
+    return len(parts) == 4 and parts[3] in (wire.Kind.TELEMETRY, wire.Kind.STATUS)
+
+
+def _row_owners(taken: list[_Received]) -> list[_Received]:
+    """For each row of the concatenated batch, the message it came from."""
+    return [item for item in taken for _ in range(len(item.batch))]

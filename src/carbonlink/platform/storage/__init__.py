@@ -26,6 +26,7 @@ from carbonlink.platform.storage._base import (
     Store,
     StoredBatch,
     StoredReading,
+    epoch_ms,
     readings_ending_in,
 )
 from carbonlink.platform.storage._influxdb_v1 import InfluxDBV1Store
@@ -52,6 +53,7 @@ __all__ = [
     "Store",
     "StoredBatch",
     "StoredReading",
+    "epoch_ms",
     "open_store",
     "readings_ending_in",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -193,6 +193,21 @@ class StoredBatch:
             np.concatenate([b.numbers for b in batches]),
         )
 
+    def take(self, rows: Iterable[int]) -> StoredBatch:
+        """The given rows, in that order."""
+        rows = list(rows)
+        return StoredBatch(
+            [self.plant[r] for r in rows],
+            [self.meter[r] for r in rows],
+            [self.ts_ms[r] for r in rows],
+            [self.value[r] for r in rows],
+            [self.unit[r] for r in rows],
+            [self.duration_ms[r] for r in rows],
+            [self.quality[r] for r in rows],
+            [self.tags[r] for r in rows],
+            self.numbers[rows] if rows else np.zeros((0, len(EMISSION_NUMBERS))),
+        )
+
     def readings(self) -> list[StoredReading]:
         """One StoredReading per row (for stores and tools without a columnar path)."""
         out = []
@@ -305,6 +320,14 @@ def typed_frame(columns: dict[str, str], data: pd.DataFrame | None = None) -> pd
         frame["time"] = pd.to_datetime(time, utc=True)
     frame = frame.astype(columns)
     return frame.sort_values(["time", "plant", "meter"], ignore_index=True)
+
+
+def epoch_ms(times: pd.Series) -> list[int]:
+    """A frame's ``time`` column (UTC timestamps) as epoch milliseconds."""
+    if not len(times):
+        return []
+    epoch = pd.Timestamp(0, tz="UTC")
+    return [int(ms) for ms in (times - epoch) // pd.Timedelta(milliseconds=1)]
 
 
 def readings_ending_in(start_ms: int, end_ms: int) -> tuple[int, int]:

@@ -1,0 +1,106 @@
+"""Running one bad-input case through the real pipeline and checking its outcome exactly.
+
+A case is a few messages published to the broker (meter readings for the plant whose
+agent runs, telemetry for the plant the test plays the agent of, status or directives,
+or topics nobody should use), then a canary on the path the case tests. The outcome
+checked for each case:
+
+- the canary is stored within ``CANARY_TIMEOUT_S``: nothing stopped ingestion;
+- both services are still running;
+- each service's refusal counters moved by exactly the expected reasons and counts;
+- a dead letter with the right stage and reason arrived for each refusal;
+- the store gained exactly the canary and the valid readings the case expects to keep.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from tests.poison.pipeline import CANARY_TIMEOUT_S, POLL_S, Pipeline
+
+DEADLETTER_TIMEOUT_S: Final = 10.0
+Path_ = Literal["meter", "telemetry"]
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    payload: bytes
+    retain: bool = False
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What one case must produce: refusals by stage and reason, and readings kept."""
+
+    agent: dict[str, int] = field(default_factory=dict)
+    platform: dict[str, int] = field(default_factory=dict)
+    kept: int = 0  # valid readings of the case stored beside its refusals
+    deadletters: bool = True  # every refusal is dead-lettered (False: counted only)
+
+    @property
+    def total(self) -> int:
+        return sum(self.agent.values()) + sum(self.platform.values())
+
+
+@dataclass(frozen=True)
+class Outcome:
+    refused: dict[str, dict[str, int]]
+    deadletters: Counter[tuple[str, str]]
+    stored: dict[str, int]  # plant -> readings gained, the canary included
+    alive: dict[str, bool]
+    seconds: float
+
+
+def _delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
+
+
+def run(pipe: Pipeline, messages: list[Message], expect: Expect, path: Path_) -> Outcome:
+    """Publish ``messages``, then a canary on ``path``; return what happened."""
+    started = time.monotonic()
+    plants = (pipe.meter_plant, pipe.direct_plant)
+    rows_before = {p: len(pipe.stored(p)) for p in plants}
+    refused_before = pipe.refusals()
+    letters_before = pipe.observer.count()
+    for message in messages:
+        pipe.publisher.publish(message.topic, message.payload, retain=message.retain)
+    canary = pipe.send_meter_canary() if path == "meter" else pipe.send_telemetry_canary()
+    pipe.wait_stored(canary, CANARY_TIMEOUT_S)
+    wanted = {"agent": expect.agent, "platform": expect.platform}
+    deadline = time.monotonic() + DEADLETTER_TIMEOUT_S
+    while True:
+        refused_after = pipe.refusals()
+        refused = {s: _delta(refused_after[s], refused_before[s]) for s in refused_after}
+        letters = Counter(
+            (str(d.get("stage")), str(d.get("reason")))
+            for d in pipe.observer.since(letters_before)
+        )
+        complete = refused == wanted and (
+            not expect.deadletters or sum(letters.values()) >= expect.total
+        )
+        if complete or time.monotonic() > deadline:
+            break
+        time.sleep(POLL_S)
+    stored = {p: len(pipe.stored(p)) - rows_before[p] for p in plants}
+    return Outcome(refused, letters, stored, pipe.alive(), time.monotonic() - started)
+
+
+def check(outcome: Outcome, expect: Expect, path: Path_, pipe: Pipeline) -> None:
+    """Assert the outcome is exactly what the case expects."""
+    assert outcome.alive == {"platform": True, "agent": True}, (
+        f"a service died:\n{pipe.platform.log_tail()}\n{pipe.agent.log_tail()}"
+    )
+    assert outcome.refused == {"agent": expect.agent, "platform": expect.platform}
+    if expect.deadletters:
+        wanted = Counter(
+            {("agent", r): n for r, n in expect.agent.items()}
+            | {("platform", r): n for r, n in expect.platform.items()}
+        )
+        assert outcome.deadletters == wanted
+    plant = pipe.meter_plant if path == "meter" else pipe.direct_plant
+    other = pipe.direct_plant if path == "meter" else pipe.meter_plant
+    assert outcome.stored == {plant: 1 + expect.kept, other: 0}
