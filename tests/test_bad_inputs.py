@@ -46,6 +46,7 @@ def substitute(text: str) -> str:
         now=wire.format_timestamp(NOW_MS),
         now_ms=NOW_MS,
         now_minus_1m=wire.format_timestamp(NOW_MS - MINUTE),
+        now_minus_30s=wire.format_timestamp(NOW_MS - MINUTE // 2),
         earlier=wire.format_timestamp(NOW_MS - 2 * MINUTE),
         future=wire.format_timestamp(NOW_MS + 3_600_000),
         ancient=wire.format_timestamp(NOW_MS - 8 * 24 * 3_600_000),

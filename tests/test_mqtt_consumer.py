@@ -15,7 +15,7 @@ import pytest
 
 from carbonlink._exceptions import BrokerConnectionError
 from carbonlink._mqtt import BrokerAddress, is_connection_loss, parse_broker_url
-from carbonlink._mqtt_consumer import ConsumerClient
+from carbonlink._mqtt_consumer import ConsumerClient, Incoming
 from tests.servers import MosquittoServer, free_port
 
 DEADLINE_S = 10.0
@@ -24,13 +24,14 @@ DEADLINE_S = 10.0
 class Inbox:
     def __init__(self) -> None:
         self.messages: list[tuple[str, bytes, int, int, bool]] = []
+        self.received: list[Incoming] = []
         self.clients: list[ConsumerClient] = []
 
-    def __call__(
-        self, client: ConsumerClient, topic: str, payload: bytes, qos: int, packet_id: int,
-        retained: bool,
-    ) -> None:  # fmt: skip
-        self.messages.append((topic, payload, qos, packet_id, retained))
+    def __call__(self, client: ConsumerClient, message: Incoming) -> None:
+        self.messages.append(
+            (message.topic, message.payload, message.qos, message.packet_id, message.retained)
+        )
+        self.received.append(message)
         self.clients.append(client)
 
     def payloads(self) -> list[bytes]:

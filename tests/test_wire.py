@@ -88,7 +88,7 @@ def test_non_finite_json_literals_rejected(literal: str) -> None:
         (TOPIC, b'{"v":1,"unit":"t","kind":"gauge","ts":1,"value":1}', Reason.BAD_SCHEMA),
         (TOPIC, b'{"v":1,"unit":"t","samples":[]}', Reason.BAD_SCHEMA),
         (TOPIC, b'{"v":1,"unit":"t","plant":"other","ts":1,"value":1}', Reason.TOPIC_MISMATCH),
-        ("carbonlink/v1/plant-a/meters", b'{"v":1}', Reason.TOPIC_MISMATCH),
+        ("carbonlink/v1/plant-a/meters", b'{"v":1}', Reason.MISADDRESSED),
         ("elsewhere/plant-a/meters/coal", b'{"v":1}', Reason.TOPIC_MISMATCH),
     ],
 )

@@ -98,9 +98,15 @@ class MeterConfig(StrictModel):
             return wire.MAX_INTERVAL_MS
         return round(self.sample_period_s * INTERVAL_PERIODS * 1000)
 
+    @property
+    def ceiling_per_ms(self) -> float:
+        """The most this meter can plausibly measure per millisecond."""
+        return self.rated_per_hour * PLAUSIBILITY_MARGIN / 3_600_000
+
     def ceiling(self, duration_ms: int) -> float:
-        """The most this meter can plausibly measure in ``duration_ms``."""
-        return self.rated_per_hour * PLAUSIBILITY_MARGIN * duration_ms / 3_600_000
+        """The most this meter can plausibly measure in ``duration_ms`` (computed as the
+        platform's columnar path computes it, so both paths agree to the last bit)."""
+        return self.ceiling_per_ms * duration_ms
 
     def plausibility(self, amount: float, duration_ms: int) -> str | None:
         """Why ``amount`` over ``duration_ms`` cannot be a reading of this meter, or None."""

@@ -60,9 +60,10 @@ def record(
     for plant_id, effective_ms, e_m, e_p, sigma in directives:
         config = fleet.plants[index[plant_id]].simulation.abatement
         fleet.set_inflow(index[plant_id], effective_ms, abatement_inflow(config, e_m, e_p, sigma))
-    ingestor = Ingestor(dict(settings.plants), settings.factor_sets_dir)
-    registers: dict[int, float] = {}
     end_ms = start_ms + round(hours * HOUR)
+    # The recording's clock: its readings may lie ahead of the wall clock.
+    ingestor = Ingestor(dict(settings.plants), settings.factor_sets_dir, now_ms=lambda: end_ms)
+    registers: dict[int, float] = {}
     stored = 0
     batch: dict[str, list[wire.Reading]] = {p.id: [] for p in plants}
     for tick in fleet.advance(end_ms):
@@ -89,7 +90,7 @@ def _flush(ingestor: Ingestor, store: Store, batch: dict[str, list[wire.Reading]
     for plant_id, readings in batch.items():
         if not readings:
             continue
-        message = wire.TelemetryBatch(plant_id, "recorder", 1, readings[-1].ts_ms, tuple(readings))
+        message = wire.TelemetryBatch(plant_id, wire.agent_id(plant_id), 1, readings[-1].ts_ms, tuple(readings))
         result = ingestor.ingest(wire.telemetry_topic(plant_id), wire.encode_telemetry(message))
         assert not result.rejected, result.rejected[:3]
         store.write(result.stored)

@@ -45,7 +45,7 @@ def test_factor_set_applied_and_recorded(ingestor: Ingestor) -> None:
 
 
 def test_output_only_meter_stored_without_emission(ingestor: Ingestor) -> None:
-    result = ingestor.ingest(*telemetry("textiles-01", ("fabric-output", 4.0, "t")))
+    result = ingestor.ingest(*telemetry("textiles-01", ("fabric-output", 0.07, "t")))
     assert [r.emission for r in result.stored] == [None]
 
 

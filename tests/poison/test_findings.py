@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 
+import httpx
 import pytest
 
 from carbonlink import wire
@@ -225,3 +226,16 @@ def test_a_retained_nested_status_survives_a_platform_restart(pipe: Pipeline) ->
         check(run(pipe, [], Expect(), "telemetry"), Expect(), "telemetry", pipe)
     finally:
         pipe.publisher.clear_retained(topic)
+
+
+@pytest.mark.parametrize("start", ["%C2%B2", "9" * 5000, "-1", "1e3", "\u0661\u0662"])
+def test_odd_query_times_are_a_clear_422(pipe: Pipeline, start: str) -> None:
+    answer = httpx.get(
+        f"http://127.0.0.1:{pipe.platform_port}/api/v1/plants/{pipe.direct_plant}/series"
+        f"?start={start}",
+        timeout=10,
+        trust_env=False,
+    )
+    assert answer.status_code == 422, answer.text
+    assert "start" in answer.text
+    assert pipe.alive() == {"platform": True, "agent": True}

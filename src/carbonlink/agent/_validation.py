@@ -288,17 +288,13 @@ def _no_overlap(state: _MeterState, pending: _Pending, ts_ms: int, duration_ms: 
     """Refuse an interval (ts - duration, ts] that overlaps one already accepted."""
     for times, samples in ((state.times, state.samples), (pending.times, pending.samples)):
         at = bisect.bisect_left(times, ts_ms)
-        before = times[at - 1] if at > 0 else None
-        after = times[at] if at < len(times) else None
-        if before is not None and before > ts_ms - duration_ms:
-            raise RejectedReading(
-                Reason.OVERLAP,
-                f"interval ({ts_ms - duration_ms}, {ts_ms}] overlaps the reading ending at "
-                f"{before}",
-            )
-        if after is not None and after - samples[after][1] < ts_ms:
-            raise RejectedReading(
-                Reason.OVERLAP,
-                f"interval ({ts_ms - duration_ms}, {ts_ms}] overlaps the reading "
-                f"({after - samples[after][1]}, {after}]",
-            )
+        neighbours = [times[at - 1]] if at > 0 else []
+        neighbours += [times[at]] if at < len(times) else []
+        for end in neighbours:
+            start = end - samples[end][1]
+            if start < ts_ms and end > ts_ms - duration_ms:
+                raise RejectedReading(
+                    Reason.OVERLAP,
+                    f"interval ({ts_ms - duration_ms}, {ts_ms}] overlaps the reading "
+                    f"({start}, {end}]",
+                )

@@ -14,7 +14,7 @@ import click
 from carbonlink._duration import parse_duration_s as _parse_duration_s
 from carbonlink._exceptions import CarbonlinkError, ConfigError
 from carbonlink.config import Settings, load_config
-from carbonlink.wire import parse_timestamp
+from carbonlink.wire import parse_query_time
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -88,9 +88,8 @@ def parse_duration_s(text: str) -> float:
 def time_option(text: str | None, name: str) -> int | None:
     if text is None:
         return None
-    raw: object = int(text) if text.isdigit() else text
     try:
-        return parse_timestamp(raw)
+        return parse_query_time(text)
     except Exception as exc:
         raise ConfigError(None, name, str(exc)) from exc
 

@@ -143,7 +143,7 @@ class Ingestor:
             tuple(meters[m.id].tags for m in plant.meters),
             float(np.finfo(np.float64).max / max(1.0, float(per_unit.max())) / 2),
             tuple(tuple(row) for row in per_unit.tolist()),
-            np.array([m.ceiling(1) for m in plant.meters], dtype=np.float64),
+            np.array([m.ceiling_per_ms for m in plant.meters], dtype=np.float64),
             tuple(m.longest_interval_ms for m in plant.meters),
         )
 

@@ -26,7 +26,13 @@ from carbonlink.wire._bounds import (
 )
 from carbonlink.wire._deadletter import encode_rejection
 from carbonlink.wire._directive import Directive, decode_directive, encode_directive
-from carbonlink.wire._json import WIRE_VERSION, format_timestamp, parse_timestamp, shown
+from carbonlink.wire._json import (
+    WIRE_VERSION,
+    format_timestamp,
+    parse_query_time,
+    parse_timestamp,
+    shown,
+)
 from carbonlink.wire._meter import (
     QUALITIES,
     READING_KINDS,
@@ -123,6 +129,7 @@ __all__ = [
     "format_timestamp",
     "meter_subscription",
     "meter_topic",
+    "parse_query_time",
     "parse_timestamp",
     "parse_topic",
     "shared",

@@ -123,16 +123,7 @@ def parse_timestamp(raw: object) -> int:
     if isinstance(raw, int):
         ts_ms = raw
     elif isinstance(raw, str):
-        if len(raw) > MAX_TEXT:
-            raise RejectedReading(Reason.BAD_TIMESTAMP, "timestamp text is too long")
-        try:
-            moment = datetime.fromisoformat(raw)
-        except ValueError:
-            raise RejectedReading(Reason.BAD_TIMESTAMP, f"not RFC 3339: {shown(raw)}") from None
-        if moment.tzinfo is None:
-            raise RejectedReading(
-                Reason.BAD_TIMESTAMP, f"timestamp without UTC offset: {shown(raw)}"
-            )
+        moment = _moment(raw)
         try:
             ts_ms = round(moment.timestamp() * 1000)
         except (OverflowError, ValueError):  # year 1 with a positive offset, say
@@ -144,6 +135,35 @@ def parse_timestamp(raw: object) -> int:
     if not MIN_EPOCH_MS <= ts_ms < MAX_EPOCH_MS:
         raise RejectedReading(Reason.BAD_TIMESTAMP, _out_of_range(raw, ts_ms))
     return ts_ms
+
+
+def parse_query_time(text: str) -> int:
+    """A time a user types (API parameter, CLI option): ASCII digits as epoch ms, or RFC 3339
+    with an offset; anything from 1970 up to 2100 (a query may start at the beginning)."""
+    if text.isascii() and text.isdigit():
+        if len(text) > len(str(MAX_EPOCH_MS)):
+            raise RejectedReading(Reason.BAD_TIMESTAMP, f"{shown(text)} is too many digits")
+        ts_ms = int(text)
+    else:
+        moment = _moment(text)
+        ts_ms = round(moment.timestamp() * 1000)
+    if not 0 <= ts_ms < MAX_EPOCH_MS:
+        raise RejectedReading(Reason.BAD_TIMESTAMP, f"{shown(text)} is outside 1970..2100")
+    return ts_ms
+
+
+def _moment(text: str) -> datetime:
+    if len(text) > MAX_TEXT:
+        raise RejectedReading(Reason.BAD_TIMESTAMP, "timestamp text is too long")
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise RejectedReading(
+            Reason.BAD_TIMESTAMP, f"not RFC 3339 or epoch ms: {shown(text)}"
+        ) from None
+    if moment.tzinfo is None:
+        raise RejectedReading(Reason.BAD_TIMESTAMP, f"timestamp without UTC offset: {shown(text)}")
+    return moment
 
 
 def _out_of_range(raw: object, ts_ms: int) -> str:

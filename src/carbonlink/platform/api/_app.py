@@ -26,7 +26,7 @@ from carbonlink.platform.api._control import add_control_routes
 from carbonlink.platform.api._coordination import add_coordination_routes
 from carbonlink.platform.api._parameters import plant_parameter
 from carbonlink.platform.storage import EMISSION_COLUMNS, SERIES_FIELDS, Store
-from carbonlink.wire import parse_timestamp
+from carbonlink.wire import parse_query_time
 
 __all__ = ["API_PREFIX", "HealthProvider", "create_app"]
 
@@ -78,7 +78,7 @@ def _time(text: str | None, parameter: str) -> int | None:
     if text is None:
         return None
     try:
-        return parse_timestamp(int(text) if text.isdigit() else text)
+        return parse_query_time(text)
     except CarbonlinkError as exc:
         raise ParameterError(parameter, str(exc)) from None
 

@@ -29,7 +29,7 @@ from carbonlink.platform._recompute import recompute
 from carbonlink.platform.api._auth import ApiAccess, require_token
 from carbonlink.platform.api._parameters import plant_parameter
 from carbonlink.platform.storage import Store
-from carbonlink.wire import parse_timestamp
+from carbonlink.wire import parse_query_time
 
 __all__ = ["add_control_routes"]
 
@@ -42,7 +42,7 @@ POLICY_NAME: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 def _time(text: str) -> int:
     """An instant in a request: RFC 3339 or epoch ms (raises ValueError: a 422)."""
     try:
-        return parse_timestamp(int(text) if text.isdigit() else text)
+        return parse_query_time(text)
     except CarbonlinkError as exc:
         raise ValueError(str(exc)) from None
 
