@@ -32,7 +32,17 @@ class Rejections:
         self._log = log
         self._deadletters: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(DEADLETTER_QUEUE_MAX)
 
-    def record(self, plant: str, topic: str, error: RejectedReading, payload: bytes) -> None:
+    def record(
+        self,
+        plant: str,
+        topic: str,
+        error: RejectedReading,
+        payload: bytes,
+        *,
+        deadletter: str | None = None,
+    ) -> None:
+        """Count, log and dead-letter one refusal: to the plant's dead-letter topic, or to
+        ``deadletter`` when the refused message names no plant we know."""
         self.counts[error.reason] += 1
         count = self.counts[error.reason]
         if count <= LOG_FIRST or count % LOG_EVERY == 0:
@@ -41,7 +51,7 @@ class Rejections:
             )
         body = wire.encode_rejection(self._stage, topic, error, payload)
         with contextlib.suppress(asyncio.QueueFull):  # dead letters best effort; counts exact
-            self._deadletters.put_nowait((wire.deadletter_topic(plant), body))
+            self._deadletters.put_nowait((deadletter or wire.deadletter_topic(plant), body))
 
     async def publish(self, client: Publisher) -> None:
         """Send queued dead letters while connected (runs beside the service loop)."""

@@ -90,7 +90,9 @@ def _flush(ingestor: Ingestor, store: Store, batch: dict[str, list[wire.Reading]
     for plant_id, readings in batch.items():
         if not readings:
             continue
-        message = wire.TelemetryBatch(plant_id, wire.agent_id(plant_id), 1, readings[-1].ts_ms, tuple(readings))
+        message = wire.TelemetryBatch(
+            plant_id, wire.agent_id(plant_id), 1, readings[-1].ts_ms, tuple(readings)
+        )
         result = ingestor.ingest(wire.telemetry_topic(plant_id), wire.encode_telemetry(message))
         assert not result.rejected, result.rejected[:3]
         store.write(result.stored)

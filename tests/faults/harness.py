@@ -46,11 +46,14 @@ CHUNK_BYTES: Final = 65_536
 class TcpProxy:
     """Relays 127.0.0.1:``port`` to a target. ``cut()`` drops every connection and refuses
     new ones, like a pulled cable; ``restore()`` undoes it; ``delay_s`` holds every chunk
-    that long each way, like a slow link or a slow server."""
+    that long each way, like a slow link or a slow server; ``hang_on`` holds forever every
+    chunk that contains those bytes (an HTTP request line, say), like a server that
+    accepts one kind of request and never answers it; the chunk is never delivered."""
 
     def __init__(self, target_port: int, target_host: str = HOST) -> None:
         self.port = free_port()
         self.delay_s = 0.0
+        self.hang_on: bytes | None = None
         self._target = (target_host, target_port)
         self._down = False
         self._writers: set[asyncio.StreamWriter] = set()
@@ -127,6 +130,10 @@ class TcpProxy:
                 break
             if self.delay_s:
                 await asyncio.sleep(self.delay_s)
+            if self.hang_on is not None and self.hang_on in chunk:
+                while self.hang_on is not None and not self._down:  # noqa: ASYNC110 (set from the test's thread)
+                    await asyncio.sleep(0.05)
+                break  # never delivered: the connection ends as a reset
             if self._down:
                 break
             writer.write(chunk)
@@ -210,8 +217,9 @@ class Plan:
 def plan_readings(
     plants: Iterable[PlantConfig], per_meter: int, now_ms: int, samples_per_message: int = 10
 ) -> Plan:
-    """``per_meter`` readings of every interval meter, one a second up to ``now_ms``,
-    each with a value of its own (so a changed value would show)."""
+    """``per_meter`` readings of every interval meter, one a second up to ``now_ms``, each
+    over its one-second interval (``dur``) and with a value of its own (so a changed value
+    would show)."""
     plan = Plan()
     for plant in plants:
         for meter in plant.meters:
@@ -227,7 +235,7 @@ def plan_readings(
                 body = {
                     "v": wire.WIRE_VERSION,
                     "unit": meter.unit,
-                    "samples": [{"ts": r.ts_ms, "value": r.value} for r in chunk],
+                    "samples": [{"ts": r.ts_ms, "value": r.value, "dur": 1} for r in chunk],
                 }
                 plan.messages.append(
                     (wire.meter_topic(plant.id, meter.id), json.dumps(body).encode())
@@ -238,8 +246,9 @@ def plan_readings(
 
 
 def _value(meter: object, i: int) -> float:
+    """About the meter's nominal draw over one second."""
     nominal = float(getattr(meter, "nominal_per_hour", 1.0))
-    return round(nominal / 60 * (0.9 + (i % 97) / 1000), 6)
+    return round(nominal / 3600 * (0.9 + (i % 97) / 1000), 9)
 
 
 async def publish(

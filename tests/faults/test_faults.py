@@ -32,6 +32,7 @@ from carbonlink.agent import Agent
 from carbonlink.config import OutboxFullPolicy, Settings, load_config
 from tests.configs import write_config
 from tests.faults.harness import (
+    POLL_S,
     REPORTS,
     Service,
     TcpProxy,
@@ -195,8 +196,13 @@ def test_influxdb_down_for_60_s(rig: Rig) -> None:
 
 
 def _restart_influx_after(rig: Rig, stopped: list[float]) -> None:
-    spilled = (platform_health(rig.http_port).get("ingestion") or {}).get("spilled", 0)  # type: ignore[union-attr]
-    assert spilled, "nothing went to the spill file while InfluxDB was down"
+    def spilled() -> object:
+        return (platform_health(rig.http_port).get("ingestion") or {}).get("spilled", 0)  # type: ignore[union-attr]
+
+    deadline = time.monotonic() + INFLUX_DOWN_S / 2
+    while not spilled() and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+    assert spilled(), f"nothing went to the spill file while InfluxDB was down: {spilled()}"
     time.sleep(max(0.0, stopped[0] + INFLUX_DOWN_S - time.monotonic()))
     rig.influx.start()  # from the main thread: the server must outlive this call
 
@@ -336,7 +342,7 @@ def test_outbox_disk_full(tmp_path: Path, policy: OutboxFullPolicy) -> None:
             topic = wire.meter_topic(plant.id, "kiln-coal")
             for i in range(DISK_READINGS):
                 agent.handle(topic, (f'{{"v":1,"unit":"t","ts":{now - (DISK_READINGS - i) * 1000},'
-                                     f'"value":0.38}}').encode())  # fmt: skip
+                                     f'"value":0.006,"dur":1}}').encode())  # fmt: skip
             kept = agent.outbox_depth
             refused = agent.counters.rejected.get("outbox_full", 0)
             dropped = agent.counters.dropped_oldest

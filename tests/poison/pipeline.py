@@ -6,7 +6,9 @@ Two plants are configured:
 - ``meter_plant`` has its agent running: meter messages go through the agent, which
   validates them and forwards telemetry to the platform;
 - ``direct_plant`` has no agent: the test plays its agent and publishes telemetry straight
-  to the platform, because the platform must not trust what an agent sends.
+  to the platform, because the platform must not trust what an agent sends;
+- ``sim_plant`` has its simulator running (``carbonlink simulate`` in real time) and no
+  agent: directives go to it.
 
 Every case ends with a *canary*, a valid reading sent after the bad input on the same
 path. Brokers deliver one publisher's messages in order and each service handles its
@@ -28,9 +30,7 @@ from typing import Any, Final, TypeVar
 
 import httpx
 import paho.mqtt.client as mqtt
-import yaml
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
 
 from carbonlink import wire
 from carbonlink.platform import open_store
@@ -134,10 +134,12 @@ class Pipeline:
     database: str
     meter_plant: str
     direct_plant: str
+    sim_plant: str
     platform_port: int = field(default_factory=free_port)
     agent_port: int = field(default_factory=free_port)
     _canary_ms: int = 0
     _direct_seq: int = 0
+    _outboxes: int = 0
     _canaries: list[tuple[str, str, int, float]] = field(default_factory=list)
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -145,7 +147,11 @@ class Pipeline:
     def start(self) -> None:
         self.config = write_config(
             self.directory / "config",
-            plants={self.meter_plant: "cement-01", self.direct_plant: "cement-01"},
+            plants={
+                self.meter_plant: "cement-01",
+                self.direct_plant: "cement-01",
+                self.sim_plant: "textiles-01",
+            },
             broker_url=self.broker.url.replace("mqtt", "mqtt", 1),
             store=self.store_url,
         )
@@ -164,11 +170,18 @@ class Pipeline:
              "--http", f"{HOST}:{self.agent_port}"],
             self.directory, env,
         )  # fmt: skip
+        self.simulator = Service(
+            "simulator",
+            ["simulate", "--config", str(self.config), "--broker", self.broker.url,
+             "--plants", self.sim_plant, "--speed", "1"],
+            self.directory, env,
+        )  # fmt: skip
         self.observer = Observer(self.broker)
         self.observer.start()
         self.publisher = Publisher(self.broker)
         self.start_platform()
         self.start_agent()
+        self.simulator.start()
         # Canaries count up from three days ago, one a minute apart: inside the agent's
         # clock window, and never overlapping each other's interval.
         self._canary_ms = (int(time.time()) // 60 * 60 - 3 * 86_400) * 1000
@@ -182,6 +195,16 @@ class Pipeline:
             STARTUP_TIMEOUT_S,
         )
 
+    def restart_agent(self, *, fresh: bool = False) -> None:
+        """Stop the agent and start it again; ``fresh``: with a new, empty outbox (so it
+        remembers no earlier reading: a case about a meter's history starts clean)."""
+        self.agent.stop()
+        if fresh:
+            self._outboxes += 1
+            outbox = self.directory / f"outbox-{self._outboxes}.sqlite"
+            self.agent.args[self.agent.args.index("--outbox") + 1] = str(outbox)
+        self.start_agent()
+
     def start_agent(self) -> None:
         self.agent.start()
         wait_for(
@@ -191,7 +214,7 @@ class Pipeline:
         )
 
     def stop(self) -> None:
-        for service in (self.agent, self.platform):
+        for service in (self.simulator, self.agent, self.platform):
             service.stop()
         self.publisher.close()
         self.observer.stop()
@@ -227,13 +250,22 @@ class Pipeline:
         return {"platform": dict(ingestion.get("rejected") or {}), "agent": dict(agent)}
 
     def alive(self) -> dict[str, bool]:
-        return {"platform": self.platform.running, "agent": self.agent.running}
+        return {
+            "platform": self.platform.running,
+            "agent": self.agent.running,
+            "simulator": self.simulator.running,
+        }
 
     # --- sending -----------------------------------------------------------------------
 
     def next_ts_ms(self) -> int:
         """A fresh timestamp for a valid reading: one interval after the last one."""
         self._canary_ms += MINUTE_MS
+        return self._canary_ms
+
+    def block(self, minutes: int = 5) -> int:
+        """The end of a fresh block of ``minutes`` one-minute intervals, for a case's own."""
+        self._canary_ms += minutes * MINUTE_MS
         return self._canary_ms
 
     def telemetry(
@@ -299,26 +331,19 @@ class Pipeline:
         )
 
 
-def pipeline(directory: Path, broker: MosquittoServer, influxdb: InfluxDBServer) -> Iterator[
-    Pipeline
-]:
+def pipeline(
+    directory: Path, broker: MosquittoServer, influxdb: InfluxDBServer
+) -> Iterator[Pipeline]:
     """Start a pipeline in ``directory``; stop it and drop its database afterwards."""
     database = f"poison_{uuid.uuid4().hex[:10]}"
     influxdb.create_database(database)
     prefix = f"p{uuid.uuid4().hex[:6]}"
-    running = Pipeline(directory, broker, influxdb, database, f"{prefix}-m", f"{prefix}-d")
+    running = Pipeline(
+        directory, broker, influxdb, database, f"{prefix}-m", f"{prefix}-d", f"{prefix}-s"
+    )
     running.start()
     try:
         yield running
     finally:
         running.stop()
         influxdb.drop_database(database)
-
-
-def load_yaml(path: Path) -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load(path.read_text())
-    return data
-
-
-def health_dump(properties: Properties | None = None) -> str:  # pragma: no cover - debug aid
-    return repr(properties)

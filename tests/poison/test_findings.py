@@ -202,8 +202,9 @@ def test_telemetry_for_an_unknown_plant(pipe: Pipeline) -> None:
 
 def test_a_fake_status_shows_no_fake_agent(pipe: Pipeline) -> None:
     topic = wire.status_topic(pipe.direct_plant)
+    counters = {"received": 10**30, "rejected": {"x": 10**30}}
     absurd = json.dumps({"v": 1, "state": "online", "agent": f"agent-{pipe.direct_plant}",
-                         "counters": {"received": 10**30, "rejected": {"x": 10**30}}}).encode()  # fmt: skip
+                         "counters": counters}).encode()  # fmt: skip
     stranger = json.dumps({"v": 1, "state": "online", "agent": "agent-ghost"}).encode()
     ghost = json.dumps({"v": 1, "state": "online", "agent": "agent-ghost"}).encode()
     messages = [Message(topic, absurd), Message(topic, stranger),
@@ -238,4 +239,4 @@ def test_odd_query_times_are_a_clear_422(pipe: Pipeline, start: str) -> None:
     )
     assert answer.status_code == 422, answer.text
     assert "start" in answer.text
-    assert pipe.alive() == {"platform": True, "agent": True}
+    assert all(pipe.alive().values())

@@ -219,13 +219,13 @@ class MeterValidator:
             if sample.duration_ms is not None
             else round(meter.sample_period_s * 1000)
         )
+        problem = meter.plausibility(sample.value, duration_ms)
+        if problem is not None:
+            raise RejectedReading(Reason.IMPLAUSIBLE, problem)
         _identity(state, pending, sample.ts_ms, sample.value, duration_ms)
         if state.forgotten_up_to is not None and sample.ts_ms <= state.forgotten_up_to:
             raise RejectedReading(Reason.OUT_OF_ORDER, "older than the duplicate-detection window")
         _no_overlap(state, pending, sample.ts_ms, duration_ms)
-        problem = meter.plausibility(sample.value, duration_ms)
-        if problem is not None:
-            raise RejectedReading(Reason.IMPLAUSIBLE, problem)
         pending.add(sample.ts_ms, sample.value, duration_ms)
         return Reading(
             meter.id, sample.ts_ms, sample.value, meter.unit, duration_ms, sample.quality

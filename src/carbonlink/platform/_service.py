@@ -255,7 +255,8 @@ class Platform:
         try:
             if message.dup and message.qos:
                 key = message_key(message.topic, message.payload)
-                if self._poison.attempt(key) >= POISON_ATTEMPTS:
+                # The first delivery carries no DUP flag: this is delivery attempt + 1.
+                if self._poison.attempt(key) + 1 >= POISON_ATTEMPTS:
                     self._park(key, message)
                     client.ack((message.packet_id,))
                     return
@@ -289,7 +290,7 @@ class Platform:
             wire.Reason.POISON,
             f"delivered {POISON_ATTEMPTS} times without being handled to the end; parked",
         )
-        self._rejections.record(self._plant_of(message.topic), message.topic, error,
+        self._record(self._plant_of(message.topic), message.topic, error,
                                 message.payload)  # fmt: skip
 
     def _internal_error(self, topic: str, payload: bytes, exc: Exception) -> None:
@@ -297,8 +298,14 @@ class Platform:
         detail = f"{type(exc).__name__}: {wire.shown(str(exc))}"
         plant = self._plant_of(topic)
         self.counters.rejected_by_plant[plant] += 1
-        self._rejections.record(plant, topic, RejectedReading(wire.Reason.INTERNAL_ERROR, detail),
+        self._record(plant, topic, RejectedReading(wire.Reason.INTERNAL_ERROR, detail),
                                 payload)  # fmt: skip
+
+    def _record(self, plant: str, topic: str, error: RejectedReading, payload: bytes) -> None:
+        """Count, log and dead-letter a refusal; one of no configured plant goes to the
+        platform's own dead-letter topic."""
+        deadletter = wire.PLATFORM_DEADLETTER if plant == UNKNOWN else None
+        self._rejections.record(plant, topic, error, payload, deadletter=deadletter)
 
     def _plant_of(self, topic: str) -> str:
         """The configured plant a topic names, or ``UNKNOWN``."""
@@ -335,7 +342,7 @@ class Platform:
         self._track_sequence(result)
         self.counters.rejected_by_plant[plant] += len(result.rejected)
         for error in result.rejected:
-            self._rejections.record(plant, topic, error, payload)
+            self._record(plant, topic, error, payload)
         return result
 
     def _agent_status(self, topic: str, payload: bytes) -> None:
@@ -361,7 +368,7 @@ class Platform:
                 )
         except RejectedReading as exc:
             self.counters.rejected_by_plant[plant] += 1
-            self._rejections.record(plant, topic, exc, payload)
+            self._record(plant, topic, exc, payload)
             return
         self.counters.agent_state[plant] = status.state
         if status.state == "online":
@@ -371,26 +378,41 @@ class Platform:
         """Count and dead-letter a message no service will read (see _audit_loop)."""
         topic = message.topic
         try:
-            if topic in wire.SERVICE_TOPICS or _read_by_the_platform(topic):
+            if topic in wire.SERVICE_TOPICS or self._someone_listens(topic):
                 return
-            address = wire.address_of(topic)
-            if self._ingestor.plant(address.plant) is not None:
-                return
-            error = RejectedReading(
-                wire.Reason.MISADDRESSED, f"no plant {address.plant!r} is configured"
-            )
-        except RejectedReading as exc:
-            error = exc
+            parts = topic.split("/")
+            if len(parts) == 4 and parts[3] == wire.Kind.DEADLETTER:
+                return  # never dead-letter a dead letter, from wherever it comes
+            try:
+                address = wire.address_of(topic)
+                error = RejectedReading(
+                    wire.Reason.MISADDRESSED, f"no plant {address.plant!r} is configured"
+                )
+            except RejectedReading as exc:
+                error = RejectedReading(wire.Reason.MISADDRESSED, exc.detail)
+            plant = self._plant_of_misaddressed(topic)
+            self.counters.rejected_by_plant[plant] += 1
+            self._record(plant, topic, error, message.payload)
         except Exception as exc:
             self._internal_error(topic, message.payload, exc)
-            return
-        if topic.endswith(f"/{wire.Kind.DEADLETTER}"):
-            return  # never dead-letter a dead letter
-        if error.reason == wire.Reason.TOPIC_MISMATCH:
-            error = RejectedReading(wire.Reason.MISADDRESSED, error.detail)
-        plant = self._plant_of_misaddressed(topic)
-        self.counters.rejected_by_plant[plant] += 1
-        self._rejections.record(plant, topic, error, message.payload)
+
+    def _someone_listens(self, topic: str) -> bool:
+        """Whether a carbonlink service subscribes to ``topic``: the platform to every
+        plant's telemetry and status (it refuses what it cannot use itself), a configured
+        plant's agent to its meters, its simulator to its directives, operators to its
+        dead letters and simulator status."""
+        parts = topic.split("/")
+        if len(parts) == 4 and parts[3] in (wire.Kind.TELEMETRY, wire.Kind.STATUS):
+            return True
+        if len(parts) < 4 or self._ingestor.plant(parts[2]) is None:
+            return False
+        if len(parts) == 5:
+            return parts[3] == wire.Kind.METERS
+        return len(parts) == 4 and parts[3] in (
+            wire.Kind.DEADLETTER,
+            wire.Kind.DIRECTIVES,
+            wire.Kind.SIM_STATUS,
+        )
 
     def _plant_of_misaddressed(self, topic: str) -> str:
         """The configured plant a misaddressed topic seems meant for, else ``UNKNOWN``."""
@@ -564,7 +586,7 @@ class Platform:
                 wire.TelemetryBatch(plant, "spill", 0, self._now_ms(), (reading,))
             )
         self.counters.rejected_by_plant[plant] += 1
-        self._rejections.record(plant, topic, error, payload)
+        self._record(plant, topic, error, payload)
 
     async def _drain_spill(self) -> None:
         delay = STORE_RETRY_MIN_S
@@ -618,12 +640,6 @@ class _NotWritten(Exception):  # noqa: N818 (carries what is left, not a failure
     @property
     def retryable(self) -> bool:
         return isinstance(self.cause, StoreError) and self.cause.retryable
-
-
-def _read_by_the_platform(topic: str) -> bool:
-    """Whether the platform's own subscriptions receive ``topic`` (it refuses those itself)."""
-    parts = topic.split("/")
-    return len(parts) == 4 and parts[3] in (wire.Kind.TELEMETRY, wire.Kind.STATUS)
 
 
 def _row_owners(taken: list[_Received]) -> list[_Received]:

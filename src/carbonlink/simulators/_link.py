@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import socket
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -22,6 +22,7 @@ import aiomqtt
 from carbonlink import wire
 from carbonlink._exceptions import RejectedReading
 from carbonlink._mqtt import BrokerAddress, make_client, next_backoff
+from carbonlink._rejections import Rejections
 from carbonlink.simulators._faults import CONNECTION_FAULTS, MESSAGE_FAULTS, Fault, FaultKind
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class LinkCounters:
     dropped_samples: int = 0
     directives: int = 0
     faults: dict[str, int] = field(default_factory=dict)
+    refused: Counter[str] = field(default_factory=Counter)  # directives, by reason
 
     def count_fault(self, kind: FaultKind) -> None:
         self.faults[kind.value] = self.faults.get(kind.value, 0) + 1
@@ -95,6 +97,8 @@ class PlantLink:
         self._connection_faults = [
             _Outage(f, *f.window_ms(run_start_ms)) for f in faults if f.kind in CONNECTION_FAULTS
         ]
+        # A refused directive is logged, counted and dead-lettered, as every refusal is.
+        self._rejections = Rejections("simulator", log, counters.refused)
         self._pending: deque[Outgoing] = deque()
         self._held: dict[str, Outgoing] = {}  # out_of_order: per meter, awaiting its next
         self._down_until: int | None = None
@@ -131,6 +135,7 @@ class PlantLink:
                 await client.publish(status, self._status("online"), qos=1, retain=True)
                 await client.subscribe(wire.directive_topic(self.plant), qos=1)
                 listener = asyncio.create_task(self._listen(client))
+                deadletters = asyncio.create_task(self._deadletters(client))
                 try:
                     if not self.connected.is_set():
                         await asyncio.sleep(DIRECTIVE_SETTLE_S)
@@ -139,6 +144,7 @@ class PlantLink:
                     await client.publish(status, self._status("stopped"), qos=1, retain=True)
                 finally:
                     listener.cancel()
+                    deadletters.cancel()
         except aiomqtt.MqttError:
             if self._down_until is not None:
                 raise _DroppedError from None
@@ -272,6 +278,10 @@ class PlantLink:
         with contextlib.suppress(aiomqtt.MqttError):
             await self._receive(client)
 
+    async def _deadletters(self, client: aiomqtt.Client) -> None:
+        with contextlib.suppress(aiomqtt.MqttError):
+            await self._rejections.publish(client)
+
     async def _receive(self, client: aiomqtt.Client) -> None:
         topic = wire.directive_topic(self.plant)
         async for message in client.messages:
@@ -280,13 +290,18 @@ class PlantLink:
             # retained messages to this subscription; only our directives concern us.
             if not isinstance(payload, bytes | bytearray) or str(message.topic) != topic:
                 continue
+            if not payload:
+                continue  # a retained directive being cleared
             try:
-                directive = wire.decode_directive(str(message.topic), bytes(payload))
+                directive = wire.decode_directive(topic, bytes(payload))
+                self.counters.directives += 1
+                self._on_directive(directive)
             except RejectedReading as exc:
-                log.warning("simulator %s: directive refused: %s", self.plant, exc)
-                continue
-            self.counters.directives += 1
-            self._on_directive(directive)
+                self._rejections.record(self.plant, topic, exc, bytes(payload))
+            except Exception as exc:  # no directive may stop the plant
+                log.exception("simulator %s: failed on a directive", self.plant)
+                error = RejectedReading(wire.Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+                self._rejections.record(self.plant, topic, error, bytes(payload))
 
     def _status(self, state: str) -> bytes:
         return json.dumps({"v": 1, "state": state, "sim": f"sim-{self.plant}"}).encode()
