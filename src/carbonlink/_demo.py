@@ -77,7 +77,6 @@ async def run_demo(
             Ingestor(
                 {p.id: p for p in plants},
                 settings.factor_sets_dir,
-                now_ms=clock.now_ms,
                 max_skew_ms=round(settings.services.agent.max_clock_skew_s * 1000),
             ),
             store,

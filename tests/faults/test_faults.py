@@ -247,7 +247,7 @@ def test_agent_sigkill_with_readings_in_its_outbox(rig: Rig) -> None:
     back with ordinary batching: what was in the outbox is sent, nothing else lost."""
     slow = rig.work / "slow-agents.yaml"
     raw = yaml.safe_load(rig.settings.path.read_text())
-    raw["agent"].update(batch_max_delay_s=600, batch_max_readings=100_000)
+    raw["agent"].update(batch_max_delay_s=600, batch_max_readings=10_000)
     raw["plants_dir"] = str(rig.settings.path.parent / raw["plants_dir"])
     raw["factors_dir"] = str(rig.settings.path.parent / raw["factors_dir"])
     slow.write_text(yaml.safe_dump(raw))
@@ -327,7 +327,7 @@ def test_outbox_disk_full(tmp_path: Path, policy: OutboxFullPolicy) -> None:
     ).plant("disk-cement")
     from carbonlink.config import AgentConfig
 
-    config = AgentConfig(batch_max_delay_s=600, batch_max_readings=100_000,
+    config = AgentConfig(batch_max_delay_s=600, batch_max_readings=10_000,
                          outbox_full_policy=policy, outbox_max_readings=10_000_000)  # fmt: skip
     with _tiny_disk(tmp_path / "disk") as kind:
         outbox = tmp_path / "disk" / "outbox.sqlite"

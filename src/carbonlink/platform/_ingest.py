@@ -174,10 +174,14 @@ class Ingestor:
     def factor_set_of(self, plant: str) -> FactorSet:
         return self._factor_sets[self._plants[plant].factor_set]
 
-    def ingest(self, topic: str, payload: bytes, *, columnar: bool = True) -> IngestResult:
+    def ingest(
+        self, topic: str, payload: bytes, *, columnar: bool = True, now_ms: int | None = None
+    ) -> IngestResult:
         """Never raises for bad input: every refusal comes back with its reason.
 
-        ``columnar=False`` forces the row-by-row reference path (for tests and tools).
+        ``now_ms``: the platform's clock (no reading may be ahead of it by more than the
+        allowed skew); the ingestor's own clock when not given. ``columnar=False`` forces
+        the row-by-row reference path (for tests and tools).
         """
         try:
             message = wire.decode_telemetry_columns(topic, payload)
@@ -195,7 +199,7 @@ class Ingestor:
                 f"not {wire.shown(message.agent)}",
             )
             return IngestResult(message.plant, None, None, StoredBatch.empty(), (error,))
-        newest_allowed = self._now_ms() + self._max_skew_ms
+        newest_allowed = (self._now_ms() if now_ms is None else now_ms) + self._max_skew_ms
         batch = self._columns(table, message.columns, newest_allowed) if columnar else None
         if batch is not None:
             return IngestResult(message.plant, message.agent, message.seq, batch, ())

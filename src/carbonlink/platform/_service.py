@@ -335,7 +335,7 @@ class Platform:
 
     def handle(self, topic: str, payload: bytes) -> IngestResult:
         """Check and convert one telemetry message; count and dead-letter what is refused."""
-        result = self._ingestor.ingest(topic, payload)
+        result = self._ingestor.ingest(topic, payload, now_ms=self._now_ms())
         plant = result.plant if self._ingestor.plant(result.plant) is not None else UNKNOWN
         self.counters.messages += 1
         self.counters.received += len(result.batch) + len(result.rejected)
