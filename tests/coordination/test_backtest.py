@@ -15,6 +15,7 @@ from carbonlink.cli import main
 from carbonlink.config import Settings
 from carbonlink.coordination import (
     Journal,
+    directive_history,
     PeriodRow,
     RecordedWindow,
     backtest,
@@ -142,6 +143,36 @@ def test_journal_gives_back_the_unabated_baseline(
     assert from_journal.summary["emissions_t"][0] == pytest.approx(
         from_unabated.summary["emissions_t"][0], rel=SIMULATOR_AGREEMENT
     )
+
+
+def test_window_ending_before_the_coordinators_last_step(
+    settings: Settings, stores: dict[str, Store], tmp_path: Path
+) -> None:
+    """The README tour's crash: the window ends (on the 15-minute grid) before the grid
+    time at which the coordinator's last decision began. That decision has no length in
+    the window; it used to come back as a period of length 0 and divide by zero."""
+    _, _, e_m, e_p, sigma = _stage3_directive()
+    end = START_MS + HOURS * HOUR
+    decision = {"result": {"E_M": e_m, "E_P": e_p, "sigma": sigma}}
+    with Journal(tmp_path / "journal.sqlite") as journal:
+        rows = [PeriodRow(PLANT, START_MS, end - HOUR, "stage3", 3, e_m, e_p, sigma,
+                          0, 0, 0, 0.0, None, 0.0, 0, None, {})]  # fmt: skip
+        journal.record_periods(rows)
+        for last_ms in (end, end + 7 * 60_000):  # at the window's end, and after it
+            journal.save_state(
+                "coordinator",
+                {"last_ms": last_ms, "in_force": {PLANT: decision},
+                 "unrecorded": [[end - HOUR, last_ms, {PLANT: decision}]]},
+            )  # fmt: skip
+            history = directive_history(journal, PLANT, end)
+            assert all(b > a for a, b, *_ in history)
+            assert history[-1][1] == last_ms
+            added = abatement_from_journal(
+                _window(settings, stores["directed"]), journal, list(settings.plants.values())
+            )
+            assert np.isfinite(added[PLANT]).all()
+            assert added[PLANT][-1] > 0
+    assert exact_step(3.0, 1.0, 0.2, 0.0) == (3.0, 3.0)
 
 
 def test_reference_baseline_finds_the_recorded_abatement(

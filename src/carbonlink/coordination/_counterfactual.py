@@ -232,7 +232,12 @@ class PolicyEvaluator:
 
 
 def exact_step(x0: float, inflow: float, delta: float, h: float) -> tuple[float, float]:
-    """(mean of X over the step, X at its end) for dX/dt = I - delta*X, exact for any h."""
+    """(mean of X over the step, X at its end) for dX/dt = I - delta*X, exact for any h.
+
+    A step of no length (h <= 0) leaves X where it is: its mean is X itself.
+    """
+    if h <= 0:
+        return x0, x0
     if delta <= 0:  # no decay: X grows linearly
         return x0 + inflow * h / 2.0, x0 + inflow * h
     decay = math.exp(-delta * h)

@@ -117,7 +117,11 @@ def directive_history(
 ) -> list[tuple[int, int, float, float, float]]:
     """(start, end, E_M, E_P, sigma) of every period up to ``end_ms``: the recorded ones,
     those decided but not yet read (in the coordinator's state), and the decision still
-    in force, which holds until the next one (directives are retained)."""
+    in force, which holds until the next one (directives are retained).
+
+    Every period returned has a positive length: the decision in force is left out when
+    it began at or after ``end_ms`` (a window that ends before the coordinator's last
+    step), which would otherwise be a period of no length."""
     rows = journal.periods(plant, end_ms=end_ms)
     history = [
         (int(a), int(b), float(e_m), float(e_p), float(sigma))
@@ -129,10 +133,8 @@ def directive_history(
     if state is None:
         return history
     decided = [(a, b, d.get(plant)) for a, b, d in state.get("unrecorded", [])]
-    if state.get("last_ms") is not None:
-        decided.append(
-            (state["last_ms"], max(end_ms, state["last_ms"]), state["in_force"].get(plant))
-        )
+    if state.get("last_ms") is not None and state["last_ms"] < end_ms:
+        decided.append((state["last_ms"], end_ms, state["in_force"].get(plant)))
     recorded_until = history[-1][1] if history else None
     for start, end, decision in decided:
         if decision is None or (recorded_until is not None and end <= recorded_until):
