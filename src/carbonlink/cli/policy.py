@@ -32,17 +32,18 @@ from carbonlink.coordination import (
     Journal,
     Solution,
     StageResult,
-    load_params,
     load_policy,
     solve,
 )
 from carbonlink.coordination._backtest import (
+    RECORDED_ROW,
     abatement_from_journal,
     abatement_from_reference,
     backtest,
     load_window,
     write_outputs,
 )
+from carbonlink.coordination._params import load_parameter_file
 from carbonlink.platform import Store, open_store
 from carbonlink.platform._recompute import factor_set_for
 from carbonlink.wire import format_timestamp
@@ -56,7 +57,7 @@ DEFAULT_BACKTEST_POLICIES: Final = tuple(
 DEFAULT_BACKTEST_OUT: Final = "../var/backtest"  # beside the config, like every other file
 _HEADER: Final = (
     f"{'stage':<52} {'theta_M':>7} {'theta_P':>7} {'E_M':>7} {'E_P':>7} {'sigma':>5}"
-    f" {'X_ss':>8} {'V_M':>8} {'V_P':>8} {'V_G':>8} {'total':>8} {'eff':>6}"
+    f" {'X_ss':>8} {'V_M':>8} {'V_P':>8} {'V_G':>8} {'total':>8} {'t/cost':>6}"
 )
 
 
@@ -78,7 +79,7 @@ def policy() -> None:
 @user_errors
 def solve_command(params_path: Path, as_json: bool) -> None:
     """Solve every stage: subsidies, efforts, steady-state X, values, stage-3 splits."""
-    solution = solve(load_params(params_path))
+    solution = solve(*load_parameter_file(params_path))
     if as_json:
         click.echo(json.dumps(solution.to_dict(), indent=2))
     else:
@@ -94,15 +95,16 @@ def _stage_row(label: str, s: StageResult, subsidised: bool) -> str:
     return (
         f"{label:<52} {theta_m} {theta_p} {s.E_M:7.3f} {s.E_P:7.3f} {s.sigma:5.2f}"
         f" {s.X_ss:8.2f} {s.V_M:8.2f} {s.V_P:8.2f} {s.V_G:8.2f} {s.total:8.2f}"
-        f" {s.efficiency:6.3f}"
+        f" {s.abatement_per_cost:6.3f}"
     )
 
 
 def render_text(solution: Solution, params_path: Path) -> str:
     """The human-readable table printed by ``policy solve``."""
+    p, money = solution.params, solution.money
     lines = [
         "Coordination model, a differential-game model in the spirit of Qin et al. (2026)",
-        f"params: {params_path}",
+        f"params: {params_path}; money: {money.long} ({money.label})",
         "",
         _HEADER,
         _stage_row(f"1 {solution.stage1.name}", solution.stage1, True),
@@ -110,51 +112,122 @@ def render_text(solution: Solution, params_path: Path) -> str:
         _stage_row(f"2 {solution.stage2_budget.name}", solution.stage2_budget, True),
         _stage_row(f"3 {solution.stage3.name}", solution.stage3, False),
         "",
-        "stage 3: V_* before transfers; each party bears its own effort cost,",
-        "the split below settles it. eff = X_ss per unit of resource cost.",
+        "theta: share of each party's effort cost the government pays. E: efforts. sigma:",
+        "the gain from shared data (stage 3). X_ss: abatement reached, tCO2e per model period.",
+        f"V_M, V_P, V_G: the value to the firm, the platform and the government, in {money.label},",
+        f"discounted at r = {p.r:g} per period from X0 = {p.X0:g}: each party's flow for ever",
+        "(policy backtest's value with continuation is the same quantity over a window).",
+        "Stage 3: V_* before transfers; each party bears its own effort cost, the split below",
+        f"settles it. t/cost: abatement per unit cost, tCO2e per {money.label} of effort cost.",
         "",
-        f"{'stage 3 split':<52} {'M':>8} {'P':>8} {'G':>8} {'total':>8}",
+        f"{'stage 3 split, ' + money.label:<52} {'M':>8} {'P':>8} {'G':>8} {'total':>8}",
     ]
-    for label, split in (
-        ("shapley", solution.shapley),
-        ("nash bargaining (stage 2 threat, equal weights)", solution.nash),
-    ):
+    core = solution.core
+    floors = " ".join(f"{core.floors[i]:8.2f}" for i in PARTIES)
+    lines.append(
+        f"{'floors: best of stages 1 and 2':<52} {floors} {sum(core.floors.values()):8.2f}"
+    )
+    splits = [("shapley", solution.shapley)]
+    splits.append(("nash bargaining (stage 2 threat, equal weights)", solution.nash))
+    if core.split is not None:
+        splits.insert(0, ("core (nucleolus within the core and the floors)", core.split))
+    else:
+        lines.append(f"{'core':<52} {'-':>8} {'-':>8} {'-':>8} {core.total:8.2f}")
+    for label, split in splits:
         values = split.values
         cells = " ".join(f"{values[i]:8.2f}" for i in PARTIES)
         lines.append(f"{label:<52} {cells} {split.total:8.2f}")
+    lines += ["", f"settlement: {solution.settlement}."]
     return "\n".join(lines)
 
 
+#: (summary column, group, title, format): the backtest's table.
 _TABLE_COLUMNS: Final = (
-    ("policy", "policy", "{:<24}"),
-    ("emissions_t", "emitted t", "{:>11,.1f}"),
-    ("abatement_t", "abated t", "{:>10,.1f}"),
-    ("abatement_share", "abated", "{:>7.1%}"),
-    ("efficiency", "t/cost", "{:>7.3f}"),
-    ("payoff_M", "firm", "{:>9,.1f}"),
-    ("payoff_P", "platform", "{:>9,.1f}"),
-    ("payoff_G", "govt", "{:>9,.1f}"),
-    ("subsidy", "subsidy", "{:>9,.1f}"),
-    ("public_cost_per_t", "public/t", "{:>8.3f}"),
+    ("policy", "", "policy", "{:<24}"),
+    ("emissions_t", "", "emitted t", "{:>10,.1f}"),
+    ("abatement_t", "", "abated t", "{:>9,.1f}"),
+    ("abatement_share", "", "abated", "{:>6.1%}"),
+    ("x_end", "", "X end", "{:>6,.1f}"),
+    ("value_M", "value with continuation", "firm", "{:>8,.1f}"),
+    ("value_P", "value with continuation", "platform", "{:>8,.1f}"),
+    ("value_G", "value with continuation", "govt", "{:>8,.1f}"),
+    ("value_total", "value with continuation", "total", "{:>8,.1f}"),
+    ("cash_total", "", "cash", "{:>8,.1f}"),
+    ("public_cost", "", "public", "{:>8,.1f}"),
+    ("public_cost_per_t", "", "public/t", "{:>8.3f}"),
+    ("cep", "", "CEP", "{:>6.2f}"),
 )
 
 
+def _width(spec: str) -> int:
+    return len(spec.format(0.0))
+
+
 def render_backtest(summary: pd.DataFrame) -> str:
-    """The comparison table: one row per policy, then the recorded stream."""
+    """The comparison table: one row per policy, then the recorded stream, and what the
+    columns mean, with their units."""
 
     def cell(spec: str, value: object) -> str:
-        if isinstance(value, float) and math.isnan(value):
-            return f"{'-':>{len(spec.format(0.0))}}"
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return f"{'-':>{_width(spec)}}"
         return spec.format(value)
 
-    header = " ".join(
-        f"{title:<24}" if key == "policy" else f"{title:>{len(spec.format(0.0))}}"
-        for key, title, spec in _TABLE_COLUMNS
+    groups: list[tuple[str, int]] = []
+    for _, group, _, spec in _TABLE_COLUMNS:
+        width = _width(spec) + 1
+        if groups and groups[-1][0] == group:
+            groups[-1] = (group, groups[-1][1] + width)
+        else:
+            groups.append((group, width))
+    money = next((str(m) for m in summary["money"] if isinstance(m, str) and m), "money units")
+    top = "".join(
+        (f"{name}, {money}".center(width - 1, "-") + " ") if name else " " * width
+        for name, width in groups
     )
-    lines = [header]
+    header = " ".join(
+        f"{title:<{_width(spec)}}" if key == "policy" else f"{title:>{_width(spec)}}"
+        for key, _, title, spec in _TABLE_COLUMNS
+    )
+    lines = [top.rstrip(), header]
     for record in summary.to_dict("records"):
-        lines.append(" ".join(cell(spec, record[key]) for key, _, spec in _TABLE_COLUMNS))
+        lines.append(" ".join(cell(spec, record[key]) for key, _, _, spec in _TABLE_COLUMNS))
+    lines += [
+        "",
+        f"Money in {money}; public/t and CEP in {money}/tCO2e. X end: abatement capability "
+        "reached at the window's end, tCO2e/h over all plants.",
+        "value: cash plus the discounted value of the abatement capability reached, each "
+        "party's value from here on if the policy went on; on a long window it is what "
+        "`policy solve` reports.",
+        "cash: the window's flows after transfers, discounted to its start. public: what "
+        "the government paid, subsidies and settlement transfers (net). CEP: carbon "
+        "emission performance, value added per tCO2e emitted.",
+    ]
     return "\n".join(lines)
+
+
+def backtest_warnings(summary: pd.DataFrame) -> list[str]:
+    """What the analyst must know before reading the table: a window too short to see
+    abatement capability built, and which split settled stage 3."""
+    notes = []
+    rows = summary[summary["policy"] != RECORDED_ROW]
+    short = rows[rows["short_window"].astype(bool)]
+    if len(short):
+        build_up = float(short["build_up_h"].max())
+        hours = float(short["hours"].max())
+        notes.append(
+            f"warning: the window ({hours:g} h) is shorter than 2/delta ({build_up:.3g} h), "
+            "the time abatement capability takes to build up: cash over it mostly shows "
+            "costs paid ahead of the abatement they buy. Compare policies on value, which "
+            "adds the discounted value of the capability reached, or backtest a longer "
+            "window."
+        )
+    settled = {str(s) for s in rows["settled_by"] if isinstance(s, str) and s}
+    if "shapley" in settled:
+        notes.append(
+            "note: for some plant no split leaves every party at least its best of stages 1 "
+            "and 2; stage 3 settles on Shapley there (`policy solve` says why)."
+        )
+    return notes
 
 
 @policy.command("backtest")
@@ -281,6 +354,8 @@ def backtest_command(
             f"({total:,} plant-steps); recorded abatement: {_SOURCES[source]}"
         )
         click.echo(render_backtest(result.summary))
+    for note in backtest_warnings(result.summary):
+        click.echo(note, err=True)
     for path in paths:
         click.echo(f"wrote {path}", err=True)
 

@@ -42,18 +42,20 @@ from carbonlink._clock import wall_clock_ms
 from carbonlink._exceptions import CarbonlinkError
 from carbonlink._mqtt import BrokerAddress, is_connection_loss, make_client, next_backoff
 from carbonlink.config import PlantConfig, Settings
-from carbonlink.coordination._cooperative import Split, shapley
-from carbonlink.coordination._counterfactual import StepInput, exact_step
+from carbonlink.coordination._cooperative import Split
+from carbonlink.coordination._core import settling_split
+from carbonlink.coordination._counterfactual import StepInput
 from carbonlink.coordination._decide import decide
 from carbonlink.coordination._flows import period_transfers, relational_params
 from carbonlink.coordination._government import Government
 from carbonlink.coordination._journal import Journal, PeriodRow
-from carbonlink.coordination._params import CoordinationParams, for_plant
+from carbonlink.coordination._params import CoordinationParams
 from carbonlink.coordination._policy import Policy, StageNumber, load_policy
 from carbonlink.coordination._shadows import ShadowBank
 from carbonlink.coordination._sharing import PeriodRecord, SharingGate
 from carbonlink.coordination._stages import StageResult
 from carbonlink.coordination._stream import PeriodData, PlantStream
+from carbonlink.coordination._value import effort_cost, exact_step
 from carbonlink.platform._recompute import factor_set_for
 from carbonlink.platform.storage import Store, readings_ending_in
 
@@ -106,7 +108,7 @@ class _InForce:
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> _InForce:
         return cls(
-            StageResult(**state["result"]),
+            StageResult.from_record(state["result"]),
             CoordinationParams.model_validate(state["params"]),
             dict(state["sources"]),
         )
@@ -217,7 +219,7 @@ class Coordinator:
     # --- state ---------------------------------------------------------------------------
 
     def _prior(self, plant: str) -> CoordinationParams:
-        return for_plant(self.policy.params, self._plants[plant])
+        return self.policy.params_for(self._plants[plant])
 
     def _fresh(self) -> None:
         self._start_ms: int | None = None
@@ -522,7 +524,7 @@ class Coordinator:
     def _split(self, plant: str, params: CoordinationParams) -> Split:
         key = (plant, params.model_dump_json())
         if key not in self._splits:
-            self._splits[key] = shapley(params)
+            self._splits[key] = settling_split(params)
         return self._splits[key]
 
     def _record_period(
@@ -542,8 +544,8 @@ class Coordinator:
         x_settle = x_obs if x_obs is not None else x_mean
         split = self._split(plant, params) if result.stage == 3 else None
         transfers = period_transfers(params, result, split, x_settle, periods)
-        cost_m = params.k_M * result.E_M**2 / 2.0
-        cost_p = params.k_P * result.E_P**2 / 2.0
+        cost_m = effort_cost(params.k_M, result.E_M)
+        cost_p = effort_cost(params.k_P, result.E_P)
         claimed = (result.theta_M * cost_m + result.theta_P * cost_p) * periods
         name, version = self._versions[plant]
         used = params.model_dump()
@@ -570,6 +572,8 @@ class Coordinator:
             observed_abatement=x_obs,
             transfers=transfers,
             parameters=used,
+            money=self.policy.money.label,
+            split="" if split is None else split.method,
         )
         availability = stream.availability.value if stream and stream.availability else None
         row = PeriodRow(
@@ -648,6 +652,11 @@ class Coordinator:
                 for plant in self._plants
             }
             budget = self._government.budget_per_s(self._period_s)
+        fixed = {
+            plant: rates
+            for plant, config in self._plants.items()
+            if (rates := self.policy.subsidy_rates_for(config)) is not None
+        }
         results = decide(
             stage,
             firm_params,
@@ -655,6 +664,7 @@ class Coordinator:
             government_params=government,
             budget_per_s=budget,
             period_s={p: c.simulation.abatement.period_s for p, c in self._plants.items()},
+            fixed_rates=fixed,
         )
         return {
             plant: _InForce(results[plant], firm_params[plant], sources[plant])
