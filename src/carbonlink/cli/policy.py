@@ -289,6 +289,8 @@ def backtest_command(
     """Replay policies against the same recorded window: emissions, abatement, payoffs."""
     settings = settings_from(config_path)
     policies = [load_policy(p) for p in (policy_paths or DEFAULT_BACKTEST_POLICIES)]
+    for checked in policies:
+        checked.check_plants(settings.plants)
     if journal_path is not None and reference is not None:
         raise ConfigError(None, "--reference", "give --journal or --reference, not both")
     chosen = (

@@ -189,6 +189,8 @@ class Coordinator:
             raise ValueError("period_s must be > 0")
         if read_lag_s < 0:
             raise ValueError("read_lag_s must be >= 0")
+        for checked in (policy, *shadows):
+            checked.check_plants(settings.plants)  # a typo in a plant's terms: fail now
         self.policy = policy
         self.journal = journal
         self.connected = asyncio.Event()
