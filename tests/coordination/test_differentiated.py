@@ -129,7 +129,9 @@ def test_backtest_applies_the_terms(
     assert tuple(rates.loc[MILL]) == pytest.approx((0.3, 0.2))
     assert rates.loc[CEMENT].max() <= 0.5 + 1e-12  # the sector's cap binds on theta_P
     assert rates.loc[CEMENT, "theta_P"] == pytest.approx(0.5)
-    assert (steps[steps["plant"] == MILL]["stage_name"] == "intermediate dependence (fixed rates)").all()
+    assert (
+        steps[steps["plant"] == MILL]["stage_name"] == "intermediate dependence (fixed rates)"
+    ).all()
 
 
 def test_coordinator_and_its_ledger_apply_the_terms(

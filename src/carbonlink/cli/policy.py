@@ -390,3 +390,130 @@ _SOURCES: Final = {
     "reference": "observed against a baseline fitted on the reference period",
     "none": "none (the window is taken as unabated)",
 }
+
+
+DEFAULT_SWEEP_OUT: Final = "../var/sweep"
+
+
+@policy.command("sweep")
+@config_option
+@click.option(
+    "--params",
+    "params_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_PARAMS,
+    show_default=True,
+    help="Policy parameter file (YAML).",
+)
+@click.option(
+    "--vary",
+    "varied",
+    multiple=True,
+    required=True,
+    help="NAME=v1,v2,... or NAME=START:STOP:N; once or twice (e.g. --vary F=0:1:6).",
+)
+@click.option(
+    "--plant",
+    "plant_id",
+    default=None,
+    help="A plant of the config: emissions and carbon emission performance at its "
+    "nominal output [default: values only].",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help=f"Where sweep.csv and sweep.png go [default: {DEFAULT_SWEEP_OUT}, relative to the "
+    "config file].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print every row as JSON.")
+@user_errors
+def sweep_command(
+    config_path: Path | None,
+    params_path: Path,
+    varied: tuple[str, ...],
+    plant_id: str | None,
+    out_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Solve every stage over a grid of parameters: emissions, carbon emission
+    performance and each party's value, with the trend along each parameter."""
+    from carbonlink.coordination._stream import emission_weights
+    from carbonlink.coordination._sweep import PlantBasis, parse_vary, plot, sweep, trends
+
+    params, money = load_parameter_file(params_path)
+    grid = dict(parse_vary(text) for text in varied)
+    if len(grid) != len(varied) or not 1 <= len(grid) <= 2:
+        raise ConfigError(None, "--vary", "vary one or two different parameters")
+    settings = settings_from(config_path)
+    basis = None
+    if plant_id is not None:
+        plant = settings.plant(plant_id)
+        basis = PlantBasis.of(plant, emission_weights(plant, settings.factor_sets_dir), money)
+    points = math.prod(len(v) for v in grid.values())
+    with click.progressbar(
+        length=points, label=f"solving {points} points x 3 stages", file=sys.stderr
+    ) as bar:
+        seen = [0]
+
+        def advance(done: int) -> None:
+            bar.update(done - seen[0])
+            seen[0] = done
+
+        frame = sweep(params, grid, basis, advance)
+    names = list(grid)
+    directory = out_dir or settings.beside_config(DEFAULT_SWEEP_OUT)
+    directory.mkdir(parents=True, exist_ok=True)
+    csv = directory / "sweep.csv"
+    frame.assign(money=money.label).to_csv(csv, index=False)
+    png = plot(frame, names, money, directory / "sweep.png")
+    summary = trends(frame, names)
+    if as_json:
+        click.echo(frame.assign(money=money.label).to_json(orient="records", indent=2))
+    else:
+        click.echo(render_sweep(frame, summary, names, money.label, plant_id))
+    for path in (csv, png):
+        click.echo(f"wrote {path}", err=True)
+
+
+def render_sweep(
+    frame: pd.DataFrame, summary: pd.DataFrame, names: list[str], money: str, plant: str | None
+) -> str:
+    """Total value per stage over the grid, then the trend of every metric along each
+    varied parameter."""
+    where = f"plant {plant} at nominal output" if plant else "the parameter file (no plant)"
+    lines = [
+        f"sweep of {', '.join(names)}: steady state, {where}; values in {money}, "
+        f"discounted (policy solve's V), stage 3 as settled",
+        "",
+    ]
+    first = names[0]
+    columns = ["stage", *names, "x_ss", "emissions_t_per_h", "cep", "value_M", "value_P",
+               "value_G", "value_total"]  # fmt: skip
+    titles = {"x_ss": "X*", "emissions_t_per_h": "tCO2e/h", "cep": f"CEP {money}/t",
+              "value_M": "firm", "value_P": "platform", "value_G": "govt",
+              "value_total": "total"}  # fmt: skip
+    shown = frame.sort_values(["stage", *names])
+    if len(shown) > 60:
+        shown = shown[shown[first].isin([min(frame[first]), max(frame[first])])]
+        lines.append(f"(the {first} ends only; every point is in sweep.csv)")
+    header = " ".join(f"{titles.get(c, c):>12}" for c in columns)
+    lines.append(header)
+    for record in shown.to_dict("records"):
+        cells = []
+        for column in columns:
+            value = record[column]
+            if isinstance(value, float):
+                cells.append(f"{'-':>12}" if math.isnan(value) else f"{value:12.4g}")
+            else:
+                cells.append(f"{value!s:>12}")
+        lines.append(" ".join(cells))
+    lines += ["", "trend along each parameter (the others held fixed), per stage:"]
+    width = max(len(str(m)) for m in summary["metric"]) + 2
+    for name in names:
+        lines.append(f"  {name}:")
+        for record in summary[summary["parameter"] == name].to_dict("records"):
+            trend = "; ".join(f"stage {s}: {record[f'stage {s}']}" for s in (1, 2, 3))
+            lines.append(f"    {record['metric']:<{width}} {trend}")
+    return "\n".join(lines)

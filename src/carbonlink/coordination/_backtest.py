@@ -282,9 +282,7 @@ def backtest(
             progress(done)
     steps = pd.concat([e.frame() for e in evaluators], ignore_index=True)
     money = {policy.name: policy.money.label for policy in policies}
-    summary = pd.concat(
-        [summarise(steps, money), _recorded_row(window, added)], ignore_index=True
-    )
+    summary = pd.concat([summarise(steps, money), _recorded_row(window, added)], ignore_index=True)
     return BacktestResult(steps, summary, abatement_source)
 
 
