@@ -17,10 +17,10 @@ from carbonlink.cli import main
 from carbonlink.config import Settings
 from carbonlink.coordination import (
     Journal,
-    directive_history,
     PeriodRow,
     RecordedWindow,
     backtest,
+    directive_history,
     exact_step,
     load_policy,
     load_window,
