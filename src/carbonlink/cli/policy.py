@@ -517,3 +517,136 @@ def render_sweep(
             trend = "; ".join(f"stage {s}: {record[f'stage {s}']}" for s in (1, 2, 3))
             lines.append(f"    {record['metric']:<{width}} {trend}")
     return "\n".join(lines)
+
+
+DEFAULT_MEASURES_OUT: Final = "../var/measures"
+_MEASURE_COLUMNS: Final = (
+    ("plant", "plant", "{:<16}"),
+    ("stage_name", "stage", "{:<24}"),
+    ("hours", "hours", "{:>6.2f}"),
+    ("emissions_t_per_h", "tCO2e/h", "{:>8.2f}"),
+    ("cep", "CEP", "{:>8.1f}"),
+    ("cep_welfare", "CEP welf", "{:>8.1f}"),
+    ("energy_intensity", "GJ/k", "{:>7.2f}"),
+    ("electricity_intensity", "kWh/k", "{:>7.1f}"),
+    ("energy_structure", "tCO2e/GJ", "{:>8.4f}"),
+    ("index", "index", "{:>6.3f}"),
+    ("sbm", "SBM", "{:>6.3f}"),
+)
+
+
+@policy.command("measures")
+@config_option
+@store_option
+@click.option(
+    "--journal",
+    "journal_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Coordinator journal: which stage each period ran under.",
+)
+@click.option("--from", "start", default=None, help="Window start [default: the data's].")
+@click.option("--to", "end", default=None, help="Window end [default: the data's].")
+@click.option("--plants", default=None, help="Comma-separated plant ids [default: all].")
+@click.option(
+    "--weights",
+    type=click.Choice(["equal", "entropy"]),
+    default="equal",
+    show_default=True,
+    help="Index weights: equal per dimension, or entropy weights.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help=f"Where measures.csv goes [default: {DEFAULT_MEASURES_OUT}, beside the config].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@user_errors
+def measures_command(
+    config_path: Path | None,
+    store_override: str | None,
+    journal_path: Path | None,
+    start: str | None,
+    end: str | None,
+    plants: str | None,
+    weights: str,
+    out_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Carbon emission efficiency from the stream, per plant and stage: carbon emission
+    performance, the four-dimension index and SBM total-factor efficiency."""
+    from carbonlink.coordination._measures import INDICATORS, measures, recorded_units
+    from carbonlink.coordination._money import MoneyUnit
+    from carbonlink.coordination._service import STATUS_STATE_KEY
+
+    settings = settings_from(config_path)
+    chosen = (
+        [settings.plant(p) for p in plants.split(",")] if plants else list(settings.plants.values())
+    )
+    versions = {}
+    for plant in chosen:
+        factor_set = factor_set_for(settings, plant.id)
+        versions[plant.id] = (factor_set.name, factor_set.version)
+    store = open_store(store_url(settings, store_override))
+    try:
+        start_ms, end_ms = _window_bounds(store, chosen, start, end, 1.0)
+        if end_ms <= start_ms:
+            raise ConfigError(None, "--to", "must come after --from")
+        if journal_path is None:
+            units = recorded_units(store, chosen, versions, start_ms, end_ms)
+        else:
+            with Journal.open_readonly(journal_path) as journal:
+                status = journal.load_state(STATUS_STATE_KEY) or {}
+                money = status.get("money")
+                unit = None if money is None else MoneyUnit(
+                    currency=money["currency"], scale=money["scale"]
+                )  # fmt: skip
+                units = recorded_units(store, chosen, versions, start_ms, end_ms, journal, unit)
+    finally:
+        store.close()
+    if units.empty:
+        raise ConfigError(None, "--from", "the store holds no emissions in that window")
+    scored, used = measures(units, "entropy" if weights == "entropy" else "equal")
+    directory = out_dir or settings.beside_config(DEFAULT_MEASURES_OUT)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "measures.csv"
+    scored.to_csv(path, index=False)
+    if as_json:
+        click.echo(scored.to_json(orient="records", indent=2))
+    else:
+        currency = next((c for c in scored["currency"] if isinstance(c, str)), "money")
+        click.echo(
+            f"carbon emission efficiency from {format_timestamp(start_ms)} to "
+            f"{format_timestamp(end_ms)}, per plant and stage in force"
+        )
+        click.echo(_render_rows(scored, _MEASURE_COLUMNS))
+        shares = ", ".join(f"{c} {w:.3f}" for c, w in used.items())
+        dimensions = ", ".join(dict.fromkeys(d for _, d, _, _ in INDICATORS))
+        click.echo(
+            f"\nCEP: carbon emission performance, value added per tCO2e emitted, {currency}/t; "
+            f"CEP welf: plus the coordination model's welfare flow. GJ/k and kWh/k: energy and "
+            f"electricity per thousand {currency} of value added. tCO2e/GJ: carbon content of "
+            f"the energy mix.\nindex: {dimensions}; min-max normalised across these rows "
+            f"(1 best), {weights} weights: {shares}.\nSBM: total-factor efficiency (Tone's "
+            "slacks-based measure, CO2e an undesirable output; 1 is on the frontier)."
+        )
+    click.echo(f"wrote {path}", err=True)
+
+
+def _render_rows(frame: pd.DataFrame, columns: tuple[tuple[str, str, str], ...]) -> str:
+    def cell(spec: str, value: object) -> str:
+        width = len(spec.format(0.0)) if "f" in spec else len(spec.format(""))
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return f"{'-':>{width}}"
+        return spec.format(value)
+
+    def title(name: str, spec: str) -> str:
+        width = len(spec.format(0.0)) if "f" in spec else len(spec.format(""))
+        return f"{name:<{width}}" if "<" in spec else f"{name:>{width}}"
+
+    lines = [" ".join(title(name, spec) for _, name, spec in columns)]
+    for record in frame.to_dict("records"):
+        lines.append(" ".join(cell(spec, record[key]) for key, _, spec in columns))
+    return "\n".join(lines)

@@ -725,6 +725,7 @@ class Coordinator:
         return {
             "policy": self.policy.name,
             "description": self.policy.description,
+            "money": self.policy.money.as_record(),
             "stage": stage,
             "stage_name": STAGE_WIRE_NAMES[stage],
             "run_start_ms": self._start_ms,
