@@ -591,7 +591,7 @@ def measures_command(
         versions[plant.id] = (factor_set.name, factor_set.version)
     store = open_store(store_url(settings, store_override))
     try:
-        start_ms, end_ms = _window_bounds(store, chosen, start, end, 1.0)
+        start_ms, end_ms = _data_window(store, chosen, start, end)
         if end_ms <= start_ms:
             raise ConfigError(None, "--to", "must come after --from")
         if journal_path is None:
@@ -633,6 +633,25 @@ def measures_command(
             "slacks-based measure, CO2e an undesirable output; 1 is on the frontier)."
         )
     click.echo(f"wrote {path}", err=True)
+
+
+def _data_window(
+    store: Store, plants: list[PlantConfig], start: str | None, end: str | None
+) -> tuple[int, int]:
+    """The window asked for; where a bound is left out, all the stored data's: from the
+    start of the first reading's interval (its time less its meter's sample period) to
+    the last reading."""
+    ranges = {p.id: store.time_range(p.id) for p in plants}
+    found = {plant: r for plant, r in ranges.items() if r is not None}
+    if (start is None or end is None) and not found:
+        raise ConfigError(None, "--store", f"{store.url} holds no readings of these plants")
+    longest = {p.id: round(max(m.sample_period_s for m in p.meters) * 1000) for p in plants}
+    first = min((r[0] - longest[plant] for plant, r in found.items()), default=0)
+    last = max((r[1] for r in found.values()), default=0)
+    return (
+        required_time(start, "--from") if start is not None else first,
+        required_time(end, "--to") if end is not None else last,
+    )
 
 
 def _render_rows(frame: pd.DataFrame, columns: tuple[tuple[str, str, str], ...]) -> str:
