@@ -42,8 +42,8 @@ from carbonlink._clock import wall_clock_ms
 from carbonlink._exceptions import CarbonlinkError
 from carbonlink._mqtt import BrokerAddress, is_connection_loss, make_client, next_backoff
 from carbonlink.config import PlantConfig, Settings
-from carbonlink.coordination._cooperative import Split
-from carbonlink.coordination._core import settling_split
+from carbonlink.coordination._cooperative import Split, shapley
+from carbonlink.coordination._core import core_split, settlement_reason, settling_split
 from carbonlink.coordination._counterfactual import StepInput
 from carbonlink.coordination._decide import decide
 from carbonlink.coordination._flows import period_transfers, relational_params
@@ -762,4 +762,20 @@ class Coordinator:
                 for plant, d in self._in_force.items()
             },
             "estimates": estimates,
+            "settlement": self._settlement_status(),
         }
+
+    def _settlement_status(self) -> dict[str, dict[str, Any]]:
+        """Per plant, the split stage 3 settles on under the parameters in force, why,
+        and each party's floor (its best of stages 1 and 2)."""
+        result: dict[str, dict[str, Any]] = {}
+        for plant, decision in self._in_force.items():
+            core = core_split(decision.params)
+            split = core.split if core.split is not None else shapley(decision.params)
+            result[plant] = {
+                "split": split.method,
+                "why": settlement_reason(core, split),
+                "values": split.values,
+                "floors": dict(core.floors),
+            }
+        return result
