@@ -176,6 +176,7 @@ class PolicyEvaluator:
     #: which the firm keeps paying a carbon price after the window.
     baseline_seen: dict[str, list[float]] = field(default_factory=dict)
     _splits: dict[tuple[str, int, float, float, float], Split] = field(default_factory=dict)
+    _linear: dict[tuple[Any, ...], _LinearFlows] = field(default_factory=dict)
     _decisions: dict[tuple[int, float, float | None], dict[str, StageResult]] = field(
         default_factory=dict
     )
@@ -241,6 +242,19 @@ class PolicyEvaluator:
             )
         return self._decisions[key]
 
+    def _flows(
+        self, plant: str, params: CoordinationParams, result: StageResult, split: Split | None
+    ) -> _LinearFlows:
+        # Transfers are linear in X (subsidies do not depend on it; the settlement's
+        # beta_i and own flows are linear): two evaluations per decision, then a
+        # multiply-add per step.
+        key = (plant, result, None if split is None else split.shares)
+        if key not in self._linear:
+            at_zero = period_transfers(params, result, split, 0.0, 1.0)
+            at_one = period_transfers(params, result, split, 1.0, 1.0)
+            self._linear[key] = _LinearFlows(at_zero, {i: at_one[i] - at_zero[i] for i in PARTIES})
+        return self._linear[key]
+
     def _split(self, model: PlantModel, params: CoordinationParams, stage: int) -> Split:
         key = (model.plant, stage, params.m_M, params.g, params.R)
         if key not in self._splits:
@@ -282,9 +296,10 @@ class PolicyEvaluator:
         self.spent += subsidy
         # Undiscounted amounts over the step, then the same flows discounted: every flow
         # is linear in X, so the discounted X mean and weight value it exactly.
-        transfers = period_transfers(params, result, split, x_real, h)
+        flows = self._flows(model.plant, params, result, split)
+        transfers = flows.over(x_real, h)
         payoff = _payoffs(params, cost_m, cost_p, x_real, h, subsidy, transfers)
-        cash_transfers = period_transfers(params, result, split, x_discounted * realised, weight)
+        cash_transfers = flows.over(x_discounted * realised, weight)
         cash = _payoffs(
             params, cost_m, cost_p, x_discounted * realised, weight,
             subsidy * weight / h, cash_transfers,
@@ -343,6 +358,17 @@ class PolicyEvaluator:
             phi["M"] -= bill
             phi["G"] += bill
         return {party: discount * phi[party] for party in PARTIES}
+
+
+@dataclass(frozen=True)
+class _LinearFlows:
+    """Per-period transfers a + b X of one decision (``period_transfers`` is linear in X)."""
+
+    intercept: Mapping[Party, float]
+    slope: Mapping[Party, float]
+
+    def over(self, x: float, periods: float) -> dict[Party, float]:
+        return {i: (self.intercept[i] + self.slope[i] * x) * periods for i in PARTIES}
 
 
 def _payoffs(
@@ -494,11 +520,22 @@ class RunningSummary:
 
 
 def summarise(steps: pd.DataFrame, money: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """Per policy, the :class:`RunningSummary` of its rows (in order of appearance);
-    ``money`` names each policy's money unit."""
+    """Per policy, what its :class:`RunningSummary` would give over its rows (in order of
+    appearance), summed column-wise; ``money`` names each policy's money unit."""
     records = []
     for policy, rows in steps.groupby("policy", sort=False):
         running = RunningSummary(str(policy), money=(money or {}).get(str(policy), ""))
-        running.add(rows[list(STEP_COLUMNS)].itertuples(index=False))
+        if len(rows):
+            running.plants = set(rows["plant"].astype(str))
+            running.start_ms = int(rows["start_ms"].min())
+            running.end_ms = int(rows["end_ms"].max())
+            sums = rows[list(_SUMMED)].sum()
+            running.sums = {name: float(sums[name]) for name in _SUMMED}
+            last = rows.groupby("plant", sort=False)[list(_LAST)].last()
+            running.last = {
+                str(plant): {name: float(values[name]) for name in _LAST}
+                for plant, values in last.iterrows()
+            }
+            running.splits = {str(m) for m in rows["split"].unique() if isinstance(m, str) and m}
         records.append(running.record())
     return pd.DataFrame(records, columns=list(SUMMARY_COLUMNS))
