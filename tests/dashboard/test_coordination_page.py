@@ -102,7 +102,10 @@ def test_page_follows_the_stage_switch_and_verifies_the_ledger(
 
 
 def test_before_the_first_period_the_page_says_what_will_come(
-    tmp_path: Path, topic_prefix: str, mosquitto_private: MosquittoServer, page: Page,
+    tmp_path: Path,
+    topic_prefix: str,
+    mosquitto_private: MosquittoServer,
+    page: Page,
     artifacts: Path,
 ) -> None:
     """An hour-long period: for the first 12 wall seconds nothing has been evaluated.
