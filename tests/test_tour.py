@@ -98,3 +98,4 @@ def test_readme_commands_parse() -> None:
     """The tour's commands are where the test above looks for them."""
     assert readme_command("**3. Backtest policies")[:2] == ["policy", "backtest"]
     assert readme_command("**5. Solve the model**")[:2] == ["policy", "solve"]
+    assert readme_command("**6. Measure and explore.**")[:2] == ["policy", "measures"]

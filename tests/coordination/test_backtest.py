@@ -342,6 +342,13 @@ def test_backtest_agrees_with_solve_on_a_long_window(
                     hours, name, party,
                 )  # fmt: skip
             assert row["money"] == "kCNY"
+    worst = {
+        hours: max(
+            abs(summary[n][f"value_{p}"] / expected[n][p] - 1) for n in expected for p in "MPG"
+        )
+        for hours, summary in summaries.items()
+    }
+    print(f"\nvalue with continuation vs policy solve, worst relative gap: {worst}")
     long, short = summaries[LONG_HOURS], summaries[4]
     for name in expected:
         assert long[name]["cash_total"] == pytest.approx(long[name]["value_total"], rel=5e-3)
