@@ -233,6 +233,7 @@ def test_cli_prints_the_table_and_writes_csv_and_png(
         assert (out / name).stat().st_size > 10_000
     steps = pd.read_csv(out / "steps.csv")
     assert len(steps) == 3 * HOURS * 4
+    assert set(steps["money"]) == {"kCNY"}
     assert set(steps["policy"]) == {"stage1", "stage2", "stage3"}
     as_json = CliRunner().invoke(main, [*common, *policies, "--json"])
     records = json.loads(as_json.stdout)
@@ -359,3 +360,21 @@ def test_backtest_agrees_with_solve_on_a_long_window(
     # its cash is below stage 1's though its value is two and a half times as large.
     assert short["stage3"]["cash_total"] < short["stage1"]["cash_total"]
     assert long["stage3"]["cash_total"] > 2 * long["stage1"]["cash_total"]
+
+
+def test_plots_keep_colours_and_labels_apart(
+    settings: Settings, stores: dict[str, Store], tmp_path: Path
+) -> None:
+    """Eight policies: the payoffs plot puts names on the y axis (they cannot overlap),
+    and each policy's colour does not depend on the order they were given in."""
+    from carbonlink.coordination._backtest import policy_colours, write_outputs
+
+    names = sorted(p.stem for p in POLICIES.glob("*.yaml") if p.stem != "reference")[:8]
+    assert policy_colours(names) == policy_colours(list(reversed(names)))
+    assert len(set(policy_colours(names).values())) == len(names)
+    window = _window(settings, stores["unabated"])
+    policies = [load_policy(POLICIES / f"{n}.yaml") for n in names]
+    result = backtest(policies, window, list(settings.plants.values()))
+    paths = write_outputs(result, tmp_path)
+    for path in paths[2:]:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

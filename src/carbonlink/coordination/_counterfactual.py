@@ -64,7 +64,7 @@ STEP_COLUMNS: Final = (
     "payoff_M", "payoff_P", "payoff_G", "transfer_M", "transfer_P", "transfer_G",
     "x_end", "split", "carbon_payment", "public_cost", "output", "value_added", "discount",
     "cash_M", "cash_P", "cash_G", "continuation_M", "continuation_P", "continuation_G",
-    "build_up_h",
+    "build_up_h", "money",
 )  # fmt: skip
 SUMMARY_COLUMNS: Final = (
     "policy", "money", "plants", "hours", "baseline_t", "emissions_t", "abatement_t",
@@ -328,6 +328,7 @@ class PolicyEvaluator:
             x_end, "" if split is None else split.method, carbon_payment, -transfers["G"],
             base.output, value_added, weight, cash["M"], cash["P"], cash["G"],
             continuation["M"], continuation["P"], continuation["G"], model.build_up_h,
+            self.policy.money.label,
         )  # fmt: skip
 
     def _continuation(
