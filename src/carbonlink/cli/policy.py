@@ -7,11 +7,13 @@ formulation (docs/coordination.md; writing and backtesting policies: docs/polici
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 import click
 import pandas as pd
@@ -26,7 +28,7 @@ from carbonlink.cli._common import (
     store_url,
     user_errors,
 )
-from carbonlink.config import PlantConfig
+from carbonlink.config import PlantConfig, Settings
 from carbonlink.coordination import (
     PARTIES,
     Journal,
@@ -50,14 +52,38 @@ from carbonlink.wire import format_timestamp
 
 __all__ = ["policy"]
 
+FC = TypeVar("FC", bound=Callable[..., object])
+
 DEFAULT_PARAMS: Final = Path("config/policies/reference.yaml")
 DEFAULT_BACKTEST_POLICIES: Final = tuple(
     Path(f"config/policies/{name}.yaml") for name in ("stage1", "stage2", "stage3")
 )
 DEFAULT_BACKTEST_OUT: Final = "../var/backtest"  # beside the config, like every other file
+DEFAULT_SWEEP_OUT: Final = "../var/sweep"
+DEFAULT_MEASURES_OUT: Final = "../var/measures"
 _HEADER: Final = (
     f"{'stage':<52} {'theta_M':>7} {'theta_P':>7} {'E_M':>7} {'E_P':>7} {'sigma':>5}"
     f" {'X_ss':>8} {'V_M':>8} {'V_P':>8} {'V_G':>8} {'total':>8} {'t/cost':>6}"
+)
+
+
+def _out_option(what: str, default: str) -> Callable[[FC], FC]:
+    return click.option(
+        "--out",
+        "out_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help=f"Where {what} go [default: {default}, relative to the config file].",
+    )
+
+
+_params_option = click.option(
+    "--params",
+    "params_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_PARAMS,
+    show_default=True,
+    help="Policy parameter file (YAML).",
 )
 
 
@@ -67,14 +93,7 @@ def policy() -> None:
 
 
 @policy.command()
-@click.option(
-    "--params",
-    "params_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_PARAMS,
-    show_default=True,
-    help="Policy parameter file (YAML).",
-)
+@_params_option
 @click.option("--json", "as_json", is_flag=True, help="Print the solution as JSON.")
 @user_errors
 def solve_command(params_path: Path, as_json: bool) -> None:
@@ -263,14 +282,7 @@ def backtest_warnings(summary: pd.DataFrame) -> list[str]:
     default=None,
     help="FROM/TO (RFC 3339): fit a baseline there instead, to find the recorded abatement.",
 )
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help=f"Where steps.csv, summary.csv and the PNG plots go [default: {DEFAULT_BACKTEST_OUT}"
-    ", relative to the config file].",
-)
+@_out_option("steps.csv, summary.csv and the PNG plots", DEFAULT_BACKTEST_OUT)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @user_errors
 def backtest_command(
@@ -293,13 +305,7 @@ def backtest_command(
         checked.check_plants(settings.plants)
     if journal_path is not None and reference is not None:
         raise ConfigError(None, "--reference", "give --journal or --reference, not both")
-    chosen = (
-        [settings.plant(p) for p in plants.split(",")] if plants else list(settings.plants.values())
-    )
-    versions = {}
-    for plant in chosen:
-        factor_set = factor_set_for(settings, plant.id)
-        versions[plant.id] = (factor_set.name, factor_set.version)
+    chosen, versions = _plants_and_versions(settings, plants)
     step_s = parse_duration_s(step)
     store = open_store(store_url(settings, store_override))
     try:
@@ -331,17 +337,8 @@ def backtest_command(
             raise ConfigError(None, "--reference", "expected FROM/TO with TO after FROM")
         added, source = abatement_from_reference(window, ref_start, ref_end), "reference"
     total = len(policies) * len(chosen) * window.steps
-    with click.progressbar(
-        length=window.steps,
-        label=f"replaying {len(policies)} policies x {len(chosen)} plants",
-        file=sys.stderr,
-    ) as bar:
-        seen = [0]
-
-        def advance(done: int) -> None:
-            bar.update(done - seen[0])
-            seen[0] = done
-
+    label = f"replaying {len(policies)} policies x {len(chosen)} plants"
+    with _progress(window.steps, label) as advance:
         result = backtest(
             policies, window, chosen, recorded_abatement=added, abatement_source=source,
             progress=advance,
@@ -360,6 +357,34 @@ def backtest_command(
         click.echo(note, err=True)
     for path in paths:
         click.echo(f"wrote {path}", err=True)
+
+
+@contextlib.contextmanager
+def _progress(length: int, label: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr, advanced by a callback told how much is done so far."""
+    with click.progressbar(length=length, label=label, file=sys.stderr) as bar:
+        seen = [0]
+
+        def advance(done: int) -> None:
+            bar.update(done - seen[0])
+            seen[0] = done
+
+        yield advance
+
+
+def _plants_and_versions(
+    settings: Settings, plants: str | None
+) -> tuple[list[PlantConfig], dict[str, tuple[str, str]]]:
+    """The plants chosen by ``--plants`` (all without it), and the (factor set, version)
+    whose emissions count for each."""
+    chosen = (
+        [settings.plant(p) for p in plants.split(",")] if plants else list(settings.plants.values())
+    )
+    versions = {}
+    for plant in chosen:
+        factor_set = factor_set_for(settings, plant.id)
+        versions[plant.id] = (factor_set.name, factor_set.version)
+    return chosen, versions
 
 
 def _window_bounds(
@@ -392,19 +417,9 @@ _SOURCES: Final = {
 }
 
 
-DEFAULT_SWEEP_OUT: Final = "../var/sweep"
-
-
 @policy.command("sweep")
 @config_option
-@click.option(
-    "--params",
-    "params_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_PARAMS,
-    show_default=True,
-    help="Policy parameter file (YAML).",
-)
+@_params_option
 @click.option(
     "--vary",
     "varied",
@@ -419,14 +434,7 @@ DEFAULT_SWEEP_OUT: Final = "../var/sweep"
     help="A plant of the config: emissions and carbon emission performance at its "
     "nominal output [default: values only].",
 )
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help=f"Where sweep.csv and sweep.png go [default: {DEFAULT_SWEEP_OUT}, relative to the "
-    "config file].",
-)
+@_out_option("sweep.csv and sweep.png", DEFAULT_SWEEP_OUT)
 @click.option("--json", "as_json", is_flag=True, help="Print every row as JSON.")
 @user_errors
 def sweep_command(
@@ -452,15 +460,7 @@ def sweep_command(
         plant = settings.plant(plant_id)
         basis = PlantBasis.of(plant, emission_weights(plant, settings.factor_sets_dir), money)
     points = math.prod(len(v) for v in grid.values())
-    with click.progressbar(
-        length=points, label=f"solving {points} points x 3 stages", file=sys.stderr
-    ) as bar:
-        seen = [0]
-
-        def advance(done: int) -> None:
-            bar.update(done - seen[0])
-            seen[0] = done
-
+    with _progress(points, f"solving {points} points x 3 stages") as advance:
         frame = sweep(params, grid, basis, advance)
     names = list(grid)
     directory = out_dir or settings.beside_config(DEFAULT_SWEEP_OUT)
@@ -519,7 +519,6 @@ def render_sweep(
     return "\n".join(lines)
 
 
-DEFAULT_MEASURES_OUT: Final = "../var/measures"
 _MEASURE_COLUMNS: Final = (
     ("plant", "plant", "{:<16}"),
     ("stage_name", "stage", "{:<24}"),
@@ -555,13 +554,7 @@ _MEASURE_COLUMNS: Final = (
     show_default=True,
     help="Index weights: equal per dimension, or entropy weights.",
 )
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help=f"Where measures.csv goes [default: {DEFAULT_MEASURES_OUT}, beside the config].",
-)
+@_out_option("measures.csv", DEFAULT_MEASURES_OUT)
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 @user_errors
 def measures_command(
@@ -582,13 +575,7 @@ def measures_command(
     from carbonlink.coordination._service import STATUS_STATE_KEY
 
     settings = settings_from(config_path)
-    chosen = (
-        [settings.plant(p) for p in plants.split(",")] if plants else list(settings.plants.values())
-    )
-    versions = {}
-    for plant in chosen:
-        factor_set = factor_set_for(settings, plant.id)
-        versions[plant.id] = (factor_set.name, factor_set.version)
+    chosen, versions = _plants_and_versions(settings, plants)
     store = open_store(store_url(settings, store_override))
     try:
         start_ms, end_ms = _data_window(store, chosen, start, end)

@@ -210,11 +210,11 @@ def settlement_reason(core: CoreSplit, fallback: Split) -> str:
             "best of stages 1 and 2, and no coalition could do better on its own"
         )
     below = [
-        f"{party} by {core.floors[party] - fallback.value(party):.4g}"
+        f"{party} {core.floors[party] - fallback.value(party):.4g} below its floor"
         for party in PARTIES
         if fallback.value(party) < core.floors[party]
     ]
-    shortfall = f" (it leaves {', '.join(below)} below the floor)" if below else ""
+    shortfall = f" (it leaves {', '.join(below)})" if below else ""
     return f"Shapley settles{shortfall}: there is no core split, {core.infeasible}"
 
 

@@ -286,48 +286,29 @@ def sbm_efficiency(inputs: FloatArray, good: FloatArray, bad: FloatArray) -> Flo
     s1, s2 = good.shape[1], bad.shape[1]
     if np.any(good <= 0) or np.any(bad <= 0):
         raise ValueError("SBM needs positive desirable and undesirable outputs")
-    size = 1 + n + m + s1 + s2  # t, Lambda, S-, Sg, Sb
+    data = np.hstack([inputs, good, bad])  # one column per quantity, one row per unit
+    # Each quantity's balance: X Lambda + S- = t x_o, Yg Lambda - Sg = t yg_o,
+    # Yb Lambda + Sb = t yb_o, i.e. -t q_o + Q Lambda + sign * S = 0.
+    signs = np.concatenate([np.ones(m), -np.ones(s1), np.ones(s2)])
+    size = 1 + n + len(signs)  # t, Lambda, then one slack per quantity
     scores = np.empty(n)
     for o in range(n):
-        x_o, g_o, b_o = inputs[o], good[o], bad[o]
-        used = x_o > 0
+        balance = np.zeros((len(signs), size))
+        balance[:, 0] = -data[o]
+        balance[:, 1 : 1 + n] = data.T
+        balance[:, 1 + n :] = np.diag(signs)
+        used = inputs[o] > 0
         c = np.zeros(size)
         c[0] = 1.0
         c[1 + n : 1 + n + m] = np.where(
-            used, -1.0 / np.where(used, x_o, 1.0) / max(used.sum(), 1), 0
+            used, -1.0 / np.where(used, inputs[o], 1.0) / max(int(used.sum()), 1), 0.0
         )
-        a_eq, b_eq = [], []
         norm = np.zeros(size)
         norm[0] = 1.0
-        norm[1 + n + m : 1 + n + m + s1] = 1.0 / (s1 + s2) / g_o
-        norm[1 + n + m + s1 :] = 1.0 / (s1 + s2) / b_o
-        a_eq.append(norm)
-        b_eq.append(1.0)
-        for i in range(m):
-            row = np.zeros(size)
-            row[0] = -x_o[i]
-            row[1 : 1 + n] = inputs[:, i]
-            row[1 + n + i] = 1.0
-            a_eq.append(row)
-            b_eq.append(0.0)
-        for r in range(s1):
-            row = np.zeros(size)
-            row[0] = -g_o[r]
-            row[1 : 1 + n] = good[:, r]
-            row[1 + n + m + r] = -1.0
-            a_eq.append(row)
-            b_eq.append(0.0)
-        for r in range(s2):
-            row = np.zeros(size)
-            row[0] = -b_o[r]
-            row[1 : 1 + n] = bad[:, r]
-            row[1 + n + m + s1 + r] = 1.0
-            a_eq.append(row)
-            b_eq.append(0.0)
-        result = linprog(
-            c, A_eq=np.array(a_eq), b_eq=np.array(b_eq), bounds=[(0, None)] * size,
-            method="highs",
-        )  # fmt: skip
+        norm[1 + n + m :] = 1.0 / (s1 + s2) / data[o, m:]
+        a_eq = np.vstack([norm, balance])
+        b_eq = np.concatenate([[1.0], np.zeros(len(signs))])
+        result = linprog(c, A_eq=a_eq, b_eq=b_eq, bounds=[(0, None)] * size, method="highs")
         if not result.success:  # pragma: no cover - unit o itself is always feasible
             raise RuntimeError(f"SBM LP failed for unit {o}: {result.message}")
         scores[o] = float(result.fun)
