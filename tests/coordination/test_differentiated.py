@@ -207,3 +207,48 @@ def test_backtest_counts_the_carbon_bill(tmp_path: Path, reference: Coordination
     assert summary.loc["priced", "carbon_payment"] > 0
     assert summary.loc["free", "carbon_payment"] == 0
     assert unpriced["carbon_payment"].sum() == 0
+
+
+def test_ledger_reports_re_derive_their_stage_3_transfers(
+    recorded: tuple[Settings, str], mosquitto: MosquittoServer, tmp_path: Path
+) -> None:
+    """Each joint report holds what its transfers follow from: the parameters (carbon
+    price included), efforts, sigma, the X settled at and the split that settled. A
+    verifier recomputes them with ``recorded_transfers``."""
+    from carbonlink.coordination._flows import recorded_transfers
+
+    settings, url = recorded
+    path = tmp_path / "priced-stage3.yaml"
+    path.write_text(f"name: priced-stage3\nparams: {REFERENCE_YAML}\nstage: 3\ncarbon_price: 0.2\n")
+    store: Store = open_store(url)
+    clock = [START_MS]
+    with Journal(tmp_path / "journal.sqlite") as journal:
+        coordinator = Coordinator(
+            settings, store, parse_broker_url(mosquitto.url), load_policy(path), journal,
+            clock_ms=lambda: clock[0], period_s=900.0, read_lag_s=0.0,
+        )  # fmt: skip
+
+        async def run() -> None:
+            async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+                for k in range(5):
+                    clock[0] = START_MS + k * QUARTER
+                    await coordinator.step(client)
+
+        asyncio.run(run())
+        reports = [e["body"] for e in journal.ledger.entries()]
+    store.close()
+    assert len(reports) == 2 * 4  # two plants, four periods, joint every period
+    for body in reports:
+        assert body["split"] == "core"
+        assert body["money"] == "kCNY"
+        params = CoordinationParams.model_construct(None, **body["parameters"])
+        x = body.get("observed_abatement")
+        x = body["projected_abatement"] if x is None else x
+        periods = (body["period_end_ms"] - body["period_start_ms"]) / 3_600_000
+        expected = recorded_transfers(
+            params, body["stage"], (body["effort_firm"], body["effort_platform"]),
+            body["sigma"], (body["subsidy_rate_firm"], body["subsidy_rate_platform"]),
+            x, periods, body["split"],
+        )  # fmt: skip
+        assert body["transfers"] == pytest.approx(expected, rel=1e-12, abs=1e-12)
+        assert body["parameters"]["g"] == pytest.approx(0.8 - 0.2)  # the price, counted once
