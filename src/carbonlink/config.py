@@ -186,6 +186,22 @@ class SimulationConfig(StrictModel):
     abatement: AbatementConfig = AbatementConfig()
 
 
+class EconomicsConfig(StrictModel):
+    """What a unit of the plant's output is worth: the price it sells at and the share
+    of that which is value added (the rest buys inputs). Each figure names its source;
+    carbon emission performance (value added per tCO2e) is computed from them."""
+
+    currency: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code")
+    output_price: float = Field(gt=0, description="per unit of the output meters' unit")
+    output_price_source: str = Field(min_length=1)
+    value_added_share: float = Field(gt=0, le=1, description="value added / gross output")
+    value_added_share_source: str = Field(min_length=1)
+
+    @property
+    def value_added_per_unit(self) -> float:
+        return self.output_price * self.value_added_share
+
+
 class PlantConfig(StrictModel):
     id: Identifier
     name: str
@@ -195,6 +211,7 @@ class PlantConfig(StrictModel):
     factor_set: str
     meters: tuple[MeterConfig, ...] = Field(min_length=1)
     simulation: SimulationConfig = SimulationConfig()
+    economics: EconomicsConfig | None = None
 
     @field_validator("timezone")
     @classmethod

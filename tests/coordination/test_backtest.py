@@ -4,6 +4,8 @@ the simulator really emits under the same directives."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ from carbonlink.coordination import (
     PeriodRow,
     RecordedWindow,
     backtest,
+    directive_history,
     exact_step,
     load_policy,
     load_window,
@@ -110,9 +113,17 @@ def test_policies_compare_on_one_baseline(settings: Settings, stores: dict[str, 
         assert abs(row["transfers_balance"]) < 1e-6
     assert summary.loc["stage1", "subsidy"] == 0
     assert summary.loc["stage2", "subsidy"] > 0
+    # Public cost is everything the government pays: stage 2's subsidies...
+    assert summary.loc["stage2", "public_cost"] == pytest.approx(summary.loc["stage2", "subsidy"])
     assert summary.loc["stage2", "public_cost_per_t"] == pytest.approx(
-        1.2 * summary.loc["stage2", "subsidy"] / summary.loc["stage2", "abatement_t"]
-    )  # (1 + mu) * subsidy per tonne, mu = 0.2 in the reference case
+        summary.loc["stage2", "subsidy"] / summary.loc["stage2", "abatement_t"]
+    )
+    # ...and stage 3's settlement transfers, though it pays no subsidy.
+    assert summary.loc["stage3", "subsidy"] == 0
+    assert summary.loc["stage3", "public_cost"] > 0
+    assert summary.loc["stage3", "settled_by"] == "core"
+    for n in (1, 2, 3):
+        assert summary.loc[f"stage{n}", "money"] == "kCNY"
 
 
 def test_journal_gives_back_the_unabated_baseline(
@@ -142,6 +153,36 @@ def test_journal_gives_back_the_unabated_baseline(
     assert from_journal.summary["emissions_t"][0] == pytest.approx(
         from_unabated.summary["emissions_t"][0], rel=SIMULATOR_AGREEMENT
     )
+
+
+def test_window_ending_before_the_coordinators_last_step(
+    settings: Settings, stores: dict[str, Store], tmp_path: Path
+) -> None:
+    """The README tour's crash: the window ends (on the 15-minute grid) before the grid
+    time at which the coordinator's last decision began. That decision has no length in
+    the window; it used to come back as a period of length 0 and divide by zero."""
+    _, _, e_m, e_p, sigma = _stage3_directive()
+    end = START_MS + HOURS * HOUR
+    decision = {"result": {"E_M": e_m, "E_P": e_p, "sigma": sigma}}
+    with Journal(tmp_path / "journal.sqlite") as journal:
+        rows = [PeriodRow(PLANT, START_MS, end - HOUR, "stage3", 3, e_m, e_p, sigma,
+                          0, 0, 0, 0.0, None, 0.0, 0, None, {})]  # fmt: skip
+        journal.record_periods(rows)
+        for last_ms in (end, end + 7 * 60_000):  # at the window's end, and after it
+            journal.save_state(
+                "coordinator",
+                {"last_ms": last_ms, "in_force": {PLANT: decision},
+                 "unrecorded": [[end - HOUR, last_ms, {PLANT: decision}]]},
+            )  # fmt: skip
+            history = directive_history(journal, PLANT, end)
+            assert all(b > a for a, b, *_ in history)
+            assert history[-1][1] == last_ms
+            added = abatement_from_journal(
+                _window(settings, stores["directed"]), journal, list(settings.plants.values())
+            )
+            assert np.isfinite(added[PLANT]).all()
+            assert added[PLANT][-1] > 0
+    assert exact_step(3.0, 1.0, 0.2, 0.0) == (3.0, 3.0)
 
 
 def test_reference_baseline_finds_the_recorded_abatement(
@@ -183,12 +224,16 @@ def test_cli_prints_the_table_and_writes_csv_and_png(
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert "recorded abatement: none" in lines[0]
-    assert [line.split()[0] for line in lines[2:]] == ["stage1", "stage2", "stage3", "(recorded)"]
+    assert "value with continuation, kCNY" in lines[1]
+    rows = lines[3 : lines.index("")]
+    assert [line.split()[0] for line in rows] == ["stage1", "stage2", "stage3", "(recorded)"]
+    assert "Money in kCNY; public/t and CEP in kCNY/tCO2e" in result.stdout
     for name in ("emissions.png", "payoffs.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (out / name).stat().st_size > 10_000
     steps = pd.read_csv(out / "steps.csv")
     assert len(steps) == 3 * HOURS * 4
+    assert set(steps["money"]) == {"kCNY"}
     assert set(steps["policy"]) == {"stage1", "stage2", "stage3"}
     as_json = CliRunner().invoke(main, [*common, *policies, "--json"])
     records = json.loads(as_json.stdout)
@@ -240,3 +285,96 @@ def test_window_is_cut_to_the_data_it_has(settings: Settings, stores: dict[str, 
     assert result.exit_code == 0, result.output
     assert "the window is cut to that" in result.stderr
     assert f"over {HOURS} h" in result.stdout
+
+
+LONG_HOURS = 72  # 7.2/r: the continuation is worth under 0.2% of a value
+
+
+@pytest.fixture(scope="module")
+def long_store(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Store:
+    store = open_store(f"sqlite:///{tmp_path_factory.mktemp('long') / 'long.sqlite'}")
+    record(settings, store, list(settings.plants.values()), START_MS, LONG_HOURS)
+    return store
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The installed ``carbonlink`` as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "carbonlink", *args],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_backtest_agrees_with_solve_on_a_long_window(
+    settings: Settings, long_store: Store, tmp_path: Path
+) -> None:
+    """coordination-model.md, "Valuing a policy over a window": cash + e^(-rT) phi(X_T)
+    is the value at the window's start, what `policy solve` reports. The plant behaves
+    as the reference case (the cement line's abatement settings are the reference's),
+    so value with continuation matches solve on any window; over a long one cash alone
+    does too, and on a short one cash ranks the policies the wrong way."""
+    solved = _cli("policy", "solve", "--params", str(REFERENCE_YAML), "--json")
+    assert solved.returncode == 0, solved.stderr
+    solution = json.loads(solved.stdout)
+    stages = {s["stage"]: s for s in solution["stages"]}
+    expected = {
+        "stage1": {p: stages[1][f"V_{p}"] for p in "MPG"},
+        "stage2": {p: stages[2][f"V_{p}"] for p in "MPG"},
+        "stage3": solution["splits"]["core"]["values"],  # the split that settles
+    }
+    assert solution["settlement"]["split"] == "core"
+    policies = [f"--policy={POLICIES / f'stage{n}.yaml'}" for n in (1, 2, 3)]
+    summaries = {}
+    for hours in (LONG_HOURS, 4):
+        done = _cli(
+            "policy", "backtest", "--config", str(settings.path), "--store", long_store.url,
+            "--from", str(START_MS), "--to", str(START_MS + hours * HOUR),
+            "--out", str(tmp_path / f"out{hours}"), "--json", *policies,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        summaries[hours] = {r["policy"]: r for r in json.loads(done.stdout)}
+        assert ("shorter than 2/delta" in done.stderr) == (hours < 10)
+    for hours, summary in summaries.items():
+        for name, values in expected.items():
+            row = summary[name]
+            for party in "MPG":
+                assert row[f"value_{party}"] == pytest.approx(values[party], rel=2e-4), (
+                    hours, name, party,
+                )  # fmt: skip
+            assert row["money"] == "kCNY"
+    worst = {
+        hours: max(
+            abs(summary[n][f"value_{p}"] / expected[n][p] - 1) for n in expected for p in "MPG"
+        )
+        for hours, summary in summaries.items()
+    }
+    print(f"\nvalue with continuation vs policy solve, worst relative gap: {worst}")
+    long, short = summaries[LONG_HOURS], summaries[4]
+    for name in expected:
+        assert long[name]["cash_total"] == pytest.approx(long[name]["value_total"], rel=5e-3)
+    ranking = sorted(expected, key=lambda n: sum(expected[n].values()))
+    assert sorted(expected, key=lambda n: long[n]["value_total"]) == ranking
+    assert sorted(expected, key=lambda n: short[n]["value_total"]) == ranking
+    # Four hours in, stage 3 has paid for most of its effort and banked little abatement:
+    # its cash is below stage 1's though its value is two and a half times as large.
+    assert short["stage3"]["cash_total"] < short["stage1"]["cash_total"]
+    assert long["stage3"]["cash_total"] > 2 * long["stage1"]["cash_total"]
+
+
+def test_plots_keep_colours_and_labels_apart(
+    settings: Settings, stores: dict[str, Store], tmp_path: Path
+) -> None:
+    """Eight policies: the payoffs plot puts names on the y axis (they cannot overlap),
+    and each policy's colour does not depend on the order they were given in."""
+    from carbonlink.coordination._backtest import policy_colours, write_outputs
+
+    names = sorted(p.stem for p in POLICIES.glob("*.yaml") if p.stem != "reference")[:8]
+    assert policy_colours(names) == policy_colours(list(reversed(names)))
+    assert len(set(policy_colours(names).values())) == len(names)
+    window = _window(settings, stores["unabated"])
+    policies = [load_policy(POLICIES / f"{n}.yaml") for n in names]
+    result = backtest(policies, window, list(settings.plants.values()))
+    paths = write_outputs(result, tmp_path)
+    for path in paths[2:]:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -58,6 +58,37 @@ def test_json_output() -> None:
     assert nash["shares"]["G"]["slope"] == pytest.approx(0.8 / 0.3)
     assert data["stage2_budget"]["theta_M"] == pytest.approx(1 / 7)
     assert data["params"]["F"] == 0.6
+    assert data["money"]["label"] == "kCNY"
+    assert data["money"]["long"] == "thousand CNY"
+    core = data["splits"]["core"]
+    assert [round(core["values"][i], 1) for i in "MPG"] == [115.3, 79.2, 80.1]
+    assert [round(core["floors"][i], 1) for i in "MPG"] == [85.1, 49.0, 49.9]
+    assert data["settlement"]["split"] == "core"
+    assert stages[1]["abatement_per_cost"] == pytest.approx(3.211, abs=5e-4)
+
+
+def test_infeasible_core_split_settles_on_shapley(tmp_path: Path) -> None:
+    """A draw where the welfare government's subsidies push the floors above the stage-3
+    total: no split meets them; the JSON says why and by how much, and Shapley settles."""
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "r: 0.06\ndelta: 0.26\na_M: 1.42\na_P: 1.25\nF: 0.82\nR: 0.96\neta: 0.09\n"
+        "k_M: 0.9\nk_P: 2.39\nm_M: 0.74\nm_P: 1.32\ng: 0.2\nmu: 0.07\ntheta_max: 0.9\n"
+        "money: {currency: CNY, scale: 1000}\n"
+    )
+    code, out, _ = run("--params", str(params), "--json")
+    assert code == 0
+    data = json.loads(out)
+    core = data["splits"]["core"]
+    assert core["values"] is None
+    assert core["shortfall"] == pytest.approx(290.5, abs=0.05)
+    assert "short by" in core["infeasible"]
+    assert sum(core["floors"].values()) > core["total"]
+    assert data["settlement"]["split"] == "shapley"
+    code, text, _ = run("--params", str(params))
+    assert code == 0
+    assert "settlement: Shapley settles" in text
+    assert "no core split" in text
 
 
 def test_bad_params_file_is_one_clear_line(tmp_path: Path) -> None:

@@ -164,9 +164,15 @@ def test_summary_is_the_sum_of_its_rows(reference: CoordinationParams) -> None:
     assert row["emissions_t"] == pytest.approx(frame["emissions_t"].sum())
     assert row["abatement_t"] == pytest.approx(frame["abatement_t"].sum())
     assert row["subsidy"] == pytest.approx(frame["subsidy"].sum())
+    assert row["public_cost"] == pytest.approx(-frame["transfer_G"].sum())
+    assert row["public_cost"] == pytest.approx(frame["subsidy"].sum())  # stage 2: subsidies
     assert row["public_cost_per_t"] == pytest.approx(
-        (1 + reference.mu) * frame["subsidy"].sum() / frame["abatement_t"].sum()
+        frame["subsidy"].sum() / frame["abatement_t"].sum()
     )
+    assert row["cash_total"] == pytest.approx(frame[["cash_M", "cash_P", "cash_G"]].sum().sum())
+    last = frame.iloc[-1]
+    assert row["value_M"] == pytest.approx(frame["cash_M"].sum() + last["continuation_M"])
+    assert row["x_end"] == pytest.approx(last["x_end"])
     assert row["payoff_total"] == pytest.approx(row["payoff_M"] + row["payoff_P"] + row["payoff_G"])
     assert row["hours"] == pytest.approx(24.0)
     assert abs(row["transfers_balance"]) < 1e-9

@@ -126,6 +126,7 @@ def test_valuation_builds_the_firms_value_from_prices(tmp_path: Path) -> None:
     factor = FactorSet.load(settings.factor_sets_dir / "ipcc2006-cn2023.yaml").resolve(
         FactorLibrary.builtin(), "electricity", "kWh", region=plant.grid_region
     )
-    expected = 0.000088 / (factor.co2e_kg_per_unit / 1000)
+    expected = 0.000638 / (factor.co2e_kg_per_unit / 1000)
     assert stream.energy_values == pytest.approx({"electricity": expected})
-    assert 0.1 < expected < 0.3  # ~US$160 per tCO2e avoided on the East China grid
+    assert 1.0 < expected < 1.3  # ~CNY 1,160 per tCO2e avoided on the East China grid
+    assert policy.money.label == "kCNY"  # inherited from reference.yaml

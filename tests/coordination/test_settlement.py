@@ -14,7 +14,7 @@ from carbonlink.coordination import (
     CoordinationParams,
     Party,
     Split,
-    carbon_emission_efficiency,
+    abatement_per_cost,
     nash_bargaining,
     settle,
     shapley,
@@ -113,12 +113,12 @@ def test_stream_value_is_the_discounted_flow(reference: CoordinationParams) -> N
     assert stream_value(p.m_M, x0, s1.inflow, cost, p.r, p.delta) == pytest.approx(integral)
 
 
-def test_carbon_emission_efficiency(reference: CoordinationParams) -> None:
+def test_abatement_per_unit_cost_falls_with_the_stage(reference: CoordinationParams) -> None:
     s1, s3 = stage1_nash(reference), stage3_joint(reference)
-    assert s1.efficiency == pytest.approx(s1.X_ss / (s1.E_M**2 + 0.75 * s1.E_P**2))
+    assert s1.abatement_per_cost == pytest.approx(s1.X_ss / (s1.E_M**2 + 0.75 * s1.E_P**2))
     # Stage 3 abates most but at rising marginal cost, so per unit of cost it is lower.
-    assert s3.efficiency == pytest.approx(1.364, abs=5e-4)
+    assert s3.abatement_per_cost == pytest.approx(1.364, abs=5e-4)
     assert s3.X_ss > s1.X_ss
-    assert s3.efficiency < s1.efficiency
-    assert carbon_emission_efficiency(0.0, 0.0) == 0.0
-    assert carbon_emission_efficiency(1.0, 0.0) == math.inf
+    assert s3.abatement_per_cost < s1.abatement_per_cost
+    assert abatement_per_cost(0.0, 0.0) == 0.0
+    assert abatement_per_cost(1.0, 0.0) == math.inf

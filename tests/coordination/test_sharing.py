@@ -43,6 +43,7 @@ def record(k: int, stage: int = 1, plant: str = "p", tco2e: float = 10.0) -> Per
         subsidy_rate_firm=0.4 if stage == 2 else 0.0, subsidy_rate_platform=0.0,
         subsidy_claimed=claimed, carbon_price=0.0, projected_abatement=float(k),
         observed_abatement=float(k) - 0.1, transfers=transfers, parameters={"a_M": 0.9},
+        money="kCNY", split="core" if stage == 3 else "",
     )  # fmt: skip
 
 

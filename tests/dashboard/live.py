@@ -44,8 +44,10 @@ class LiveDashboard:
         work: Path,
         status: Mapping[str, str],
         coordination: tuple[Policy, Sequence[Policy]] | None = None,
+        coordination_period_s: float = COORDINATION_PERIOD_S,
     ) -> None:
-        """``coordination`` = (active policy, shadows): run a coordinator as well."""
+        """``coordination`` = (active policy, shadows): run a coordinator as well, with
+        periods of ``coordination_period_s`` simulated seconds."""
         self.settings = settings
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
@@ -61,6 +63,7 @@ class LiveDashboard:
         self._thread = threading.Thread(target=self._run, name="live-dashboard", daemon=True)
         self.platform: Platform | None = None
         self.coordination = coordination
+        self.coordination_period_s = coordination_period_s
         self.journal_path = work / "journal.sqlite"
         self.coordinator: Coordinator | None = None
 
@@ -137,8 +140,9 @@ class LiveDashboard:
                 journal = Journal(self.journal_path)
                 self.coordinator = Coordinator(
                     settings, coordinator_store, self._address, policy, journal,
-                    shadows=shadows, clock_ms=clock.now_ms, period_s=COORDINATION_PERIOD_S,
-                    wall_period_s=COORDINATION_PERIOD_S / SPEED, read_lag_s=60.0,
+                    shadows=shadows, clock_ms=clock.now_ms,
+                    period_s=self.coordination_period_s,
+                    wall_period_s=self.coordination_period_s / SPEED, read_lag_s=60.0,
                 )  # fmt: skip
                 tasks.append(asyncio.create_task(self.coordinator.run()))
             self._ready.set()

@@ -7,11 +7,13 @@ formulation (docs/coordination.md; writing and backtesting policies: docs/polici
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 import click
 import pandas as pd
@@ -26,37 +28,62 @@ from carbonlink.cli._common import (
     store_url,
     user_errors,
 )
-from carbonlink.config import PlantConfig
+from carbonlink.config import PlantConfig, Settings
 from carbonlink.coordination import (
     PARTIES,
     Journal,
     Solution,
     StageResult,
-    load_params,
     load_policy,
     solve,
 )
 from carbonlink.coordination._backtest import (
+    RECORDED_ROW,
     abatement_from_journal,
     abatement_from_reference,
     backtest,
     load_window,
     write_outputs,
 )
+from carbonlink.coordination._params import load_parameter_file
 from carbonlink.platform import Store, open_store
 from carbonlink.platform._recompute import factor_set_for
 from carbonlink.wire import format_timestamp
 
 __all__ = ["policy"]
 
+FC = TypeVar("FC", bound=Callable[..., object])
+
 DEFAULT_PARAMS: Final = Path("config/policies/reference.yaml")
 DEFAULT_BACKTEST_POLICIES: Final = tuple(
     Path(f"config/policies/{name}.yaml") for name in ("stage1", "stage2", "stage3")
 )
 DEFAULT_BACKTEST_OUT: Final = "../var/backtest"  # beside the config, like every other file
+DEFAULT_SWEEP_OUT: Final = "../var/sweep"
+DEFAULT_MEASURES_OUT: Final = "../var/measures"
 _HEADER: Final = (
     f"{'stage':<52} {'theta_M':>7} {'theta_P':>7} {'E_M':>7} {'E_P':>7} {'sigma':>5}"
-    f" {'X_ss':>8} {'V_M':>8} {'V_P':>8} {'V_G':>8} {'total':>8} {'eff':>6}"
+    f" {'X_ss':>8} {'V_M':>8} {'V_P':>8} {'V_G':>8} {'total':>8} {'t/cost':>6}"
+)
+
+
+def _out_option(what: str, default: str) -> Callable[[FC], FC]:
+    return click.option(
+        "--out",
+        "out_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help=f"Where {what} go [default: {default}, relative to the config file].",
+    )
+
+
+_params_option = click.option(
+    "--params",
+    "params_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_PARAMS,
+    show_default=True,
+    help="Policy parameter file (YAML).",
 )
 
 
@@ -66,19 +93,12 @@ def policy() -> None:
 
 
 @policy.command()
-@click.option(
-    "--params",
-    "params_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_PARAMS,
-    show_default=True,
-    help="Policy parameter file (YAML).",
-)
+@_params_option
 @click.option("--json", "as_json", is_flag=True, help="Print the solution as JSON.")
 @user_errors
 def solve_command(params_path: Path, as_json: bool) -> None:
     """Solve every stage: subsidies, efforts, steady-state X, values, stage-3 splits."""
-    solution = solve(load_params(params_path))
+    solution = solve(*load_parameter_file(params_path))
     if as_json:
         click.echo(json.dumps(solution.to_dict(), indent=2))
     else:
@@ -94,15 +114,16 @@ def _stage_row(label: str, s: StageResult, subsidised: bool) -> str:
     return (
         f"{label:<52} {theta_m} {theta_p} {s.E_M:7.3f} {s.E_P:7.3f} {s.sigma:5.2f}"
         f" {s.X_ss:8.2f} {s.V_M:8.2f} {s.V_P:8.2f} {s.V_G:8.2f} {s.total:8.2f}"
-        f" {s.efficiency:6.3f}"
+        f" {s.abatement_per_cost:6.3f}"
     )
 
 
 def render_text(solution: Solution, params_path: Path) -> str:
     """The human-readable table printed by ``policy solve``."""
+    p, money = solution.params, solution.money
     lines = [
         "Coordination model, a differential-game model in the spirit of Qin et al. (2026)",
-        f"params: {params_path}",
+        f"params: {params_path}; money: {money.long} ({money.label})",
         "",
         _HEADER,
         _stage_row(f"1 {solution.stage1.name}", solution.stage1, True),
@@ -110,51 +131,122 @@ def render_text(solution: Solution, params_path: Path) -> str:
         _stage_row(f"2 {solution.stage2_budget.name}", solution.stage2_budget, True),
         _stage_row(f"3 {solution.stage3.name}", solution.stage3, False),
         "",
-        "stage 3: V_* before transfers; each party bears its own effort cost,",
-        "the split below settles it. eff = X_ss per unit of resource cost.",
+        "theta: share of each party's effort cost the government pays. E: efforts. sigma:",
+        "the gain from shared data (stage 3). X_ss: abatement reached, tCO2e per model period.",
+        f"V_M, V_P, V_G: the value to the firm, the platform and the government, in {money.label},",
+        f"discounted at r = {p.r:g} per period from X0 = {p.X0:g}: each party's flow for ever",
+        "(policy backtest's value with continuation is the same quantity over a window).",
+        "Stage 3: V_* before transfers; each party bears its own effort cost, the split below",
+        f"settles it. t/cost: abatement per unit cost, tCO2e per {money.label} of effort cost.",
         "",
-        f"{'stage 3 split':<52} {'M':>8} {'P':>8} {'G':>8} {'total':>8}",
+        f"{'stage 3 split, ' + money.label:<52} {'M':>8} {'P':>8} {'G':>8} {'total':>8}",
     ]
-    for label, split in (
-        ("shapley", solution.shapley),
-        ("nash bargaining (stage 2 threat, equal weights)", solution.nash),
-    ):
+    core = solution.core
+    floors = " ".join(f"{core.floors[i]:8.2f}" for i in PARTIES)
+    lines.append(
+        f"{'floors: best of stages 1 and 2':<52} {floors} {sum(core.floors.values()):8.2f}"
+    )
+    splits = [("shapley", solution.shapley)]
+    splits.append(("nash bargaining (stage 2 threat, equal weights)", solution.nash))
+    if core.split is not None:
+        splits.insert(0, ("core (nucleolus within the core and the floors)", core.split))
+    else:
+        lines.append(f"{'core':<52} {'-':>8} {'-':>8} {'-':>8} {core.total:8.2f}")
+    for label, split in splits:
         values = split.values
         cells = " ".join(f"{values[i]:8.2f}" for i in PARTIES)
         lines.append(f"{label:<52} {cells} {split.total:8.2f}")
+    lines += ["", f"settlement: {solution.settlement}."]
     return "\n".join(lines)
 
 
+#: (summary column, group, title, format): the backtest's table.
 _TABLE_COLUMNS: Final = (
-    ("policy", "policy", "{:<24}"),
-    ("emissions_t", "emitted t", "{:>11,.1f}"),
-    ("abatement_t", "abated t", "{:>10,.1f}"),
-    ("abatement_share", "abated", "{:>7.1%}"),
-    ("efficiency", "t/cost", "{:>7.3f}"),
-    ("payoff_M", "firm", "{:>9,.1f}"),
-    ("payoff_P", "platform", "{:>9,.1f}"),
-    ("payoff_G", "govt", "{:>9,.1f}"),
-    ("subsidy", "subsidy", "{:>9,.1f}"),
-    ("public_cost_per_t", "public/t", "{:>8.3f}"),
+    ("policy", "", "policy", "{:<24}"),
+    ("emissions_t", "", "emitted t", "{:>10,.1f}"),
+    ("abatement_t", "", "abated t", "{:>9,.1f}"),
+    ("abatement_share", "", "abated", "{:>6.1%}"),
+    ("x_end", "", "X end", "{:>6,.1f}"),
+    ("value_M", "value with continuation", "firm", "{:>8,.1f}"),
+    ("value_P", "value with continuation", "platform", "{:>8,.1f}"),
+    ("value_G", "value with continuation", "govt", "{:>8,.1f}"),
+    ("value_total", "value with continuation", "total", "{:>8,.1f}"),
+    ("cash_total", "", "cash", "{:>8,.1f}"),
+    ("public_cost", "", "public", "{:>8,.1f}"),
+    ("public_cost_per_t", "", "public/t", "{:>8.3f}"),
+    ("cep", "", "CEP", "{:>6.2f}"),
 )
 
 
+def _width(spec: str) -> int:
+    return len(spec.format(0.0))
+
+
 def render_backtest(summary: pd.DataFrame) -> str:
-    """The comparison table: one row per policy, then the recorded stream."""
+    """The comparison table: one row per policy, then the recorded stream, and what the
+    columns mean, with their units."""
 
     def cell(spec: str, value: object) -> str:
-        if isinstance(value, float) and math.isnan(value):
-            return f"{'-':>{len(spec.format(0.0))}}"
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return f"{'-':>{_width(spec)}}"
         return spec.format(value)
 
-    header = " ".join(
-        f"{title:<24}" if key == "policy" else f"{title:>{len(spec.format(0.0))}}"
-        for key, title, spec in _TABLE_COLUMNS
+    groups: list[tuple[str, int]] = []
+    for _, group, _, spec in _TABLE_COLUMNS:
+        width = _width(spec) + 1
+        if groups and groups[-1][0] == group:
+            groups[-1] = (group, groups[-1][1] + width)
+        else:
+            groups.append((group, width))
+    money = next((str(m) for m in summary["money"] if isinstance(m, str) and m), "money units")
+    top = "".join(
+        (f"{name}, {money}".center(width - 1, "-") + " ") if name else " " * width
+        for name, width in groups
     )
-    lines = [header]
+    header = " ".join(
+        f"{title:<{_width(spec)}}" if key == "policy" else f"{title:>{_width(spec)}}"
+        for key, _, title, spec in _TABLE_COLUMNS
+    )
+    lines = [top.rstrip(), header]
     for record in summary.to_dict("records"):
-        lines.append(" ".join(cell(spec, record[key]) for key, _, spec in _TABLE_COLUMNS))
+        lines.append(" ".join(cell(spec, record[key]) for key, _, _, spec in _TABLE_COLUMNS))
+    lines += [
+        "",
+        f"Money in {money}; public/t and CEP in {money}/tCO2e. X end: abatement capability "
+        "reached at the window's end, tCO2e/h over all plants.",
+        "value: cash plus the discounted value of the abatement capability reached, each "
+        "party's value from here on if the policy went on; on a long window it is what "
+        "`policy solve` reports.",
+        "cash: the window's flows after transfers, discounted to its start. public: what "
+        "the government paid, subsidies and settlement transfers (net). CEP: carbon "
+        "emission performance, value added per tCO2e emitted.",
+    ]
     return "\n".join(lines)
+
+
+def backtest_warnings(summary: pd.DataFrame) -> list[str]:
+    """What the analyst must know before reading the table: a window too short to see
+    abatement capability built, and which split settled stage 3."""
+    notes = []
+    rows = summary[summary["policy"] != RECORDED_ROW]
+    short = rows[rows["short_window"].astype(bool)]
+    if len(short):
+        build_up = float(short["build_up_h"].max())
+        hours = float(short["hours"].max())
+        notes.append(
+            f"warning: the window ({hours:g} h) is shorter than 2/delta ({build_up:.3g} h), "
+            "the time abatement capability takes to build up: cash over it mostly shows "
+            "costs paid ahead of the abatement they buy. Compare policies on value, which "
+            "adds the discounted value of the capability reached, or backtest a longer "
+            "window."
+        )
+    settled = {str(s) for s in rows["settled_by"] if isinstance(s, str) and s}
+    if "shapley" in settled:
+        notes.append(
+            "note: for some plant no split leaves every party at least its best of stages 1 "
+            "and 2; stage 3 settles on Shapley there (`policy solve` says why)."
+        )
+    return notes
 
 
 @policy.command("backtest")
@@ -190,14 +282,7 @@ def render_backtest(summary: pd.DataFrame) -> str:
     default=None,
     help="FROM/TO (RFC 3339): fit a baseline there instead, to find the recorded abatement.",
 )
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help=f"Where steps.csv, summary.csv and the PNG plots go [default: {DEFAULT_BACKTEST_OUT}"
-    ", relative to the config file].",
-)
+@_out_option("steps.csv, summary.csv and the PNG plots", DEFAULT_BACKTEST_OUT)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @user_errors
 def backtest_command(
@@ -216,15 +301,11 @@ def backtest_command(
     """Replay policies against the same recorded window: emissions, abatement, payoffs."""
     settings = settings_from(config_path)
     policies = [load_policy(p) for p in (policy_paths or DEFAULT_BACKTEST_POLICIES)]
+    for checked in policies:
+        checked.check_plants(settings.plants)
     if journal_path is not None and reference is not None:
         raise ConfigError(None, "--reference", "give --journal or --reference, not both")
-    chosen = (
-        [settings.plant(p) for p in plants.split(",")] if plants else list(settings.plants.values())
-    )
-    versions = {}
-    for plant in chosen:
-        factor_set = factor_set_for(settings, plant.id)
-        versions[plant.id] = (factor_set.name, factor_set.version)
+    chosen, versions = _plants_and_versions(settings, plants)
     step_s = parse_duration_s(step)
     store = open_store(store_url(settings, store_override))
     try:
@@ -256,17 +337,8 @@ def backtest_command(
             raise ConfigError(None, "--reference", "expected FROM/TO with TO after FROM")
         added, source = abatement_from_reference(window, ref_start, ref_end), "reference"
     total = len(policies) * len(chosen) * window.steps
-    with click.progressbar(
-        length=window.steps,
-        label=f"replaying {len(policies)} policies x {len(chosen)} plants",
-        file=sys.stderr,
-    ) as bar:
-        seen = [0]
-
-        def advance(done: int) -> None:
-            bar.update(done - seen[0])
-            seen[0] = done
-
+    label = f"replaying {len(policies)} policies x {len(chosen)} plants"
+    with _progress(window.steps, label) as advance:
         result = backtest(
             policies, window, chosen, recorded_abatement=added, abatement_source=source,
             progress=advance,
@@ -281,8 +353,38 @@ def backtest_command(
             f"({total:,} plant-steps); recorded abatement: {_SOURCES[source]}"
         )
         click.echo(render_backtest(result.summary))
+    for note in backtest_warnings(result.summary):
+        click.echo(note, err=True)
     for path in paths:
         click.echo(f"wrote {path}", err=True)
+
+
+@contextlib.contextmanager
+def _progress(length: int, label: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr, advanced by a callback told how much is done so far."""
+    with click.progressbar(length=length, label=label, file=sys.stderr) as bar:
+        seen = [0]
+
+        def advance(done: int) -> None:
+            bar.update(done - seen[0])
+            seen[0] = done
+
+        yield advance
+
+
+def _plants_and_versions(
+    settings: Settings, plants: str | None
+) -> tuple[list[PlantConfig], dict[str, tuple[str, str]]]:
+    """The plants chosen by ``--plants`` (all without it), and the (factor set, version)
+    whose emissions count for each."""
+    chosen = (
+        [settings.plant(p) for p in plants.split(",")] if plants else list(settings.plants.values())
+    )
+    versions = {}
+    for plant in chosen:
+        factor_set = factor_set_for(settings, plant.id)
+        versions[plant.id] = (factor_set.name, factor_set.version)
+    return chosen, versions
 
 
 def _window_bounds(
@@ -313,3 +415,244 @@ _SOURCES: Final = {
     "reference": "observed against a baseline fitted on the reference period",
     "none": "none (the window is taken as unabated)",
 }
+
+
+@policy.command("sweep")
+@config_option
+@_params_option
+@click.option(
+    "--vary",
+    "varied",
+    multiple=True,
+    required=True,
+    help="NAME=v1,v2,... or NAME=START:STOP:N; once or twice (e.g. --vary F=0:1:6).",
+)
+@click.option(
+    "--plant",
+    "plant_id",
+    default=None,
+    help="A plant of the config: emissions and carbon emission performance at its "
+    "nominal output [default: values only].",
+)
+@_out_option("sweep.csv and sweep.png", DEFAULT_SWEEP_OUT)
+@click.option("--json", "as_json", is_flag=True, help="Print every row as JSON.")
+@user_errors
+def sweep_command(
+    config_path: Path | None,
+    params_path: Path,
+    varied: tuple[str, ...],
+    plant_id: str | None,
+    out_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Solve every stage over a grid of parameters: emissions, carbon emission
+    performance and each party's value, with the trend along each parameter."""
+    from carbonlink.coordination._stream import emission_weights
+    from carbonlink.coordination._sweep import PlantBasis, parse_vary, plot, sweep, trends
+
+    params, money = load_parameter_file(params_path)
+    grid = dict(parse_vary(text) for text in varied)
+    if len(grid) != len(varied) or not 1 <= len(grid) <= 2:
+        raise ConfigError(None, "--vary", "vary one or two different parameters")
+    settings = settings_from(config_path)
+    basis = None
+    if plant_id is not None:
+        plant = settings.plant(plant_id)
+        basis = PlantBasis.of(plant, emission_weights(plant, settings.factor_sets_dir), money)
+    points = math.prod(len(v) for v in grid.values())
+    with _progress(points, f"solving {points} points x 3 stages") as advance:
+        frame = sweep(params, grid, basis, advance)
+    names = list(grid)
+    directory = out_dir or settings.beside_config(DEFAULT_SWEEP_OUT)
+    directory.mkdir(parents=True, exist_ok=True)
+    csv = directory / "sweep.csv"
+    frame.assign(money=money.label).to_csv(csv, index=False)
+    png = plot(frame, names, money, directory / "sweep.png")
+    summary = trends(frame, names)
+    if as_json:
+        click.echo(frame.assign(money=money.label).to_json(orient="records", indent=2))
+    else:
+        click.echo(render_sweep(frame, summary, names, money.label, plant_id))
+    for path in (csv, png):
+        click.echo(f"wrote {path}", err=True)
+
+
+def render_sweep(
+    frame: pd.DataFrame, summary: pd.DataFrame, names: list[str], money: str, plant: str | None
+) -> str:
+    """Total value per stage over the grid, then the trend of every metric along each
+    varied parameter."""
+    where = f"plant {plant} at nominal output" if plant else "the parameter file (no plant)"
+    lines = [
+        f"sweep of {', '.join(names)}: steady state, {where}; values in {money}, "
+        f"discounted (policy solve's V), stage 3 as settled",
+        "",
+    ]
+    first = names[0]
+    columns = ["stage", *names, "x_ss", "emissions_t_per_h", "cep", "value_M", "value_P",
+               "value_G", "value_total"]  # fmt: skip
+    titles = {"x_ss": "X*", "emissions_t_per_h": "tCO2e/h", "cep": f"CEP {money}/t",
+              "value_M": "firm", "value_P": "platform", "value_G": "govt",
+              "value_total": "total"}  # fmt: skip
+    shown = frame.sort_values(["stage", *names])
+    if len(shown) > 60:
+        shown = shown[shown[first].isin([min(frame[first]), max(frame[first])])]
+        lines.append(f"(the {first} ends only; every point is in sweep.csv)")
+    header = " ".join(f"{titles.get(c, c):>12}" for c in columns)
+    lines.append(header)
+    for record in shown.to_dict("records"):
+        cells = []
+        for column in columns:
+            value = record[column]
+            if isinstance(value, float):
+                cells.append(f"{'-':>12}" if math.isnan(value) else f"{value:12.4g}")
+            else:
+                cells.append(f"{value!s:>12}")
+        lines.append(" ".join(cells))
+    lines += ["", "trend along each parameter (the others held fixed), per stage:"]
+    width = max(len(str(m)) for m in summary["metric"]) + 2
+    for name in names:
+        lines.append(f"  {name}:")
+        for record in summary[summary["parameter"] == name].to_dict("records"):
+            trend = "; ".join(f"stage {s}: {record[f'stage {s}']}" for s in (1, 2, 3))
+            lines.append(f"    {record['metric']:<{width}} {trend}")
+    return "\n".join(lines)
+
+
+_MEASURE_COLUMNS: Final = (
+    ("plant", "plant", "{:<16}"),
+    ("stage_name", "stage", "{:<24}"),
+    ("hours", "hours", "{:>6.2f}"),
+    ("emissions_t_per_h", "tCO2e/h", "{:>8.2f}"),
+    ("cep", "CEP", "{:>8.1f}"),
+    ("cep_welfare", "CEP welf", "{:>8.1f}"),
+    ("energy_intensity", "GJ/k", "{:>7.2f}"),
+    ("electricity_intensity", "kWh/k", "{:>7.1f}"),
+    ("energy_structure", "tCO2e/GJ", "{:>8.4f}"),
+    ("index", "index", "{:>6.3f}"),
+    ("sbm", "SBM", "{:>6.3f}"),
+)
+
+
+@policy.command("measures")
+@config_option
+@store_option
+@click.option(
+    "--journal",
+    "journal_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Coordinator journal: which stage each period ran under.",
+)
+@click.option("--from", "start", default=None, help="Window start [default: the data's].")
+@click.option("--to", "end", default=None, help="Window end [default: the data's].")
+@click.option("--plants", default=None, help="Comma-separated plant ids [default: all].")
+@click.option(
+    "--weights",
+    type=click.Choice(["equal", "entropy"]),
+    default="equal",
+    show_default=True,
+    help="Index weights: equal per dimension, or entropy weights.",
+)
+@_out_option("measures.csv", DEFAULT_MEASURES_OUT)
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@user_errors
+def measures_command(
+    config_path: Path | None,
+    store_override: str | None,
+    journal_path: Path | None,
+    start: str | None,
+    end: str | None,
+    plants: str | None,
+    weights: str,
+    out_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Carbon emission efficiency from the stream, per plant and stage: carbon emission
+    performance, the four-dimension index and SBM total-factor efficiency."""
+    from carbonlink.coordination._measures import INDICATORS, measures, recorded_units
+    from carbonlink.coordination._money import MoneyUnit
+    from carbonlink.coordination._service import STATUS_STATE_KEY
+
+    settings = settings_from(config_path)
+    chosen, versions = _plants_and_versions(settings, plants)
+    store = open_store(store_url(settings, store_override))
+    try:
+        start_ms, end_ms = _data_window(store, chosen, start, end)
+        if end_ms <= start_ms:
+            raise ConfigError(None, "--to", "must come after --from")
+        if journal_path is None:
+            units = recorded_units(store, chosen, versions, start_ms, end_ms)
+        else:
+            with Journal.open_readonly(journal_path) as journal:
+                status = journal.load_state(STATUS_STATE_KEY) or {}
+                money = status.get("money")
+                unit = None if money is None else MoneyUnit(
+                    currency=money["currency"], scale=money["scale"]
+                )  # fmt: skip
+                units = recorded_units(store, chosen, versions, start_ms, end_ms, journal, unit)
+    finally:
+        store.close()
+    if units.empty:
+        raise ConfigError(None, "--from", "the store holds no emissions in that window")
+    scored, used = measures(units, "entropy" if weights == "entropy" else "equal")
+    directory = out_dir or settings.beside_config(DEFAULT_MEASURES_OUT)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "measures.csv"
+    scored.to_csv(path, index=False)
+    if as_json:
+        click.echo(scored.to_json(orient="records", indent=2))
+    else:
+        currency = next((c for c in scored["currency"] if isinstance(c, str)), "money")
+        click.echo(
+            f"carbon emission efficiency from {format_timestamp(start_ms)} to "
+            f"{format_timestamp(end_ms)}, per plant and stage in force"
+        )
+        click.echo(_render_rows(scored, _MEASURE_COLUMNS))
+        shares = ", ".join(f"{c} {w:.3f}" for c, w in used.items())
+        dimensions = ", ".join(dict.fromkeys(d for _, d, _, _ in INDICATORS))
+        click.echo(
+            f"\nCEP: carbon emission performance, value added per tCO2e emitted, {currency}/t; "
+            f"CEP welf: plus the coordination model's welfare flow. GJ/k and kWh/k: energy and "
+            f"electricity per thousand {currency} of value added. tCO2e/GJ: carbon content of "
+            f"the energy mix.\nindex: {dimensions}; min-max normalised across these rows "
+            f"(1 best), {weights} weights: {shares}.\nSBM: total-factor efficiency (Tone's "
+            "slacks-based measure, CO2e an undesirable output; 1 is on the frontier)."
+        )
+    click.echo(f"wrote {path}", err=True)
+
+
+def _data_window(
+    store: Store, plants: list[PlantConfig], start: str | None, end: str | None
+) -> tuple[int, int]:
+    """The window asked for; where a bound is left out, all the stored data's: from the
+    start of the first reading's interval (its time less its meter's sample period) to
+    the last reading."""
+    ranges = {p.id: store.time_range(p.id) for p in plants}
+    found = {plant: r for plant, r in ranges.items() if r is not None}
+    if (start is None or end is None) and not found:
+        raise ConfigError(None, "--store", f"{store.url} holds no readings of these plants")
+    longest = {p.id: round(max(m.sample_period_s for m in p.meters) * 1000) for p in plants}
+    first = min((r[0] - longest[plant] for plant, r in found.items()), default=0)
+    last = max((r[1] for r in found.values()), default=0)
+    return (
+        required_time(start, "--from") if start is not None else first,
+        required_time(end, "--to") if end is not None else last,
+    )
+
+
+def _render_rows(frame: pd.DataFrame, columns: tuple[tuple[str, str, str], ...]) -> str:
+    def cell(spec: str, value: object) -> str:
+        width = len(spec.format(0.0)) if "f" in spec else len(spec.format(""))
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return f"{'-':>{width}}"
+        return spec.format(value)
+
+    def title(name: str, spec: str) -> str:
+        width = len(spec.format(0.0)) if "f" in spec else len(spec.format(""))
+        return f"{name:<{width}}" if "<" in spec else f"{name:>{width}}"
+
+    lines = [" ".join(title(name, spec) for _, name, spec in columns)]
+    for record in frame.to_dict("records"):
+        lines.append(" ".join(cell(spec, record[key]) for key, _, spec in columns))
+    return "\n".join(lines)

@@ -109,7 +109,7 @@ from carbonlink.coordination._stages import (
 )
 from carbonlink.coordination._stream import PeriodData, PlantStream
 from carbonlink.coordination._value import (
-    carbon_emission_efficiency,
+    abatement_per_cost,
     inflow,
     steady_state,
     stream_value,
@@ -169,11 +169,11 @@ __all__ = [
     "StoreMismatch",
     "SubsidyRates",
     "Valuation",
+    "abatement_per_cost",
     "backtest",
     "best_response_efforts",
     "budget_rates",
     "calibrate_cost",
-    "carbon_emission_efficiency",
     "coalition_value",
     "decide",
     "decode_anchor",

@@ -260,7 +260,7 @@ def backtest(
     chosen = [p for p in plants if p.id in window.abatable_t]
     evaluators = [
         PolicyEvaluator(
-            policy, [PlantModel.from_config(p, policy.params) for p in chosen], window.start_ms
+            policy, [PlantModel.from_config(p, policy) for p in chosen], window.start_ms
         )
         for policy in policies
     ]
@@ -271,6 +271,7 @@ def backtest(
             plant: StepInput(
                 window.abatable_t[plant][k] + (added[plant][k] if plant in added else 0.0),
                 window.fixed_t[plant][k],
+                window.output[plant][k],
             )
             for plant in window.plants
         }
@@ -280,7 +281,8 @@ def backtest(
         if progress is not None and (done % PROGRESS_EVERY_STEPS == 0 or done == window.steps):
             progress(done)
     steps = pd.concat([e.frame() for e in evaluators], ignore_index=True)
-    summary = pd.concat([summarise(steps), _recorded_row(window, added)], ignore_index=True)
+    money = {policy.name: policy.money.label for policy in policies}
+    summary = pd.concat([summarise(steps, money), _recorded_row(window, added)], ignore_index=True)
     return BacktestResult(steps, summary, abatement_source)
 
 
@@ -312,6 +314,20 @@ def write_outputs(result: BacktestResult, out_dir: Path) -> list[Path]:
     return paths
 
 
+def policy_colours(names: Sequence[str]) -> dict[str, str]:
+    """A colour per policy that does not depend on the order the policies were given:
+    assigned in sorted order of name from a qualitative palette (tab10, tab20 beyond
+    ten policies)."""
+    from matplotlib import colormaps
+
+    unique = sorted(set(names))
+    palette = colormaps["tab10" if len(unique) <= 10 else "tab20"]
+    return {
+        name: "#{:02x}{:02x}{:02x}".format(*(round(255 * c) for c in palette(i % palette.N)[:3]))
+        for i, name in enumerate(unique)
+    }
+
+
 def _plots(result: BacktestResult, out_dir: Path) -> list[Path]:
     import matplotlib
 
@@ -319,45 +335,60 @@ def _plots(result: BacktestResult, out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     steps = result.steps
+    policies = list(steps["policy"].unique())
+    colours = policy_colours(policies)
+    summary = result.summary[result.summary["policy"] != RECORDED_ROW]
+    money = next((str(m) for m in summary["money"] if isinstance(m, str) and m), "money units")
     per_step = steps.groupby(["policy", "start_ms"], sort=False)[
         ["emissions_t", "baseline_t", "abatement_t"]
     ].sum()
-    figure, (rate_axes, cumulative_axes) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
+    figure, (rate_axes, cumulative_axes) = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
     hours = (steps["end_ms"] - steps["start_ms"]).iloc[0] / MS_PER_HOUR if len(steps) else 1.0
     baseline_drawn = False
-    for policy in steps["policy"].unique():
+    for policy in policies:
         rows = per_step.loc[policy]
         times = pd.to_datetime(rows.index, unit="ms", utc=True)
         if not baseline_drawn:
-            rate_axes.plot(times, rows["baseline_t"] / hours, "k--", lw=1, label="baseline")
+            rate_axes.plot(times, rows["baseline_t"] / hours, "k--", lw=1, label="no abatement")
             baseline_drawn = True
-        rate_axes.plot(times, rows["emissions_t"] / hours, lw=1.4, label=policy)
-        cumulative_axes.plot(times, rows["abatement_t"].cumsum(), lw=1.4, label=policy)
-    rate_axes.set_ylabel("emissions, tCO2e/h (all plants)")
-    rate_axes.legend(loc="best", fontsize=8)
+        colour = colours[policy]
+        rate_axes.plot(times, rows["emissions_t"] / hours, lw=1.4, color=colour, label=policy)
+        cumulative_axes.plot(times, rows["abatement_t"].cumsum(), lw=1.4, color=colour)
+    rate_axes.set_ylabel("emissions, tCO2e/h\n(all plants)")
     rate_axes.grid(alpha=0.3)
-    cumulative_axes.set_ylabel("cumulative abatement, tCO2e")
+    cumulative_axes.set_ylabel("abatement so far, tCO2e")
+    cumulative_axes.set_xlabel("time (UTC)")
     cumulative_axes.grid(alpha=0.3)
-    figure.suptitle("carbonlink policy backtest (counterfactual replay)")
+    # Outside the axes, one entry per line: no label overlaps a curve or another label.
+    rate_axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    figure.suptitle("Policy backtest: emissions under each policy (counterfactual replay)")
     figure.autofmt_xdate()
     emissions_png = out_dir / "emissions.png"
     figure.savefig(emissions_png, dpi=110, bbox_inches="tight")
     plt.close(figure)
 
-    summary = result.summary[result.summary["policy"] != RECORDED_ROW]
-    figure, axes = plt.subplots(figsize=(10, 4.5))
-    columns = ["payoff_M", "payoff_P", "payoff_G", "subsidy"]
-    labels = ["firm", "platform", "government", "subsidy spent"]
-    width = 0.8 / len(columns)
-    positions = np.arange(len(summary))
-    for i, (column, label) in enumerate(zip(columns, labels, strict=True)):
-        axes.bar(positions + i * width, summary[column], width, label=label)
-    axes.set_xticks(positions + width * (len(columns) - 1) / 2, summary["policy"])
-    axes.axhline(0, color="k", lw=0.8)
-    axes.set_ylabel("model money units over the window")
-    axes.legend(fontsize=8)
-    axes.grid(axis="y", alpha=0.3)
-    axes.set_title("Payoffs after transfers, and subsidies, per policy")
+    # Horizontal bars: one group per policy, labels on the y axis never overlap.
+    columns = ["value_M", "value_P", "value_G", "public_cost"]
+    labels = ["firm", "platform", "government", "public cost (paid by the government)"]
+    bar_colours = ["#4c72b0", "#55a868", "#c44e52", "#8c8c8c"]
+    count = len(summary)
+    figure, axes = plt.subplots(figsize=(11, 1.2 + 0.75 * max(count, 1)))
+    height = 0.8 / len(columns)
+    positions = np.arange(count)
+    for i, (column, label, colour) in enumerate(zip(columns, labels, bar_colours, strict=True)):
+        axes.barh(positions + i * height, summary[column], height, label=label, color=colour)
+    axes.set_yticks(positions + height * (len(columns) - 1) / 2, summary["policy"])
+    for tick in axes.get_yticklabels():
+        tick.set_color(colours.get(tick.get_text(), "black"))
+    axes.invert_yaxis()
+    axes.axvline(0, color="k", lw=0.8)
+    axes.set_xlabel(
+        f"{money}: value with continuation (discounted to the window's start), and public "
+        "cost over the window"
+    )
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    axes.grid(axis="x", alpha=0.3)
+    axes.set_title("What each policy is worth to each party, and what it costs the government")
     payoffs_png = out_dir / "payoffs.png"
     figure.savefig(payoffs_png, dpi=110, bbox_inches="tight")
     plt.close(figure)

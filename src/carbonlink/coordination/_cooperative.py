@@ -20,8 +20,10 @@ from carbonlink.coordination._stages import best_response_efforts, stage2_govern
 from carbonlink.coordination._value import inflow
 
 __all__ = [
+    "Coalition",
     "PartyShare",
     "Split",
+    "coalition_parts",
     "coalition_value",
     "nash_bargaining",
     "shapley",
@@ -67,7 +69,7 @@ class Split:
         return sum(s.at(self.x0) for s in self.shares)
 
 
-def _coalition_parts(p: CoordinationParams, members: Coalition) -> tuple[float, float]:
+def coalition_parts(p: CoordinationParams, members: Coalition) -> tuple[float, float]:
     """(slope, intercept) of v(K) as a function of the starting state X.
 
     K maximises the sum of its members' payoffs, i.e. values abatement at m_K (the sum
@@ -96,7 +98,7 @@ def _coalition_parts(p: CoordinationParams, members: Coalition) -> tuple[float, 
 
 def coalition_value(p: CoordinationParams, members: Iterable[Party]) -> float:
     """v(K) at X0 (coordination-model.md, Stage 3, Shapley value)."""
-    slope, intercept = _coalition_parts(p, frozenset(members))
+    slope, intercept = coalition_parts(p, frozenset(members))
     return slope * p.X0 + intercept
 
 
@@ -131,7 +133,7 @@ def shapley(p: CoordinationParams) -> Split:
 
     def part(members: Coalition) -> tuple[float, float]:
         if members not in parts:
-            parts[members] = _coalition_parts(p, members)
+            parts[members] = coalition_parts(p, members)
         return parts[members]
 
     slopes = shapley_values(PARTIES, lambda k: part(k)[0])
@@ -152,7 +154,7 @@ def nash_bargaining(p: CoordinationParams, weights: Mapping[Party, float] | None
         raise ValueError(f"weights must be non-negative for M, P, G and not all 0, got {w}")
     weight_sum = sum(w.values())
     threat = stage2_government(p, "welfare")
-    joint_slope, joint_intercept = _coalition_parts(p, frozenset(PARTIES))
+    joint_slope, joint_intercept = coalition_parts(p, frozenset(PARTIES))
     surplus = joint_slope * p.X0 + joint_intercept - threat.total
     threat_values = {"M": threat.V_M, "P": threat.V_P, "G": threat.V_G}
     slopes = {i: p.value_of(i) / p.r_delta for i in PARTIES}

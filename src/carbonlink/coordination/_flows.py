@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from carbonlink.coordination._cooperative import Split
+from dataclasses import replace
+
+from carbonlink.coordination._cooperative import Split, shapley
+from carbonlink.coordination._core import settling_split
 from carbonlink.coordination._params import PARTIES, CoordinationParams, Party
 from carbonlink.coordination._policy import Policy
 from carbonlink.coordination._settlement import settle
-from carbonlink.coordination._stages import StageResult
+from carbonlink.coordination._stages import StageResult, stage1_nash
+from carbonlink.coordination._value import inflow
 
-__all__ = ["period_transfers", "relational_params"]
+__all__ = ["period_transfers", "recorded_transfers", "relational_params"]
 
 
 def period_transfers(
@@ -40,6 +44,38 @@ def period_transfers(
         paid_m, paid_p = result.theta_M * cost_m, result.theta_P * cost_p
         flows = {"M": paid_m, "P": paid_p, "G": -(paid_m + paid_p)}
     return {party: flows[party] * periods for party in PARTIES}
+
+
+def recorded_transfers(
+    params: CoordinationParams,
+    stage: int,
+    efforts: tuple[float, float],
+    sigma: float,
+    rates: tuple[float, float],
+    x: float,
+    periods: float,
+    split_method: str | None = None,
+) -> dict[Party, float]:
+    """The transfers of one recorded period, from what its record holds: the parameters
+    the decision used (carbon price included), the stage, efforts (E_M, E_P), sigma,
+    subsidy rates (theta_M, theta_P), the X it was settled at (observed, else projected)
+    and its length in model periods. Stage 3 settles ``split_method`` ("core" or
+    "shapley"; None: whichever settles, ``settling_split``). What a verifier re-derives."""
+    e_m, e_p = efforts
+    result = replace(
+        stage1_nash(params),
+        stage=stage,
+        E_M=e_m,
+        E_P=e_p,
+        sigma=sigma,
+        theta_M=rates[0],
+        theta_P=rates[1],
+        inflow=inflow(sigma, params.a_M, params.a_P, params.F, e_m, e_p),
+    )
+    split = None
+    if stage == 3:
+        split = shapley(params) if split_method == "shapley" else settling_split(params)
+    return period_transfers(params, result, split, x, periods)
 
 
 def relational_params(

@@ -63,9 +63,15 @@ class Government:
         knowledge.verified_reports += int(bool(report.get("verified")))
         shared = report.get("parameters")
         if isinstance(shared, Mapping):
-            knowledge.parameters = {
-                k: float(v) for k, v in shared.items() if k in _SHARED_PARAMETERS
-            }
+            known = {k: float(v) for k, v in shared.items() if k in _SHARED_PARAMETERS}
+            # The joint decision's parameters include the carbon price in force
+            # (with_carbon_price); the government keeps them without it, since it adds
+            # the price in force when it decides.
+            price = float(report.get("carbon_price", 0.0))
+            if price and {"m_M", "g"} <= set(known):
+                known["m_M"] -= price
+                known["g"] += price
+            knowledge.parameters = known
         return report
 
     def view(self, plant: str, prior: CoordinationParams) -> CoordinationParams:

@@ -13,8 +13,19 @@ from pydantic import Field, model_validator
 
 from carbonlink._yamlconfig import StrictModel, load_yaml_model
 from carbonlink.config import PlantConfig
+from carbonlink.coordination._money import UNDECLARED, MoneyUnit
 
-__all__ = ["PARTIES", "CoordinationParams", "Party", "for_plant", "load_params"]
+__all__ = [
+    "PARTIES",
+    "CoordinationParams",
+    "ParameterFile",
+    "Party",
+    "for_plant",
+    "load_parameter_file",
+    "load_params",
+    "with_carbon_price",
+    "without_carbon_price",
+]
 
 Party = Literal["M", "P", "G"]
 #: Firm, platform, government: the order used in every table and tuple.
@@ -71,9 +82,27 @@ class CoordinationParams(StrictModel):
         return {"M": self.m_M, "P": self.m_P, "G": self.g}[party]
 
 
+class ParameterFile(CoordinationParams):
+    """A parameter file as written: the parameters and the money unit they are in."""
+
+    money: MoneyUnit = Field(
+        default=UNDECLARED, description="currency and scale of every amount (_money.py)"
+    )
+
+    def split(self) -> tuple[CoordinationParams, MoneyUnit]:
+        """(the parameters alone, their money unit)."""
+        params = CoordinationParams.model_validate(self.model_dump(exclude={"money"}))
+        return params, self.money
+
+
+def load_parameter_file(path: Path) -> tuple[CoordinationParams, MoneyUnit]:
+    """Read a parameter file: its parameters, and the money unit it declares."""
+    return load_yaml_model(path, ParameterFile).split()
+
+
 def load_params(path: Path) -> CoordinationParams:
     """Read a policy parameter file; any problem is a ConfigError naming file and key."""
-    return load_yaml_model(path, CoordinationParams)
+    return load_parameter_file(path)[0]
 
 
 def for_plant(params: CoordinationParams, plant: PlantConfig) -> CoordinationParams:
@@ -102,3 +131,25 @@ def for_plant(params: CoordinationParams, plant: PlantConfig) -> CoordinationPar
     if "a_P" in updates:
         updates["k_P"] = params.k_P * updates["a_P"] / params.a_P
     return params.model_copy(update=updates) if updates else params
+
+
+def with_carbon_price(params: CoordinationParams, price: float) -> CoordinationParams:
+    """``params`` under a carbon price ``price`` per tCO2e, counted once for everyone.
+
+    The firm pays the price on its remaining emissions, to the government (a carbon tax,
+    or allowances the government auctions). Each tonne abated saves the firm the price
+    and costs the government the same revenue, so m_M rises by it and g falls by it;
+    Gs = g + m_M + m_P does not change: a price is a transfer, not a new value. What the
+    firm pays on its baseline emissions does not depend on any decision; the backtest
+    counts it as a payment from firm to government (``carbon_payment``). ``g`` may fall
+    below 0 here (a price above the social value of a tonne), which is why this copy is
+    not re-validated.
+    """
+    if price == 0:
+        return params
+    return params.model_copy(update={"m_M": params.m_M + price, "g": params.g - price})
+
+
+def without_carbon_price(params: CoordinationParams, price: float) -> CoordinationParams:
+    """The inverse of :func:`with_carbon_price`: the parameters before the price."""
+    return with_carbon_price(params, -price)

@@ -4,9 +4,10 @@ levers (docs/policies.md).
 A policy names a parameter set (a file beside it, or inline), a fixed ``stage`` or a
 ``schedule`` of stage switches, and optional levers: a carbon price (constant or a path
 over time) that adds to the firm's value of abatement, a subsidy cap, a government
-budget, the government's stage-2 objective, per-stage data-sharing rules, and whether
-parameters are estimated from the stream. Any problem is a ConfigError naming the policy
-file and the key.
+budget, the government's stage-2 objective, per-stage data-sharing rules, whether
+parameters are estimated from the stream, and differentiated terms per plant or per
+sector (the plant's archetype): parameters, a subsidy cap, fixed subsidy rates. Any
+problem is a ConfigError naming the policy file and the key.
 """
 
 from __future__ import annotations
@@ -14,14 +15,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Final, Literal, TypeVar
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from carbonlink._duration import Duration, TimeRef, parse_time_ref
 from carbonlink._exceptions import ConfigError
 from carbonlink._yamlconfig import StrictModel, load_yaml_model
-from carbonlink.coordination._params import CoordinationParams, load_params
+from carbonlink.config import PlantConfig
+from carbonlink.coordination._money import MoneyUnit
+from carbonlink.coordination._params import (
+    CoordinationParams,
+    ParameterFile,
+    for_plant,
+    load_parameter_file,
+    with_carbon_price,
+)
 from carbonlink.coordination._sharing import DEFAULT_SHARING, SharingLevel, SharingRule
 from carbonlink.coordination._stages import (
     GovernmentObjective,
@@ -33,6 +42,7 @@ from carbonlink.coordination._stages import (
 
 __all__ = [
     "Budget",
+    "Differentiation",
     "EnergyPrice",
     "Estimation",
     "Policy",
@@ -134,12 +144,30 @@ class _EstimationFile(StrictModel):
     valuation: _ValuationFile | None = None
 
 
+class _RatesFile(StrictModel):
+    M: float = Field(ge=0, lt=1, description="the firm's subsidy rate theta_M")
+    P: float = Field(ge=0, lt=1, description="the platform's subsidy rate theta_P")
+
+
+class _DifferentiationFile(StrictModel):
+    params: dict[str, float] = Field(
+        default_factory=dict, description="parameters that differ here (any of the model's)"
+    )
+    subsidy_cap: float | None = Field(default=None, ge=0, lt=1, description="theta_max here")
+    subsidy_rates: _RatesFile | None = Field(
+        default=None, description="stage 2: fixed rates instead of the government's optimum"
+    )
+
+
 class _PolicyFile(StrictModel):
     """The YAML as written; :class:`Policy` is what the services use."""
 
     name: str = Field(min_length=1)
     description: str = ""
-    params: str | CoordinationParams
+    params: str | ParameterFile
+    money: MoneyUnit | None = Field(
+        default=None, description="currency and scale; must match the parameter file's"
+    )
     stage: StageNumber | None = None
     schedule: tuple[_ScheduleEntry, ...] | None = Field(default=None, min_length=1)
     carbon_price: float | tuple[_PricePoint, ...] = Field(
@@ -150,6 +178,12 @@ class _PolicyFile(StrictModel):
     budget: _BudgetFile | None = None
     sharing: dict[StageNumber, _SharingFile] | None = None
     estimation: _EstimationFile | None = None
+    sectors: dict[str, _DifferentiationFile] = Field(
+        default_factory=dict, description="terms per sector (a plant's archetype)"
+    )
+    plants: dict[str, _DifferentiationFile] = Field(
+        default_factory=dict, description="terms per plant id; they win over the sector's"
+    )
 
     @model_validator(mode="after")
     def _one_stage_source(self) -> _PolicyFile:
@@ -228,6 +262,34 @@ class Estimation:
 
 
 @dataclass(frozen=True)
+class Differentiation:
+    """Terms that differ for one plant or sector: parameters (by name), a subsidy cap
+    (theta_max), and fixed stage-2 subsidy rates (theta_M, theta_P)."""
+
+    params: Mapping[str, float] = field(default_factory=dict)
+    subsidy_cap: float | None = None
+    subsidy_rates: tuple[float, float] | None = None
+
+    def then(self, more: Differentiation) -> Differentiation:
+        """These terms with ``more`` on top (a plant's over its sector's)."""
+        return Differentiation(
+            {**self.params, **more.params},
+            more.subsidy_cap if more.subsidy_cap is not None else self.subsidy_cap,
+            more.subsidy_rates if more.subsidy_rates is not None else self.subsidy_rates,
+        )
+
+    def apply(self, params: CoordinationParams) -> CoordinationParams:
+        """``params`` with these terms, validated (a bad value fails here, with its key)."""
+        if not self.params and self.subsidy_cap is None:
+            return params
+        cap = {} if self.subsidy_cap is None else {"theta_max": self.subsidy_cap}
+        return CoordinationParams.model_validate(params.model_dump() | dict(self.params) | cap)
+
+
+NO_DIFFERENCE: Final = Differentiation()
+
+
+@dataclass(frozen=True)
 class Policy:
     name: str
     params: CoordinationParams
@@ -243,6 +305,38 @@ class Policy:
     estimation: Estimation | None = None
     description: str = ""
     source: Path | None = None
+    money: MoneyUnit = field(default_factory=MoneyUnit)
+    sectors: Mapping[str, Differentiation] = field(default_factory=dict)
+    plants: Mapping[str, Differentiation] = field(default_factory=dict)
+
+    def terms_for(self, plant: PlantConfig) -> Differentiation:
+        """What differs for ``plant``: its sector's terms, then its own on top."""
+        sector = self.sectors.get(plant.archetype, NO_DIFFERENCE)
+        return sector.then(self.plants.get(plant.id, NO_DIFFERENCE))
+
+    def params_for(self, plant: PlantConfig) -> CoordinationParams:
+        """The parameters the parties decide on at ``plant``: the policy's, with the
+        plant's own dynamics and size (``for_plant``), then the policy's terms for its
+        sector and for the plant itself."""
+        return self.terms_for(plant).apply(for_plant(self.params, plant))
+
+    def subsidy_rates_for(self, plant: PlantConfig) -> tuple[float, float] | None:
+        """Fixed stage-2 rates (theta_M, theta_P) at ``plant``, or None: the government's."""
+        return self.terms_for(plant).subsidy_rates
+
+    def check_plants(self, plants: Mapping[str, PlantConfig]) -> None:
+        """Every plant and sector the policy names must exist (a typo would do nothing)."""
+        for plant_id in self.plants:
+            if plant_id not in plants:
+                known = ", ".join(sorted(plants))
+                raise ConfigError(self.source, f"plants.{plant_id}", f"no such plant ({known})")
+        sectors = {p.archetype for p in plants.values()}
+        for sector in self.sectors:
+            if sector not in sectors:
+                known = ", ".join(sorted(sectors))
+                raise ConfigError(
+                    self.source, f"sectors.{sector}", f"no plant of this sector ({known})"
+                )
 
     def stage_at(self, now_ms: int, run_start_ms: int) -> StageNumber:
         """The last switch already started wins; before the first one, the first applies."""
@@ -261,9 +355,8 @@ class Policy:
     def params_at(
         self, base: CoordinationParams, now_ms: int, run_start_ms: int
     ) -> CoordinationParams:
-        """``base`` with the carbon price in force added to the firm's value m_M."""
-        price = self.carbon_price_at(now_ms, run_start_ms)
-        return base if price == 0 else base.model_copy(update={"m_M": base.m_M + price})
+        """``base`` under the carbon price in force (``with_carbon_price``)."""
+        return with_carbon_price(base, self.carbon_price_at(now_ms, run_start_ms))
 
     def switch_times_ms(self, run_start_ms: int) -> list[int]:
         """Every instant at which the stage or the carbon price may change."""
@@ -330,6 +423,27 @@ def _estimation(spec: _EstimationFile | None) -> Estimation | None:
     )
 
 
+def _differentiation(
+    path: Path, key: str, entry: _DifferentiationFile, base: CoordinationParams
+) -> Differentiation:
+    unknown = sorted(set(entry.params) - set(CoordinationParams.model_fields))
+    if unknown:
+        raise ConfigError(path, f"{key}.params.{unknown[0]}", "not a parameter of the model")
+    rates = None if entry.subsidy_rates is None else (entry.subsidy_rates.M, entry.subsidy_rates.P)
+    terms = Differentiation(dict(entry.params), entry.subsidy_cap, rates)
+    try:
+        checked = terms.apply(base)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise ConfigError(path, f"{key}.params.{where}", error["msg"]) from exc
+    if rates is not None and max(rates) > checked.theta_max:
+        raise ConfigError(
+            path, f"{key}.subsidy_rates", f"above the subsidy cap {checked.theta_max:g}"
+        )
+    return terms
+
+
 def load_policy(path: Path) -> Policy:
     """Read a policy file; ``params`` as a string is a parameter file beside it."""
     policy = load_yaml_model(path, _PolicyFile)
@@ -337,9 +451,15 @@ def load_policy(path: Path) -> Policy:
         params_path = path.parent / policy.params
         if not params_path.is_file():
             raise ConfigError(path, "params", f"no parameter file {params_path}")
-        params = load_params(params_path)
+        params, money = load_parameter_file(params_path)
     else:
-        params = policy.params
+        params, money = policy.params.split()
+    if policy.money is not None:
+        if money.currency is not None and policy.money != money:
+            raise ConfigError(
+                path, "money", f"{policy.money.long}, but its parameters are in {money.long}"
+            )
+        money = policy.money
     if policy.subsidy_cap is not None:
         # Re-validate rather than model_copy: the copy would skip the field checks.
         params = CoordinationParams.model_validate(
@@ -363,6 +483,14 @@ def load_policy(path: Path) -> Policy:
         # Only like can be compared: two offsets, or two absolute times.
         if start.is_offset == end.is_offset and end.resolve(0) <= start.resolve(0):
             raise ConfigError(path, "estimation.reference", "end must come after start")
+    sectors = {
+        name: _differentiation(path, f"sectors.{name}", entry, params)
+        for name, entry in policy.sectors.items()
+    }
+    plants = {
+        name: _differentiation(path, f"plants.{name}", entry, params)
+        for name, entry in policy.plants.items()
+    }
     return Policy(
         name=policy.name,
         params=params,
@@ -375,4 +503,7 @@ def load_policy(path: Path) -> Policy:
         estimation=estimation,
         description=policy.description,
         source=path,
+        money=money,
+        sectors=sectors,
+        plants=plants,
     )

@@ -43,17 +43,19 @@ from carbonlink._exceptions import CarbonlinkError
 from carbonlink._mqtt import BrokerAddress, is_connection_loss, make_client, next_backoff
 from carbonlink.config import PlantConfig, Settings
 from carbonlink.coordination._cooperative import Split, shapley
-from carbonlink.coordination._counterfactual import StepInput, exact_step
+from carbonlink.coordination._core import core_split, settlement_reason, settling_split
+from carbonlink.coordination._counterfactual import StepInput
 from carbonlink.coordination._decide import decide
 from carbonlink.coordination._flows import period_transfers, relational_params
 from carbonlink.coordination._government import Government
 from carbonlink.coordination._journal import Journal, PeriodRow
-from carbonlink.coordination._params import CoordinationParams, for_plant
+from carbonlink.coordination._params import CoordinationParams
 from carbonlink.coordination._policy import Policy, StageNumber, load_policy
 from carbonlink.coordination._shadows import ShadowBank
 from carbonlink.coordination._sharing import PeriodRecord, SharingGate
 from carbonlink.coordination._stages import StageResult
 from carbonlink.coordination._stream import PeriodData, PlantStream
+from carbonlink.coordination._value import effort_cost, exact_step
 from carbonlink.platform._recompute import factor_set_for
 from carbonlink.platform.storage import Store, readings_ending_in
 
@@ -106,7 +108,7 @@ class _InForce:
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> _InForce:
         return cls(
-            StageResult(**state["result"]),
+            StageResult.from_record(state["result"]),
             CoordinationParams.model_validate(state["params"]),
             dict(state["sources"]),
         )
@@ -117,7 +119,11 @@ def directive_history(
 ) -> list[tuple[int, int, float, float, float]]:
     """(start, end, E_M, E_P, sigma) of every period up to ``end_ms``: the recorded ones,
     those decided but not yet read (in the coordinator's state), and the decision still
-    in force, which holds until the next one (directives are retained)."""
+    in force, which holds until the next one (directives are retained).
+
+    Every period returned has a positive length: the decision in force is left out when
+    it began at or after ``end_ms`` (a window that ends before the coordinator's last
+    step), which would otherwise be a period of no length."""
     rows = journal.periods(plant, end_ms=end_ms)
     history = [
         (int(a), int(b), float(e_m), float(e_p), float(sigma))
@@ -129,10 +135,8 @@ def directive_history(
     if state is None:
         return history
     decided = [(a, b, d.get(plant)) for a, b, d in state.get("unrecorded", [])]
-    if state.get("last_ms") is not None:
-        decided.append(
-            (state["last_ms"], max(end_ms, state["last_ms"]), state["in_force"].get(plant))
-        )
+    if state.get("last_ms") is not None and state["last_ms"] < end_ms:
+        decided.append((state["last_ms"], end_ms, state["in_force"].get(plant)))
     recorded_until = history[-1][1] if history else None
     for start, end, decision in decided:
         if decision is None or (recorded_until is not None and end <= recorded_until):
@@ -185,6 +189,8 @@ class Coordinator:
             raise ValueError("period_s must be > 0")
         if read_lag_s < 0:
             raise ValueError("read_lag_s must be >= 0")
+        for checked in (policy, *shadows):
+            checked.check_plants(settings.plants)  # a typo in a plant's terms: fail now
         self.policy = policy
         self.journal = journal
         self.connected = asyncio.Event()
@@ -215,7 +221,7 @@ class Coordinator:
     # --- state ---------------------------------------------------------------------------
 
     def _prior(self, plant: str) -> CoordinationParams:
-        return for_plant(self.policy.params, self._plants[plant])
+        return self.policy.params_for(self._plants[plant])
 
     def _fresh(self) -> None:
         self._start_ms: int | None = None
@@ -520,7 +526,7 @@ class Coordinator:
     def _split(self, plant: str, params: CoordinationParams) -> Split:
         key = (plant, params.model_dump_json())
         if key not in self._splits:
-            self._splits[key] = shapley(params)
+            self._splits[key] = settling_split(params)
         return self._splits[key]
 
     def _record_period(
@@ -540,8 +546,8 @@ class Coordinator:
         x_settle = x_obs if x_obs is not None else x_mean
         split = self._split(plant, params) if result.stage == 3 else None
         transfers = period_transfers(params, result, split, x_settle, periods)
-        cost_m = params.k_M * result.E_M**2 / 2.0
-        cost_p = params.k_P * result.E_P**2 / 2.0
+        cost_m = effort_cost(params.k_M, result.E_M)
+        cost_p = effort_cost(params.k_P, result.E_P)
         claimed = (result.theta_M * cost_m + result.theta_P * cost_p) * periods
         name, version = self._versions[plant]
         used = params.model_dump()
@@ -568,6 +574,8 @@ class Coordinator:
             observed_abatement=x_obs,
             transfers=transfers,
             parameters=used,
+            money=self.policy.money.label,
+            split="" if split is None else split.method,
         )
         availability = stream.availability.value if stream and stream.availability else None
         row = PeriodRow(
@@ -646,6 +654,11 @@ class Coordinator:
                 for plant in self._plants
             }
             budget = self._government.budget_per_s(self._period_s)
+        fixed = {
+            plant: rates
+            for plant, config in self._plants.items()
+            if (rates := self.policy.subsidy_rates_for(config)) is not None
+        }
         results = decide(
             stage,
             firm_params,
@@ -653,6 +666,7 @@ class Coordinator:
             government_params=government,
             budget_per_s=budget,
             period_s={p: c.simulation.abatement.period_s for p, c in self._plants.items()},
+            fixed_rates=fixed,
         )
         return {
             plant: _InForce(results[plant], firm_params[plant], sources[plant])
@@ -711,6 +725,7 @@ class Coordinator:
         return {
             "policy": self.policy.name,
             "description": self.policy.description,
+            "money": self.policy.money.as_record(),
             "stage": stage,
             "stage_name": STAGE_WIRE_NAMES[stage],
             "run_start_ms": self._start_ms,
@@ -747,4 +762,20 @@ class Coordinator:
                 for plant, d in self._in_force.items()
             },
             "estimates": estimates,
+            "settlement": self._settlement_status(),
         }
+
+    def _settlement_status(self) -> dict[str, dict[str, Any]]:
+        """Per plant, the split stage 3 settles on under the parameters in force, why,
+        and each party's floor (its best of stages 1 and 2)."""
+        result: dict[str, dict[str, Any]] = {}
+        for plant, decision in self._in_force.items():
+            core = core_split(decision.params)
+            split = core.split if core.split is not None else shapley(decision.params)
+            result[plant] = {
+                "split": split.method,
+                "why": settlement_reason(core, split),
+                "values": split.values,
+                "floors": dict(core.floors),
+            }
+        return result

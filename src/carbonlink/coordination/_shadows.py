@@ -9,6 +9,7 @@ like; the active policy's measured emissions are reported beside its replay.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -42,14 +43,17 @@ class ShadowBank:
         self._evaluators = {
             policy.name: PolicyEvaluator(
                 policy,
-                [PlantModel.from_config(p, policy.params) for p in plants],
+                [PlantModel.from_config(p, policy) for p in plants],
                 run_start_ms,
                 keep_rows=False,
             )
             for policy in (active, *shadows)
         }
         self._evaluators[active.name].stage_of = active_stage
-        self._summaries = {name: RunningSummary(name) for name in self._evaluators}
+        self._money = {p.name: p.money.label for p in (active, *shadows)}
+        self._summaries = {
+            name: RunningSummary(name, money=self._money[name]) for name in self._evaluators
+        }
         self._measured_t = 0.0
 
     @property
@@ -64,12 +68,13 @@ class ShadowBank:
         active = self._evaluators[self.active]
         self._evaluators[policy.name] = PolicyEvaluator(
             policy,
-            [PlantModel.from_config(p, policy.params) for p in plants],
+            [PlantModel.from_config(p, policy) for p in plants],
             run_start_ms,
             x=dict(active.x),
             keep_rows=False,
         )
-        self._summaries[policy.name] = RunningSummary(policy.name)
+        self._money[policy.name] = policy.money.label
+        self._summaries[policy.name] = RunningSummary(policy.name, money=policy.money.label)
 
     def remove(self, name: str) -> None:
         if name == self.active:
@@ -93,9 +98,14 @@ class ShadowBank:
         return self.records()
 
     def records(self) -> list[dict[str, Any]]:
+        """Each policy's figures so far; an undefined ratio (NaN) is None, as JSON has it."""
         records = []
         for name, summary in self._summaries.items():
-            record = summary.record() | {"active": name == self.active}
+            record = {
+                key: None if isinstance(value, float) and math.isnan(value) else value
+                for key, value in summary.record().items()
+            }
+            record["active"] = name == self.active
             if name == self.active:
                 record["measured_emissions_t"] = self._measured_t
             records.append(record)
@@ -108,6 +118,7 @@ class ShadowBank:
                 name: {
                     "x": evaluator.x,
                     "spent": evaluator.spent,
+                    "baseline_seen": evaluator.baseline_seen,
                     "summary": self._summaries[name].state(),
                 }
                 for name, evaluator in self._evaluators.items()
@@ -122,4 +133,7 @@ class ShadowBank:
                 continue
             evaluator.x = {p: float(x) for p, x in saved["x"].items()}
             evaluator.spent = float(saved["spent"])
+            for plant, seen in saved.get("baseline_seen", {}).items():
+                evaluator.baseline_seen[plant] = [float(v) for v in seen]
             self._summaries[name] = RunningSummary.from_state(saved["summary"])
+            self._summaries[name].money = self._money[name]

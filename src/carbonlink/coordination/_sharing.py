@@ -58,7 +58,7 @@ RELATIONAL_AVAILABILITY: Final[Mapping[SharingLevel, float]] = {
 # ledger must balance whatever is shared).
 _ALWAYS: Final = frozenset(
     {"period_start_ms", "period_end_ms", "plant", "policy", "stage", "stage_name",
-     "sharing", "verified", "transfers"}
+     "sharing", "verified", "transfers", "money"}
 )  # fmt: skip
 _SELF_REPORTED: Final = _ALWAYS | {"reported_tco2e"}
 _VERIFIED: Final = _SELF_REPORTED | {
@@ -71,7 +71,7 @@ FIELDS_BY_LEVEL: Final[Mapping[SharingLevel, frozenset[str]]] = {
     SharingLevel.SELF_REPORTED: _SELF_REPORTED,
     SharingLevel.VERIFIED: _VERIFIED,
     SharingLevel.LIVE: _LIVE,
-    SharingLevel.JOINT: _LIVE | {"parameters"},
+    SharingLevel.JOINT: _LIVE | {"parameters", "split"},
 }
 
 
@@ -152,6 +152,10 @@ class PeriodRecord:
     observed_abatement: float | None
     transfers: Mapping[Party, float]
     parameters: Mapping[str, float] = field(default_factory=dict)
+    #: The money unit of every amount (``MoneyUnit.label``), and which split settled
+    #: stage 3 (``core``, or ``shapley`` where no core split exists); "" otherwise.
+    money: str = ""
+    split: str = ""
 
 
 _MEANS: Final = (
@@ -196,6 +200,8 @@ def aggregate(records: list[PeriodRecord], level: SharingLevel) -> dict[str, Any
         "projected_abatement": last.projected_abatement,
         "observed_abatement": last.observed_abatement,
         "parameters": dict(last.parameters),
+        "money": last.money,
+        "split": last.split,
         "transfers": {p: math.fsum(r.transfers[p] for r in records) for p in PARTIES},
     }
     for name in _SUMS:
@@ -209,7 +215,9 @@ def aggregate(records: list[PeriodRecord], level: SharingLevel) -> dict[str, Any
     # What was paid is what the transfers say the government gave (stage 2).
     body["subsidy_paid"] = -body["transfers"]["G"] if last.stage == 2 else 0.0
     allowed = FIELDS_BY_LEVEL[level]
-    return {k: v for k, v in body.items() if k in allowed and v is not None}
+    # Empty strings are fields a record had no value for (no split outside stage 3, no
+    # money unit in a record restored from before it existed): left out, like None.
+    return {k: v for k, v in body.items() if k in allowed and v is not None and v != ""}
 
 
 class SharingGate:

@@ -6,7 +6,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from carbonlink.coordination._cooperative import Split, nash_bargaining, shapley
-from carbonlink.coordination._params import CoordinationParams
+from carbonlink.coordination._core import CoreSplit, core_split, settlement_reason
+from carbonlink.coordination._money import UNDECLARED, MoneyUnit
+from carbonlink.coordination._params import PARTIES, CoordinationParams
 from carbonlink.coordination._stages import (
     StageResult,
     stage1_nash,
@@ -29,10 +31,22 @@ class Solution:
     stage3: StageResult
     shapley: Split
     nash: Split
+    core: CoreSplit
+    money: MoneyUnit = UNDECLARED
 
     @property
     def stages(self) -> tuple[StageResult, StageResult, StageResult]:
         return self.stage1, self.stage2, self.stage3
+
+    @property
+    def settling(self) -> Split:
+        """The split stage 3 settles on: the core split where it exists, else Shapley."""
+        return self.core.split if self.core.split is not None else self.shapley
+
+    @property
+    def settlement(self) -> str:
+        """Which split settles, and why (``settlement_reason``)."""
+        return settlement_reason(self.core, self.shapley)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: parameters, stages, and each split's values and linear shares."""
@@ -46,15 +60,34 @@ class Solution:
                 },
             }
 
+        core = self.core
+        floors = {i: core.floors[i] for i in PARTIES}
+        core_dict: dict[str, Any] = (
+            split_dict(core.split) | {"floors": floors, "slack": -core.shortfall}
+            if core.split is not None
+            else {
+                "values": None,
+                "floors": floors,
+                "total": core.total,
+                "infeasible": core.infeasible,
+                "shortfall": core.shortfall,
+            }
+        )
         return {
             "params": self.params.model_dump(),
+            "money": self.money.as_record(),
             "stages": [asdict(s) for s in self.stages],
             "stage2_budget": asdict(self.stage2_budget),
-            "splits": {"shapley": split_dict(self.shapley), "nash": split_dict(self.nash)},
+            "splits": {
+                "shapley": split_dict(self.shapley),
+                "nash": split_dict(self.nash),
+                "core": core_dict,
+            },
+            "settlement": {"split": self.settling.method, "why": self.settlement},
         }
 
 
-def solve(p: CoordinationParams) -> Solution:
+def solve(p: CoordinationParams, money: MoneyUnit = UNDECLARED) -> Solution:
     """Everything ``carbonlink policy solve`` reports (coordination-model.md, Stages 1-3)."""
     return Solution(
         params=p,
@@ -64,4 +97,6 @@ def solve(p: CoordinationParams) -> Solution:
         stage3=stage3_joint(p),
         shapley=shapley(p),
         nash=nash_bargaining(p),
+        core=core_split(p),
+        money=money,
     )

@@ -7,12 +7,13 @@ do not depend on X, so they are constants; re-solve whenever a parameter changes
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from carbonlink.coordination._params import CoordinationParams
 from carbonlink.coordination._value import (
-    carbon_emission_efficiency,
+    abatement_per_cost,
     inflow,
     steady_state,
     stream_value,
@@ -48,7 +49,10 @@ class StageResult:
     3 subsidies are internal transfers, so ``theta_*`` are 0, each party bears its own
     effort cost and the cooperative split (Shapley or Nash bargaining) redistributes
     ``total`` afterwards. ``resource_cost`` is the per-period effort cost society bears
-    (subsidies weighted by 1 + mu); ``efficiency`` is X* per unit of it.
+    (subsidies weighted by 1 + mu); ``abatement_per_cost`` is X* per unit of it, the
+    model's "abatement per unit cost" (it falls with the stage by construction: effort
+    costs are quadratic). Carbon emission performance in the literature's sense is
+    value added per tCO2e (``_measures``).
     """
 
     stage: int
@@ -65,7 +69,20 @@ class StageResult:
     V_G: float
     total: float
     resource_cost: float
-    efficiency: float
+    abatement_per_cost: float
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> StageResult:
+        """From ``asdict`` output, including a journal written before the ratio was
+        renamed from ``efficiency``."""
+        fields = dict(record)
+        if "efficiency" in fields:
+            fields.setdefault("abatement_per_cost", fields.pop("efficiency"))
+        return cls(**fields)
+
+    def value(self, party: str) -> float:
+        """V_M, V_P or V_G by party name ("M", "P", "G")."""
+        return {"M": self.V_M, "P": self.V_P, "G": self.V_G}[party]
 
 
 def best_response_efforts(
@@ -155,7 +172,7 @@ def _stage_values(
         V_G=v_g,
         total=v_m + v_p + v_g,
         resource_cost=resource,
-        efficiency=carbon_emission_efficiency(x_ss, resource),
+        abatement_per_cost=abatement_per_cost(x_ss, resource),
     )
 
 

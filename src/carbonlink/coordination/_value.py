@@ -9,7 +9,10 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
-    "carbon_emission_efficiency",
+    "abatement_per_cost",
+    "discounted_step",
+    "effort_cost",
+    "exact_step",
     "inflow",
     "steady_state",
     "stream_value",
@@ -57,14 +60,58 @@ def trajectory(
     return x_ss + (x0 - x_ss) * np.exp(-delta * times)
 
 
-def carbon_emission_efficiency(abatement: float, resource_cost: float) -> float:
-    """Abatement per unit of resource cost: tCO2e avoided per period per money unit spent.
+def abatement_per_cost(abatement: float, resource_cost: float) -> float:
+    """Abatement per unit cost: tCO2e avoided per period per money unit spent per period.
 
-    Our choice of "carbon emission efficiency" (docs/coordination.md): steady-state
-    abatement X* divided by the per-period effort cost society bears, including the
-    shadow cost mu on subsidies paid from public funds. Zero cost gives ``inf`` when
+    The model's ratio (docs/coordination.md): steady-state abatement X* divided by the
+    per-period effort cost society bears, including the shadow cost mu on subsidies paid
+    from public funds. It is not carbon emission efficiency in the literature's sense
+    (output or value added per tCO2e): with quadratic effort costs it falls as effort
+    rises, so it falls from stage 1 to 3 by construction. Zero cost gives ``inf`` when
     there is abatement (it came for free) and 0 when there is none.
     """
     if resource_cost <= 0:
         return math.inf if abatement > 0 else 0.0
     return abatement / resource_cost
+
+
+def effort_cost(k: float, effort: float) -> float:
+    """k E^2 / 2: the cost per period of effort E with cost coefficient k (Flow payoffs)."""
+    return k * effort * effort / 2.0
+
+
+def exact_step(x0: float, inflow: float, delta: float, h: float) -> tuple[float, float]:
+    """(mean of X over the step, X at its end) for dX/dt = I - delta*X, exact for any h.
+
+    A step of no length (h <= 0) leaves X where it is: its mean is X itself.
+    """
+    if h <= 0:
+        return x0, x0
+    if delta <= 0:  # no decay: X grows linearly
+        return x0 + inflow * h / 2.0, x0 + inflow * h
+    decay = math.exp(-delta * h)
+    target = inflow / delta
+    return target + (x0 - target) * (1.0 - decay) / (delta * h), target + (x0 - target) * decay
+
+
+def discounted_step(
+    x0: float, inflow: float, delta: float, h: float, r: float, t0: float
+) -> tuple[float, float]:
+    """(D, discounted mean of X) over a step [t0, t0 + h] (model periods) from X = x0.
+
+    D = integral of exp(-r t) dt over the step, and the discounted mean is
+    (integral of exp(-r t) X(t) dt) / D. Any flow linear in X, a X + b per period, then
+    has the exact discounted integral D * (a * mean + b): what makes cash over a window
+    plus the discounted value of the state reached equal the value at its start.
+    """
+    if h <= 0:
+        return 0.0, x0
+    weight = math.exp(-r * t0) * -math.expm1(-r * h) / r
+    target = inflow / delta if delta > 0 else 0.0
+    if delta <= 0:  # X = x0 + I t: integral of t exp(-r t) over the step
+        tail = (1.0 - math.exp(-r * h) * (1.0 + r * h)) / (r * r)
+        integral = math.exp(-r * t0) * (x0 * -math.expm1(-r * h) / r + inflow * tail)
+        return weight, integral / weight
+    transient = -math.expm1(-(r + delta) * h) / (r + delta)
+    integral = math.exp(-r * t0) * (target * -math.expm1(-r * h) / r + (x0 - target) * transient)
+    return weight, integral / weight

@@ -35,6 +35,16 @@ export function localTime(ms, timeZone) {
   return new Date(ms).toLocaleString("en-GB", { timeZone, dateStyle: "medium", timeStyle: "medium" });
 }
 
+// "YYYY-MM-DD HH:MM:SS" wall-clock time in a zone: what Plotly's date axes take (they
+// know no zones), and what the coordination page prints.
+export function wallClock(ms, timeZone) {
+  const parts = new Intl.DateTimeFormat("sv-SE", {
+    timeZone, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit",
+    minute: "2-digit", second: "2-digit", hourCycle: "h23",
+  }).format(new Date(ms));
+  return parts.replace(",", "");
+}
+
 // One EventSource, named events dispatched to handlers; the marker shows it is live.
 export function listen(url, handlers) {
   const marker = document.querySelector(".live");
