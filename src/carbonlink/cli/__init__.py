@@ -10,6 +10,7 @@ from dotenv import load_dotenv
 
 from carbonlink.cli._services import agent, demo, platform, query
 from carbonlink.cli.api import api, recompute
+from carbonlink.cli.broker import broker_access
 from carbonlink.cli.coordinate import coordinate
 from carbonlink.cli.factors import factors
 from carbonlink.cli.policy import policy
@@ -46,5 +47,6 @@ for command in (
     coordinate,
     policy,
     factors,
+    broker_access,
 ):
     main.add_command(command)
