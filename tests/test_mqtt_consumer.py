@@ -81,6 +81,9 @@ def test_unacknowledged_messages_come_back_on_the_next_connection(
             await until(lambda: len(second.messages) >= 6, "the six unacknowledged again")
             await asyncio.sleep(0.3)  # and no more than those
             assert second.payloads() == sent[4:]
+            # Sent before and never acknowledged: the broker marks them as a redelivery.
+            assert all(m.dup for m in second.received)
+            assert not any(m.dup for m in first.received)
             client.ack(m[3] for m in second.messages)
             await asyncio.sleep(0.2)  # the acks reach the broker before we disconnect
         third = Inbox()
@@ -193,5 +196,52 @@ def test_a_refused_or_lost_connection_is_a_connection_loss(
         assert not client.is_connected
         client.ack([1, 2, 3])  # an ack for a dead connection is dropped, not raised
         await client.disconnect()
+
+    asyncio.run(scenario())
+
+
+class Hoarder(Inbox):
+    """A handler that keeps what it is given, exceptions and their tracebacks included,
+    and fails on every other message: what a careless handler does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kept: list[BaseException] = []
+
+    def __call__(self, client: ConsumerClient, message: Incoming) -> None:
+        super().__call__(client, message)
+        try:
+            raise ValueError(message.payload)
+        except ValueError as exc:
+            self.kept.append(exc)  # its traceback reaches back into the consumer's frames
+        if len(self.messages) % 2:
+            raise RuntimeError("a handler that fails")
+
+
+def test_a_handler_that_keeps_tracebacks_or_fails_costs_no_connection(
+    mosquitto: MosquittoServer, topic_prefix: str
+) -> None:
+    """Every packet is copied out of the receive buffer before a handler sees it, so what
+    a handler keeps cannot pin the buffer (it once raised BufferError and reconnected on
+    every redelivery); a handler that raises gets its message acknowledged, and the
+    connection carries on."""
+    address = parse_broker_url(mosquitto.url)
+    topic = f"{topic_prefix}/data"
+    sent = [f"m{n}".encode() * 50 for n in range(40)]
+
+    async def scenario() -> None:
+        hoarder = Hoarder()
+        async with consumer(address, hoarder, topic_prefix, True) as client:
+            await client.subscribe(topic)
+            await publish(mosquitto, topic, sent)
+            await until(lambda: len(hoarder.messages) == 40, "all forty, in one connection")
+            assert client.is_connected
+            assert hoarder.payloads() == sent
+            client.ack(m[3] for n, m in enumerate(hoarder.messages) if n % 2)
+            await asyncio.sleep(0.2)
+        again = Inbox()
+        async with consumer(address, again, topic_prefix, True):
+            await asyncio.sleep(0.5)
+        assert again.messages == []  # the failed ones were acknowledged by the consumer
 
     asyncio.run(scenario())
