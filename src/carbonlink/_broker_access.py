@@ -73,11 +73,8 @@ def grant(username: str) -> Grant:
             receive=(wire.LEDGER_ANCHOR_TOPIC,),
         )
     if username == MONITOR_LOGIN:
-        watched = tuple(
-            f"{_ROOT}/+/{kind}"
-            for kind in (wire.Kind.STATUS, wire.Kind.SIM_STATUS, wire.Kind.DEADLETTER,
-                         wire.Kind.DIRECTIVES)  # fmt: skip
-        ) + (wire.LEDGER_ANCHOR_TOPIC,)
+        kinds = (wire.Kind.STATUS, wire.Kind.SIM_STATUS, wire.Kind.DEADLETTER, wire.Kind.DIRECTIVES)
+        watched = (*(f"{_ROOT}/+/{kind}" for kind in kinds), wire.LEDGER_ANCHOR_TOPIC)
         return Grant(subscribe=watched, receive=watched)
     plant, _, role = username.partition(".")
     if not re.fullmatch(ID_PATTERN, plant) or role not in ("", "meters"):
@@ -88,8 +85,11 @@ def grant(username: str) -> Grant:
     if role == "meters":
         directives = wire.directive_topic(plant)
         return Grant(
-            publish=(wire.meter_subscription(plant), wire.sim_status_topic(plant),
-                     wire.deadletter_topic(plant)),  # fmt: skip
+            publish=(
+                wire.meter_subscription(plant),
+                wire.sim_status_topic(plant),
+                wire.deadletter_topic(plant),
+            ),
             subscribe=(directives,),
             receive=(directives,),
         )
