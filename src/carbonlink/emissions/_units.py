@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import enum
 import functools
+import re
 import tokenize
-from typing import Any
+from typing import Any, Literal
 
 import pint
 
@@ -32,6 +33,17 @@ _SPELLINGS = {
 
 _UNIT_CACHE_SIZE = 512
 
+CalorificBasis = Literal["gross", "net"]
+# A basis named in the unit text: "GJ NCV", "MMBtu (GCV)", "kWh_HHV", "GJ LHV".
+_BASIS_WORDS: dict[str, CalorificBasis] = {
+    "ncv": "net", "lhv": "net", "net": "net",
+    "gcv": "gross", "hhv": "gross", "gross": "gross",
+}  # fmt: skip
+_BASIS_SUFFIX = re.compile(
+    r"^(?P<unit>.*?\S)(?:\s+|_|\s*[(\[]\s*)(?P<basis>ncv|lhv|net|gcv|hhv|gross)\s*[)\]]?$",
+    re.IGNORECASE,
+)
+
 
 class Dimension(enum.Enum):
     """The physical kinds of amount the library knows how to convert."""
@@ -52,9 +64,22 @@ _REFERENCE_UNITS = {
 
 
 @functools.lru_cache(maxsize=_UNIT_CACHE_SIZE)
+def split_basis(text: str) -> tuple[str, CalorificBasis | None]:
+    """A unit without its calorific-basis word, and the basis it names (None: none).
+
+    ``"MMBtu GCV"`` -> ``("MMBtu", "gross")``; ``"GJ (NCV)"`` -> ``("GJ", "net")``;
+    ``"t"`` -> ``("t", None)``.
+    """
+    found = _BASIS_SUFFIX.match(text.strip())
+    if found is None:
+        return text, None
+    return found["unit"].strip(), _BASIS_WORDS[found["basis"].lower()]
+
+
+@functools.lru_cache(maxsize=_UNIT_CACHE_SIZE)
 def parse_unit(text: str) -> Any:
     """Parse a unit string into a pint unit, or raise :class:`UnitError`."""
-    cleaned = text.strip()
+    cleaned = split_basis(text.strip())[0]
     if not cleaned:
         raise UnitError(text, "empty unit")
     cleaned = _SPELLINGS.get(cleaned, cleaned)
@@ -84,10 +109,31 @@ def describe(text: str) -> str:
 
 @functools.lru_cache(maxsize=_UNIT_CACHE_SIZE)
 def conversion_factor(from_unit: str, to_unit: str) -> float:
-    """How many ``to_unit`` one ``from_unit`` is; raises :class:`UnitError` if impossible."""
-    source = parse_unit(from_unit)
+    """How many ``to_unit`` one ``from_unit`` is; raises :class:`UnitError` if impossible.
+
+    ``from_unit`` may carry a scale as sources print it: ``GJ/(10^4 Nm3)``.
+    """
     target = parse_unit(to_unit)
     try:
-        return float(UREG.Quantity(1.0, source).to(target).magnitude)
+        source = UREG.Quantity(1.0, parse_unit(from_unit))
+    except UnitError:
+        source = _scaled_quantity(from_unit)
+    try:
+        return float(source.to(target).magnitude)
     except pint.errors.DimensionalityError:
         raise UnitError(from_unit, f"cannot be converted to {to_unit}") from None
+
+
+def _scaled_quantity(text: str) -> Any:
+    """``GJ/(10^4 Nm3)`` as a quantity (pint refuses scales in a unit, not in an
+    expression); raises :class:`UnitError` for anything else it cannot read."""
+    cleaned = text.strip()
+    for spelling, standard in _SPELLINGS.items():
+        cleaned = re.sub(rf"(?<![\w]){re.escape(spelling)}(?![\w*])", standard, cleaned)
+    try:
+        quantity = UREG.parse_expression(cleaned)
+    except (pint.errors.PintError, ValueError, TypeError, AttributeError, tokenize.TokenError):
+        raise UnitError(text, "not a known unit") from None
+    if not isinstance(quantity, UREG.Quantity):
+        raise UnitError(text, "not a unit")
+    return quantity
