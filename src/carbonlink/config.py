@@ -30,6 +30,14 @@ ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
 Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
 
+# A meter that states no accuracy class is taken as +-5% of reading (95%): the default
+# uncertainty the IPCC recommends for fossil-fuel combustion activity data when nothing
+# better is known (Revised 1996 IPCC Guidelines, Reference Manual, Energy, "activity
+# data uncertainties": 95% interval 0.95 to 1.05 times the value). Plant meters are
+# usually better (belt weighers OIML R 50 classes 0.5-2, electricity meters IEC 62053
+# classes 0.2S-1); state the class in the plant file.
+DEFAULT_METER_ACCURACY_PCT = 5.0
+
 
 class ReadingKind(StrEnum):
     INTERVAL = "interval"  # the amount used during the interval ending at the timestamp
@@ -49,6 +57,12 @@ class MeterConfig(StrictModel):
     rated_per_hour: float = Field(gt=0, description="Physical ceiling, unit per hour")
     nominal_per_hour: float = Field(gt=0, description="Draw at full production, unit per hour")
     counter_rollover: float | None = Field(default=None, gt=0)
+    accuracy_pct: float = Field(
+        default=DEFAULT_METER_ACCURACY_PCT,
+        gt=0,
+        le=100,
+        description="Accuracy class: 95% half-width of a reading's error, % of reading",
+    )
     # Simulation only (ignored by agent and platform):
     base_load: float = Field(
         default=0.15, ge=0, le=1, description="Share of nominal drawn whatever the output"
