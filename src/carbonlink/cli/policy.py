@@ -226,7 +226,7 @@ def backtest_command(
         factor_set = factor_set_for(settings, plant.id)
         versions[plant.id] = (factor_set.name, factor_set.version)
     step_s = parse_duration_s(step)
-    store = open_store(store_url(settings, store_override))
+    store = open_store(store_url(settings, store_override), read_only=True)
     try:
         start_ms, end_ms = _window_bounds(store, chosen, start, end, step_s)
         if end_ms <= start_ms:

@@ -99,7 +99,7 @@ def simulate(
     if replay_source is not None:
         by_id = {p.id: p for p in selected}
         if "://" in replay_source:
-            store = open_store(replay_source)
+            store = open_store(replay_source, read_only=True)
             try:
                 rows = load_replay_from_store(
                     store,
