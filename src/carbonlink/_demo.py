@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Final, TextIO
 
 from carbonlink._broker import EmbeddedBroker, free_port
-from carbonlink._clock import SimClock
+from carbonlink._clock import SimClock, run_clock
 from carbonlink._http import serve
 from carbonlink._mqtt import BrokerAddress, parse_broker_url
 from carbonlink.agent import Agent
@@ -75,7 +75,11 @@ async def run_demo(
     store = open_store(options.store_url)
     versions = {p.id: current_versions(settings)[p.id] for p in plants}
     store.assign_factors(versions)
-    clock = SimClock(speed=options.speed)
+    # A backfill that ends now: the plants' data never runs ahead of the wall clock.
+    span_ms = (
+        None if options.duration_s is None else round(options.duration_s * options.speed * 1000)
+    )
+    clock = run_clock(options.speed, duration_ms=span_ms)
     async with EmbeddedBroker(options.port) as broker:
         address = parse_broker_url(broker.url)
         platform = Platform(
@@ -102,7 +106,9 @@ async def run_demo(
             f"carbonlink demo: broker {broker.url}, store {options.store_url}\n"
             + (f"  dashboard http://{dashboard[0]}:{dashboard[1]}/\n" if dashboard else "")
             + f"  {len(plants)} plants ({', '.join(p.id for p in plants)}), "
-            f"simulated clock at {options.speed:g}x, seed {options.seed}",
+            f"simulated clock at {options.speed:g}x from {format_timestamp(clock.start_ms)}"
+            + (" up to now" if span_ms is not None else ", then the wall clock once it is reached")
+            + f", seed {options.seed}",
             file=out,
             flush=True,
         )

@@ -40,11 +40,11 @@ from carbonlink.cli._common import (
 from carbonlink.config import Settings
 from carbonlink.emissions import FactorSet
 from carbonlink.platform import Ingestor, Platform, open_store
-from carbonlink.platform.api import create_app, serve
-from carbonlink.platform.dashboard import mount_dashboard
 from carbonlink.platform._assignment import record_assignment
 from carbonlink.platform._recompute import current_versions, factor_set_for
 from carbonlink.platform._series import FIELD_UNITS, series_table
+from carbonlink.platform.api import create_app, serve
+from carbonlink.platform.dashboard import mount_dashboard
 from carbonlink.platform.storage import SERIES_FIELDS
 from carbonlink.platform.storage._base import ACTIVITY_FIELDS
 

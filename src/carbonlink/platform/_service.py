@@ -48,22 +48,31 @@ class PlatformCounters:
     last_seq: dict[str, int] = field(default_factory=dict)
     newest_stored_ms: dict[str, int] = field(default_factory=dict)  # per plant
     lag_s: float | None = None
-    # From each agent's retained status message: "online"/"offline" and its own refusals.
+    # From each agent's retained status message: "online"/"offline" and its own refusals
+    # by reason (readings).
     agent_state: dict[str, str] = field(default_factory=dict)
-    agent_rejected: dict[str, int] = field(default_factory=dict)
+    agent_rejected: dict[str, Counter[str]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
+        """``rejected`` (by reason), ``rejected_by_plant`` and ``rejected_at`` all count
+        one thing: readings refused anywhere on the way, by a plant's agent or by the
+        platform, so their totals agree."""
+        by_reason = Counter(self.rejected)
+        for counts in self.agent_rejected.values():
+            by_reason.update(counts)
+        agents = sum(c.total() for c in self.agent_rejected.values())
         return {
             "messages": self.messages,
             "received": self.received,
             "stored": self.stored,
             "spilled": self.spilled,
-            "rejected": dict(self.rejected),
-            # Refused anywhere on the way: by the plant's agent or by the platform.
+            "rejected": dict(by_reason),
             "rejected_by_plant": {
-                plant: self.rejected_by_plant.get(plant, 0) + self.agent_rejected.get(plant, 0)
+                plant: self.rejected_by_plant.get(plant, 0)
+                + self.agent_rejected.get(plant, Counter()).total()
                 for plant in sorted(set(self.rejected_by_plant) | set(self.agent_rejected))
             },
+            "rejected_at": {"agent": agents, "platform": self.rejected.total()},
             "agents": dict(self.agent_state),
             "store_failures": self.store_failures,
             "sequence_gaps": self.sequence_gaps,
@@ -236,8 +245,12 @@ class Platform:
         self.counters.agent_state[plant] = state
         counters = status.get("counters")
         if isinstance(counters, dict) and isinstance(counters.get("rejected"), dict):
-            self.counters.agent_rejected[plant] = sum(
-                n for n in counters["rejected"].values() if isinstance(n, int)
+            self.counters.agent_rejected[plant] = Counter(
+                {
+                    str(reason): n
+                    for reason, n in counters["rejected"].items()
+                    if isinstance(n, int) and not isinstance(n, bool)
+                }
             )
 
     def _track_sequence(self, result: IngestResult) -> None:
