@@ -15,7 +15,7 @@ from carbonlink._yamlconfig import StrictModel, read_yaml, validate_model
 from carbonlink.emissions._data import Sector
 from carbonlink.emissions._library import NO_ADJUSTMENTS, Adjustments, FactorLibrary
 from carbonlink.emissions._result import DataQuality, ResolvedFactor
-from carbonlink.emissions._units import Dimension, conversion_factor, dimension_of
+from carbonlink.emissions._units import Dimension, conversion_factor, dimension_of, split_basis
 
 _OVERRIDE_GASES = ("co2", "ch4", "n2o")
 # An NCV stated per unit of these is matched to readings of the same dimension.
@@ -23,6 +23,7 @@ _NCV_DENOMINATORS = (
     ("t", Dimension.MASS),
     ("Nm3", Dimension.NORMAL_VOLUME),
     ("L", Dimension.VOLUME),
+    ("scf", Dimension.STANDARD_VOLUME_US),
 )
 _NCV_UNIT = "TJ"
 
@@ -287,21 +288,25 @@ def _override(
         # Grid factors depend on region and year; a single override would silently
         # replace all of them.
         raise ConfigError(label, key, "electricity cannot be overridden; choose grid.region")
+    if kind != "fuel":
+        for name in ("ncv", "ncv_per_gcv"):
+            if getattr(spec, name) is not None:
+                raise ConfigError(label, f"{key}.{name}", "applies to fuels only")
     gases: dict[str, float] = {}
     for gas in _OVERRIDE_GASES:
         value = getattr(spec, gas)
         if value is None:
             continue
         try:
-            gases[gas] = value.value * conversion_factor(value.unit, target)
+            per_unit = value.value * conversion_factor(value.unit, target)
         except UnitError as exc:
             raise ConfigError(
                 label, f"{key}.{gas}.unit", f"{exc.problem} (need mass per {target[3:]})"
             ) from None
-    if kind != "fuel":
-        for name in ("ncv", "ncv_per_gcv"):
-            if getattr(spec, name) is not None:
-                raise ConfigError(label, f"{key}.{name}", "applies to fuels only")
+        if split_basis(value.unit)[1] == "gross":
+            # Per gross energy (EPA's factors are per HHV): per NCV it is larger by 1/ratio.
+            per_unit /= _ratio(library, label, f"{key}.{gas}.unit", activity, spec)
+        gases[gas] = per_unit
     if spec.cullet_ratio is not None and not library.takes_cullet_ratio(activity):
         raise ConfigError(label, f"{key}.cullet_ratio", "applies to glass only")
     adjust = Adjustments(
@@ -312,7 +317,9 @@ def _override(
         source=spec.source,
     )
     if spec.ncv is not None:
-        adjust = _with_ncv(adjust, label, f"{key}.ncv", spec.ncv)
+        gross_heat = split_basis(spec.ncv.unit)[1] == "gross"
+        ratio = _ratio(library, label, f"{key}.ncv.unit", activity, spec) if gross_heat else 1.0
+        adjust = _with_ncv(adjust, label, f"{key}.ncv", spec.ncv, ratio)
     return FactorOverride(
         activity=activity,
         gases=gases,
@@ -322,12 +329,25 @@ def _override(
     )
 
 
-def _with_ncv(adjust: Adjustments, label: str, key: str, ncv: _NcvSchema) -> Adjustments:
-    """A stated NCV per mass (GJ/t), per normal volume (GJ/(10^4 Nm3)) or per litre."""
+def _ratio(
+    library: FactorLibrary, label: str, key: str, activity: str, spec: _OverrideSchema
+) -> float:
+    """NCV/GCV of the activity: the override's, else the library's default."""
+    ratio = spec.ncv_per_gcv if spec.ncv_per_gcv is not None else library.ncv_per_gcv(activity)
+    if ratio is None:
+        raise ConfigError(label, key, f"a gross (GCV) value needs ncv_per_gcv for {activity}")
+    return ratio
+
+
+def _with_ncv(
+    adjust: Adjustments, label: str, key: str, ncv: _NcvSchema, ratio: float
+) -> Adjustments:
+    """A stated NCV per mass (GJ/t), per normal volume (GJ/(10^4 Nm3)), per litre or per
+    scf; a heat content stated gross ("MMBtu/ton GCV") is taken to NCV with ``ratio``."""
     adjust = dataclasses.replace(adjust, ncv_published=f"{ncv.value:g} {ncv.unit}")
     for denominator, dimension in _NCV_DENOMINATORS:
         try:
-            tj = ncv.value * conversion_factor(ncv.unit, f"{_NCV_UNIT}/{denominator}")
+            tj = ratio * ncv.value * conversion_factor(ncv.unit, f"{_NCV_UNIT}/{denominator}")
         except UnitError:
             continue
         if dimension is Dimension.MASS:

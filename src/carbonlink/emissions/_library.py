@@ -208,6 +208,12 @@ class FactorLibrary:
             return "heat"
         return "process"
 
+    def ncv_per_gcv(self, activity: str) -> float | None:
+        """The fuel's default NCV/GCV ratio (IPCC 2006 Vol. 2 Ch. 1 s. 1.4.1.2); None for
+        fuels without one (wood) and for activities that are no fuel."""
+        fuel = self._data.fuels.get(self._canonical(activity))
+        return None if fuel is None or fuel.ncv_per_gcv is None else fuel.ncv_per_gcv.value
+
     def takes_cullet_ratio(self, activity: str) -> bool:
         """Whether the activity is glass, whose process CO2 depends on the cullet ratio."""
         process = self._data.processes.get(self._canonical(activity))

@@ -20,6 +20,11 @@ UREG: Any = pint.UnitRegistry()
 # as a volume at reference conditions (0 degC, 101.325 kPa).
 UREG.define("normal_cubic_meter = [normal_gas_volume] = Nm3")
 UREG.define("million_btu = 1e6 * Btu = MMBtu")
+# Standard cubic feet, the US unit of gas volume, get a dimension of their own too: their
+# reference conditions differ by program (40 CFR 98 uses 68 degF and 14.7 psia, EIA 60 degF),
+# so they convert to no Nm3. A factor set that accepts them states the heat content per scf.
+UREG.define("standard_cubic_foot = [standard_gas_volume_us] = scf")
+UREG.define("thousand_standard_cubic_feet = 1000 * scf = Mscf")
 
 # Spellings meters commonly send that pint would misread or does not know.
 _SPELLINGS = {
@@ -52,6 +57,7 @@ class Dimension(enum.Enum):
     ENERGY = "energy"
     VOLUME = "volume"
     NORMAL_VOLUME = "normal gas volume"
+    STANDARD_VOLUME_US = "US standard gas volume (scf)"
     OTHER = "other"
 
 
@@ -60,6 +66,7 @@ _REFERENCE_UNITS = {
     Dimension.ENERGY: "J",
     Dimension.VOLUME: "L",
     Dimension.NORMAL_VOLUME: "Nm3",
+    Dimension.STANDARD_VOLUME_US: "scf",
 }
 
 
