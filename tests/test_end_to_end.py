@@ -128,7 +128,7 @@ def test_mosquitto_pub_reading_lands_in_influxdb_with_right_co2e(
     assert row["co2_kg"] == pytest.approx(energy_tj * 94_600)  # Table 1.4
     assert row["ch4_kg"] == pytest.approx(energy_tj * 10)  # Table 2.3, manufacturing
     assert row["n2o_kg"] == pytest.approx(energy_tj * 1.5)
-    assert row["co2e_kg"] == pytest.approx(energy_tj * (94_600 + 10 * 30 + 1.5 * 265))  # AR5
+    assert row["co2e_kg"] == pytest.approx(energy_tj * (94_600 + 10 * 28 + 1.5 * 265))  # AR5
     assert (row["meter"], row["scope"], row["category"]) == ("kiln-coal", "1", "1.A.2")
     assert row["factor_set"] == "ipcc2006-cn2023"
     assert row["time"] == 1_795_420_860_000
