@@ -24,7 +24,7 @@ from tests.test_end_to_end import NOW_MS, Pipeline, eventually
 
 MINUTE: Final = 60_000
 SAMPLES_PER_MESSAGE: Final = 10
-COAL_KG_CO2E_PER_T: Final = 25.8e-3 * (94_600 + 10 * 30 + 1.5 * 265)  # IPCC 2006, AR5 fossil
+COAL_KG_CO2E_PER_T: Final = 25.8e-3 * (94_600 + 10 * 28 + 1.5 * 265)  # IPCC 2006, AR5
 STORE_OUTAGE_S: Final = 30.0
 
 

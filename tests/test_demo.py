@@ -30,8 +30,12 @@ def test_demo_shows_per_plant_emissions_and_exits_cleanly() -> None:
     final = out.split("final totals", 1)[1]
     rows = {
         m[1]: (int(m[2]), float(m[3]), float(m[4]), int(m[5]))
-        for m in re.finditer(r"^\s+(\S+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)$", final, re.M)
+        for m in re.finditer(
+            r"^\s+(\S+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+(\S+ \S+)$", final, re.M
+        )
     }
+    # Each plant's figures say which factor set version they are counted under.
+    assert re.search(r"cement-01 .* ipcc2006-cn2023 2\.0\.0$", final, re.M)
     assert set(rows) == {p.stem for p in (REPO / "config" / "plants").glob("*.yaml")}
     for plant, (readings, rate, total, rejected) in rows.items():
         assert readings > 50, plant  # 12 s at 300x is an hour: ~60 samples per meter

@@ -128,7 +128,7 @@ def test_mosquitto_pub_reading_lands_in_influxdb_with_right_co2e(
     assert row["co2_kg"] == pytest.approx(energy_tj * 94_600)  # Table 1.4
     assert row["ch4_kg"] == pytest.approx(energy_tj * 10)  # Table 2.3, manufacturing
     assert row["n2o_kg"] == pytest.approx(energy_tj * 1.5)
-    assert row["co2e_kg"] == pytest.approx(energy_tj * (94_600 + 10 * 30 + 1.5 * 265))  # AR5
+    assert row["co2e_kg"] == pytest.approx(energy_tj * (94_600 + 10 * 28 + 1.5 * 265))  # AR5
     assert (row["meter"], row["scope"], row["category"]) == ("kiln-coal", "1", "1.A.2")
     assert row["factor_set"] == "ipcc2006-cn2023"
     assert row["time"] == 1_795_420_860_000
@@ -247,12 +247,15 @@ def test_services_run_as_commands_and_stop_cleanly(
             service.send_signal(signal.SIGINT)
         codes = [service.wait(timeout=15) for service in services]
     assert codes == [0, 0]
+    # The plant's config says which factor set version its emissions count under.
     shown = subprocess.run(
-        [*carbonlink, "query", "--store", influxdb.store_url(influx_database), "--plant", plant,
-         "--meter", "reheat-gas", "--field", "co2e_kg", "--format", "csv"],
+        [*carbonlink, "query", "--config", str(config), "--store",
+         influxdb.store_url(influx_database), "--plant", plant, "--meter", "reheat-gas",
+         "--field", "co2e_kg", "--format", "csv"],
         capture_output=True, text=True, timeout=30, check=True, env=os.environ,
     )  # fmt: skip
     lines = shown.stdout.strip().splitlines()
-    assert lines[0] == "time,plant,meter,value"
+    assert lines[0] == "time,plant,meter,co2e_kg,unit,factor_set,factor_version"
     assert len(lines) == 31
-    assert all(float(line.rsplit(",", 1)[1]) > 0 for line in lines[1:])
+    assert all(float(line.split(",")[3]) > 0 for line in lines[1:])
+    assert all(line.endswith(",kg CO2e,ipcc2006-cn2023,2.0.0") for line in lines[1:])

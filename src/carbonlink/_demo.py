@@ -17,15 +17,17 @@ from pathlib import Path
 from typing import Final, TextIO
 
 from carbonlink._broker import EmbeddedBroker, free_port
-from carbonlink._clock import SimClock
+from carbonlink._clock import SimClock, run_clock
 from carbonlink._http import serve
 from carbonlink._mqtt import BrokerAddress, parse_broker_url
 from carbonlink.agent import Agent
 from carbonlink.config import MqttVersion, Settings
 from carbonlink.coordination import STATUS_STATE_KEY, Coordinator, Journal, load_policy
 from carbonlink.platform import Ingestor, Platform, Store
+from carbonlink.platform._recompute import current_versions
 from carbonlink.platform.api import create_app
 from carbonlink.platform.dashboard import mount_dashboard
+from carbonlink.platform.storage import FactorVersions
 from carbonlink.simulators import SimulationStats, simulate
 from carbonlink.wire import format_timestamp
 
@@ -59,7 +61,8 @@ class PlantSummary:
     readings: int
     co2e_rate_t_per_h: float
     co2e_total_t: float
-    rejected: int
+    rejected: int  # refused anywhere on the way: by the agent or by the platform
+    factor_version: str  # "set version": what the CO2e figures are counted under
 
 
 async def run_demo(
@@ -70,7 +73,13 @@ async def run_demo(
 ) -> list[PlantSummary]:
     plants = [settings.plant(p) for p in options.plants]
     store = open_store(options.store_url)
-    clock = SimClock(speed=options.speed)
+    versions = {p.id: current_versions(settings)[p.id] for p in plants}
+    store.assign_factors(versions)
+    # A backfill that ends now: the plants' data never runs ahead of the wall clock.
+    span_ms = (
+        None if options.duration_s is None else round(options.duration_s * options.speed * 1000)
+    )
+    clock = run_clock(options.speed, duration_ms=span_ms)
     async with EmbeddedBroker(options.port) as broker:
         address = parse_broker_url(broker.url)
         platform = Platform(
@@ -101,7 +110,9 @@ async def run_demo(
             f"carbonlink demo: broker {broker.url}, store {options.store_url}\n"
             + (f"  dashboard http://{dashboard[0]}:{dashboard[1]}/\n" if dashboard else "")
             + f"  {len(plants)} plants ({', '.join(p.id for p in plants)}), "
-            f"simulated clock at {options.speed:g}x, seed {options.seed}",
+            f"simulated clock at {options.speed:g}x from {format_timestamp(clock.start_ms)}"
+            + (" up to now" if span_ms is not None else ", then the wall clock once it is reached")
+            + f", seed {options.seed}",
             file=out,
             flush=True,
         )
@@ -145,7 +156,7 @@ async def run_demo(
                 tasks.append(
                     asyncio.create_task(coordination.coordinator.run(), name="coordinator")
                 )
-            await _report(options, store, agents, platform, clock, out, coordination)
+            await _report(options, store, agents, platform, clock, out, coordination, versions)
         finally:
             for task in tasks:
                 task.cancel()
@@ -155,7 +166,7 @@ async def run_demo(
             platform.close()
             if coordination is not None:
                 coordination.close()
-        summaries = _summaries(store, agents, platform, clock.start_ms)
+        summaries = _summaries(store, agents, platform, clock.start_ms, versions)
         _print_table(summaries, clock.now_ms(), platform.counters.stored, out, final=True)
         store.close()
         return summaries
@@ -231,13 +242,14 @@ async def _report(
     clock: SimClock,
     out: TextIO,
     coordination: _Coordination | None,
+    versions: FactorVersions,
 ) -> None:
     loop = asyncio.get_running_loop()
     end = loop.time() + options.duration_s if options.duration_s is not None else None
     while end is None or loop.time() < end:
         wait = options.refresh_s if end is None else min(options.refresh_s, end - loop.time())
         await asyncio.sleep(max(0.0, wait))
-        summaries = _summaries(store, agents, platform, clock.start_ms)
+        summaries = _summaries(store, agents, platform, clock.start_ms, versions)
         _print_table(summaries, clock.now_ms(), platform.counters.stored, out, final=False)
         if coordination is not None:
             print(coordination.line(), file=out, flush=True)
@@ -256,9 +268,13 @@ def _dashboard_address(wanted: tuple[str, int] | None) -> tuple[str, int] | None
 
 
 def _summaries(
-    store: Store, agents: Sequence[Agent], platform: Platform, start_ms: int
+    store: Store,
+    agents: Sequence[Agent],
+    platform: Platform,
+    start_ms: int,
+    versions: FactorVersions,
 ) -> list[PlantSummary]:
-    totals = store.totals().set_index("plant")
+    totals = store.totals(versions).set_index("plant")
     rows = []
     for agent in agents:
         plant = agent.plant.id
@@ -268,7 +284,7 @@ def _summaries(
         # Early in a run less than a full window exists: average over what there is.
         newest = platform.counters.newest_stored_ms.get(plant, start_ms)
         window_ms = max(1, min(RATE_WINDOW_MS, newest - start_ms))
-        recent = store.totals(start_ms=newest - window_ms + 1, end_ms=newest + 1)
+        recent = store.totals(versions, start_ms=newest - window_ms + 1, end_ms=newest + 1)
         window = float(recent.set_index("plant")["co2e_kg"].get(plant, 0.0))
         rows.append(
             PlantSummary(
@@ -276,7 +292,9 @@ def _summaries(
                 int(totals["readings"].get(plant, 0)),
                 window / 1000 * (3_600_000 / window_ms),
                 total / 1000,
-                sum(agent.counters.rejected.values()),
+                sum(agent.counters.rejected.values())
+                + platform.counters.rejected_by_plant.get(plant, 0),
+                " ".join(versions[plant]),
             )
         )
     return rows
@@ -288,13 +306,14 @@ def _print_table(
     title = "final totals" if final else "live"
     print(f"\n{title} at simulated {format_timestamp(now_ms)} ({stored} readings stored)", file=out)
     print(
-        f"  {'plant':<14}{'readings':>9}{'CO2e t/h':>11}{'CO2e total t':>14}{'rejected':>10}",
+        f"  {'plant':<14}{'readings':>9}{'CO2e t/h':>11}{'CO2e total t':>14}{'rejected':>10}"
+        "  factor set",
         file=out,
     )
     for r in rows:
         print(
             f"  {r.plant:<14}{r.readings:>9}{r.co2e_rate_t_per_h:>11.2f}"
-            f"{r.co2e_total_t:>14.3f}{r.rejected:>10}",
+            f"{r.co2e_total_t:>14.3f}{r.rejected:>10}  {r.factor_version}",
             file=out,
         )
     out.flush()

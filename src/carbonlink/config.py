@@ -41,6 +41,13 @@ a bound, a huge amount over a huge interval would pass as a plausible low rate."
 MAX_RATED_PER_HOUR = 1e12
 """The largest rating a meter may have (a 1 GW plant draws 1e6 kWh an hour): it bounds
 every accepted amount, so no sum of readings can overflow."""
+# A meter that states no accuracy class is taken as +-5% of reading (95%): the default
+# uncertainty the IPCC recommends for fossil-fuel combustion activity data when nothing
+# better is known (Revised 1996 IPCC Guidelines, Reference Manual, Energy, "activity
+# data uncertainties": 95% interval 0.95 to 1.05 times the value). Plant meters are
+# usually better (belt weighers OIML R 50 classes 0.5-2, electricity meters IEC 62053
+# classes 0.2S-1); state the class in the plant file.
+DEFAULT_METER_ACCURACY_PCT = 5.0
 
 
 class ReadingKind(StrEnum):
@@ -70,6 +77,12 @@ class MeterConfig(StrictModel):
     )
     nominal_per_hour: float = Field(gt=0, description="Draw at full production, unit per hour")
     counter_rollover: float | None = Field(default=None, gt=0)
+    accuracy_pct: float = Field(
+        default=DEFAULT_METER_ACCURACY_PCT,
+        gt=0,
+        le=100,
+        description="Accuracy class: 95% half-width of a reading's error, % of reading",
+    )
     # Simulation only (ignored by agent and platform):
     base_load: float = Field(
         default=0.15, ge=0, le=1, description="Share of nominal drawn whatever the output"

@@ -93,3 +93,35 @@ def test_a_message_with_nothing_to_keep_writes_nothing(tmp_path: Path) -> None:
     assert a._outbox.meta() == {}
     assert a.outbox_depth == 0
     assert dict(a.counters.rejected) == {"negative": 1}
+
+
+def test_counters_count_readings_and_add_up(tmp_path: Path) -> None:
+    # One definition: readings, never messages. Before, a batch of four counted one
+    # "received" and four "accepted" (an agent reported received 1,802 and accepted 1,803).
+    a = agent(tmp_path, OutboxFullPolicy.REJECT_NEW, limit=100)
+
+    def adds_up() -> bool:
+        c = a.counters
+        return c.received == c.accepted + c.rejected.total() + c.baselines
+
+    a.handle(TOPIC, coal(9, 8, 7, 6))  # four readings in one message
+    assert (a.counters.received, a.counters.accepted) == (4, 4)
+    a.handle(TOPIC, coal(5, 5))  # a duplicate within the message
+    assert a.counters.received == 6
+    assert adds_up()
+    wrong_unit = json.dumps({"v": 1, "unit": "kg", "samples": [
+        {"ts": NOW_MS - 4 * MINUTE, "value": 1.0}, {"ts": NOW_MS - 3 * MINUTE, "value": 1.0},
+    ]}).encode()  # fmt: skip
+    a.handle(TOPIC, wrong_unit)  # refused as a whole: both readings refused
+    assert a.counters.rejected["wrong_unit"] == 2
+    assert adds_up()
+    grid = wire.meter_topic("cement-01", "grid-main")
+    register = json.dumps({"v": 1, "unit": "kWh", "kind": "counter", "samples": [
+        {"ts": NOW_MS - 2 * MINUTE, "value": 1000.0}, {"ts": NOW_MS - MINUTE, "value": 1400.0},
+    ]}).encode()  # fmt: skip
+    a.handle(grid, register)  # the first register value only sets the baseline
+    assert a.counters.baselines == 1
+    assert adds_up()
+    a.handle(TOPIC, b"{not json")
+    assert a.counters.received == 11
+    assert adds_up()

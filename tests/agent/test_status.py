@@ -112,8 +112,8 @@ def test_local_view_shows_latest_reading_and_running_co2e(
         assert isinstance(latest, dict), view
         assert "kiln-coal" in latest, view
         assert latest["kiln-coal"]["value"] == 0.5
-        # 0.5 t of bituminous coal, IPCC 2006 Tier 1, AR5 (fossil CH4 30).
-        expected = 0.5 * 25.8e-3 * (94_600 + 10 * 30 + 1.5 * 265)
+        # 0.5 t of bituminous coal, IPCC 2006 Tier 1, AR5 (CH4 28, N2O 265).
+        expected = 0.5 * 25.8e-3 * (94_600 + 10 * 28 + 1.5 * 265)
         assert view["co2e_kg_since_start"] == pytest.approx(expected)
         health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).json()
         assert health["counters"]["accepted"] == 1

@@ -14,7 +14,12 @@ from carbonlink.platform._recompute import factor_set_for
 from carbonlink.platform.api import create_app
 from carbonlink.platform.dashboard import mount_dashboard
 from carbonlink.platform.dashboard._layout import plant_layouts
-from carbonlink.platform.dashboard._live import PlantStream, PlantView, overview_row
+from carbonlink.platform.dashboard._live import (
+    PlantStream,
+    PlantView,
+    overview_row,
+    start_of_local_day,
+)
 from carbonlink.platform.storage import Emission, SqliteStore, StoredReading
 from tests.configs import write_config
 
@@ -44,9 +49,10 @@ def _readings(settings: Settings, minutes: range) -> list[StoredReading]:
     def emission(
         activity: str, source: str, scope: int, amount: float, unit: str, kg: float
     ) -> Emission:
+        factor = 0.05 * kg if source == "fuel" else 0.0  # coal's factor range; none for grid
         return Emission(
             activity, source, scope, "x", factor_set.name, factor_set.version, "AR5",
-            amount, unit, kg, 0.0, 0.0, kg, 0.0,
+            amount, unit, kg, 0.0, 0.0, kg, 0.0, factor, factor, 0.01 * kg,
         )  # fmt: skip
 
     readings = []
@@ -125,3 +131,24 @@ def test_overview_row_rate_today_and_quality(settings: Settings, store: SqliteSt
     assert row["rate_tco2e_h"] == pytest.approx(15 * (COAL_KG + POWER_KG) / 1000 * 4)
     assert (row["readings_today"], row["estimated_today"]) == (60, 30)
     assert row["rejected"] is None
+
+
+def test_the_overview_and_the_api_give_the_same_interval(
+    settings: Settings, store: SqliteStore
+) -> None:
+    store.write(_readings(settings, range(30)))
+    view = _view(settings)
+    now = START_MS + 30 * MINUTE_MS
+    row = overview_row(store, view, now, {}, None)
+    assert row["factor_version"] == f"{view.factor_set.name} {view.factor_set.version}"
+    # 30 coal readings: one factor, one meter, so linear sums (150 kg and 30 kg); 30 grid
+    # readings: their meter (3 kg). Independent terms in quadrature.
+    total = 30 * (COAL_KG + POWER_KG) / 1000
+    half = (150.0**2 + 30.0**2 + 3.0**2) ** 0.5 / 1000
+    assert row["today_tco2e_interval"] == pytest.approx([total - half, total + half])
+    client = TestClient(create_app(store, settings))
+    day_start = start_of_local_day(now, view.config.timezone)
+    (api,) = client.get("/api/v1/totals", params={"by": "plant", "start": str(day_start)}).json()
+    assert [api["co2e_t_lower95"], api["co2e_t_upper95"]] == pytest.approx(
+        row["today_tco2e_interval"]
+    )

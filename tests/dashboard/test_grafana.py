@@ -13,13 +13,14 @@ import yaml
 
 from carbonlink.platform.storage import (
     ACTIVITY_MEASUREMENT,
+    ASSIGNMENT_MEASUREMENT,
     EMISSION_FIELDS,
     EMISSIONS_MEASUREMENT,
     Emission,
     StoredReading,
 )
 from carbonlink.platform.storage._base import ACTIVITY_FIELDS
-from carbonlink.platform.storage._influxdb_v1 import reading_lines
+from carbonlink.platform.storage._influxdb_v1 import assignment_lines, reading_lines
 
 GRAFANA: Final = Path(__file__).resolve().parents[2] / "config" / "grafana"
 DASHBOARDS: Final = sorted((GRAFANA / "dashboards").glob("*.json"))
@@ -27,10 +28,12 @@ DASHBOARDS: Final = sorted((GRAFANA / "dashboards").glob("*.json"))
 TEXT_FIELDS: Final = {
     ACTIVITY_MEASUREMENT: {"unit", "quality"},
     EMISSIONS_MEASUREMENT: {"converted_unit"},
+    ASSIGNMENT_MEASUREMENT: set(),
 }
 NUMERIC_FIELDS: Final = {
     ACTIVITY_MEASUREMENT: set(ACTIVITY_FIELDS),
     EMISSIONS_MEASUREMENT: set(EMISSION_FIELDS),
+    ASSIGNMENT_MEASUREMENT: {"assigned"},
 }
 
 _FROM = re.compile(r'\bFROM\s+"(\w+)"', re.IGNORECASE)
@@ -39,6 +42,9 @@ _WHERE = re.compile(r"\bWHERE\s+(.*?)(?:\s+GROUP\s+BY\b|$)", re.IGNORECASE)
 _GROUP_BY = re.compile(r"\bGROUP\s+BY\s+(.*?)(?:\s+fill\(|$)", re.IGNORECASE)
 _WITH_KEY = re.compile(r'\bWITH\s+KEY\s*=\s*"(\w+)"', re.IGNORECASE)
 _QUOTED = re.compile(r'"(\w+)"')
+# A subquery in FROM: (SELECT ... ), with function calls nested two deep inside it.
+_SUBQUERY = re.compile(r"\((SELECT\s(?:[^()]|\((?:[^()]|\([^()]*\))*\))*)\)", re.IGNORECASE)
+_ALIAS = re.compile(r'\bAS\s+"(\w+)"', re.IGNORECASE)
 
 
 def _written() -> dict[str, tuple[set[str], set[str]]]:
@@ -48,7 +54,7 @@ def _written() -> dict[str, tuple[set[str], set[str]]]:
     )
     reading = StoredReading("p", "m", 0, 1.0, "t", 60_000, "measured", emission)
     written: dict[str, tuple[set[str], set[str]]] = {}
-    for line in reading_lines(reading):
+    for line in reading_lines(reading) + assignment_lines({"p": ("set", "1")}, 0):
         key, fields, _ = line.split(" ")
         measurement, *tags = key.split(",")
         written[measurement] = (
@@ -78,25 +84,60 @@ def test_written_sets_match_the_storage_constants() -> None:
         assert fields == NUMERIC_FIELDS[measurement] | TEXT_FIELDS[measurement]
 
 
+def _statements(query: str) -> tuple[list[str], str | None, set[str]]:
+    """The statements that read a measurement (subqueries, or the query itself), the
+    outer query over subqueries if there is one, and the aliases the subqueries define."""
+    inner = _SUBQUERY.findall(query)
+    if not inner:
+        return [query], None, set()
+    outer = _SUBQUERY.sub("(subquery)", query)
+    return inner, outer, {a for q in inner for a in _ALIAS.findall(q)}
+
+
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
 def test_every_influxql_query_names_written_measurements_fields_and_tags(path: Path) -> None:
     queries = list(_queries(json.loads(path.read_text())))
     assert len(queries) >= 7
-    for query in queries:
-        measurements = _FROM.findall(query)
-        assert len(measurements) == 1, query
-        assert measurements[0] in (ACTIVITY_MEASUREMENT, EMISSIONS_MEASUREMENT), query
-        tags, fields = WRITTEN[measurements[0]]
-        if (key := _WITH_KEY.search(query)) is not None:
-            assert key.group(1) in tags, query
-        if (select := _SELECT.search(query)) is not None:
-            selected = set(_QUOTED.findall(select.group(1)))
-            assert selected, query
-            assert selected <= NUMERIC_FIELDS[measurements[0]], query
-        if (where := _WHERE.search(query)) is not None:
-            assert set(_QUOTED.findall(where.group(1))) <= tags | fields, query
-        if (group := _GROUP_BY.search(query)) is not None:
-            assert set(_QUOTED.findall(group.group(1))) <= tags, query
+    for whole in queries:
+        statements, outer, aliases = _statements(whole)
+        if outer is not None:
+            select = _SELECT.search(outer)
+            assert select is not None, outer
+            assert set(_QUOTED.findall(select.group(1))) <= aliases, outer
+        for query in statements:
+            _check_statement(query)
+
+
+def _check_statement(query: str) -> None:
+    measurements = _FROM.findall(query)
+    assert len(measurements) == 1, query
+    assert measurements[0] in WRITTEN, query
+    tags, fields = WRITTEN[measurements[0]]
+    if (key := _WITH_KEY.search(query)) is not None:
+        assert key.group(1) in tags, query
+    if (select := _SELECT.search(query)) is not None:
+        selected = set(_QUOTED.findall(select.group(1))) - set(_ALIAS.findall(query))
+        assert selected, query
+        assert selected <= NUMERIC_FIELDS[measurements[0]], query
+    if (where := _WHERE.search(query)) is not None:
+        assert set(_QUOTED.findall(where.group(1))) <= tags | fields, query
+    if (group := _GROUP_BY.search(query)) is not None:
+        assert set(_QUOTED.findall(group.group(1))) <= tags, query
+
+
+def test_every_emissions_query_counts_one_factor_set_version() -> None:
+    # After a recompute several versions are stored side by side: a query across them
+    # would count each reading twice. The variables name the version the platform counts.
+    for path in DASHBOARDS:
+        dashboard = json.loads(path.read_text())
+        for query in _queries(dashboard):
+            for statement in _statements(query)[0]:
+                if _FROM.findall(statement) == [EMISSIONS_MEASUREMENT]:
+                    assert "\"factor_set\" = '$factor_set'" in statement, statement
+                    assert "\"factor_version\" = '$factor_version'" in statement, statement
+        variables = {v["name"]: v["query"] for v in dashboard["templating"]["list"]}
+        for name in ("factor_set", "factor_version"):
+            assert f'FROM "{ASSIGNMENT_MEASUREMENT}"' in variables[name]
 
 
 def test_dashboards_cover_sources_scopes_energy_and_quality() -> None:

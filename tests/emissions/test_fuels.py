@@ -1,7 +1,9 @@
 """Stationary combustion against hand-computed IPCC 2006 Tier 1 arithmetic.
 
 Expected values are written as the spec's arithmetic: amount x NCV (GJ/t) x 1e-3
-(TJ/GJ) x EF (kg/TJ); GWP AR5 fossil CH4 30, non-fossil 28, N2O 265.
+(TJ/GJ) x EF (kg/TJ); GWP AR5 CH4 28, N2O 265. Combustion CH4 takes the plain GWP
+(AR5 28, AR6 27.0), never the fossil one (AR5 30, AR6 29.8): IPCC 2006 CO2 factors
+already count the carbon that CH4 oxidises to.
 """
 
 from __future__ import annotations
@@ -12,9 +14,19 @@ import pytest
 
 from carbonlink.emissions import FactorLibrary
 
-AR5_CH4_FOSSIL = 30
-AR5_CH4_NON_FOSSIL = 28
+AR5_CH4 = 28
 AR5_N2O = 265
+
+
+def test_ten_tonnes_of_coal_at_ar5_is_the_specs_worked_check(lib: FactorLibrary) -> None:
+    # docs/emission-factors spec: 10 t other bituminous coal at AR5 = 0.258 TJ ->
+    # 24,406.8 kg CO2 + 2.58 kg CH4 x 28 + 0.387 kg N2O x 265 = 24,581.595 kg CO2e
+    # (24,586.755 with the fossil CH4 GWP 30, which counted the CH4's carbon twice).
+    res = lib.compute("other_bituminous_coal", 10.0, "t", gwp="AR5")
+    assert res.co2_kg == pytest.approx(24_406.8, abs=1e-9)
+    assert res.ch4_kg == pytest.approx(2.58, abs=1e-12)
+    assert res.n2o_kg == pytest.approx(0.387, abs=1e-12)
+    assert round(res.co2e_kg, 3) == 24_581.595
 
 
 def test_bituminous_coal_by_mass_manufacturing(lib: FactorLibrary) -> None:
@@ -25,7 +37,7 @@ def test_bituminous_coal_by_mass_manufacturing(lib: FactorLibrary) -> None:
     assert res.co2_kg == pytest.approx(tj * 94600)
     assert res.ch4_kg == pytest.approx(tj * 10)
     assert res.n2o_kg == pytest.approx(tj * 1.5)
-    assert res.co2e_kg == pytest.approx(tj * (94600 + 10 * AR5_CH4_FOSSIL + 1.5 * AR5_N2O))
+    assert res.co2e_kg == pytest.approx(tj * (94600 + 10 * AR5_CH4 + 1.5 * AR5_N2O))
     assert res.biogenic_co2_kg == 0.0
     assert res.scope == 1
     assert res.category == "1.A.2"
@@ -48,7 +60,7 @@ def test_natural_gas_by_mass(lib: FactorLibrary) -> None:
     res = lib.compute("natural_gas", 10.0, "t")
     tj = 10.0 * 48.0e-3
     assert res.co2_kg == pytest.approx(tj * 56100)
-    assert res.co2e_kg == pytest.approx(tj * (56100 + 1 * AR5_CH4_FOSSIL + 0.1 * AR5_N2O))
+    assert res.co2e_kg == pytest.approx(tj * (56100 + 1 * AR5_CH4 + 0.1 * AR5_N2O))
 
 
 def test_natural_gas_by_normal_cubic_metre_uses_stated_density(lib: FactorLibrary) -> None:
@@ -74,7 +86,7 @@ def test_diesel_by_litre(lib: FactorLibrary) -> None:
     assert res.co2_kg == pytest.approx(tj * 74100)
     assert res.ch4_kg == pytest.approx(tj * 3)
     assert res.n2o_kg == pytest.approx(tj * 0.6)
-    assert res.co2e_kg == pytest.approx(tj * (74100 + 3 * AR5_CH4_FOSSIL + 0.6 * AR5_N2O))
+    assert res.co2e_kg == pytest.approx(tj * (74100 + 3 * AR5_CH4 + 0.6 * AR5_N2O))
     m3 = lib.compute("gas_diesel_oil", 1.0, "m3")
     assert m3.co2_kg == pytest.approx(res.co2_kg)
 
@@ -89,12 +101,12 @@ def test_lpg_by_litre(lib: FactorLibrary) -> None:
     assert res.co2_kg == pytest.approx(100.0 * 0.54e-3 * 47.3e-3 * 63100)
 
 
-def test_wood_keeps_biogenic_co2_apart_and_uses_non_fossil_ch4(lib: FactorLibrary) -> None:
+def test_wood_keeps_biogenic_co2_apart(lib: FactorLibrary) -> None:
     res = lib.compute("wood_waste", 1.0, "t")
     tj = 1.0 * 15.6e-3
     assert res.biogenic_co2_kg == pytest.approx(tj * 112000)
     assert res.co2_kg == 0.0
-    assert res.co2e_kg == pytest.approx(tj * (30 * AR5_CH4_NON_FOSSIL + 4 * AR5_N2O))
+    assert res.co2e_kg == pytest.approx(tj * (30 * AR5_CH4 + 4 * AR5_N2O))
     ar6 = lib.compute("wood_waste", 1.0, "t", gwp="AR6")
     assert ar6.co2e_kg == pytest.approx(tj * (30 * 27.0 + 4 * 273))
     assert res.co2e_range_kg is None
@@ -102,9 +114,9 @@ def test_wood_keeps_biogenic_co2_apart_and_uses_non_fossil_ch4(lib: FactorLibrar
 
 @pytest.mark.parametrize(
     ("gwp", "ch4_gwp", "n2o_gwp"),
-    [("AR4", 25, 298), ("AR5", 30, 265), ("AR6", 29.8, 273)],
+    [("AR4", 25, 298), ("AR5", 28, 265), ("AR6", 27.0, 273)],
 )
-def test_gwp_sets_for_fossil_fuel(
+def test_gwp_sets_use_the_plain_ch4_value_for_fossil_fuel(
     lib: FactorLibrary, gwp: str, ch4_gwp: float, n2o_gwp: float
 ) -> None:
     res = lib.compute("natural_gas", 1.0, "TJ", gwp=gwp)
@@ -126,7 +138,7 @@ def test_range_combines_ncv_and_ef_by_quadrature(lib: FactorLibrary) -> None:
 
 def test_range_in_energy_units_uses_only_the_ef_range(lib: FactorLibrary) -> None:
     res = lib.compute("natural_gas", 1.0, "TJ")
-    ch4_n2o = 1 * AR5_CH4_FOSSIL + 0.1 * AR5_N2O
+    ch4_n2o = 1 * AR5_CH4 + 0.1 * AR5_N2O
     assert res.co2e_range_kg == pytest.approx((54300 + ch4_n2o, 58300 + ch4_n2o))
 
 
@@ -174,6 +186,6 @@ def test_apply_array_equals_apply(lib: FactorLibrary) -> None:
 def test_per_unit_factors_and_resolve_cache(lib: FactorLibrary) -> None:
     factor = lib.resolve("natural_gas", "t")
     assert factor.co2_kg_per_unit == pytest.approx(48.0e-3 * 56100)
-    assert factor.co2e_kg_per_unit == pytest.approx(48.0e-3 * (56100 + 30 + 0.1 * 265))
+    assert factor.co2e_kg_per_unit == pytest.approx(48.0e-3 * (56100 + 28 + 0.1 * 265))
     assert lib.resolve("natural_gas", "t") is factor
     assert FactorLibrary.builtin() is lib

@@ -61,7 +61,7 @@ def test_us_egrid_with_ch4_and_n2o(lib: FactorLibrary) -> None:
     assert res.co2_kg == pytest.approx(co2)
     assert res.ch4_kg == pytest.approx(ch4)
     assert res.n2o_kg == pytest.approx(n2o)
-    assert res.co2e_kg == pytest.approx(co2 + ch4 * 30 + n2o * 265)
+    assert res.co2e_kg == pytest.approx(co2 + ch4 * 28 + n2o * 265)  # plain CH4 GWP
     assert res.factor_year == 2022
     assert "eGRID2022" in res.factor_version
 
@@ -98,8 +98,9 @@ def test_purchased_heat(lib: FactorLibrary) -> None:
         ("lime_dolomitic_developed", 1.0, "t", 1.0 * 0.86 * 1000, "2.A.2"),
         ("lime_dolomitic_developing", 1.0, "t", 1.0 * 0.77 * 1000, "2.A.2"),
         ("lime_hydraulic", 1.0, "t", 1.0 * 0.59 * 1000, "2.A.2"),
-        ("glass_default", 10.0, "t", 10.0 * 0.20 * 1000, "2.A.3"),
-        ("glass_float", 10.0, "t", 10.0 * 0.21 * 1000, "2.A.3"),
+        # Eq. 2.12: Mg x EF x (1 - CR), Tier 1 default cullet ratio 0.50.
+        ("glass_default", 10.0, "t", 10.0 * 0.20 * (1 - 0.50) * 1000, "2.A.3"),
+        ("glass_float", 10.0, "t", 10.0 * 0.21 * (1 - 0.50) * 1000, "2.A.3"),
         ("ammonia_natural_gas", 1.0, "t", 1.0 * 1.694 * 1000, "2.B.1"),
         ("steel_bof", 1.0, "t", 1.0 * 1.46 * 1000, "2.C.1"),
         ("steel_eaf", 500.0, "kg", 0.5 * 0.08 * 1000, "2.C.1"),

@@ -62,7 +62,9 @@ def test_plants_meters_and_openapi(client: TestClient, world: tuple[SqliteStore,
     plants = client.get("/api/v1/plants").json()
     assert [p["plant"] for p in plants] == [CEMENT, TEXTILES]
     assert plants[0]["factor_set"] == "ipcc2006-cn2023"
-    assert plants[0]["factor_version"] == "1.0.0"
+    assert plants[0]["factor_version"] == "2.0.0"
+    assert plants[0]["gwp"] == "AR5"
+    assert plants[0]["grid_region_applied"] == "CN-East"  # the set pins none
     meters = client.get(f"/api/v1/plants/{CEMENT}/meters").json()
     # In the plant file's order, every meter.
     assert [m["id"] for m in meters] == [m.id for m in world[1].plant(CEMENT).meters]
@@ -81,11 +83,25 @@ def test_series_as_json_and_csv(client: TestClient) -> None:
     records = client.get(url, params=params | {"end": str(T0 + 12 * MINUTE)}).json()
     assert [r["time"] for r in records] == ["2026-11-23T08:10:00.000Z", "2026-11-23T08:11:00.000Z"]
     assert [r["value"] for r in records] == [0.4, 0.4]
+    assert [r["unit"] for r in records] == ["t", "t"]
     response = client.get(url, params=params | {"format": "csv"})
     assert response.headers["content-type"].startswith("text/csv")
     frame = pd.read_csv(io.StringIO(response.text))
-    assert list(frame.columns) == ["time", "plant", "meter", "value"]
+    assert list(frame.columns) == ["time", "plant", "meter", "value", "unit"]
     assert len(frame) == 21  # 08:10 .. 08:30
+    # An emission field is named as what it is, with its unit and the version counted.
+    co2e = pd.DataFrame(client.get(url, params={"meter": "kiln-coal"}).json())
+    assert list(co2e.columns) == [
+        "time",
+        "plant",
+        "meter",
+        "co2e_kg",
+        "unit",
+        "factor_set",
+        "factor_version",
+    ]
+    assert set(co2e["unit"]) == {"kg CO2e"}
+    assert set(co2e["factor_version"]) == {"2.0.0"}
 
 
 def test_windows_add_up_to_the_series(client: TestClient) -> None:
@@ -98,7 +114,10 @@ def test_windows_add_up_to_the_series(client: TestClient) -> None:
         "2026-11-23T08:15:00.000Z",
     ]
     assert windows["readings"].tolist() == [45, 45]  # coal, grid, clinker
-    assert windows["co2e_kg"].sum() == pytest.approx(series["value"].sum())
+    assert windows["co2e_kg"].sum() == pytest.approx(series["co2e_kg"].sum())
+    assert (windows["co2e_kg_lower95"] < windows["co2e_kg"]).all()
+    assert (windows["co2e_kg_upper95"] > windows["co2e_kg"]).all()
+    assert set(windows["factor_version"]) == {"2.0.0"}
     by_source = pd.DataFrame(
         client.get(f"{url}/windows", params={"window": "1h", "by": "source"}).json()
     )
@@ -123,6 +142,11 @@ def test_kpis_and_totals(client: TestClient, world: tuple[SqliteStore, Settings]
     totals = pd.DataFrame(client.get("/api/v1/totals", params={"by": "plant"}).json())
     assert totals["plant"].tolist() == [CEMENT, TEXTILES]
     assert totals["co2e_t"].iloc[1] == pytest.approx(co2e_t)
+    assert totals["factor_version"].tolist() == ["2.0.0", "2.0.0"]
+    assert totals["co2e_t_lower95"].iloc[1] < co2e_t < totals["co2e_t_upper95"].iloc[1]
+    # The KPI's interval and the total's agree: one number per fact.
+    assert textiles["total_tco2e_lower95"] == pytest.approx(totals["co2e_t_lower95"].iloc[1])
+    assert textiles["total_tco2e_upper95"] == pytest.approx(totals["co2e_t_upper95"].iloc[1])
     by_scope = pd.DataFrame(client.get("/api/v1/totals?by=scope&window=15m").json())
     assert set(by_scope["scope"]) == {1, 2}
     assert by_scope["co2e_kg"].sum() == pytest.approx(totals["co2e_kg"].sum())
@@ -183,7 +207,7 @@ def test_real_server_reads_straight_into_pandas(world: tuple[SqliteStore, Settin
         assert len(windows) == 4  # two windows x scopes 1 and 2
         series = pd.read_csv(f"{base}/plants/{CEMENT}/series?format=csv", parse_dates=["time"])
         assert len(series) == 90
-        assert windows["co2e_kg"].sum() == pytest.approx(series["value"].sum())
+        assert windows["co2e_kg"].sum() == pytest.approx(series["co2e_kg"].sum())
     finally:
         loop.call_soon_threadsafe(task.cancel)
         thread.join(timeout=READY_TIMEOUT_S)

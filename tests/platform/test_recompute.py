@@ -19,10 +19,11 @@ MINUTE = 60_000
 PLANT = "rc-cement"
 FACTOR_SET = "ipcc2006-cn2023"
 # Other bituminous coal, IPCC 2006 1.A.2 defaults per TJ: 94,600 kg CO2, 10 kg CH4,
-# 1.5 kg N2O; AR5 GWP 30 (fossil CH4) and 265: 94,600 + 300 + 397.5 kg CO2e.
-CO2E_PER_TJ_V1 = 94_600 + 10 * 30 + 1.5 * 265
+# 1.5 kg N2O; AR5 GWP 28 (CH4) and 265: 94,600 + 280 + 397.5 kg CO2e.
+CO2E_PER_TJ_V1 = 94_600 + 10 * 28 + 1.5 * 265
 CO2_OVERRIDE_PER_TJ = 2 * 94_600
-CO2E_PER_TJ_V2 = CO2_OVERRIDE_PER_TJ + 10 * 30 + 1.5 * 265
+CO2E_PER_TJ_V2 = CO2_OVERRIDE_PER_TJ + 10 * 28 + 1.5 * 265
+V1, V2 = "2.0.0", "2.1.0"
 TJ_PER_T = 0.0258  # net calorific value 25.8 GJ/t
 
 
@@ -45,12 +46,12 @@ def test_recompute_writes_a_new_version_beside_the_old(tmp_path: Path) -> None:
     )
 
     first = recompute(store, load_config(config), PLANT, start_ms=T0, end_ms=T0 + 4 * MINUTE)
-    assert (first.factor_version, first.readings, first.skipped) == ("1.0.0", 3, 0)
+    assert (first.factor_version, first.readings, first.skipped) == (V1, 3, 0)
     assert first.co2e_kg == pytest.approx(3.5 * TJ_PER_T * CO2E_PER_TJ_V1)
 
     factor_file = tmp_path / "factors" / f"{FACTOR_SET}.yaml"
     changed = yaml.safe_load(factor_file.read_text())
-    changed["version"] = "2.0.0"
+    changed["version"] = V2
     changed["overrides"] = {
         "other_bituminous_coal": {
             "co2": {"value": CO2_OVERRIDE_PER_TJ, "unit": "kg/TJ"},
@@ -61,11 +62,11 @@ def test_recompute_writes_a_new_version_beside_the_old(tmp_path: Path) -> None:
     settings = load_config(config)
 
     second = recompute(store, settings, PLANT, start_ms=T0, end_ms=T0 + 4 * MINUTE)
-    assert (second.factor_version, second.readings) == ("2.0.0", 3)
+    assert (second.factor_version, second.readings) == (V2, 3)
     assert second.co2e_kg / first.co2e_kg == pytest.approx(CO2E_PER_TJ_V2 / CO2E_PER_TJ_V1)
 
-    v1 = store.emissions(PLANT, factor_set=FACTOR_SET, factor_version="1.0.0")
-    v2 = store.emissions(PLANT, factor_set=FACTOR_SET, factor_version="2.0.0")
+    v1 = store.emissions(PLANT, factor_set=FACTOR_SET, factor_version=V1)
+    v2 = store.emissions(PLANT, factor_set=FACTOR_SET, factor_version=V2)
     assert v1["co2e_kg"].sum() == pytest.approx(first.co2e_kg)  # untouched
     assert v2["co2e_kg"].sum() == pytest.approx(second.co2e_kg)
     assert store.count_readings(PLANT) == 5  # activity rewritten as it was, not duplicated
@@ -74,8 +75,8 @@ def test_recompute_writes_a_new_version_beside_the_old(tmp_path: Path) -> None:
     client = TestClient(create_app(store, settings))
     url = f"/api/v1/plants/{PLANT}/kpis"
     now = client.get(url).json()[0]
-    before = client.get(url, params={"factor_version": "1.0.0"}).json()[0]
-    assert now["factor_version"] == "2.0.0"
+    before = client.get(url, params={"factor_version": V1}).json()[0]
+    assert now["factor_version"] == V2
     assert now["total_tco2e"] == pytest.approx(second.co2e_kg / 1000)
     assert before["total_tco2e"] == pytest.approx(first.co2e_kg / 1000)
     assert now["output"] == 5.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,6 +83,8 @@ def emission(co2e: float, version: str = "1") -> Emission:
         factor_set="test-set", factor_version=version, gwp="AR5",
         converted_amount=co2e / 56_100, converted_unit="TJ",
         co2_kg=co2e * 0.99, ch4_kg=0.001, n2o_kg=0.0001, co2e_kg=co2e, biogenic_co2_kg=0.0,
+        u95_factor_lower_kg=co2e * 0.03, u95_factor_upper_kg=co2e * 0.04,
+        u95_meter_kg=co2e * 0.01,
     )  # fmt: skip
 
 
@@ -122,17 +125,56 @@ def test_output_only_readings_have_activity_but_no_emissions(store: Store) -> No
     store.write([reading("p1", "output", 0, 208.0, None), reading("p1", "gas", 0, 5.0, 9.5)])
     assert store.series("p1", field="value", meter="output")["value"].tolist() == [208.0]
     assert store.series("p1", field="co2e_kg", meter="output").empty
-    totals = store.totals()
-    assert totals.to_dict("records") == [{"plant": "p1", "readings": 2, "co2e_kg": 9.5}]
+    totals = store.totals({"p1": ("test-set", "1")})
+    assert totals.to_dict("records") == [
+        {
+            "plant": "p1",
+            "readings": 2,
+            "factor_set": "test-set",
+            "factor_version": "1",
+            "co2e_kg": 9.5,
+        }
+    ]
+
+
+VERSIONS = {"p1": ("test-set", "1"), "p2": ("test-set", "1")}
 
 
 def test_totals_per_plant_and_range(store: Store) -> None:
     store.write([reading(p, "gas", k, 1.0, 10.0 * (k + 1)) for p in ("p1", "p2") for k in range(3)])
-    totals = store.totals(start_ms=T0 + MINUTE)
+    totals = store.totals(VERSIONS, start_ms=T0 + MINUTE)
     assert totals["plant"].tolist() == ["p1", "p2"]
     assert totals["readings"].tolist() == [2, 2]
     assert totals["co2e_kg"].tolist() == [50.0, 50.0]
     assert store.count_readings() == 6
+
+
+def test_totals_count_each_reading_once_under_the_version_asked(store: Store) -> None:
+    # A recompute stores a second version beside the first: totals take one of them.
+    originals = [reading("p1", "gas", k, 1.0, 10.0) for k in range(3)]
+    store.write(originals)
+    store.write([versioned(r, "2", 1.5) for r in originals])
+    assert store.totals({"p1": ("test-set", "1")})["co2e_kg"].tolist() == [30.0]
+    assert store.totals({"p1": ("test-set", "2")})["co2e_kg"].tolist() == [45.0]
+    assert store.totals({"p1": ("other-set", "1")})["co2e_kg"].tolist() == [0.0]
+    assert store.totals({"p1": ("test-set", "2")})["readings"].tolist() == [3]
+
+
+def test_the_factor_assignment_is_one_per_plant_and_replaceable(store: Store) -> None:
+    assert store.assigned_factors() == {}
+    store.assign_factors({"p1": ("set-a", "1.0.0"), "p2": ("set-b", "2.0.0")})
+    store.assign_factors({"p1": ("set-c", "3.0.0")})
+    assert store.assigned_factors() == {"p1": ("set-c", "3.0.0"), "p2": ("set-b", "2.0.0")}
+
+
+def test_uncertainty_fields_read_back(store: Store) -> None:
+    store.write([reading("p1", "gas", 0, 1.0, 100.0)])
+    row = store.emissions("p1").iloc[0]
+    assert (row["u95_factor_lower_kg"], row["u95_factor_upper_kg"], row["u95_meter_kg"]) == (
+        pytest.approx(3.0),
+        pytest.approx(4.0),
+        pytest.approx(1.0),
+    )
 
 
 def test_time_range_spans_the_stored_readings(store: Store) -> None:
@@ -277,3 +319,81 @@ def test_empty_queries_give_typed_frames(store: Store) -> None:
     assert list(store.emissions("nobody").columns) == list(EMISSION_COLUMNS)
     assert list(store.activity("nobody").columns) == list(ACTIVITY_COLUMNS)
     assert str(store.emissions("nobody")["time"].dtype) == "datetime64[ms, UTC]"
+
+
+# --- read-only opening: commands that only read never create a store ---------------
+
+
+def test_read_only_sqlite_needs_the_file_and_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "typo" / "x.sqlite"
+    with pytest.raises(StoreError, match="no store at") as caught:
+        open_store(f"sqlite:///{missing}", read_only=True)
+    assert not caught.value.retryable
+    assert not missing.parent.exists()
+    foreign = tmp_path / "foreign.sqlite"
+    foreign.write_bytes(b"not a database at all, just text" * 10)
+    with pytest.raises(StoreError, match="not a carbonlink store"):
+        open_store(f"sqlite:///{foreign}", read_only=True)
+
+
+def test_read_only_sqlite_reads_what_a_writer_wrote(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    writer = SqliteStore(path)
+    writer.write([reading("p1", "gas", 0, 1.0, 3.0)])
+    reader = open_store(f"sqlite:///{path}", read_only=True)
+    assert reader.emissions("p1")["co2e_kg"].tolist() == [3.0]
+    with pytest.raises(StoreError):
+        reader.write([reading("p1", "gas", 1, 1.0, 3.0)])
+    reader.close()
+    writer.close()
+
+
+def test_read_only_sqlite_reads_a_store_from_before_the_uncertainty_fields(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript(OLD_SCHEMA)
+    old.execute(
+        "INSERT INTO emissions VALUES ('p1','gas',?,'s','1','AR5','natural_gas','fuel',1,"
+        "'1.A.2',0.001,'TJ',56.1,0.001,0.0001,56.2,0.0)",
+        (T0,),
+    )
+    old.commit()
+    old.close()
+    reader = open_store(f"sqlite:///{path}", read_only=True)
+    frame = reader.emissions("p1")
+    assert frame["co2e_kg"].tolist() == [56.2]
+    assert frame["u95_meter_kg"].isna().all()  # not known for points written then
+    reader.close()
+    upgraded = SqliteStore(path)  # a writer adds the columns, empty
+    assert upgraded.emissions("p1")["u95_factor_lower_kg"].isna().all()
+    upgraded.close()
+
+
+# The emissions table as carbonlink wrote it before the uncertainty fields.
+OLD_SCHEMA = """
+CREATE TABLE activity (
+    plant TEXT NOT NULL, meter TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+    value REAL NOT NULL, unit TEXT NOT NULL, duration_s REAL NOT NULL, quality TEXT NOT NULL,
+    PRIMARY KEY (plant, meter, ts_ms)
+) WITHOUT ROWID;
+CREATE TABLE emissions (
+    plant TEXT NOT NULL, meter TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+    factor_set TEXT NOT NULL, factor_version TEXT NOT NULL, gwp TEXT NOT NULL,
+    activity TEXT NOT NULL, source TEXT NOT NULL, scope INTEGER NOT NULL, category TEXT NOT NULL,
+    converted_amount REAL NOT NULL, converted_unit TEXT NOT NULL,
+    co2_kg REAL NOT NULL, ch4_kg REAL NOT NULL, n2o_kg REAL NOT NULL, co2e_kg REAL NOT NULL,
+    biogenic_co2_kg REAL NOT NULL,
+    PRIMARY KEY (plant, meter, ts_ms, factor_set, factor_version, gwp)
+) WITHOUT ROWID;
+"""
+
+
+def test_read_only_influxdb_does_not_create_the_database(influxdb: InfluxDBServer) -> None:
+    name = f"absent_{uuid.uuid4().hex[:8]}"
+    with pytest.raises(StoreError, match=f"no database '{name}'"):
+        open_store(influxdb.store_url(name), read_only=True)
+    shown = influxdb.query("_internal", "SHOW DATABASES")
+    names = {row[0] for s in shown["results"][0].get("series", []) for row in s.get("values", [])}
+    assert name not in names

@@ -247,7 +247,8 @@ class Pipeline:
         """Refusals so far by stage and reason, as each service counts them."""
         ingestion = self.platform_health().get("ingestion") or {}
         agent = (self.agent_view().get("counters") or {}).get("rejected") or {}
-        return {"platform": dict(ingestion.get("rejected") or {}), "agent": dict(agent)}
+        own = ingestion.get("rejected_by_platform") or {}
+        return {"platform": dict(own), "agent": dict(agent)}
 
     def alive(self) -> dict[str, bool]:
         return {

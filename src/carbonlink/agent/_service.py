@@ -45,6 +45,7 @@ from carbonlink._rejections import Rejections
 from carbonlink.agent._validation import MeterValidator, Remembered, Verdict
 from carbonlink.config import AgentConfig, OutboxFullPolicy, PlantConfig
 from carbonlink.emissions import FactorLibrary, FactorSet, ResolvedFactor
+from carbonlink.wire import Reason
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,15 @@ CREATE TABLE IF NOT EXISTS seen (
 
 @dataclass(slots=True)
 class AgentCounters:
+    """Every counter counts readings (meter samples), never messages, so that after each
+    message ``received == accepted + sum(rejected) + baselines``: a reading is accepted,
+    rejected (by reason), or is a counter's first register value, which only sets the
+    baseline (an interval needs two). ``forwarded`` and ``dropped_oldest`` count accepted
+    readings that left the outbox."""
+
     received: int = 0
     accepted: int = 0
+    baselines: int = 0
     forwarded: int = 0
     dropped_oldest: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
@@ -78,10 +86,23 @@ class AgentCounters:
         return {
             "received": self.received,
             "accepted": self.accepted,
+            "baselines": self.baselines,
             "forwarded": self.forwarded,
             "dropped_oldest": self.dropped_oldest,
             "rejected": dict(self.rejected),
         }
+
+
+# Refusals of a whole message (its meter, unit or kind is wrong): every sample goes.
+_MESSAGE_REASONS: Final = frozenset({Reason.UNKNOWN_METER, Reason.WRONG_UNIT, Reason.WRONG_KIND})
+
+
+def _refused_whole(message: wire.MeterMessage, verdict: Verdict) -> str | None:
+    """The reason when the validator refused the message as a whole, else None."""
+    if verdict.accepted or len(verdict.rejected) != len(message.rejected) + 1:
+        return None
+    reason = verdict.rejected[0].reason
+    return reason if reason in _MESSAGE_REASONS and message.samples else None
 
 
 def _encode_reading(r: wire.Reading) -> bytes:
@@ -209,21 +230,43 @@ class Agent:
         """Validate one meter message; commit the good readings, dead-letter the rest.
 
         Never raises: anything unexpected is refused as ``internal_error``."""
-        self.counters.received += 1
+        received_before = self.counters.received
         try:
             self._handle(topic, payload)
         except Exception as exc:
             log.exception("agent %s: failed on a message to %s", self.plant.id, wire.shown(topic))
             detail = f"{type(exc).__name__}: {wire.shown(str(exc))}"
+            if self.counters.received == received_before:
+                self.counters.received += 1  # counted as one refused reading
             self._reject(topic, RejectedReading(wire.Reason.INTERNAL_ERROR, detail), payload)
 
     def _handle(self, topic: str, payload: bytes) -> None:
+        refused_before = self.counters.rejected.total()
+        accepted_before = self.counters.accepted
         try:
             message = wire.decode_meter_message(topic, payload)
             verdict = self._validator.check(message, commit=False)
         except RejectedReading as exc:
+            self.counters.received += 1  # an unreadable message: one refused reading
             self._reject(topic, exc, payload)
             return
+        readings = len(message.samples) + len(message.rejected)
+        self.counters.received += readings
+        try:
+            self._keep(topic, payload, message, verdict)
+        finally:
+            whole = _refused_whole(message, verdict)
+            if whole is not None:
+                # One dead letter for the message, but every sample in it is refused.
+                self.counters.rejected[whole] += len(message.samples) - 1
+            counted = (self.counters.accepted - accepted_before) + (
+                self.counters.rejected.total() - refused_before
+            )
+            self.counters.baselines += max(0, readings - counted)
+
+    def _keep(
+        self, topic: str, payload: bytes, message: wire.MeterMessage, verdict: Verdict
+    ) -> None:
         for error in verdict.rejected:
             self._reject(topic, error, payload)
         accepted = self._make_room(topic, payload, list(verdict.accepted))
@@ -373,8 +416,8 @@ class Agent:
                 self.plant.id,
                 self.identity,
                 state,
-                {"received": counters.received, "accepted": counters.accepted,
-                 "forwarded": counters.forwarded, "dropped_oldest": counters.dropped_oldest},
+                {name: count for name, count in counters.as_dict().items()
+                 if isinstance(count, int)},
                 dict(counters.rejected),
                 self.outbox_depth,
             )

@@ -40,9 +40,13 @@ from carbonlink.cli._common import (
 from carbonlink.config import Settings
 from carbonlink.emissions import FactorSet
 from carbonlink.platform import Ingestor, Platform, open_store
+from carbonlink.platform._assignment import record_assignment
+from carbonlink.platform._recompute import current_versions, factor_set_for
+from carbonlink.platform._series import FIELD_UNITS, series_table
 from carbonlink.platform.api import create_app, serve
 from carbonlink.platform.dashboard import mount_dashboard
 from carbonlink.platform.storage import SERIES_FIELDS
+from carbonlink.platform.storage._base import ACTIVITY_FIELDS
 
 # The demo shows the closed loop: stage 1 for two simulated hours, then stage 3, with the
 # three fixed stages evaluated live beside it.
@@ -59,6 +63,13 @@ async def _with_http(
         if app is not None and listen is not None:
             tasks.create_task(serve(app, *listen))
             click.echo(f"serving http://{listen[0]}:{listen[1]}/", err=True)
+
+
+async def _running(*services: Coroutine[Any, Any, None]) -> None:
+    """Run coroutines side by side until all have ended (the first error ends them all)."""
+    async with asyncio.TaskGroup() as tasks:
+        for service in services:
+            tasks.create_task(service)
 
 
 def _broker(settings: Settings, override: str | None) -> str:
@@ -232,7 +243,13 @@ def platform(
         )
         mount_dashboard(api, store, settings, health=service.health, status=service.agent_states)
     try:
-        run_async(_with_http(service.run(), api, listen))
+        run_async(
+            _with_http(
+                _running(service.run(), record_assignment(store, current_versions(settings))),
+                api,
+                listen,
+            )
+        )
     finally:
         service.close()
         store.close()
@@ -243,9 +260,23 @@ def platform(
 @store_option
 @click.option("--plant", "plant_id", required=True)
 @click.option("--meter", default=None)
-@click.option("--field", type=click.Choice(SERIES_FIELDS), default="co2e_kg")
+@click.option(
+    "--field",
+    type=click.Choice(SERIES_FIELDS),
+    default="co2e_kg",
+    help="value: the reading as metered (its unit in the unit column); *_kg: kg of the gas.",
+)
 @click.option("--start", default=None, help="RFC 3339 time or epoch ms.")
 @click.option("--end", default=None, help="RFC 3339 time or epoch ms.")
+@click.option(
+    "--factor-set",
+    default=None,
+    help="Read emissions stored under another factor set [default: the plant's, as the "
+    "config names it now].",
+)
+@click.option(
+    "--factor-version", default=None, help="...and another version [default: its current one]."
+)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
 @user_errors
 def query(
@@ -256,21 +287,42 @@ def query(
     field: str,
     start: str | None,
     end: str | None,
+    factor_set: str | None,
+    factor_version: str | None,
     fmt: str,
 ) -> None:
-    """Print a stored series (one row per reading)."""
-    url = store_override or store_url(settings_from(config_path), None)
-    store = open_store(url)
+    """Print a stored series, one row per reading, under one factor set version."""
+    settings = settings_from(config_path)
+    plant = settings.plant(plant_id)  # an unknown plant is an error naming the known ones
+    if meter is not None and plant.meter(meter) is None:
+        known = ", ".join(m.id for m in plant.meters)
+        raise ConfigError(None, "--meter", f"plant {plant_id!r} has no meter {meter!r} ({known})")
+    chosen = factor_set_for(settings, plant_id, factor_set)
+    version = factor_version or chosen.version
+    # Read-only: a mistyped path is an error, never a new empty store.
+    store = open_store(store_url(settings, store_override), read_only=True)
     try:
-        frame = store.series(
+        frame = series_table(
+            store,
             plant_id,
-            field=field,
+            field,
             meter=meter,
             start_ms=time_option(start, "--start"),
             end_ms=time_option(end, "--end"),
+            factor_set=chosen.name,
+            factor_version=version,
         )
     finally:
         store.close()
+    if field not in ACTIVITY_FIELDS:
+        current = (
+            "the plant's current" if factor_set is None and factor_version is None else "asked"
+        )
+        click.echo(
+            f"{plant_id}: {field} in {FIELD_UNITS.get(field, 'the unit column')}, counted "
+            f"once per reading under {chosen.name} {version} ({current} factor set)",
+            err=True,
+        )
     if fmt == "csv":
         click.echo(frame.to_csv(index=False), nl=False)
     elif fmt == "json":

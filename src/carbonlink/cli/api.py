@@ -18,6 +18,7 @@ from carbonlink.cli._common import (
     time_option,
     user_errors,
 )
+from carbonlink.platform._recompute import factor_set_for
 from carbonlink.platform._recompute import recompute as recompute_emissions
 from carbonlink.platform.api import create_app, serve
 from carbonlink.platform.dashboard import mount_dashboard
@@ -89,3 +90,12 @@ def recompute(
         f"{result.factor_set} {result.factor_version} ({result.co2e_kg / 1000:.3f} tCO2e); "
         f"{result.skipped} without emissions skipped"
     )
+    current = factor_set_for(settings, plant_id)
+    if (current.name, current.version) != (result.factor_set, result.factor_version):
+        # Stored beside the plant's own version, never counted with it.
+        click.echo(
+            f"{result.plant} counts under {current.name} {current.version} (its config); the "
+            f"{result.factor_set} {result.factor_version} figures are kept beside them, read "
+            f"them with `carbonlink query --factor-set {result.factor_set}` or make them count "
+            f"by naming that set in the plant's file"
+        )

@@ -100,7 +100,7 @@ def verify_ledger(
         else:
             click.echo(f"BROKEN at report {check.broken_at}: {check.reason}")
         if store is not None and check.ok:
-            opened = open_store(store)
+            opened = open_store(store, read_only=True)
             try:
                 mismatches = verify_against_store(journal.ledger, opened)
             finally:

@@ -307,7 +307,7 @@ def backtest_command(
         raise ConfigError(None, "--reference", "give --journal or --reference, not both")
     chosen, versions = _plants_and_versions(settings, plants)
     step_s = parse_duration_s(step)
-    store = open_store(store_url(settings, store_override))
+    store = open_store(store_url(settings, store_override), read_only=True)
     try:
         start_ms, end_ms = _window_bounds(store, chosen, start, end, step_s)
         if end_ms <= start_ms:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from carbonlink._clock import SimClock, wall_clock_ms
+from carbonlink._clock import SimClock, run_clock
 from carbonlink._mqtt import parse_broker_url
 from carbonlink.cli._common import (
     broker_option,
@@ -39,13 +39,19 @@ FAULT_HELP = (
 @broker_option
 @click.option("--plants", default=None, help="Comma-separated plant ids [default: all].")
 @click.option("--seed", type=int, default=0, help="Seed for every random draw of the run.")
-@click.option("--speed", default="1", help="Simulated seconds per second, or `max`.")
+@click.option(
+    "--speed",
+    default="1",
+    help="Simulated seconds per second, or `max`. Faster than 1 is a backfill ending now: "
+    "the data never runs ahead of the wall clock.",
+)
 @click.option("--duration", default=None, help="Simulated time to run: 90s, 30m, 12h, 7d.")
 @click.option(
     "--start",
     default=None,
-    help="Simulated start (RFC 3339 or epoch ms) [default: now; with --speed max, now "
-    "minus --duration, so a backfill ends at the present].",
+    help="Simulated start (RFC 3339 or epoch ms) [default: now at --speed 1; faster, so "
+    "that the run reaches the present as it ends (without --duration: a day ago, then it "
+    "follows the wall clock)].",
 )
 @click.option(
     "--faults",
@@ -99,7 +105,7 @@ def simulate(
     if replay_source is not None:
         by_id = {p.id: p for p in selected}
         if "://" in replay_source:
-            store = open_store(replay_source)
+            store = open_store(replay_source, read_only=True)
             try:
                 rows = load_replay_from_store(
                     store,
@@ -113,14 +119,12 @@ def simulate(
             rows = load_replay(replay_source, by_id)
         if not rows:
             raise click.UsageError(f"{replay_source}: nothing to replay")
-        clock = _clock(speed, rows[0].ts_ms)
+        clock = _clock(speed, rows[0].ts_ms, None)
         stats = run_async(replay(rows, {p.id: p for p in selected}, address, clock))
     else:
         faults = list(load_faults(faults_file)) if faults_file else []
         faults += [parse_fault(spec) for spec in fault_specs]
-        if speed == "max" and start_ms is None and duration_ms is not None:
-            start_ms = wall_clock_ms() - duration_ms
-        clock = _clock(speed, start_ms)
+        clock = _clock(speed, start_ms, duration_ms)
         stats = run_async(
             run_simulators(
                 selected,
@@ -141,10 +145,10 @@ def simulate(
         )
 
 
-def _clock(speed: str, start_ms: int | None) -> SimClock:
+def _clock(speed: str, start_ms: int | None, duration_ms: int | None) -> SimClock:
     if speed == "max":
-        return SimClock(start_ms, speed=None)
+        return run_clock(None, start_ms=start_ms, duration_ms=duration_ms)
     try:
-        return SimClock(start_ms, speed=float(speed))
+        return run_clock(float(speed), start_ms=start_ms, duration_ms=duration_ms)
     except ValueError as exc:
         raise click.BadParameter(f"--speed: {exc}") from exc

@@ -16,7 +16,13 @@ import pydantic
 
 from carbonlink._exceptions import ConfigError, UnitError
 from carbonlink._yamlconfig import Readable, StrictModel, read_yaml, validate_model
-from carbonlink.emissions._units import Dimension, conversion_factor
+from carbonlink.emissions._units import (
+    CalorificBasis,
+    Dimension,
+    conversion_factor,
+    dimension_of,
+    split_basis,
+)
 
 Sector = Literal["manufacturing", "energy"]
 SECTORS: tuple[Sector, ...] = ("manufacturing", "energy")
@@ -35,6 +41,7 @@ FUEL_FACTOR_UNIT = "kg/TJ"
 GRID_FACTOR_UNIT = "kg/kWh"
 HEAT_FACTOR_UNIT = "kg/GJ"
 PROCESS_FACTOR_UNIT = "kg/t"
+RATIO_UNIT = "dimensionless"
 
 _ACTIVITY_ID = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -96,15 +103,39 @@ class FuelData:
     ch4: Mapping[Sector, Param]  # kg per TJ
     n2o: Mapping[Sector, Param]  # kg per TJ
     density: Density | None
+    ncv_per_gcv: Param | None  # None: gross energy amounts need a ratio from a factor set
 
 
 @dataclass(frozen=True)
 class GwpSet:
+    """GWP-100 values. ``ch4`` is for combustion, grid and heat CH4; ``ch4_fossil`` only
+    for fugitive fossil CH4 (see gwp.yaml for why)."""
+
     name: str
+    ch4: float
     ch4_fossil: float
-    ch4_non_fossil: float
     n2o: float
     source: SourceRef
+
+
+@dataclass(frozen=True)
+class CalorificDefaults:
+    """The basis an energy unit is quoted on when the unit text does not say."""
+
+    gross: frozenset[str]
+    net: frozenset[str]
+    source: SourceRef
+
+    def basis_of(self, unit: str) -> CalorificBasis | None:
+        """The unit's basis: as its text names it, else by convention; None if unknown."""
+        bare, named = split_basis(unit)
+        if named is not None:
+            return named
+        if bare in self.gross:
+            return "gross"
+        if bare in self.net:
+            return "net"
+        return None
 
 
 @dataclass(frozen=True)
@@ -144,7 +175,8 @@ class ProcessData:
     id: str
     description: str
     category: str
-    co2: Param  # kg per t of product
+    co2: Param  # kg per t of product (glass: per t from raw materials, before cullet)
+    cullet_ratio: Param | None = None  # glass (Eq. 2.12): share of cullet in the charge
 
 
 @dataclass(frozen=True)
@@ -154,6 +186,7 @@ class LibraryData:
     grid: Mapping[str, GridRegion]
     heat: Mapping[str, HeatData]
     processes: Mapping[str, ProcessData]
+    calorific: CalorificDefaults
 
 
 # --------------------------------------------------------------------------- schemas
@@ -204,6 +237,7 @@ class _FuelSchema(StrictModel):
     ch4: dict[Sector, _ParamSchema]
     n2o: dict[Sector, _ParamSchema]
     density: _ParamSchema | None = None
+    ncv_per_gcv: _ParamSchema | None = None
 
     @pydantic.model_validator(mode="after")
     def _every_sector(self) -> _FuelSchema:
@@ -214,14 +248,21 @@ class _FuelSchema(StrictModel):
         return self
 
 
+class _CalorificSchema(StrictModel):
+    gross: list[str] = pydantic.Field(min_length=1)
+    net: list[str] = pydantic.Field(min_length=1)
+    source: _SourceSchema
+
+
 class _StationaryFile(StrictModel):
     sources: dict[str, Any] = pydantic.Field(default_factory=dict)
     fuels: dict[str, _FuelSchema]
+    calorific_basis: _CalorificSchema
 
 
 class _GwpSetSchema(StrictModel):
+    ch4: float = pydantic.Field(gt=0)
     ch4_fossil: float = pydantic.Field(gt=0)
-    ch4_non_fossil: float = pydantic.Field(gt=0)
     n2o: float = pydantic.Field(gt=0)
     source: _SourceSchema
 
@@ -276,6 +317,7 @@ class _ProcessSchema(StrictModel):
     description: str = pydantic.Field(min_length=1)
     category: str = pydantic.Field(min_length=1)
     co2: _ParamSchema
+    cullet_ratio: _ParamSchema | None = None
 
 
 class _ProcessFile(StrictModel):
@@ -336,7 +378,24 @@ def _density(schema: _ParamSchema, label: str, key: str) -> Density:
     raise ConfigError(label, f"{key}.unit", "a density must be mass per L or per Nm3")
 
 
-def _load_fuels(directory: Any, label: str) -> dict[str, FuelData]:
+def _ratio(schema: _ParamSchema | None, label: str, key: str) -> Param | None:
+    if schema is None:
+        return None
+    ratio = _param(schema, RATIO_UNIT, label, key)
+    if not 0 < ratio.value <= 1:
+        raise ConfigError(label, key, "a ratio must lie in (0, 1]")
+    return ratio
+
+
+def _calorific(schema: _CalorificSchema, label: str) -> CalorificDefaults:
+    for side in ("gross", "net"):
+        for unit in getattr(schema, side):
+            if dimension_of(unit) is not Dimension.ENERGY:
+                raise ConfigError(label, f"calorific_basis.{side}", f"{unit!r} is no energy unit")
+    return CalorificDefaults(frozenset(schema.gross), frozenset(schema.net), schema.source.record())
+
+
+def _load_fuels(directory: Any, label: str) -> tuple[dict[str, FuelData], CalorificDefaults]:
     parsed = validate_model(_StationaryFile, read_yaml(directory / STATIONARY_FILE, label), label)
     fuels: dict[str, FuelData] = {}
     for fuel_id, fuel in parsed.fuels.items():
@@ -357,14 +416,15 @@ def _load_fuels(directory: Any, label: str) -> dict[str, FuelData]:
             density=None
             if fuel.density is None
             else _density(fuel.density, label, f"{key}.density"),
+            ncv_per_gcv=_ratio(fuel.ncv_per_gcv, label, f"{key}.ncv_per_gcv"),
         )
-    return fuels
+    return fuels, _calorific(parsed.calorific_basis, label)
 
 
 def _load_gwp(directory: Any, label: str) -> dict[str, GwpSet]:
     parsed = validate_model(_GwpFile, read_yaml(directory / GWP_FILE, label), label)
     return {
-        name: GwpSet(name, s.ch4_fossil, s.ch4_non_fossil, s.n2o, s.source.record())
+        name: GwpSet(name, s.ch4, s.ch4_fossil, s.n2o, s.source.record())
         for name, s in parsed.sets.items()
     }
 
@@ -428,18 +488,30 @@ def _load_processes(directory: Any, label: str) -> dict[str, ProcessData]:
             description=item.description,
             category=item.category,
             co2=_param(item.co2, PROCESS_FACTOR_UNIT, label, f"{key}.co2"),
+            cullet_ratio=_cullet(item.cullet_ratio, label, f"{key}.cullet_ratio"),
         )
     return processes
 
 
+def _cullet(schema: _ParamSchema | None, label: str, key: str) -> Param | None:
+    if schema is None:
+        return None
+    ratio = _param(schema, RATIO_UNIT, label, key)
+    if not 0 <= ratio.value < 1:
+        raise ConfigError(label, key, "a cullet ratio must lie in [0, 1)")
+    return ratio
+
+
 def load_data(directory: Readable | Any, label: str) -> LibraryData:
     """Load and check every data file under ``directory`` (a Path or resource folder)."""
+    fuels, calorific = _load_fuels(directory, f"{label}/{STATIONARY_FILE}")
     data = LibraryData(
-        fuels=_load_fuels(directory, f"{label}/{STATIONARY_FILE}"),
+        fuels=fuels,
         gwp=_load_gwp(directory, f"{label}/{GWP_FILE}"),
         grid=_load_grid(directory, f"{label}/{GRID_FILE}"),
         heat=_load_heat(directory, f"{label}/{HEAT_FILE}"),
         processes=_load_processes(directory, f"{label}/{PROCESS_FILE}"),
+        calorific=calorific,
     )
     seen: set[str] = {"electricity"}
     names = [*data.fuels, *data.processes]

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from carbonlink._exceptions import FactorLookupError, UnitError, UnknownActivityError
 from carbonlink.emissions._data import (
     SECTORS,
+    CalorificDefaults,
     FuelData,
     GridEntry,
     GwpSet,
@@ -27,7 +28,13 @@ from carbonlink.emissions._result import (
     ResolvedFactor,
     combine_relative,
 )
-from carbonlink.emissions._units import Dimension, conversion_factor, describe, dimension_of
+from carbonlink.emissions._units import (
+    Dimension,
+    conversion_factor,
+    describe,
+    dimension_of,
+    split_basis,
+)
 
 ActivityKind = Literal["fuel", "electricity", "heat", "process"]
 
@@ -64,15 +71,48 @@ class ActivityInfo:
 
 
 @dataclass(frozen=True)
+class Adjustments:
+    """What a factor set states in place of the library's defaults for one activity.
+
+    Hashable, so :meth:`FactorLibrary.resolve` stays cached per adjustment.
+    ``ncv_per_volume`` is TJ per ``ncv_volume_unit`` (``Nm3`` or ``L``);
+    ``gross_units``/``net_units`` name units quoted on that calorific basis;
+    ``source`` cites where the stated values come from.
+    """
+
+    ncv_tj_per_t: float | None = None
+    ncv_per_volume: float | None = None
+    ncv_volume_unit: str | None = None
+    ncv_per_gcv: float | None = None
+    gross_units: frozenset[str] = frozenset()
+    net_units: frozenset[str] = frozenset()
+    cullet_ratio: float | None = None
+    source: str = ""
+    ncv_published: str = ""  # the stated NCV as its source prints it
+
+
+NO_ADJUSTMENTS = Adjustments()
+
+
+@dataclass(frozen=True)
 class _Gases:
-    """kg per converted unit, with the GWP-relevant facts, before folding in the unit."""
+    """kg per converted unit, before folding in the unit."""
 
     co2: float
     ch4: float
     n2o: float
     biogenic_co2: float
-    ch4_gwp: float
     co2e_fixed: float | None = None  # set when the source gives CO2e only
+
+
+@dataclass(frozen=True)
+class _FuelAmount:
+    """How a metered fuel amount becomes TJ (NCV): the factor and what it relied on."""
+
+    tj_per_unit: float
+    ncv_range: tuple[float, float] | None  # relative bounds of an NCV that was used
+    basis: str | None  # calorific basis of an energy amount: "net" | "gross"
+    note: str  # for the citation: density, stated NCV, gross-to-net ratio
 
 
 def _cite(*sources: SourceRef) -> str:
@@ -139,6 +179,10 @@ class FactorLibrary:
         )
         return out
 
+    def activity_id(self, activity: str) -> str:
+        """The activity's own id (resolving aliases); raises UnknownActivityError."""
+        return self._canonical(activity)
+
     def activity_ids(self) -> tuple[str, ...]:
         return tuple(a.id for a in self.activities())
 
@@ -164,6 +208,17 @@ class FactorLibrary:
             return "heat"
         return "process"
 
+    def ncv_per_gcv(self, activity: str) -> float | None:
+        """The fuel's default NCV/GCV ratio (IPCC 2006 Vol. 2 Ch. 1 s. 1.4.1.2); None for
+        fuels without one (wood) and for activities that are no fuel."""
+        fuel = self._data.fuels.get(self._canonical(activity))
+        return None if fuel is None or fuel.ncv_per_gcv is None else fuel.ncv_per_gcv.value
+
+    def takes_cullet_ratio(self, activity: str) -> bool:
+        """Whether the activity is glass, whose process CO2 depends on the cullet ratio."""
+        process = self._data.processes.get(self._canonical(activity))
+        return process is not None and process.cullet_ratio is not None
+
     def canonical_unit(self, activity: str) -> str:
         return {
             "fuel": FUEL_UNIT,
@@ -183,9 +238,19 @@ class FactorLibrary:
         region: str | None = None,
         year: int | None = None,
         sector: str = DEFAULT_SECTOR,
+        adjust: Adjustments = NO_ADJUSTMENTS,
     ) -> ResolvedFactor:
-        """Per-metered-unit factors; cached, so calling it per reading is cheap."""
-        return self._resolve_cached(activity, unit, gwp, region, year, sector)
+        """Per-metered-unit factors; cached, so calling it per reading is cheap.
+
+        ``adjust`` carries what a factor set states instead of the defaults (NCV,
+        gross-to-net ratio, units' calorific basis, cullet ratio).
+        """
+        return self._resolve_cached(activity, unit, gwp, region, year, sector, adjust)
+
+    @property
+    def calorific(self) -> CalorificDefaults:
+        """Which basis energy units are quoted on when they do not say."""
+        return self._data.calorific
 
     def compute(
         self,
@@ -236,6 +301,7 @@ class FactorLibrary:
         region: str | None,
         year: int | None,
         sector: str,
+        adjust: Adjustments,
     ) -> ResolvedFactor:
         name = self._canonical(activity)
         gwp_set = self._gwp(name, gwp)
@@ -244,37 +310,37 @@ class FactorLibrary:
         sector_name: Sector = "energy" if sector == "energy" else "manufacturing"
         data = self._data
         if name in data.fuels:
-            return self._fuel(data.fuels[name], unit, gwp_set, sector_name)
+            return self._fuel(data.fuels[name], unit, gwp_set, sector_name, adjust)
         if name == ELECTRICITY:
             return self._electricity(unit, gwp_set, region, year)
         if name in data.heat:
             return self._heat(data.heat[name], unit, gwp_set)
-        return self._process(data.processes[name], unit, gwp_set)
+        return self._process(data.processes[name], unit, gwp_set, adjust)
 
-    def _fuel(self, fuel: FuelData, unit: str, gwp: GwpSet, sector: Sector) -> ResolvedFactor:
-        conversion, ncv_used, density_note = _fuel_conversion(fuel, unit)
+    def _fuel(
+        self, fuel: FuelData, unit: str, gwp: GwpSet, sector: Sector, adjust: Adjustments
+    ) -> ResolvedFactor:
+        amount = _fuel_amount(fuel, unit, self._data.calorific, adjust)
         ch4, n2o = fuel.ch4[sector], fuel.n2o[sector]
-        co2_range = combine_relative(
-            fuel.ncv.relative_bounds() if ncv_used else None, fuel.co2.relative_bounds()
-        )
-        sources = [fuel.ncv.source] if ncv_used else []
-        citation = _cite(*sources, fuel.co2.source, ch4.source, n2o.source) + density_note
+        co2_range = combine_relative(amount.ncv_range, fuel.co2.relative_bounds())
+        sources = [fuel.ncv.source] if amount.ncv_range is not None else []
+        citation = _cite(*sources, fuel.co2.source, ch4.source, n2o.source) + amount.note
         gases = _Gases(
             co2=0.0 if fuel.biogenic else fuel.co2.value,
             ch4=ch4.value,
             n2o=n2o.value,
             biogenic_co2=fuel.co2.value if fuel.biogenic else 0.0,
-            # Biomass CH4 carbon came from the atmosphere recently: non-fossil GWP.
-            ch4_gwp=gwp.ch4_non_fossil if fuel.biogenic else gwp.ch4_fossil,
         )
         return _build(
             activity=fuel.id,
             unit=unit,
             converted_unit=FUEL_UNIT,
-            conversion=conversion,
+            conversion=amount.tj_per_unit,
             gases=gases,
             gwp=gwp,
             co2_range=None if fuel.biogenic else co2_range,
+            ncv_range=amount.ncv_range,
+            calorific_basis=amount.basis,
             scope=_SCOPE_DIRECT,
             category=_SECTOR_CATEGORY[sector],
             source=citation,
@@ -295,14 +361,7 @@ class FactorLibrary:
         entry = self._grid_entry(self._region_id(region), year)
         conversion = _convert(ELECTRICITY, unit, ELECTRICITY_UNIT, Dimension.ENERGY)
         gases = _Gases(
-            co2=entry.co2,
-            ch4=entry.ch4,
-            n2o=entry.n2o,
-            biogenic_co2=0.0,
-            # Grid CH4 comes mostly from fossil generation; the fossil value is the
-            # conservative choice where a set distinguishes the two.
-            ch4_gwp=gwp.ch4_fossil,
-            co2e_fixed=entry.co2e,
+            co2=entry.co2, ch4=entry.ch4, n2o=entry.n2o, biogenic_co2=0.0, co2e_fixed=entry.co2e
         )
         return _build(
             activity=ELECTRICITY,
@@ -337,7 +396,7 @@ class FactorLibrary:
 
     def _heat(self, heat: HeatData, unit: str, gwp: GwpSet) -> ResolvedFactor:
         conversion = _convert(heat.id, unit, HEAT_UNIT, Dimension.ENERGY)
-        gases = _Gases(co2=heat.co2, ch4=0.0, n2o=0.0, biogenic_co2=0.0, ch4_gwp=gwp.ch4_fossil)
+        gases = _Gases(co2=heat.co2, ch4=0.0, n2o=0.0, biogenic_co2=0.0)
         return _build(
             activity=heat.id,
             unit=unit,
@@ -355,11 +414,21 @@ class FactorLibrary:
             basis="co2_only",
         )
 
-    def _process(self, process: ProcessData, unit: str, gwp: GwpSet) -> ResolvedFactor:
+    def _process(
+        self, process: ProcessData, unit: str, gwp: GwpSet, adjust: Adjustments
+    ) -> ResolvedFactor:
         conversion = _convert(process.id, unit, PROCESS_UNIT, Dimension.MASS)
-        gases = _Gases(
-            co2=process.co2.value, ch4=0.0, n2o=0.0, biogenic_co2=0.0, ch4_gwp=gwp.ch4_fossil
-        )
+        co2, published = process.co2.value, process.co2.published
+        if process.cullet_ratio is not None:
+            # Eq. 2.12: cullet releases no process CO2, so only (1 - CR) of the melt counts.
+            ratio, origin = adjust.cullet_ratio, adjust.source
+            if ratio is None:
+                ratio, origin = process.cullet_ratio.value, process.cullet_ratio.source.cite()
+            co2 *= 1.0 - ratio
+            published += f" x (1 - cullet ratio {ratio:g}, {origin})"
+        elif adjust.cullet_ratio is not None:
+            raise FactorLookupError(process.id, "a cullet ratio applies to glass only")
+        gases = _Gases(co2=co2, ch4=0.0, n2o=0.0, biogenic_co2=0.0)
         return _build(
             activity=process.id,
             unit=unit,
@@ -370,7 +439,7 @@ class FactorLibrary:
             co2_range=process.co2.relative_bounds(),
             scope=_SCOPE_DIRECT,
             category=process.category,
-            source=f"{process.co2.source.cite()} ({process.co2.published})",
+            source=f"{process.co2.source.cite()} ({published})",
             version=process.co2.source.version,
             year=process.co2.source.year,
             region=None,
@@ -389,22 +458,41 @@ def _convert(activity: str, unit: str, target: str, expected: Dimension) -> floa
     return conversion_factor(unit, target)
 
 
-def _fuel_conversion(fuel: FuelData, unit: str) -> tuple[float, bool, str]:
-    """TJ per metered unit, whether the NCV was used, and a note on any density used."""
+def _fuel_amount(
+    fuel: FuelData, unit: str, calorific: CalorificDefaults, adjust: Adjustments
+) -> _FuelAmount:
+    """How one metered unit of ``fuel`` becomes TJ on a net calorific value basis."""
     found = dimension_of(unit)
     if found == Dimension.ENERGY:
-        # Energy amounts are taken as already on a net calorific value basis.
-        return conversion_factor(unit, FUEL_UNIT), False, ""
+        return _energy_amount(fuel, unit, calorific, adjust)
+    ncv_range = fuel.ncv.relative_bounds()
     if found == Dimension.MASS:
-        return conversion_factor(unit, "t") * fuel.ncv.value, True, ""
+        if adjust.ncv_tj_per_t is not None:
+            note = f"; NCV {adjust.ncv_published} ({adjust.source})"
+            return _FuelAmount(conversion_factor(unit, "t") * adjust.ncv_tj_per_t, None, None, note)
+        return _FuelAmount(conversion_factor(unit, "t") * fuel.ncv.value, ncv_range, None, "")
+    stated_volume = adjust.ncv_volume_unit
+    if (
+        adjust.ncv_per_volume is not None
+        and stated_volume is not None
+        and found == dimension_of(stated_volume)
+    ):
+        per = conversion_factor(unit, stated_volume)
+        note = f"; NCV {adjust.ncv_published} ({adjust.source})"
+        return _FuelAmount(per * adjust.ncv_per_volume, None, None, note)
     density = fuel.density
     if density is not None and found == density.dimension:
         tonnes = conversion_factor(unit, density.volume_unit) * density.kg_per_volume / KG_PER_T
         origin = (
             "assumption stated in the data file" if density.assumption else density.source.cite()
         )
+        ncv = fuel.ncv.value if adjust.ncv_tj_per_t is None else adjust.ncv_tj_per_t
         note = f"; density {density.published} ({origin})"
-        return tonnes * fuel.ncv.value, True, note
+        if adjust.ncv_tj_per_t is not None:
+            note += f"; NCV {adjust.ncv_published} ({adjust.source})"
+        return _FuelAmount(
+            tonnes * ncv, ncv_range if adjust.ncv_tj_per_t is None else None, None, note
+        )
     accepted = ["mass (t, kg)", "energy (TJ, GJ, MWh)"]
     if density is not None:
         accepted.append(
@@ -414,6 +502,42 @@ def _fuel_conversion(fuel: FuelData, unit: str) -> tuple[float, bool, str]:
     if found == Dimension.VOLUME and density is not None and density.volume_unit == "Nm3":
         hint = "; gas volumes must be in Nm3 (0 degC, 101.325 kPa), a plain m3 is ambiguous"
     raise UnitError(unit, f"{fuel.id} needs {' or '.join(accepted)}, got {describe(unit)}{hint}")
+
+
+def _energy_amount(
+    fuel: FuelData, unit: str, calorific: CalorificDefaults, adjust: Adjustments
+) -> _FuelAmount:
+    """An energy amount: IPCC factors are per TJ of NCV, so a gross (GCV) amount is taken
+    to NCV with the fuel's ratio (IPCC 2006 Vol. 2 Ch. 1, section 1.4.1.2)."""
+    bare, named = split_basis(unit)
+    basis = named
+    if basis is None and bare in adjust.gross_units:
+        basis = "gross"
+    if basis is None and bare in adjust.net_units:
+        basis = "net"
+    if basis is None:
+        basis = calorific.basis_of(unit)
+    if basis is None:
+        raise UnitError(
+            unit,
+            f"say which calorific basis {bare!r} is quoted on: {bare!r} NCV (net) or "
+            f"{bare!r} GCV (gross)",
+        )
+    tj = conversion_factor(unit, FUEL_UNIT)
+    if basis == "net":
+        return _FuelAmount(tj, None, "net", "")
+    if adjust.ncv_per_gcv is not None:
+        ratio, origin = adjust.ncv_per_gcv, adjust.source
+    elif fuel.ncv_per_gcv is not None:
+        ratio, origin = fuel.ncv_per_gcv.value, fuel.ncv_per_gcv.source.cite()
+    else:
+        raise UnitError(
+            unit,
+            f"{unit!r} is a gross (GCV) amount and {fuel.id} has no default NCV/GCV ratio; "
+            "state it in the factor set (overrides.<activity>.ncv_per_gcv) or meter on NCV",
+        )
+    note = f"; gross (GCV) amount taken to NCV x {ratio:g} ({origin})"
+    return _FuelAmount(tj * ratio, None, "gross", note)
 
 
 def _build(
@@ -432,11 +556,15 @@ def _build(
     year: int | None,
     region: str | None,
     basis: str,
+    ncv_range: tuple[float, float] | None = None,
+    calorific_basis: str | None = None,
 ) -> ResolvedFactor:
     if gases.co2e_fixed is not None:
         co2e = gases.co2e_fixed
     else:
-        co2e = gases.co2 + gases.ch4 * gases.ch4_gwp + gases.n2o * gwp.n2o
+        # The plain CH4 GWP: IPCC CO2 factors already count the carbon that CH4 from
+        # combustion would oxidise to (gwp.yaml says more).
+        co2e = gases.co2 + gases.ch4 * gwp.ch4 + gases.n2o * gwp.n2o
     return ResolvedFactor(
         activity=activity,
         unit=unit,
@@ -448,8 +576,10 @@ def _build(
         biogenic_co2_kg_per_unit=gases.biogenic_co2 * conversion,
         co2e_kg_per_unit=co2e * conversion,
         co2_relative_range=co2_range,
+        ncv_relative_range=ncv_range,
+        calorific_basis=calorific_basis,
         gwp_set=gwp.name,
-        gwp_ch4=gases.ch4_gwp,
+        gwp_ch4=gwp.ch4,
         gwp_n2o=gwp.n2o,
         scope=scope,
         category=category,

@@ -56,6 +56,7 @@ class EmissionResult:
     factor_version: str
     factor_year: int | None
     co2e_range_kg: tuple[float, float] | None
+    calorific_basis: str | None
     data_quality: DataQuality
     region: str | None
     gas_basis: str
@@ -90,6 +91,8 @@ class ResolvedFactor:
     biogenic_co2_kg_per_unit: float
     co2e_kg_per_unit: float
     co2_relative_range: tuple[float, float] | None
+    ncv_relative_range: tuple[float, float] | None  # an NCV range the conversion used
+    calorific_basis: str | None  # "net" | "gross" for an energy amount, else None
     gwp_set: str
     gwp_ch4: float
     gwp_n2o: float
@@ -109,6 +112,16 @@ class ResolvedFactor:
     @property
     def factor_unit(self) -> str:
         return f"kg/{self.converted_unit}"
+
+    @property
+    def co2e_factor_u95_per_unit(self) -> tuple[float, float]:
+        """Half-widths (lower, upper side) of the 95% interval of CO2e per metered unit
+        that the factor's published ranges give (CO2 part only; CH4, N2O and factors
+        without a published range count as exact); zero where none is published."""
+        if self.co2_relative_range is None:
+            return 0.0, 0.0
+        low, high = self.co2_relative_range
+        return abs(self.co2_kg_per_unit) * low, abs(self.co2_kg_per_unit) * high
 
     def _co2e_range(self, co2_kg: float, co2e_kg: float) -> tuple[float, float] | None:
         if self.co2_relative_range is None:
@@ -140,6 +153,7 @@ class ResolvedFactor:
             factor_version=self.factor_version,
             factor_year=self.factor_year,
             co2e_range_kg=self._co2e_range(co2, co2e),
+            calorific_basis=self.calorific_basis,
             data_quality=self.data_quality,
             region=self.region,
             gas_basis=self.gas_basis,

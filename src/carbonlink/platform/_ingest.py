@@ -133,6 +133,7 @@ class Ingestor:
             per_unit[row] = (
                 factor.conversion, factor.co2_kg_per_unit, factor.ch4_kg_per_unit,
                 factor.n2o_kg_per_unit, factor.co2e_kg_per_unit, factor.biogenic_co2_kg_per_unit,
+                *uncertainty_per_unit(factor, meter.accuracy_pct),
             )  # fmt: skip
         return _PlantTable(
             plant,
@@ -340,7 +341,9 @@ class Ingestor:
                 result = entry.factor.apply(reading.value)
             except CarbonlinkError as exc:  # a factor problem must not take the batch down
                 raise RejectedReading(Reason.WRONG_UNIT, str(exc), meter=reading.meter) from exc
-            emission = emission_record(result, table.factor_set, entry.source)
+            emission = emission_record(
+                result, table.factor_set, entry.source, entry.factor, entry.meter.accuracy_pct
+            )
             if not all(math.isfinite(getattr(emission, f)) for f in EMISSION_NUMBERS):
                 # A finite amount whose emissions overflow: InfluxDB would refuse the
                 # whole write for it, and with it every good reading of the batch.
@@ -361,8 +364,24 @@ class Ingestor:
         )
 
 
-def emission_record(result: EmissionResult, factor_set: FactorSet, source: str) -> Emission:
-    """What is stored of one computed emission: the figures and their provenance."""
+def uncertainty_per_unit(factor: ResolvedFactor, accuracy_pct: float) -> tuple[float, float, float]:
+    """Half-widths of the 95% interval of CO2e per metered unit: from the factor (lower and
+    upper side, the published ranges) and from the meter (its accuracy, % of reading)."""
+    low, high = factor.co2e_factor_u95_per_unit
+    return low, high, abs(factor.co2e_kg_per_unit) * accuracy_pct / 100.0
+
+
+def emission_record(
+    result: EmissionResult,
+    factor_set: FactorSet,
+    source: str,
+    factor: ResolvedFactor,
+    accuracy_pct: float,
+) -> Emission:
+    """What is stored of one computed emission: the figures, their 95% half-widths and
+    their provenance."""
+    low, high, meter = uncertainty_per_unit(factor, accuracy_pct)
+    amount = abs(result.amount)
     return Emission(
         activity=result.activity,
         source=source,
@@ -378,6 +397,9 @@ def emission_record(result: EmissionResult, factor_set: FactorSet, source: str) 
         n2o_kg=result.n2o_kg,
         co2e_kg=result.co2e_kg,
         biogenic_co2_kg=result.biogenic_co2_kg,
+        u95_factor_lower_kg=amount * low,
+        u95_factor_upper_kg=amount * high,
+        u95_meter_kg=amount * meter,
     )
 
 

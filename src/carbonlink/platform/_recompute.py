@@ -17,7 +17,7 @@ from carbonlink.emissions import FactorLibrary, FactorSet
 from carbonlink.platform._ingest import emission_record
 from carbonlink.platform.storage import Store, StoredReading
 
-__all__ = ["RecomputeResult", "factor_set_for", "recompute"]
+__all__ = ["RecomputeResult", "current_versions", "factor_set_for", "recompute"]
 
 # Readings per store write: bounded memory and request size on long ranges.
 RECOMPUTE_WRITE_BATCH: Final = 5_000
@@ -38,6 +38,19 @@ def factor_set_for(settings: Settings, plant: str, name: str | None = None) -> F
     """The factor set ``name`` (default: the plant's) as its file in the config says now."""
     chosen = name or settings.plant(plant).factor_set
     return FactorSet.load(settings.factor_sets_dir / f"{chosen}.yaml")
+
+
+def current_versions(settings: Settings) -> dict[str, tuple[str, str]]:
+    """Each plant's (factor set, version) as the config names it now: what every
+    surface counts a plant's emissions under."""
+    sets: dict[str, FactorSet] = {}
+    versions = {}
+    for plant in settings.plants.values():
+        if plant.factor_set not in sets:
+            sets[plant.factor_set] = factor_set_for(settings, plant.id)
+        chosen = sets[plant.factor_set]
+        versions[plant.id] = (chosen.name, chosen.version)
+    return versions
 
 
 def recompute(
@@ -94,7 +107,9 @@ def _recomputed(
             unit=str(unit),
             duration_ms=round(float(duration_s) * _MS_PER_S),
             quality=str(quality),
-            emission=emission_record(factor.apply(float(value)), factor_set, source),
+            emission=emission_record(
+                factor.apply(float(value)), factor_set, source, factor, meter.accuracy_pct
+            ),
         )
         for ts, value, unit, duration_s, quality in zip(
             ts_ms, rows["value"], rows["unit"], rows["duration_s"], rows["quality"], strict=True

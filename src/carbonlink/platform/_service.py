@@ -72,23 +72,34 @@ class PlatformCounters:
     last_seq: dict[str, int] = field(default_factory=dict)  # per configured agent
     newest_stored_ms: dict[str, int] = field(default_factory=dict)  # per configured plant
     lag_s: float | None = None
-    # From each configured agent's retained status: "online"/"offline" and its refusals.
+    # From each configured agent's retained status: "online"/"offline" and its own
+    # refusals by reason (readings).
     agent_state: dict[str, str] = field(default_factory=dict)
-    agent_rejected: dict[str, int] = field(default_factory=dict)
+    agent_rejected: dict[str, Counter[str]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
+        """``rejected`` (by reason), ``rejected_by_plant`` and ``rejected_at`` all count
+        one thing: readings refused anywhere on the way, by a plant's agent or by the
+        platform, so their totals agree."""
+        by_reason = Counter(self.rejected)
+        for counts in self.agent_rejected.values():
+            by_reason.update(counts)
+        agents = sum(c.total() for c in self.agent_rejected.values())
         return {
             "messages": self.messages,
             "received": self.received,
             "stored": self.stored,
             "repeats": self.repeats,
             "spilled": self.spilled,
-            "rejected": dict(self.rejected),
-            # Refused anywhere on the way: by the plant's agent or by the platform.
+            "rejected": dict(by_reason),
             "rejected_by_plant": {
-                plant: self.rejected_by_plant.get(plant, 0) + self.agent_rejected.get(plant, 0)
+                plant: self.rejected_by_plant.get(plant, 0)
+                + self.agent_rejected.get(plant, Counter()).total()
                 for plant in sorted(set(self.rejected_by_plant) | set(self.agent_rejected))
             },
+            "rejected_at": {"agent": agents, "platform": self.rejected.total()},
+            # The platform's own refusals by reason (``rejected`` adds the agents').
+            "rejected_by_platform": dict(self.rejected),
             "agents": dict(self.agent_state),
             "store_failures": self.store_failures,
             "sequence_gaps": self.sequence_gaps,
@@ -372,7 +383,7 @@ class Platform:
             return
         self.counters.agent_state[plant] = status.state
         if status.state == "online":
-            self.counters.agent_rejected[plant] = status.rejected_total
+            self.counters.agent_rejected[plant] = Counter(status.rejected)
 
     def _audit_message(self, _client: ConsumerClient, message: Incoming) -> None:
         """Count and dead-letter a message no service will read (see _audit_loop)."""

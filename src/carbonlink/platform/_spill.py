@@ -19,6 +19,7 @@ import orjson
 
 from carbonlink._durable import DurableQueue
 from carbonlink.platform.storage import Emission, EmissionTags, StoredBatch, StoredReading
+from carbonlink.platform.storage._base import EMISSION_NUMBERS
 
 # Items looked at per read of the spill; each holds one write batch.
 PEEK_ITEMS: Final = 64
@@ -48,6 +49,10 @@ def decode_item(item: bytes) -> StoredBatch:
         return StoredBatch.from_readings([reading])
     tag_sets = [EmissionTags(*t) for t in data["tag_sets"]]
     numbers = np.array(data["numbers"], dtype=np.float64).reshape(len(data["ts_ms"]), -1)
+    if numbers.shape[1] < len(EMISSION_NUMBERS):
+        # Spilled before the uncertainty columns existed: they were not computed then.
+        missing = len(EMISSION_NUMBERS) - numbers.shape[1]
+        numbers = np.hstack([numbers, np.zeros((len(numbers), missing))])
     columns = {name: data[name] for name in _COLUMNS}
     tags = [None if n < 0 else tag_sets[n] for n in data["tags"]]
     return StoredBatch(**columns, tags=tags, numbers=numbers)

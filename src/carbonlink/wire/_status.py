@@ -12,7 +12,7 @@ from carbonlink.wire._reasons import Reason
 from carbonlink.wire._topics import Kind, address_of
 
 STATES: Final = ("online", "offline")
-STATUS_COUNTERS: Final = ("received", "accepted", "forwarded", "dropped_oldest")
+STATUS_COUNTERS: Final = ("received", "accepted", "baselines", "forwarded", "dropped_oldest")
 
 
 @dataclass(frozen=True, slots=True)

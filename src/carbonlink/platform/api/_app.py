@@ -19,8 +19,10 @@ from carbonlink import __version__ as _version
 from carbonlink._clock import wall_clock_ms
 from carbonlink._exceptions import CarbonlinkError
 from carbonlink.config import PlantConfig, Settings
-from carbonlink.platform._aggregate import aggregate, plant_kpis
+from carbonlink.platform._aggregate import aggregate, ncv_ranges_of, plant_kpis
 from carbonlink.platform._recompute import factor_set_for
+from carbonlink.platform._series import series_table
+from carbonlink.platform._uncertainty import LOWER_SUFFIX, UPPER_SUFFIX
 from carbonlink.platform.api._auth import ApiAccess
 from carbonlink.platform.api._control import add_control_routes
 from carbonlink.platform.api._coordination import add_coordination_routes
@@ -114,8 +116,10 @@ def create_app(
         version=_version,
         description="Factory carbon monitoring: stored series, windows, KPIs and totals.",
     )
-    # The current factor set of each plant, read once: queries default to it.
+    # The current factor set of each plant, read once: every answer counts a plant's
+    # readings under it (one version per reading) unless asked for another version.
     current = {p: factor_set_for(settings, p) for p in settings.plants}
+    ncv_ranges = {p: ncv_ranges_of(settings.plants[p], current[p]) for p in settings.plants}
     # The document lists the configured plants; another id still gets a 404 naming them.
     plant_path = plant_parameter(settings)
 
@@ -156,6 +160,9 @@ def create_app(
                 "grid_region": p.grid_region,
                 "factor_set": current[p.id].name,
                 "factor_version": current[p.id].version,
+                "gwp": current[p.id].gwp,
+                # The set's pinned grid region wins over the plant's own.
+                "grid_region_applied": current[p.id].grid_for(p.grid_region)[0],
                 "meters": len(p.meters),
             }
             for p in settings.plants.values()
@@ -174,7 +181,7 @@ def create_app(
 
     @app.get(
         f"{API_PREFIX}/plants/{{plant}}/series",
-        summary="Stored points of one field",
+        summary="Stored points of one field, named with its unit and factor set version",
         responses=PLANT_TABLE,
     )
     def series(
@@ -192,9 +199,10 @@ def create_app(
         if field not in SERIES_FIELDS:
             raise ParameterError("field", f"expected one of {', '.join(SERIES_FIELDS)}")
         span = _range(start, end)
-        frame = store.series(
+        frame = series_table(
+            store,
             plant,
-            field=field,
+            field,
             meter=meter,
             start_ms=span.start_ms,
             end_ms=span.end_ms,
@@ -219,7 +227,11 @@ def create_app(
     ) -> Response:
         plant_config(plant)
         emissions = plant_emissions(plant, _range(start, end), factor_version)
-        return _respond(aggregate(emissions, by, window), fmt)
+        frame = aggregate(emissions, by, window).assign(
+            factor_set=current[plant].name,
+            factor_version=factor_version or current[plant].version,
+        )
+        return _respond(frame, fmt)
 
     @app.get(
         f"{API_PREFIX}/plants/{{plant}}/kpis",
@@ -242,7 +254,7 @@ def create_app(
             "end": end,
             "factor_set": current[plant].name,
             "factor_version": factor_version or current[plant].version,
-        } | plant_kpis(config, emissions, activity).as_record()
+        } | plant_kpis(config, emissions, activity, ncv_ranges[plant]).as_record()
         return _respond(pd.DataFrame([record]), fmt)
 
     @app.get(
@@ -268,7 +280,15 @@ def create_app(
         frame = aggregate(emissions, by, window)
         if by != "source":  # activity across sources has no common unit
             frame = frame.drop(columns=["activity", "activity_unit"])
-        frame["co2e_t"] = frame["co2e_kg"] / 1000
+        for suffix in ("", LOWER_SUFFIX, UPPER_SUFFIX):
+            frame[f"co2e_t{suffix}"] = frame[f"co2e_kg{suffix}"] / 1000
+        # Say which factor set version each plant is counted under.
+        if by == "plant":
+            frame = frame.merge(chosen, on="plant", how="left")
+        else:
+            frame["factor_versions"] = "; ".join(
+                f"{p}: {f.name} {f.version}" for p, f in sorted(current.items())
+            )
         return _respond(frame, fmt)
 
     access = ApiAccess.from_settings(settings)

@@ -31,6 +31,7 @@ class PlantLayout:
     carriers: tuple[str, ...]  # energy activities (fuels, electricity, heat), by name
     output_unit: str | None
     period_ms: int  # the longest sample period among its meters
+    factor_version: str = ""  # "set version": what every figure is counted under
 
     @property
     def grace_ms(self) -> int:
@@ -50,6 +51,7 @@ class PlantLayout:
             "scopes": list(self.scopes),
             "carriers": list(self.carriers),
             "output_unit": self.output_unit,
+            "factor_version": self.factor_version,
         }
 
 
@@ -76,6 +78,7 @@ def _layout(settings: Settings, plant: PlantConfig, library: FactorLibrary) -> P
         carriers=tuple(carriers),
         output_unit=output_units.pop() if len(output_units) == 1 else None,
         period_ms=round(max(m.sample_period_s for m in plant.meters) * 1000),
+        factor_version=factor_set.label,
     )
 
 

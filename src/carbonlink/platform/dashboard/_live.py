@@ -15,7 +15,7 @@ import pandas as pd
 
 from carbonlink.config import PlantConfig
 from carbonlink.emissions import FactorSet
-from carbonlink.platform._aggregate import plant_kpis
+from carbonlink.platform._aggregate import PlantKpis, ncv_ranges_of, plant_kpis
 from carbonlink.platform.dashboard._frames import (
     KG_PER_T,
     MS_PER_HOUR,
@@ -54,6 +54,11 @@ class PlantView:
     layout: PlantLayout
     factor_set: FactorSet
 
+    def kpis(self, emissions: pd.DataFrame, activity: pd.DataFrame) -> PlantKpis:
+        """The API's KPIs, with the same 95% intervals."""
+        ranges = ncv_ranges_of(self.config, self.factor_set)
+        return plant_kpis(self.config, emissions, activity, ranges)
+
     def emissions(self, store: Store, start_ms: int | None) -> pd.DataFrame:
         return store.emissions(
             self.config.id,
@@ -76,11 +81,17 @@ def _newest_ms(emissions: pd.DataFrame) -> int | None:
     return None if emissions.empty else _ms(emissions["time"].max())
 
 
+def _intervals(kpis: PlantKpis) -> dict[str, list[float | None]]:
+    """Each KPI's 95% interval as [low, high] (null where not known)."""
+    return {k: [finite(i.low), finite(i.high)] for k, i in sorted(kpis.intervals.items())}
+
+
 def _kpi_record(
     view: PlantView, emissions: pd.DataFrame, activity: pd.DataFrame
 ) -> dict[str, object]:
-    kpis = plant_kpis(view.config, emissions, activity)
+    kpis = view.kpis(emissions, activity)
     return {
+        "intervals": _intervals(kpis),
         "total_tco2e": finite(kpis.total_tco2e),
         "tco2e_by_scope": {str(s): finite(v) for s, v in sorted(kpis.tco2e_by_scope.items())},
         "output": finite(kpis.output),
@@ -121,9 +132,11 @@ def overview_row(
     activity = store.activity(plant, start_ms=day_start)
     newest = _newest_ms(emissions)
     rate = None if newest is None else _rate_t_per_h(emissions, newest, view.layout.period_ms)
-    kpis = plant_kpis(view.config, emissions, activity)
+    kpis = view.kpis(emissions, activity)
     return {
         "plant": plant,
+        "factor_version": view.factor_set.label,
+        "today_tco2e_interval": _intervals(kpis).get("total_tco2e"),
         "name": view.config.name,
         "timezone": view.config.timezone,
         "status": status.get(plant, "unknown"),

@@ -17,12 +17,15 @@ from carbonlink._exceptions import ConfigError
 from carbonlink.platform.storage._base import (
     ACTIVITY_COLUMNS,
     ACTIVITY_MEASUREMENT,
+    ASSIGNMENT_MEASUREMENT,
     EMISSION_COLUMNS,
     EMISSION_FIELDS,
     EMISSIONS_MEASUREMENT,
     SERIES_FIELDS,
+    UNCERTAINTY_FIELDS,
     Emission,
     EmissionTags,
+    FactorVersions,
     Store,
     StoredBatch,
     StoredReading,
@@ -39,14 +42,17 @@ INFLUXDB_TOKEN_ENV: Final = "CARBONLINK_INFLUXDB_TOKEN"  # noqa: S105 (a variabl
 __all__ = [
     "ACTIVITY_COLUMNS",
     "ACTIVITY_MEASUREMENT",
+    "ASSIGNMENT_MEASUREMENT",
     "EMISSIONS_MEASUREMENT",
     "EMISSION_COLUMNS",
     "EMISSION_FIELDS",
     "INFLUXDB_PASSWORD_ENV",
     "INFLUXDB_TOKEN_ENV",
     "SERIES_FIELDS",
+    "UNCERTAINTY_FIELDS",
     "Emission",
     "EmissionTags",
+    "FactorVersions",
     "InfluxDBV1Store",
     "InfluxDBV2Store",
     "SqliteStore",
@@ -59,14 +65,18 @@ __all__ = [
 ]
 
 
-def open_store(url: str) -> Store:
-    """Open the backend a store URL names; a malformed URL is a ConfigError on key ``store``."""
+def open_store(url: str, *, read_only: bool = False) -> Store:
+    """Open the backend a store URL names; a malformed URL is a ConfigError on key ``store``.
+
+    ``read_only``: for commands that only read. Nothing is created (no SQLite file or
+    folder, no InfluxDB database); a store that does not exist is a StoreError naming it.
+    """
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
         path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
         if not path:
             raise ConfigError(None, "store", f"expected sqlite:///PATH, got {url!r}")
-        return SqliteStore(path)
+        return SqliteStore(path, read_only=read_only)
     if parts.scheme in ("influxdb", "influxdb+https"):
         database = parts.path.strip("/")
         if not parts.hostname or not parts.port or not database or "/" in database:
@@ -79,15 +89,16 @@ def open_store(url: str) -> Store:
             database,
             username=parts.username,
             password=os.environ.get(INFLUXDB_PASSWORD_ENV),
+            read_only=read_only,
         )
     if parts.scheme in ("influxdb2", "influxdb2+https"):
-        return _open_influxdb_v2(url)
+        return _open_influxdb_v2(url, read_only=read_only)
     raise ConfigError(
         None, "store", f"unsupported store URL {url!r} (sqlite:///, influxdb:// or influxdb2://)"
     )
 
 
-def _open_influxdb_v2(url: str) -> Store:
+def _open_influxdb_v2(url: str, *, read_only: bool) -> Store:
     parts = urlsplit(url)
     bucket = parts.path.strip("/")
     orgs = parse_qs(parts.query).get("org", [])
@@ -103,4 +114,5 @@ def _open_influxdb_v2(url: str) -> Store:
         bucket,
         orgs[0],
         os.environ.get(INFLUXDB_TOKEN_ENV),
+        read_only=read_only,
     )

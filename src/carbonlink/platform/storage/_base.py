@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -12,6 +12,14 @@ import pandas as pd
 
 ACTIVITY_MEASUREMENT: Final = "activity"
 EMISSIONS_MEASUREMENT: Final = "emissions"
+# The factor set and version each plant counts under now (one series per plant), so
+# readers without the config (Grafana, InfluxQL) pick the same points as the API.
+ASSIGNMENT_MEASUREMENT: Final = "factor_assignment"
+
+# Half-widths of the 95% interval of co2e_kg from the emission factors (lower and upper
+# side: IPCC's ranges are asymmetric) and from the meter's accuracy. Stored per point so
+# every reader can combine them the same way (platform/_uncertainty.py).
+UNCERTAINTY_FIELDS: Final = ("u95_factor_lower_kg", "u95_factor_upper_kg", "u95_meter_kg")
 
 ACTIVITY_FIELDS: Final = ("value", "duration_s")
 EMISSION_FIELDS: Final = (
@@ -21,6 +29,7 @@ EMISSION_FIELDS: Final = (
     "co2e_kg",
     "biogenic_co2_kg",
     "converted_amount",
+    *UNCERTAINTY_FIELDS,
 )
 SERIES_FIELDS: Final = ACTIVITY_FIELDS + EMISSION_FIELDS
 
@@ -47,6 +56,9 @@ EMISSION_COLUMNS: Final[dict[str, str]] = {
     "n2o_kg": "float64",
     "co2e_kg": "float64",
     "biogenic_co2_kg": "float64",
+    "u95_factor_lower_kg": "float64",
+    "u95_factor_upper_kg": "float64",
+    "u95_meter_kg": "float64",
 }
 ACTIVITY_COLUMNS: Final[dict[str, str]] = {
     "time": "datetime64[ms, UTC]",
@@ -61,7 +73,10 @@ ACTIVITY_COLUMNS: Final[dict[str, str]] = {
 
 @dataclass(frozen=True, slots=True)
 class Emission:
-    """The emissions of one reading under one factor set version."""
+    """The emissions of one reading under one factor set version.
+
+    ``u95_*`` are half-widths of the 95% interval of ``co2e_kg`` (see UNCERTAINTY_FIELDS).
+    """
 
     activity: str
     source: str  # fuel | electricity | heat | process
@@ -77,6 +92,9 @@ class Emission:
     n2o_kg: float
     co2e_kg: float
     biogenic_co2_kg: float
+    u95_factor_lower_kg: float = 0.0
+    u95_factor_upper_kg: float = 0.0
+    u95_meter_kg: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +131,7 @@ class EmissionTags:
 # Columns of ``StoredBatch.numbers``, in this order.
 EMISSION_NUMBERS: Final = (
     "converted_amount", "co2_kg", "ch4_kg", "n2o_kg", "co2e_kg", "biogenic_co2_kg",
+    *UNCERTAINTY_FIELDS,
 )  # fmt: skip
 FloatMatrix = npt.NDArray[np.float64]
 
@@ -162,6 +181,7 @@ class StoredBatch:
             )  # fmt: skip
             numbers[row] = (
                 e.converted_amount, e.co2_kg, e.ch4_kg, e.n2o_kg, e.co2e_kg, e.biogenic_co2_kg,
+                e.u95_factor_lower_kg, e.u95_factor_upper_kg, e.u95_meter_kg,
             )  # fmt: skip
         return cls(
             [r.plant for r in readings],
@@ -218,16 +238,21 @@ class StoredBatch:
         for plant, meter, ts_ms, value, unit, duration_ms, quality, tags, numbers in rows:
             emission = None
             if tags is not None:
-                amount, co2, ch4, n2o, co2e, biogenic = numbers
+                amount, co2, ch4, n2o, co2e, biogenic, u_low, u_high, u_meter = numbers
                 emission = Emission(
                     tags.activity, tags.source, tags.scope, tags.category, tags.factor_set,
                     tags.factor_version, tags.gwp, amount, tags.converted_unit, co2, ch4, n2o,
-                    co2e, biogenic,
+                    co2e, biogenic, u_low, u_high, u_meter,
                 )  # fmt: skip
             out.append(
                 StoredReading(plant, meter, ts_ms, value, unit, duration_ms, quality, emission)
             )
         return out
+
+
+# Plant -> (factor set, version) to count: every total is taken under exactly one version
+# per plant, so a recompute that stored a second version beside the first counts once.
+FactorVersions = Mapping[str, tuple[str, str]]
 
 
 class Store(Protocol):
@@ -282,8 +307,22 @@ class Store(Protocol):
     ) -> pd.DataFrame:
         """Activity points (emission sources and output meters), ``ACTIVITY_COLUMNS``."""
 
-    def totals(self, *, start_ms: int | None = None, end_ms: int | None = None) -> pd.DataFrame:
-        """Per plant: ``plant``, ``readings``, ``co2e_kg`` over the range."""
+    def totals(
+        self,
+        versions: FactorVersions,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+    ) -> pd.DataFrame:
+        """Per plant of ``versions``: ``plant``, ``readings`` (activity points),
+        ``factor_set``, ``factor_version`` and ``co2e_kg`` under that version only."""
+
+    def assign_factors(self, versions: FactorVersions) -> None:
+        """Record the factor set and version each plant counts under now, replacing the
+        previous record (``ASSIGNMENT_MEASUREMENT``)."""
+
+    def assigned_factors(self) -> dict[str, tuple[str, str]]:
+        """What ``assign_factors`` last recorded, per plant."""
 
     def count_readings(self, plant: str | None = None) -> int:
         """Stored activity readings (all plants when ``plant`` is None)."""
@@ -292,6 +331,22 @@ class Store(Protocol):
         """(first, last) reading time in epoch ms, or None when nothing is stored."""
 
     def close(self) -> None: ...
+
+
+def totals_frame(
+    versions: FactorVersions, readings: Mapping[str, int], co2e: Mapping[str, float]
+) -> pd.DataFrame:
+    """The frame ``Store.totals`` answers, from per-plant counts and sums."""
+    plants = sorted(versions)
+    return pd.DataFrame(
+        {
+            "plant": pd.Series(plants, dtype="str"),
+            "readings": pd.Series([int(readings.get(p, 0)) for p in plants], dtype="int64"),
+            "factor_set": pd.Series([versions[p][0] for p in plants], dtype="str"),
+            "factor_version": pd.Series([versions[p][1] for p in plants], dtype="str"),
+            "co2e_kg": pd.Series([float(co2e.get(p, 0.0)) for p in plants], dtype="float64"),
+        }
+    )
 
 
 def empty_series() -> pd.DataFrame:

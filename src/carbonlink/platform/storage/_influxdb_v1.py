@@ -19,19 +19,23 @@ import numpy.typing as npt
 import orjson
 import pandas as pd
 
+from carbonlink._clock import wall_clock_ms
 from carbonlink._exceptions import StoreError
 from carbonlink._tls import client_context
 from carbonlink.platform.storage._base import (
     ACTIVITY_COLUMNS,
     ACTIVITY_FIELDS,
     ACTIVITY_MEASUREMENT,
+    ASSIGNMENT_MEASUREMENT,
     EMISSION_COLUMNS,
     EMISSIONS_MEASUREMENT,
     EmissionTags,
+    FactorVersions,
     StoredBatch,
     StoredReading,
     check_field,
     empty_series,
+    totals_frame,
     typed_frame,
 )
 
@@ -75,9 +79,21 @@ def reading_lines(reading: StoredReading) -> list[str]:
             f"factor_version={_tag(e.factor_version)},gwp={_tag(e.gwp)} "
             f"co2_kg={e.co2_kg!r},ch4_kg={e.ch4_kg!r},n2o_kg={e.n2o_kg!r},co2e_kg={e.co2e_kg!r},"
             f"biogenic_co2_kg={e.biogenic_co2_kg!r},converted_amount={e.converted_amount!r},"
+            f"u95_factor_lower_kg={e.u95_factor_lower_kg!r},"
+            f"u95_factor_upper_kg={e.u95_factor_upper_kg!r},u95_meter_kg={e.u95_meter_kg!r},"
             f"converted_unit={_text_field(e.converted_unit)} {r.ts_ms}"
         )
     return lines
+
+
+def assignment_lines(versions: FactorVersions, ts_ms: int) -> list[str]:
+    """One point per plant: the factor set and version it counts under now (as tags, so
+    ``SHOW TAG VALUES`` gives them to Grafana's variables)."""
+    return [
+        f"{ASSIGNMENT_MEASUREMENT},plant={_tag(plant)},factor_set={_tag(factor_set)},"
+        f"factor_version={_tag(factor_version)} assigned=true {ts_ms}"
+        for plant, (factor_set, factor_version) in sorted(versions.items())
+    ]
 
 
 def _number_texts(values: Sequence[float] | npt.NDArray[np.float64]) -> list[bytes]:
@@ -114,7 +130,7 @@ def batch_lines(batch: StoredBatch) -> list[bytes]:
     )  # fmt: skip
     for (
         plant, meter, ts, value, unit, duration_ms, quality, tags,
-        amount, co2, ch4, n2o, co2e, biogenic,
+        amount, co2, ch4, n2o, co2e, biogenic, u_low, u_high, u_meter,
     ) in rows:  # fmt: skip
         prefix = activity_prefixes.get((plant, meter))
         if prefix is None:
@@ -149,13 +165,19 @@ def batch_lines(batch: StoredBatch) -> list[bytes]:
         )
         append(
             b"%s%s,ch4_kg=%s,n2o_kg=%s,co2e_kg=%s,biogenic_co2_kg=%s,converted_amount=%s,"
+            b"u95_factor_lower_kg=%s,u95_factor_upper_kg=%s,u95_meter_kg=%s,"
             b"converted_unit=%s %s"
-            % (eprefix, co2, ch4, n2o, co2e, biogenic, amount, converted, ts)
-        )
+            % (
+                eprefix, co2, ch4, n2o, co2e, biogenic, amount, u_low, u_high, u_meter,
+                converted, ts,
+            )
+        )  # fmt: skip
     return lines
 
 
 class InfluxDBV1Store:
+    """``read_only``: never create the database; a missing one is a StoreError."""
+
     def __init__(
         self,
         base_url: str,
@@ -165,6 +187,7 @@ class InfluxDBV1Store:
         password: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         write_concurrency: int = DEFAULT_WRITE_CONCURRENCY,
+        read_only: bool = False,
     ) -> None:
         self.url = f"influxdb://{base_url.split('://', 1)[1]}/{database}"
         self.database = database
@@ -176,7 +199,21 @@ class InfluxDBV1Store:
         self._writers = ThreadPoolExecutor(
             max(1, write_concurrency), thread_name_prefix="carbonlink-influxdb"
         )
-        self._influxql(f'CREATE DATABASE "{database}"', method="POST")
+        if read_only:
+            self._check_database()
+        else:
+            self._influxql(f'CREATE DATABASE "{database}"', method="POST")
+
+    def _check_database(self) -> None:
+        shown = self._influxql("SHOW DATABASES")
+        names = {row[0] for series in shown.get("series", []) for row in series.get("values", [])}
+        if self.database not in names:
+            self.close()
+            known = ", ".join(sorted(names)) or "none"
+            raise StoreError(
+                f"no database {self.database!r} on {self.url} (databases: {known})",
+                retryable=False,
+            )
 
     def write(self, readings: Sequence[StoredReading]) -> None:
         self.write_batch(StoredBatch.from_readings(readings))
@@ -292,22 +329,52 @@ class InfluxDBV1Store:
         ]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
-    def totals(self, *, start_ms: int | None = None, end_ms: int | None = None) -> pd.DataFrame:
+    def totals(
+        self,
+        versions: FactorVersions,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+    ) -> pd.DataFrame:
         where = _where(None, None, start_ms, end_ms)
         counts = self._grouped_scalar(
             f'SELECT count("value") FROM "{ACTIVITY_MEASUREMENT}" WHERE {where} GROUP BY "plant"'
         )
-        co2e = self._grouped_scalar(
-            f'SELECT sum("co2e_kg") FROM "{EMISSIONS_MEASUREMENT}" WHERE {where} GROUP BY "plant"'
+        co2e: dict[str, float] = {}
+        for plant, (factor_set, factor_version) in versions.items():
+            chosen = _where(plant, None, start_ms, end_ms) + _factor_where(
+                factor_set, factor_version
+            )
+            co2e |= self._grouped_scalar(
+                f'SELECT sum("co2e_kg") FROM "{EMISSIONS_MEASUREMENT}" WHERE {chosen} '
+                'GROUP BY "plant"'
+            )
+        return totals_frame(versions, {p: int(n) for p, n in counts.items()}, co2e)
+
+    def assign_factors(self, versions: FactorVersions) -> None:
+        # One series per plant: drop the plant's earlier one, so SHOW TAG VALUES (what
+        # Grafana's variables read) names only the current factor set and version.
+        for plant in sorted(versions):
+            self._influxql(
+                f'DROP SERIES FROM "{ASSIGNMENT_MEASUREMENT}" WHERE "plant" = '
+                f"{_quote_literal(plant)}",
+                method="POST",
+            )
+        self._post_lines("\n".join(assignment_lines(versions, wall_clock_ms())).encode())
+
+    def assigned_factors(self) -> dict[str, tuple[str, str]]:
+        result = self._influxql(
+            f'SELECT last("assigned") FROM "{ASSIGNMENT_MEASUREMENT}" '
+            'GROUP BY "plant", "factor_set", "factor_version"'
         )
-        plants = sorted(counts)
-        return pd.DataFrame(
-            {
-                "plant": plants,
-                "readings": [int(counts[p]) for p in plants],
-                "co2e_kg": [float(co2e.get(p, 0.0)) for p in plants],
-            }
-        )
+        latest: dict[str, tuple[int, str, str]] = {}
+        for series in result.get("series", []):
+            tags = series.get("tags", {})
+            ts = int(series["values"][0][0])
+            plant = tags["plant"]
+            if plant not in latest or ts > latest[plant][0]:
+                latest[plant] = (ts, tags["factor_set"], tags["factor_version"])
+        return {plant: (fs, fv) for plant, (_, fs, fv) in latest.items()}
 
     def count_readings(self, plant: str | None = None) -> int:
         where = _where(plant, None, None, None)

@@ -7,7 +7,7 @@ measurement, tag set and timestamp: writing a reading again overwrites it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import pandas as pd
@@ -17,21 +17,29 @@ from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
+from carbonlink._clock import wall_clock_ms
 from carbonlink._exceptions import StoreError
 from carbonlink._tls import ca_file
 from carbonlink.platform.storage._base import (
     ACTIVITY_COLUMNS,
     ACTIVITY_FIELDS,
     ACTIVITY_MEASUREMENT,
+    ASSIGNMENT_MEASUREMENT,
     EMISSION_COLUMNS,
     EMISSIONS_MEASUREMENT,
+    FactorVersions,
     StoredBatch,
     StoredReading,
     check_field,
     empty_series,
+    totals_frame,
     typed_frame,
 )
-from carbonlink.platform.storage._influxdb_v1 import WRITE_CHUNK_LINES, batch_lines
+from carbonlink.platform.storage._influxdb_v1 import (
+    WRITE_CHUNK_LINES,
+    assignment_lines,
+    batch_lines,
+)
 
 DEFAULT_TIMEOUT_S: Final = 10.0
 # Flux's range() needs both ends; these stand for "unbounded" (stop is exclusive).
@@ -47,6 +55,8 @@ def _flux_string(value: str) -> str:
 
 
 class InfluxDBV2Store:
+    """``read_only``: a missing bucket is a StoreError (a writer needs it to exist too)."""
+
     def __init__(
         self,
         base_url: str,
@@ -55,6 +65,7 @@ class InfluxDBV2Store:
         token: str | None,
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        read_only: bool = False,
     ) -> None:
         scheme = "influxdb2+https" if base_url.startswith("https") else "influxdb2"
         self.url = f"{scheme}://{base_url.split('://', 1)[1]}/{bucket}?org={org}"
@@ -70,6 +81,11 @@ class InfluxDBV2Store:
         )
         self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
         self._query_api = self._client.query_api()
+        if read_only:
+            found = self._call("query", self._client.buckets_api().find_bucket_by_name, bucket)
+            if found is None:
+                self.close()
+                raise StoreError(f"no bucket {bucket!r} on {self.url}", retryable=False)
 
     def write(self, readings: Sequence[StoredReading]) -> None:
         self.write_batch(StoredBatch.from_readings(readings))
@@ -140,17 +156,56 @@ class InfluxDBV2Store:
             ACTIVITY_COLUMNS, self._pivoted(ACTIVITY_MEASUREMENT, start_ms, end_ms, tags)
         )
 
-    def totals(self, *, start_ms: int | None = None, end_ms: int | None = None) -> pd.DataFrame:
+    def totals(
+        self,
+        versions: FactorVersions,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+    ) -> pd.DataFrame:
         counts = self._per_plant(ACTIVITY_MEASUREMENT, "value", "count", start_ms, end_ms)
-        co2e = self._per_plant(EMISSIONS_MEASUREMENT, "co2e_kg", "sum", start_ms, end_ms)
-        plants = sorted(counts)
-        return pd.DataFrame(
-            {
-                "plant": plants,
-                "readings": [int(counts[p]) for p in plants],
-                "co2e_kg": [float(co2e.get(p, 0.0)) for p in plants],
-            }
+        co2e: dict[str, float] = {}
+        for plant, (factor_set, factor_version) in versions.items():
+            tags = {"plant": plant, "factor_set": factor_set, "factor_version": factor_version}
+            flux = self._from(EMISSIONS_MEASUREMENT, start_ms, end_ms, tags, fields=("co2e_kg",))
+            frame = self._frame(flux + ' |> group(columns: ["plant"]) |> sum()')
+            co2e[plant] = 0.0 if frame.empty else float(frame["_value"].iloc[0])
+        return totals_frame(versions, {p: int(n) for p, n in counts.items()}, co2e)
+
+    def assign_factors(self, versions: FactorVersions) -> None:
+        # One series per plant (see the 1.x store): delete the plant's earlier ones.
+        delete_api = self._client.delete_api()
+        for plant in sorted(versions):
+            predicate = f'_measurement="{ASSIGNMENT_MEASUREMENT}" AND plant={_flux_string(plant)}'
+            self._call(
+                "delete",
+                delete_api.delete,
+                pd.Timestamp(_RANGE_START_NS, tz="UTC").to_pydatetime(),
+                pd.Timestamp(_RANGE_STOP_NS, tz="UTC").to_pydatetime(),
+                predicate,
+                bucket=self.bucket,
+                org=self.org,
+            )
+        self._call(
+            "write",
+            self._write_api.write,
+            bucket=self.bucket,
+            org=self.org,
+            record=assignment_lines(versions, wall_clock_ms()),
+            write_precision=WritePrecision.MS,
         )
+
+    def assigned_factors(self) -> dict[str, tuple[str, str]]:
+        flux = self._from(ASSIGNMENT_MEASUREMENT, None, None, {}, fields=("assigned",))
+        frame = self._frame(flux + ' |> group(columns: ["plant"]) |> last()')
+        if frame.empty:
+            return {}
+        return {
+            str(p): (str(fs), str(fv))
+            for p, fs, fv in zip(
+                frame["plant"], frame["factor_set"], frame["factor_version"], strict=True
+            )
+        }
 
     def count_readings(self, plant: str | None = None) -> int:
         counts = self._per_plant(ACTIVITY_MEASUREMENT, "value", "count", None, None, plant)
@@ -176,7 +231,7 @@ class InfluxDBV2Store:
         measurement: str,
         start_ms: int | None,
         end_ms: int | None,
-        tags: dict[str, str | None],
+        tags: Mapping[str, str | None],
         fields: Sequence[str] = (),
     ) -> str:
         start = _RANGE_START_NS if start_ms is None else start_ms * _NS_PER_MS

@@ -6,18 +6,23 @@ import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 import pandas as pd
 
+from carbonlink._clock import wall_clock_ms
 from carbonlink._exceptions import StoreError
 from carbonlink.platform.storage._base import (
     ACTIVITY_COLUMNS,
     ACTIVITY_FIELDS,
     EMISSION_COLUMNS,
+    UNCERTAINTY_FIELDS,
+    FactorVersions,
     StoredBatch,
     StoredReading,
     check_field,
     empty_series,
+    totals_frame,
     typed_frame,
 )
 
@@ -34,25 +39,51 @@ CREATE TABLE IF NOT EXISTS emissions (
     converted_amount REAL NOT NULL, converted_unit TEXT NOT NULL,
     co2_kg REAL NOT NULL, ch4_kg REAL NOT NULL, n2o_kg REAL NOT NULL, co2e_kg REAL NOT NULL,
     biogenic_co2_kg REAL NOT NULL,
+    u95_factor_lower_kg REAL, u95_factor_upper_kg REAL, u95_meter_kg REAL,
     PRIMARY KEY (plant, meter, ts_ms, factor_set, factor_version, gwp)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS emissions_by_time ON emissions (ts_ms);
+CREATE TABLE IF NOT EXISTS factor_assignment (
+    plant TEXT NOT NULL PRIMARY KEY, factor_set TEXT NOT NULL, factor_version TEXT NOT NULL,
+    assigned_ms INTEGER NOT NULL
+);
 """
+_EMISSION_INSERT = (
+    "INSERT OR REPLACE INTO emissions (plant, meter, ts_ms, factor_set, factor_version, gwp, "
+    "activity, source, scope, category, converted_amount, converted_unit, co2_kg, ch4_kg, "
+    f"n2o_kg, co2e_kg, biogenic_co2_kg, {', '.join(UNCERTAINTY_FIELDS)}) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
 
 
 class SqliteStore:
-    def __init__(self, path: str | Path) -> None:
+    """``read_only``: open an existing store without changing anything, the file or its
+    folder included; a missing file or one without carbonlink's tables is a StoreError."""
+
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
-        if str(self.path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
         # One connection shared under a lock: the platform writes from one thread while
         # the API and demo read from others.
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        if read_only:
+            self._db = _open_read_only(self.path)
+        else:
+            if str(self.path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                str(self.path), check_same_thread=False, isolation_level=None
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            _add_missing_columns(self._db)
+        # A read-only store written by an older carbonlink may lack columns: read NULLs.
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(emissions)")}
+        self._emission_select = ", ".join(
+            "ts_ms AS time" if c == "time" else (c if c in present else f"NULL AS {c}")
+            for c in EMISSION_COLUMNS
+        )
 
     def write(self, readings: Sequence[StoredReading]) -> None:
         self.write_batch(StoredBatch.from_readings(readings))
@@ -68,10 +99,9 @@ class SqliteStore:
         emission_rows = [
             (
                 plant, meter, ts_ms, e.factor_set, e.factor_version, e.gwp, e.activity,
-                e.source, e.scope, e.category, amount, e.converted_unit,
-                co2, ch4, n2o, co2e, biogenic,
+                e.source, e.scope, e.category, numbers[0], e.converted_unit, *numbers[1:],
             )
-            for plant, meter, ts_ms, e, (amount, co2, ch4, n2o, co2e, biogenic) in zip(
+            for plant, meter, ts_ms, e, numbers in zip(
                 b.plant, b.meter, b.ts_ms, b.tags, b.numbers.tolist(), strict=True
             )
             if e is not None
@@ -83,11 +113,7 @@ class SqliteStore:
                     self._db.executemany(
                         "INSERT OR REPLACE INTO activity VALUES (?,?,?,?,?,?,?)", activity_rows
                     )
-                    self._db.executemany(
-                        "INSERT OR REPLACE INTO emissions VALUES "
-                        "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                        emission_rows,
-                    )
+                    self._db.executemany(_EMISSION_INSERT, emission_rows)
                     self._db.execute("COMMIT")
                 except BaseException:
                     if self._db.in_transaction:  # a failed COMMIT has rolled back already
@@ -131,8 +157,7 @@ class SqliteStore:
         factor_set: str | None = None,
         factor_version: str | None = None,
     ) -> pd.DataFrame:
-        columns = ", ".join("ts_ms AS time" if c == "time" else c for c in EMISSION_COLUMNS)
-        sql, params = f"SELECT {columns} FROM emissions WHERE 1 = 1", list[object]()
+        sql, params = f"SELECT {self._emission_select} FROM emissions WHERE 1 = 1", list[object]()
         if plant is not None:
             sql, params = sql + " AND plant = ?", [plant]
         sql, params = _filtered(sql, params, None, start_ms, end_ms)
@@ -159,24 +184,57 @@ class SqliteStore:
             rows = cursor.fetchall()
         return pd.DataFrame(rows, columns=[d[0] for d in cursor.description])
 
-    def totals(self, *, start_ms: int | None = None, end_ms: int | None = None) -> pd.DataFrame:
+    def totals(
+        self,
+        versions: FactorVersions,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+    ) -> pd.DataFrame:
         readings_sql, params = _filtered(
             "SELECT plant, count(*) FROM activity WHERE 1 = 1", [], None, start_ms, end_ms
         )
-        co2e_sql, _ = _filtered(
-            "SELECT plant, sum(co2e_kg) FROM emissions WHERE 1 = 1", [], None, start_ms, end_ms
-        )
+        co2e: dict[str, float] = {}
         with self._lock:
             readings = dict(self._db.execute(readings_sql + " GROUP BY plant", params).fetchall())
-            co2e = dict(self._db.execute(co2e_sql + " GROUP BY plant", params).fetchall())
-        plants = sorted(readings)
-        return pd.DataFrame(
-            {
-                "plant": plants,
-                "readings": [int(readings[p]) for p in plants],
-                "co2e_kg": [float(co2e.get(p, 0.0)) for p in plants],
-            }
-        )
+            for plant, (factor_set, factor_version) in versions.items():
+                sql, plant_params = _filtered(
+                    "SELECT sum(co2e_kg) FROM emissions WHERE plant = ?",
+                    [plant],
+                    None,
+                    start_ms,
+                    end_ms,
+                )
+                sql, plant_params = _factor_filtered(sql, plant_params, factor_set, factor_version)
+                (total,) = self._db.execute(sql, plant_params).fetchone()
+                co2e[plant] = float(total or 0.0)
+        return totals_frame(versions, readings, co2e)
+
+    def assign_factors(self, versions: FactorVersions) -> None:
+        now = wall_clock_ms()
+        rows = [(p, fs, fv, now) for p, (fs, fv) in versions.items()]
+        try:
+            with self._lock:
+                self._db.execute("BEGIN")
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO factor_assignment VALUES (?,?,?,?)", rows
+                )
+                self._db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            with self._lock:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+            raise StoreError(f"sqlite write failed: {exc}", retryable=True) from exc
+
+    def assigned_factors(self) -> dict[str, tuple[str, str]]:
+        with self._lock:
+            try:
+                rows = self._db.execute(
+                    "SELECT plant, factor_set, factor_version FROM factor_assignment"
+                ).fetchall()
+            except sqlite3.OperationalError:  # a read-only store from before the table
+                return {}
+        return {str(p): (str(fs), str(fv)) for p, fs, fv in rows}
 
     def count_readings(self, plant: str | None = None) -> int:
         sql, params = "SELECT count(*) FROM activity", []
@@ -197,6 +255,37 @@ class SqliteStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection to an existing store: nothing is created, not even the
+    file's folder. Missing or foreign files are a StoreError naming the path."""
+    if not path.is_file():
+        raise StoreError(f"no store at {path} (sqlite file not found)", retryable=False)
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    try:
+        db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+        tables = {
+            row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path} is not a carbonlink store: {exc}", retryable=False) from exc
+    if not {"activity", "emissions"} <= tables:
+        db.close()
+        raise StoreError(
+            f"{path} is not a carbonlink store (no activity and emissions tables)",
+            retryable=False,
+        )
+    return db
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Stores written before the uncertainty fields existed get them, empty (NULL: not
+    known for those points; a recompute fills them)."""
+    present = {row[1] for row in db.execute("PRAGMA table_info(emissions)")}
+    for column in UNCERTAINTY_FIELDS:
+        if column not in present:
+            db.execute(f"ALTER TABLE emissions ADD COLUMN {column} REAL")
 
 
 def _factor_filtered(

@@ -20,7 +20,8 @@ function card(plant) {
       <div class="metric"><div class="label">${label}</div>
         <span class="value" data-field="${key}">\u2013</span><span class="unit" data-unit="${key}">${unit}</span></div>`).join("")}
     </div>
-    <div class="tz" data-field="newest"></div>`;
+    <div class="tz" data-field="newest"></div>
+    <div class="tz" data-field="factors"></div>`;
   el.querySelector("h2 a").textContent = plant.name;
   el.querySelector(".tz").textContent = `${plant.plant} \u00b7 ${plant.timezone}`;
   return el;
@@ -35,6 +36,10 @@ function update(row) {
   status.textContent = row.status;
   set("rate", fmt(row.rate_tco2e_h, 1));
   set("today", fmt(row.today_tco2e, 1));
+  const today = row.today_tco2e_interval;
+  el.querySelector('[data-unit="today"]').textContent = today && today[0] !== null
+    ? `t CO\u2082e (95%: ${fmt(today[0], 1)}\u2013${fmt(today[1], 1)})` : "t CO\u2082e";
+  set("factors", `factor set ${row.factor_version}`);
   set("intensity", fmt(row.carbon_intensity, 3));
   el.querySelector('[data-unit="intensity"]').textContent =
     row.output_unit ? `t CO\u2082e/${row.output_unit}` : "";

@@ -51,23 +51,33 @@ function appendAll(windows, maxPoints) {
   }
 }
 
+// The 95% interval under a KPI (IPCC 2006 Approach 1, docs/platform.md "Uncertainty").
+function range(interval, digits) {
+  if (!interval || interval[0] === null || interval[1] === null) return "";
+  return `<div class="range" title="95% interval: emission-factor ranges and meter accuracy">` +
+    `95%: ${fmt(interval[0], digits)} \u2013 ${fmt(interval[1], digits)}</div>`;
+}
+
 function showKpis(current) {
   const k = current.kpis;
+  const i = k.intervals ?? {};
   const out = k.output_unit ?? plant.output_unit ?? "unit";
   const rows = [
-    ["Total", k.total_tco2e, "t CO\u2082e", 1],
-    ...Object.entries(k.tco2e_by_scope).map(([s, v]) => [`Scope ${s}`, v, "t CO\u2082e", 1]),
-    ["Output", k.output, out, 1],
-    ["Carbon intensity", k.carbon_intensity, `t CO\u2082e/${out}`, 3],
-    ["Energy", k.energy_gj, "GJ", 0],
-    ["Energy intensity", k.energy_intensity, `GJ/${out}`, 2],
-    ["Electricity", k.electricity_kwh, "kWh", 0],
+    ["Total", k.total_tco2e, "t CO\u2082e", 1, i.total_tco2e],
+    ...Object.entries(k.tco2e_by_scope).map(([s, v]) =>
+      [`Scope ${s}`, v, "t CO\u2082e", 1, i[`scope${s}_tco2e`]]),
+    ["Output", k.output, out, 1, i.output],
+    ["Carbon intensity", k.carbon_intensity, `t CO\u2082e/${out}`, 3, i.carbon_intensity],
+    ["Energy", k.energy_gj, "GJ", 0, i.energy_gj],
+    ["Energy intensity", k.energy_intensity, `GJ/${out}`, 2, i.energy_intensity],
+    ["Electricity", k.electricity_kwh, "kWh", 0, i.electricity_kwh],
     ...Object.entries(k.energy_structure).map(([a, v]) =>
-      [`Share ${a.replaceAll("_", " ")}`, v === null ? null : v * 100, "% of energy", 1]),
+      [`Share ${a.replaceAll("_", " ")}`, v === null ? null : v * 100, "% of energy", 1, null]),
   ];
-  document.getElementById("kpis").innerHTML = rows.map(([label, value, unit, digits]) => `
+  document.getElementById("kpis").innerHTML = rows.map(([label, value, unit, digits, interval]) => `
     <div class="metric"><div class="label">${label}</div>
-      <span class="value">${fmt(value, digits)}</span><span class="unit">${unit}</span></div>`).join("");
+      <span class="value">${fmt(value, digits)}</span><span class="unit">${unit}</span>
+      ${range(interval, digits)}</div>`).join("");
   const open = current.open;
   const filling = open.x.length
     ? `Window filling since ${open.x[open.x.length - 1]}: ` +
@@ -95,7 +105,8 @@ renderNav(plants, plantId);
 document.title = `carbonlink - ${plant.plant}`;
 document.getElementById("title").textContent = plant.name;
 document.getElementById("subtitle").textContent =
-  `${plant.plant} \u00b7 times in ${plant.timezone} \u00b7 rates are window sums per hour`;
+  `${plant.plant} \u00b7 times in ${plant.timezone} \u00b7 rates are window sums per hour` +
+  ` \u00b7 counted under factor set ${plant.factor_version}`;
 document.getElementById("window").addEventListener("change", connect);
 document.getElementById("range").addEventListener("change", connect);
 connect();
