@@ -18,11 +18,26 @@ from typing import Final, TextIO
 
 from carbonlink._broker import EmbeddedBroker, free_port
 from carbonlink._clock import SimClock
+from carbonlink._exceptions import ConfigError
 from carbonlink._http import serve
 from carbonlink._mqtt import BrokerAddress, parse_broker_url
 from carbonlink.agent import Agent
 from carbonlink.config import MqttVersion, Settings
-from carbonlink.coordination import STATUS_STATE_KEY, Coordinator, Journal, load_policy
+from carbonlink.coordination import (
+    STATUS_STATE_KEY,
+    Coordinator,
+    Journal,
+    generate_key_pair,
+    key_id,
+    load_policy,
+    public_pem,
+    settings_signing_key,
+)
+from carbonlink.coordination._signing import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+    private_key_from_text,
+)
 from carbonlink.platform import Ingestor, Platform, Store
 from carbonlink.platform.api import create_app
 from carbonlink.platform.dashboard import mount_dashboard
@@ -36,6 +51,10 @@ STARTUP_TIMEOUT_S: Final = 15.0
 DEFAULT_HTTP_HOST: Final = "127.0.0.1"
 DEFAULT_HTTP_PORT: Final = 8080  # taken: a free port instead, printed at start
 DEMO_JOURNAL: Final = "coordination-journal.sqlite"  # in the demo's work folder
+#: The key that signs the demo's reports when the config names none, made for the run
+#: and kept in its work folder (readable by its owner only); FILE.pub is its public key.
+DEMO_SIGNING_KEY: Final = "ledger-key"
+DEMO_PUBLIC_KEY: Final = f"{DEMO_SIGNING_KEY}.pub"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +135,7 @@ async def run_demo(
                 health=platform.counters.as_dict,
                 journal_path=journal_path if coordination is not None else None,
                 clock_ms=clock.now_ms,
+                ledger_public_key=None if coordination is None else coordination.public_key,
             )
             mount_dashboard(
                 app,
@@ -165,11 +185,17 @@ class _Coordination:
     journal: Journal
     store: Store
     shadows: tuple[str, ...]
+    public_key: Ed25519PublicKey
+    public_key_path: Path
 
     def describe(self) -> str:
         policy = self.coordinator.policy
         shadows = f", shadows {', '.join(self.shadows)}" if self.shadows else ""
-        return f"policy {policy.name} ({policy.description or 'see its file'}){shadows}"
+        return (
+            f"policy {policy.name} ({policy.description or 'see its file'}){shadows}; "
+            f"reports signed with key {key_id(self.public_key)} (public key "
+            f"{self.public_key_path})"
+        )
 
     def line(self) -> str:
         status = self.journal.load_state(STATUS_STATE_KEY)
@@ -200,9 +226,12 @@ def _coordination(
     shadows = [s for s in shadows if s.name != policy.name]
     config = settings.services.coordination
     speed = clock.speed or DEFAULT_SPEED
+    signing_key = settings_signing_key(settings) or _demo_signing_key(options.work_dir)
+    public_key_path = options.work_dir / DEMO_PUBLIC_KEY
+    public_key_path.write_text(public_pem(signing_key.public_key()))
     # Its own store handle: the coordinator reads from a thread of its own.
     store = open_store(options.store_url)
-    journal = Journal(journal_path)
+    journal = Journal(journal_path, signing_key=signing_key)
     coordinator = Coordinator(
         settings,
         store,
@@ -216,7 +245,27 @@ def _coordination(
         read_lag_s=config.read_lag_s,
         client_id="carbonlink-demo-coordinator",
     )
-    return _Coordination(coordinator, journal, store, tuple(s.name for s in shadows))
+    return _Coordination(
+        coordinator,
+        journal,
+        store,
+        tuple(s.name for s in shadows),
+        signing_key.public_key(),
+        public_key_path,
+    )
+
+
+def _demo_signing_key(work_dir: Path) -> Ed25519PrivateKey:
+    """The work folder's own key: made on the first run, reused by the next ones so a
+    kept journal stays verifiable with one public key."""
+    path = work_dir / DEMO_SIGNING_KEY
+    if not path.is_file():
+        (work_dir / DEMO_PUBLIC_KEY).unlink(missing_ok=True)  # a stale one: rewritten
+        generate_key_pair(path)
+    try:
+        return private_key_from_text(path.read_text())
+    except ValueError as exc:
+        raise ConfigError(path, "<file>", f"{exc}: move it away for a new one") from None
 
 
 async def _report(

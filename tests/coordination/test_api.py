@@ -141,8 +141,10 @@ def test_verify_the_chain_and_against_storage(client: TestClient) -> None:
     result = client.get("/api/v1/coordination/ledger/verify").json()
     assert result["ok"] is True
     deep = client.get("/api/v1/coordination/ledger/verify", params={"against_store": True}).json()
-    assert deep["ok"] is True
-    assert deep["store_mismatches"] == []  # recorded data: nothing was in flight
+    assert deep["ok"] is True, deep["lines"]
+    assert deep["store_checked"] is True
+    assert deep["findings"] == []  # recorded data: nothing was in flight
+    assert deep["lines"][-1].startswith("OK: every report re-derives from storage")
 
 
 def test_shadows_and_periods(client: TestClient) -> None:

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
-from carbonlink.coordination._cooperative import Split
+import functools
+
+from carbonlink.coordination._cooperative import Split, shapley
 from carbonlink.coordination._params import PARTIES, CoordinationParams, Party
 from carbonlink.coordination._policy import Policy
 from carbonlink.coordination._settlement import settle
 from carbonlink.coordination._stages import StageResult
 
-__all__ = ["period_transfers", "relational_params"]
+__all__ = ["period_transfers", "relational_params", "settlement_split"]
+
+
+def settlement_split(params: CoordinationParams) -> Split:
+    """The split stage 3 settles on: the one place that chooses it, for the coordinator
+    and for the ledger's verifier that re-derives its transfers."""
+    return _split_for(params.model_dump_json())
+
+
+# Parameters change only when an estimate or a stage does: most periods reuse a split.
+@functools.lru_cache(maxsize=256)
+def _split_for(params_json: str) -> Split:
+    return shapley(CoordinationParams.model_validate_json(params_json))
 
 
 def period_transfers(

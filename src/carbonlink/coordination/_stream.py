@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 KG_PER_T: Final = 1000.0
 MS_PER_S: Final = 1000.0
+NS_PER_MS: Final = 1_000_000  # pandas Timestamp.value is in nanoseconds
 # Estimates further than this factor from the policy's value are taken as noise, not
 # news: the prior stays (and a warning says so). A real change of that size calls for a
 # new parameter file, not a drifting estimate.
@@ -78,6 +79,15 @@ class PeriodData:
     @property
     def readings(self) -> int:
         return len(self.activity)
+
+    @property
+    def counted(self) -> dict[str, int]:
+        """The newest emission reading read per meter (ms): what a report counted, so
+        that readings stored afterwards can be told apart as late."""
+        if not len(self.emissions):
+            return {}
+        newest = self.emissions.groupby("meter")["time"].max()
+        return {str(m): int(t.value // NS_PER_MS) for m, t in newest.items()}
 
 
 def emission_weights(plant: PlantConfig, factor_sets_dir: Path) -> dict[str, float]:
