@@ -22,6 +22,7 @@ import pandas as pd
 
 from carbonlink.coordination._ledger import Ledger, canonical_json, digest_of, parse_json
 from carbonlink.coordination._signing import Ed25519PrivateKey
+from carbonlink.wire import format_timestamp
 
 __all__ = ["PERIOD_COLUMNS", "Journal", "PeriodRow"]
 
@@ -361,7 +362,9 @@ class Journal:
 
 
 def _period_row(values: dict[str, Any]) -> PeriodRow:
-    where = f"period row {values.get('plant')!r} at {values.get('start_ms')!r}"
+    start = values.get("start_ms")
+    when = format_timestamp(start) if isinstance(start, int) else repr(start)
+    where = f"the period row of {values.get('plant')!r} from {when}"
     for name in _JSON_COLUMNS:
         text = values[name]
         if text is None:

@@ -116,6 +116,9 @@ class Report:
 # --- what a stored body must look like ---------------------------------------------------
 
 _Finite = Annotated[float, Field(allow_inf_nan=False)]
+#: SQLite's integers are 64-bit: a larger count or time could not even be looked up.
+MAX_INTEGER: Final = 2**62
+_Millis = Annotated[int, Field(ge=0, le=MAX_INTEGER)]
 _Amount = _Finite | None
 
 
@@ -132,8 +135,8 @@ class _Body(BaseModel):
     not a count."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-    period_start_ms: int
-    period_end_ms: int
+    period_start_ms: _Millis
+    period_end_ms: _Millis
     plant: Annotated[str, Field(min_length=1)]
     policy: str
     stage: Literal[1, 2, 3]
@@ -142,7 +145,7 @@ class _Body(BaseModel):
     sharing: Literal["none", "self_reported", "verified", "live", "joint"] | None = None
     verified: bool | None = None
     reported_tco2e: _Amount = None
-    readings: Annotated[int, Field(ge=0)] | None = None
+    readings: Annotated[int, Field(ge=0, le=MAX_INTEGER)] | None = None
     factor_set: str | None = None
     factor_version: str | None = None
     effort_firm: _Amount = None
@@ -198,11 +201,18 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses as inf
+        raise ValueError(f"{text:.40} is too large for a number")
+    return value
+
+
 def parse_json(text: str) -> Any:
-    """JSON as the ledger writes it: NaN and Infinity are refused (ValueError), as is
-    nesting deep enough to exhaust the parser."""
+    """JSON as the ledger writes it: NaN, Infinity and numbers too large for a float are
+    refused (ValueError), as is nesting deep enough to exhaust the parser."""
     try:
-        return json.loads(text, parse_constant=_no_constant)
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
     except RecursionError:
         raise ValueError("nested too deeply") from None
 

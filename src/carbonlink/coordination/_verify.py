@@ -30,6 +30,7 @@ late, so every reading storage holds beyond the report's count is a mismatch.
 from __future__ import annotations
 
 import math
+import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -145,7 +146,7 @@ class Verification:
             return f"BROKEN: {self.chain.reports} reports; " + "; ".join(
                 f.message for f in self.findings if f.kind == "broken"
             )
-        return f"OK: {self.chain.reports} reports, chain intact{anchored}{signed}"
+        return f"OK: {_count(self.chain.reports, 'report')}, chain intact{anchored}{signed}"
 
     def lines(self) -> list[str]:
         lines = [self.summary()]
@@ -158,22 +159,23 @@ class Verification:
         wrong = [f for f in self.findings if f.kind == "mismatch"]
         late = self.late
         late_text = (
-            f"{len({f.index for f in late})} with late data: {sum(f.readings for f in late)} "
-            f"readings, {math.fsum(f.tco2e for f in late):.6f} tCO2e"
+            f"{len({f.index for f in late})} with late data: "
+            f"{_count(sum(f.readings for f in late), 'reading')}, "
+            f"{math.fsum(f.tco2e for f in late):.6f} tCO2e"
             if late
             else "none with late data"
         )
         if wrong:
-            reports = len({f.index for f in wrong})
-            lines.append(
-                f"MISMATCH: {len(wrong)} findings in {reports} of {self.reports} reports "
-                f"against {self.store}"
+            reports = len({f.index for f in wrong if f.index is not None})
+            where = (
+                f"in {reports} of {_count(self.reports, 'report')}" if reports else "in the journal"
             )
+            lines.append(f"MISMATCH: {_count(len(wrong), 'finding')} {where} against {self.store}")
         else:
             lines.append(
                 f"OK: every report re-derives from {self.store}: tCO2e, readings, "
-                f"decisions, subsidies, abatement and transfers ({self.reports} reports, "
-                f"{late_text})"
+                f"decisions, subsidies, abatement and transfers "
+                f"({_count(self.reports, 'report')}, {late_text})"
             )
         return lines
 
@@ -194,6 +196,10 @@ class Verification:
             "findings": [f.as_json() for f in self.findings],
             "lines": self.lines(),
         }
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def window(start_ms: int, end_ms: int) -> str:
@@ -259,7 +265,7 @@ class _Rederivation:
     def run(self) -> list[Finding]:
         try:
             rows = self._journal.period_rows()
-        except ValueError as exc:
+        except (ValueError, sqlite3.DatabaseError) as exc:
             return [Finding("mismatch", None, "periods", f"cannot be read: {exc}")]
         by_plant: dict[str, list[PeriodRow]] = {}
         for row in rows:
@@ -587,9 +593,13 @@ def _ms(times: pd.Series) -> pd.Series:
 
 
 def _late_meters(late: pd.DataFrame, times: pd.Series) -> str:
-    parts = []
+    """Which meters' readings came late, and when they were taken: meters with the same
+    count and span are named together (an agent's outage delays them all alike)."""
+    spans: dict[tuple[int, int, int], list[str]] = {}
     for meter, group in times.groupby(late["meter"]):
-        first, last = int(group.min()), int(group.max())
+        spans.setdefault((len(group), int(group.min()), int(group.max())), []).append(str(meter))
+    parts = []
+    for (count, first, last), meters in sorted(spans.items(), key=lambda kv: kv[0][1:]):
         span = format_timestamp(first) if first == last else window(first, last)
-        parts.append(f"{meter} {len(group)} at {span}")
+        parts.append(f"{', '.join(sorted(meters))}: {count} each, {span}")
     return "; ".join(parts)
