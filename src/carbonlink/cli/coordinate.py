@@ -184,7 +184,8 @@ def keygen(path: Path, settings: Settings | None, config_path: Path | None) -> N
         f"Wrote the ledger's signing key to {shown_path(private)}: private, keep it secret "
         f"and never commit it.\nIts public key (key {key_id(key)}) is in {shown_path(public)}: "
         "give it to whoever checks the ledger.\n\n"
-        f"Sign reports: put the private key in ${variable} where the coordinator runs,\n"
+        f"Sign reports: put the private key in ${variable} where the coordinator runs, "
+        "then start it:\n"
         f'  export {variable}="$(cat {shown_path(private)})"\n'
         f"  {command_line('coordinate', *with_config)}\n"
         "or name the file in the config (coordination.signing_key_file).\n"
