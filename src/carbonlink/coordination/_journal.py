@@ -24,7 +24,7 @@ from carbonlink.coordination._ledger import Ledger, canonical_json, digest_of, p
 from carbonlink.coordination._signing import Ed25519PrivateKey
 from carbonlink.wire import format_timestamp
 
-__all__ = ["PERIOD_COLUMNS", "Journal", "PeriodRow"]
+__all__ = ["PERIOD_COLUMNS", "Journal", "PeriodRow", "expand_runs", "timestamp_runs"]
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS periods (
@@ -94,9 +94,9 @@ class PeriodRow:
 
     The fields after ``parameters`` let the ledger's verifier re-derive the period: the
     stage's name, X when the period began, its length in model periods, the factor set
-    version its emissions were read under, and ``counted``: the newest reading counted
-    per meter (ms), so readings stored later are told apart as late. None in a journal
-    from before them.
+    version its emissions were read under, and ``counted``: exactly which readings were
+    counted, per meter as runs of timestamps (``timestamp_runs``), so readings stored
+    later are told apart as late. None in a journal from before them.
     """
 
     plant: str
@@ -121,7 +121,7 @@ class PeriodRow:
     model_periods: float | None = None
     factor_set: str | None = None
     factor_version: str | None = None
-    counted: Mapping[str, int] | None = None
+    counted: Mapping[str, Sequence[Sequence[int]]] | None = None
 
     def canonical(self) -> dict[str, Any]:
         """The row as JSON-ready values of its declared types, the same before it is
@@ -136,7 +136,9 @@ class PeriodRow:
             k: v if isinstance(v, str) else float(v) for k, v in self.parameters.items()
         }
         if self.counted is not None:
-            values["counted"] = {k: int(v) for k, v in self.counted.items()}
+            values["counted"] = {
+                k: [[int(x) for x in run] for run in runs] for k, runs in self.counted.items()
+            }
         return values
 
     def digest(self) -> str:
@@ -361,6 +363,56 @@ class Journal:
         return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
 
 
+#: A run that long is no meter's period: refused rather than expanded.
+MAX_RUN_COUNT: Final = 10_000_000
+
+
+def timestamp_runs(times: Iterable[int]) -> list[list[int]]:
+    """Distinct times, sorted, as runs of equal steps, ``[first_ms, step_ms, count]``
+    each: a meter that reports every minute makes one run per period, and any set of
+    times is kept exactly."""
+    ordered = sorted(set(times))
+    runs: list[list[int]] = []
+    i = 0
+    while i < len(ordered):
+        if i + 1 == len(ordered):
+            runs.append([ordered[i], 0, 1])
+            break
+        step = ordered[i + 1] - ordered[i]
+        n = 2
+        while i + n < len(ordered) and ordered[i + n] - ordered[i + n - 1] == step:
+            n += 1
+        runs.append([ordered[i], step, n])
+        i += n
+    return runs
+
+
+def expand_runs(runs: Iterable[Sequence[int]]) -> list[int]:
+    return [first + k * step for first, step, count in runs for k in range(count)]
+
+
+def _runs_problem(counted: object) -> str | None:
+    if not isinstance(counted, dict):
+        return "not a JSON object"
+    total = 0
+    for meter, runs in counted.items():
+        if not isinstance(runs, list):
+            return f"{meter}: not a list of runs"
+        for run in runs:
+            if (
+                not isinstance(run, list)
+                or len(run) != 3
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in run)
+                or run[1] < 0
+                or run[2] < 1
+            ):
+                return f"{meter}: {run!r:.60} is not a run [first_ms, step_ms, count]"
+            total += run[2]
+    if total > MAX_RUN_COUNT:
+        return f"{total} readings: more than any period holds"
+    return None
+
+
 def _period_row(values: dict[str, Any]) -> PeriodRow:
     start = values.get("start_ms")
     when = format_timestamp(start) if isinstance(start, int) else repr(start)
@@ -377,6 +429,10 @@ def _period_row(values: dict[str, Any]) -> PeriodRow:
             raise ValueError(f"{where}: {name}: not a JSON object")
     if values["parameters"] is None:
         raise ValueError(f"{where}: parameters: missing")
+    if values["counted"] is not None:
+        problem = _runs_problem(values["counted"])
+        if problem is not None:
+            raise ValueError(f"{where}: counted: {problem}")
     for name in ("start_ms", "end_ms", "stage", "readings"):
         if not isinstance(values[name], int):
             raise ValueError(f"{where}: {name}: not an integer ({values[name]!r:.40})")

@@ -37,6 +37,7 @@ from carbonlink.coordination._estimation import (
     fit_baseline,
     functional_availability,
 )
+from carbonlink.coordination._journal import timestamp_runs
 from carbonlink.coordination._params import CoordinationParams
 from carbonlink.coordination._policy import Estimation, Valuation
 from carbonlink.emissions import FactorLibrary, FactorSet
@@ -48,7 +49,6 @@ log = logging.getLogger(__name__)
 
 KG_PER_T: Final = 1000.0
 MS_PER_S: Final = 1000.0
-NS_PER_MS: Final = 1_000_000  # pandas Timestamp.value is in nanoseconds
 # Estimates further than this factor from the policy's value are taken as noise, not
 # news: the prior stays (and a warning says so). A real change of that size calls for a
 # new parameter file, not a drifting estimate.
@@ -81,13 +81,16 @@ class PeriodData:
         return len(self.activity)
 
     @property
-    def counted(self) -> dict[str, int]:
-        """The newest emission reading read per meter (ms): what a report counted, so
-        that readings stored afterwards can be told apart as late."""
+    def counted(self) -> dict[str, list[list[int]]]:
+        """Exactly which emission readings were read, per meter as runs of timestamps
+        (ms): what a report counted, so that readings stored later are told apart."""
         if not len(self.emissions):
             return {}
-        newest = self.emissions.groupby("meter")["time"].max()
-        return {str(m): int(t.value // NS_PER_MS) for m, t in newest.items()}
+        times = self.emissions["time"].dt.as_unit("ms").astype("int64")
+        return {
+            str(meter): timestamp_runs(group.tolist())
+            for meter, group in times.groupby(self.emissions["meter"])
+        }
 
 
 def emission_weights(plant: PlantConfig, factor_sets_dir: Path) -> dict[str, float]:

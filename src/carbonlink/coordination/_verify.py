@@ -5,8 +5,8 @@ A report aggregates period rows (the journal's ``periods`` table) through the sh
 gate. Re-deriving it means, for each of its periods:
 
 - its tCO2e and reading count, from storage: the readings whose interval ends in the
-  period, under the factor set version the period was read with, up to the newest
-  reading the coordinator counted per meter (``PeriodRow.counted``);
+  period, under the factor set version the period was read with, exactly those the
+  coordinator counted (``PeriodRow.counted``, runs of timestamps per meter);
 - the decision (efforts, sigma, subsidy rates) from the parameters the period ran
   under, through ``decide`` as the coordinator calls it (stage 2: from the rates the
   government set);
@@ -19,12 +19,13 @@ applying the government's payment as ``Government`` does, and comparing every fi
 with the report. What cannot be re-derived is taken from the period row: the
 parameters (estimated from the stream), the observed abatement, the carbon price.
 
-Late data: readings stored after a report was made, newer than the newest one counted
-for their meter in that period. They are accepted (listed, with their amount) only
+Late data: readings of a period that storage holds but the coordinator did not count
+(they landed after it read the period: an agent's outbox flushed after an outage, a
+platform worker's spill replayed). They are accepted, listed with their amount, only
 from a report whose signature was checked and which commits to its period rows
-(``periods_sha256``): there the counted readings are the coordinator's signed word.
-Without a checked signature, readings left out cannot be told from readings that came
-late, so every reading storage holds beyond the report's count is a mismatch.
+(``periods_sha256``): there which readings were counted is the coordinator's signed
+word. Without a checked signature, readings left out cannot be told from readings that
+came late, so every reading storage holds beyond those counted is a mismatch.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from pydantic import ValidationError
 
 from carbonlink.coordination._accounting import period_outcome, recorded_decision
 from carbonlink.coordination._government import scaled_transfers
-from carbonlink.coordination._journal import Journal, PeriodRow
+from carbonlink.coordination._journal import Journal, PeriodRow, expand_runs
 from carbonlink.coordination._ledger import Anchor, LedgerCheck
 from carbonlink.coordination._params import CoordinationParams
 from carbonlink.coordination._sharing import (
@@ -376,23 +377,26 @@ class _Rederivation:
     ) -> None:
         at = window(row.start_ms, row.end_ms)
         inside = (times > row.start_ms) & (times <= row.end_ms)
+        keys = list(zip(frame["meter"].astype(str), times, strict=True))
         if row.counted is None:  # a row from before late data was told apart
             counted = inside
+            missing = 0
         else:
-            cutoff = frame["meter"].map(row.counted).fillna(-math.inf).astype("float64")
-            counted = inside & (times <= cutoff)
+            wanted = {(m, t) for m, runs in row.counted.items() for t in expand_runs(runs)}
+            counted = inside & pd.Series([k in wanted for k in keys], index=frame.index, dtype=bool)
+            missing = len(wanted - {k for k, c in zip(keys, counted, strict=True) if c})
         readings = int(counted.sum())
         tco2e = math.fsum(frame.loc[counted, "co2e_kg"]) / KG_PER_T
-        if readings != row.readings or not _close(tco2e, row.tco2e):
+        if missing or readings != row.readings or not _close(tco2e, row.tco2e):
+            gone = f"; {missing} of the readings counted are no longer stored" if missing else ""
             self._add(
                 "mismatch",
                 index,
                 body,
                 "reported_tco2e",
                 f"period {at} counted {row.readings} readings, {row.tco2e:.6f} t; storage "
-                f"holds {readings} readings, {tco2e:.6f} t"
-                + ("" if row.counted is None else " up to the newest reading counted per meter")
-                + f" (factor set {row.factor_set} {row.factor_version})",
+                f"holds {readings} readings, {tco2e:.6f} t of those{gone} (factor set "
+                f"{row.factor_set} {row.factor_version})",
             )
         late = inside & ~counted
         if not late.any():
