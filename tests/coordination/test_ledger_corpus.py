@@ -263,7 +263,8 @@ CASES: Final = [
          ("OK: 10 reports, chain intact, every report signed (key ",
           "late data at report {i}", ": 15 readings, ", "1 with late data: 15 readings")),
     Case("clean, chain only", nothing, (), OK,
-         ("OK: 10 reports, chain intact (signatures not checked: give --public-key",)),
+         ("OK: 10 reports, chain intact (signatures not checked: no public key; give "
+          "--public-key FILE",)),
     Case("clean, no public key: late data cannot be accepted", the_late_report, (STORE,),
          BROKEN, ("MISMATCH at report {i}", "readings left out cannot be told from late ones",
                   "MISMATCH: 1 finding in 1 of 10 reports")),

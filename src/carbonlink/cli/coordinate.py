@@ -66,7 +66,6 @@ EXIT_BROKEN_LEDGER: Final = 1
 ANCHOR_WAIT_S: Final = 5.0
 # Where config/carbonlink.yaml keeps the journal, for a --keygen run without a config.
 DEFAULT_JOURNAL: Final = Path("var/coordination-ledger.sqlite")
-KEY_HINT: Final = "give --public-key FILE, the .pub file `carbonlink coordinate --keygen` wrote"
 
 
 def _anchor_from_broker(address: BrokerAddress) -> bytes:
@@ -109,20 +108,19 @@ def _settings_if_any(config_path: Path | None) -> Settings | None:
     return None
 
 
-def _verifying_key(
-    settings: Settings | None, public_key: Path | None
-) -> tuple[Ed25519PublicKey | None, str]:
-    """(the key to check signatures with, how to give one when there is none)."""
+def _verifying_key(settings: Settings | None, public_key: Path | None) -> Ed25519PublicKey | None:
+    """The key to check signatures with: --public-key, else the config's, else the
+    public half of a signing key this process holds."""
     if public_key is not None:
-        return read_public_key(public_key), ""
+        return read_public_key(public_key)
     if settings is not None:
-        return settings_public_key(settings), KEY_HINT
+        return settings_public_key(settings)
     variable = CoordinationConfig().signing_key_env
     text = secret_from_env(variable)
     if not text:
-        return None, KEY_HINT
+        return None
     try:
-        return private_key_from_text(text).public_key(), ""
+        return private_key_from_text(text).public_key()
     except ValueError as exc:
         raise ConfigError(None, f"${variable}", str(exc)) from None
 
@@ -134,7 +132,6 @@ def verify_ledger(
     key: Ed25519PublicKey | None = None,
     *,
     anchor_from_broker: bool = False,
-    key_hint: str = KEY_HINT,
 ) -> None:
     """Print what holds and what does not; exit 1 when anything does not hold."""
     if not path.is_file():
@@ -148,8 +145,6 @@ def verify_ledger(
                 anchor=anchor,
                 anchor_must_be_signed=anchor_from_broker,
                 store=opened,
-                store_name=store,
-                key_hint=key_hint,
             )
     except sqlite3.DatabaseError as exc:
         click.echo(f"BROKEN: {path} is not a coordination journal ({exc})")
@@ -314,14 +309,9 @@ def coordinate(
             anchored = _parse_anchor(anchor)
         # Storage is checked only when named: verifying must not need a store to run, nor
         # the deployment's config.
-        key, hint = _verifying_key(_settings_if_any(config_path), public_key)
+        key = _verifying_key(_settings_if_any(config_path), public_key)
         verify_ledger(
-            verify_path,
-            store_override,
-            anchored,
-            key,
-            anchor_from_broker=anchor == "broker",
-            key_hint=hint,
+            verify_path, store_override, anchored, key, anchor_from_broker=anchor == "broker"
         )
         return
     for given, name in ((anchor, "--anchor"), (public_key, "--public-key")):

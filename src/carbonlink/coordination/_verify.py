@@ -69,6 +69,12 @@ _SOURCE_PREFIX: Final = "source_"
 _OWN_CHECK: Final = frozenset({"periods_sha256"})
 _UNITS: Final = {"reported_tco2e": " t", "readings": " readings"}
 
+#: Where a verifier's public key comes from, said where none was given.
+NO_KEY: Final = (
+    "no public key; give --public-key FILE (the .pub file `carbonlink coordinate --keygen` "
+    "wrote) or set coordination.public_key"
+)
+
 Kind = Literal["broken", "mismatch", "late"]
 _LABELS: Final[dict[str, str]] = {"broken": "BROKEN", "mismatch": "MISMATCH", "late": "late data"}
 
@@ -120,7 +126,6 @@ class Verification:
     store: str | None = None  # what the reports were re-derived from (None: not asked)
     store_checked: bool = False  # False when the chain is broken: nothing to re-derive
     findings: tuple[Finding, ...] = ()
-    key_hint: str = ""  # how to have signatures checked, when they were not
 
     @property
     def reports(self) -> int:
@@ -142,7 +147,7 @@ class Verification:
         if self.chain.key_id is not None:
             signed = f", every report signed (key {self.chain.key_id})"
         else:
-            signed = f" (signatures not checked: {self.key_hint or 'no public key'})"
+            signed = f" (signatures not checked: {NO_KEY})"
         if any(f.kind == "broken" for f in self.findings):
             return f"BROKEN: {self.chain.reports} reports; " + "; ".join(
                 f.message for f in self.findings if f.kind == "broken"
@@ -214,8 +219,6 @@ def verify_journal(
     anchor: Anchor | None = None,
     anchor_must_be_signed: bool = False,
     store: Store | None = None,
-    store_name: str | None = None,
-    key_hint: str = "",
 ) -> Verification:
     """Check the journal's ledger: the chain, every signature (with ``key``), the
     ``anchor`` (signed, when ``anchor_must_be_signed`` and there is a key: one read from
@@ -226,12 +229,12 @@ def verify_journal(
         problem = _anchor_problem(anchor, key)
         if problem is not None:
             findings.append(Finding("broken", None, "anchor", problem))
-    name = store_name if store_name is not None else (None if store is None else "storage")
+    name = None if store is None else store.url
     if store is None or not check.ok:
-        return Verification(check, anchor, name, False, tuple(findings), key_hint)
+        return Verification(check, anchor, name, False, tuple(findings))
     trusted = check.signed
     findings += _Rederivation(journal, store, trusted=trusted).run()
-    return Verification(check, anchor, name, True, tuple(findings), key_hint)
+    return Verification(check, anchor, name, True, tuple(findings))
 
 
 def _anchor_problem(anchor: Anchor, key: Ed25519PublicKey) -> str | None:

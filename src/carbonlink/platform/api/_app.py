@@ -281,7 +281,8 @@ def create_app(
     if access.reads_need_token:
         app.middleware("http")(access.guard_reads)
     if journal_path is not None:
-        add_coordination_routes(app, journal_path, store, public_key=settings_public_key(settings))
+        key = ledger_public_key or settings_public_key(settings)
+        add_coordination_routes(app, journal_path, store, public_key=key)
     add_control_routes(app, store, settings, access, journal_path=journal_path, clock_ms=clock_ms)
 
     @app.get(f"{API_PREFIX}/health", summary="Ingestion counters and store")

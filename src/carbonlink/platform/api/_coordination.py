@@ -153,11 +153,7 @@ def add_coordination_routes(
         with journal() as book:
             try:
                 verification = verify_journal(
-                    book,
-                    key=public_key,
-                    store=store if against_store else None,
-                    store_name="storage" if against_store else None,
-                    key_hint="this server has no public key (coordination.public_key)",
+                    book, key=public_key, store=store if against_store else None
                 )
             except sqlite3.DatabaseError as exc:
                 raise HTTPException(503, f"the journal cannot be read: {exc}") from None
