@@ -22,6 +22,7 @@ from carbonlink.coordination._signing import (
     report_signature_ok,
     sign_report,
 )
+from tests.coordination.ledger_corpus import rewrite
 
 HOUR = 3_600_000
 
@@ -115,23 +116,7 @@ PUBLIC = KEY.public_key()  # what a verifier holds
 
 def _rewrite_consistently(path: Path, index: int, change: dict[str, float]) -> None:
     """Edit one report and re-hash it and everything after it: a careful forger."""
-    from carbonlink.coordination import report_hash
-
-    db = sqlite3.connect(path)
-    rows = db.execute("SELECT idx, body, prev_hash FROM reports ORDER BY idx").fetchall()
-    prev = rows[index][2]
-    with db:
-        for idx, body_text, _ in rows[index:]:
-            body = json.loads(body_text)
-            if idx == index:
-                body |= change
-            digest = report_hash(body, prev)
-            db.execute(
-                "UPDATE reports SET body = ?, prev_hash = ?, hash = ? WHERE idx = ?",
-                (json.dumps(body, sort_keys=True), prev, digest, idx),
-            )
-            prev = digest
-    db.close()
+    rewrite(path, index, lambda body: body.update(change))
 
 
 def test_signatures_catch_a_consistently_rewritten_chain(tmp_path: Path) -> None:
@@ -240,3 +225,32 @@ def test_a_ledger_from_before_signatures_still_verifies(tmp_path: Path) -> None:
     with Ledger(path, signing_key=KEY) as book:  # a writer adds the columns
         book.append(report(0))
         assert book.verify(key=PUBLIC).signed
+
+
+def test_an_anchor_from_the_broker_must_carry_the_coordinators_signature(
+    tmp_path: Path,
+) -> None:
+    """Anyone who could write the retained anchor could pass off a shortened chain's
+    head as the real one; the coordinator's signature on it rules that out."""
+    from carbonlink.coordination import Anchor, Journal, verify_journal
+    from carbonlink.coordination._signing import sign_anchor
+
+    with Journal(tmp_path / "journal.sqlite", signing_key=KEY) as journal:
+        journal.ledger.append(report(0))
+        journal.ledger.append(report(1))
+        head = journal.ledger.head()
+        signed = Anchor(*head, key_id(KEY), sign_anchor(KEY, *head))
+        verdicts = {
+            name: verify_journal(journal, key=PUBLIC, anchor=anchor, anchor_must_be_signed=True)
+            for name, anchor in {
+                "signed": signed,
+                "unsigned": Anchor(*head),
+                "forged": Anchor(*head, key_id(KEY), sign_anchor(KEY, head[0] + 1, head[1])),
+            }.items()
+        }
+    assert verdicts["signed"].ok
+    assert verdicts["signed"].summary().startswith("OK: 2 reports, chain intact and matches")
+    assert not verdicts["unsigned"].ok
+    assert "the anchor is unsigned" in verdicts["unsigned"].summary()
+    assert not verdicts["forged"].ok
+    assert "the anchor's signature does not verify" in verdicts["forged"].summary()

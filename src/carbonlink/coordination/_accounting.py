@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from carbonlink.coordination._counterfactual import exact_step
 from carbonlink.coordination._decide import decide
 from carbonlink.coordination._flows import period_transfers, settlement_split
+from carbonlink.coordination._journal import PeriodRow
 from carbonlink.coordination._params import CoordinationParams, Party
+from carbonlink.coordination._sharing import PeriodRecord
 from carbonlink.coordination._stages import StageResult, subsidised_stage
 
-__all__ = ["PeriodOutcome", "period_outcome", "recorded_decision"]
+__all__ = ["PeriodOutcome", "period_outcome", "period_record", "recorded_decision"]
 
 
 @dataclass(frozen=True)
@@ -59,3 +61,38 @@ def recorded_decision(
         return subsidised_stage(params, 2, theta_m, theta_p)
     decided: Mapping[str, StageResult] = decide(stage, {"plant": params})
     return decided["plant"]
+
+
+def period_record(
+    row: PeriodRow,
+    result: StageResult,
+    outcome: PeriodOutcome,
+    parameters: Mapping[str, float],
+) -> PeriodRecord:
+    """What the sharing gate aggregates for one period: its journal row, with the
+    decision and the outcome it ran under (the coordinator's, or re-derived), and the
+    digest of the row, which the report commits to."""
+    return PeriodRecord(
+        period_start_ms=row.start_ms,
+        period_end_ms=row.end_ms,
+        plant=row.plant,
+        policy=row.policy,
+        stage=result.stage,
+        stage_name=row.stage_name or result.name,
+        reported_tco2e=row.tco2e,
+        readings=row.readings,
+        factor_set=row.factor_set or "",
+        factor_version=row.factor_version or "",
+        effort_firm=result.E_M,
+        effort_platform=result.E_P,
+        sigma=result.sigma,
+        subsidy_rate_firm=result.theta_M,
+        subsidy_rate_platform=result.theta_P,
+        subsidy_claimed=outcome.claimed,
+        carbon_price=row.carbon_price,
+        projected_abatement=outcome.x_mean,
+        observed_abatement=row.x_observed,
+        transfers=outcome.transfers,
+        parameters=parameters,
+        row_sha256=row.digest(),
+    )

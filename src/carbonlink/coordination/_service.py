@@ -42,7 +42,7 @@ from carbonlink._clock import wall_clock_ms
 from carbonlink._exceptions import CarbonlinkError
 from carbonlink._mqtt import BrokerAddress, is_connection_loss, make_client, next_backoff
 from carbonlink.config import PlantConfig, Settings
-from carbonlink.coordination._accounting import period_outcome
+from carbonlink.coordination._accounting import period_outcome, period_record
 from carbonlink.coordination._counterfactual import StepInput
 from carbonlink.coordination._decide import decide
 from carbonlink.coordination._flows import relational_params
@@ -564,30 +564,7 @@ class Coordinator:
             factor_version=version,
             counted=data.counted,
         )
-        record = PeriodRecord(
-            period_start_ms=start_ms,
-            period_end_ms=end_ms,
-            plant=plant,
-            policy=self.policy.name,
-            stage=result.stage,
-            stage_name=result.name,
-            reported_tco2e=data.tco2e,
-            readings=len(data.emissions),
-            factor_set=name,
-            factor_version=version,
-            effort_firm=result.E_M,
-            effort_platform=result.E_P,
-            sigma=result.sigma,
-            subsidy_rate_firm=result.theta_M,
-            subsidy_rate_platform=result.theta_P,
-            subsidy_claimed=outcome.claimed,
-            carbon_price=carbon_price,
-            projected_abatement=x_mean,
-            observed_abatement=x_obs,
-            transfers=outcome.transfers,
-            parameters=used,
-            row_sha256=row.digest(),
-        )
+        record = period_record(row, result, outcome, used)
         return record, row
 
     def _step_shadows(

@@ -39,7 +39,11 @@ from typing import Any, Final, Literal
 import pandas as pd
 from pydantic import ValidationError
 
-from carbonlink.coordination._accounting import period_outcome, recorded_decision
+from carbonlink.coordination._accounting import (
+    period_outcome,
+    period_record,
+    recorded_decision,
+)
 from carbonlink.coordination._government import scaled_transfers
 from carbonlink.coordination._journal import Journal, PeriodRow, expand_runs
 from carbonlink.coordination._ledger import Anchor, LedgerCheck
@@ -499,30 +503,7 @@ def _derive(row: PeriodRow) -> _Period:
         if not _close(recorded, derived):
             problems.append((what, f"recorded {recorded:.9g}; the parameters give {derived:.9g}"))
     period.x_end = outcome.x_end
-    period.record = PeriodRecord(
-        period_start_ms=row.start_ms,
-        period_end_ms=row.end_ms,
-        plant=row.plant,
-        policy=row.policy,
-        stage=row.stage,
-        stage_name=row.stage_name or result.name,
-        reported_tco2e=row.tco2e,
-        readings=row.readings,
-        factor_set=row.factor_set or "",
-        factor_version=row.factor_version or "",
-        effort_firm=result.E_M,
-        effort_platform=result.E_P,
-        sigma=result.sigma,
-        subsidy_rate_firm=result.theta_M,
-        subsidy_rate_platform=result.theta_P,
-        subsidy_claimed=outcome.claimed,
-        carbon_price=row.carbon_price,
-        projected_abatement=outcome.x_mean,
-        observed_abatement=row.x_observed,
-        transfers=outcome.transfers,
-        parameters=params.model_dump(),
-        row_sha256=row.digest(),
-    )
+    period.record = period_record(row, result, outcome, params.model_dump())
     return period
 
 
