@@ -267,7 +267,7 @@ class Journal:
             args.append(limit)
         frame = pd.read_sql_query(query, self._db, params=args)
         for name in _JSON_COLUMNS:
-            frame[name] = [None if p is None else json.loads(p) for p in frame[name]]
+            frame[name] = [_json_or_none(p) for p in frame[name]]
         return frame
 
     # --- shadow policies --------------------------------------------------------------
@@ -361,6 +361,15 @@ class Journal:
             clauses.append("start_ms < ?")
             args.append(end_ms)
         return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+def _json_or_none(text: object) -> Any:
+    """A JSON cell for display; None where it is not JSON (the ledger's verifier says
+    what is wrong with such a row)."""
+    try:
+        return parse_json(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
 
 
 #: A run that long is no meter's period: refused rather than expanded.
