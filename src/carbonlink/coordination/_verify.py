@@ -370,7 +370,10 @@ class _Rederivation:
             )
             times = _ms(frame["time"]) if len(frame) else pd.Series(dtype="int64")
             for row in group:
-                self._period_storage(index, body, row, frame, times, committed=committed)
+                inside = (times > row.start_ms) & (times <= row.end_ms)  # as it was read
+                self._period_storage(
+                    index, body, row, frame[inside], times[inside], committed=committed
+                )
 
     def _period_storage(
         self,
@@ -382,15 +385,15 @@ class _Rederivation:
         *,
         committed: bool,
     ) -> None:
+        """One period: ``frame`` and ``times`` hold the stored readings that end in it."""
         at = window(row.start_ms, row.end_ms)
-        inside = (times > row.start_ms) & (times <= row.end_ms)
         keys = list(zip(frame["meter"].astype(str), times, strict=True))
         if row.counted is None:  # a row from before late data was told apart
-            counted = inside
+            counted = pd.Series(True, index=frame.index, dtype=bool)
             missing = 0
         else:
             wanted = {(m, t) for m, runs in row.counted.items() for t in expand_runs(runs)}
-            counted = inside & pd.Series([k in wanted for k in keys], index=frame.index, dtype=bool)
+            counted = pd.Series([k in wanted for k in keys], index=frame.index, dtype=bool)
             missing = len(wanted - {k for k, c in zip(keys, counted, strict=True) if c})
         readings = int(counted.sum())
         tco2e = math.fsum(frame.loc[counted, "co2e_kg"]) / KG_PER_T
@@ -405,7 +408,7 @@ class _Rederivation:
                 f"holds {readings} readings, {tco2e:.6f} t of those{gone} (factor set "
                 f"{row.factor_set} {row.factor_version})",
             )
-        late = inside & ~counted
+        late = ~counted
         if not late.any():
             return
         late_t = math.fsum(frame.loc[late, "co2e_kg"]) / KG_PER_T
