@@ -78,3 +78,19 @@ def test_the_demo_signs_with_the_configured_key_and_prints_a_check_that_passes(
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert f"chain intact, every report signed (key {key_id(key)})" in verified.stdout
     assert "OK: every report re-derives from sqlite:///" in verified.stdout
+
+
+def test_a_key_that_is_no_key_stops_the_demo_before_it_starts() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "CARBONLINK_LEDGER_KEY"}
+    done = subprocess.run(
+        [sys.executable, "-m", "carbonlink", "demo", "--duration", "5", "--http", "off"],
+        cwd=REPO, env=env | {"CARBONLINK_LEDGER_KEY": "an old HMAC secret"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "carbonlink: error: config/carbonlink.yaml: $CARBONLINK_LEDGER_KEY: not an Ed25519 "
+        "private key: expected a PEM private key (carbonlink coordinate --keygen) or 64 hex "
+        "digits (from the environment)"
+    ]
+    assert "carbonlink demo: broker" not in done.stdout  # nothing had started

@@ -88,6 +88,8 @@ async def run_demo(
     out: TextIO,
 ) -> list[PlantSummary]:
     plants = [settings.plant(p) for p in options.plants]
+    # A key that does not load stops the demo here, before anything has started.
+    signing_key = None if options.policy is None else _signing_key(settings, options.work_dir)
     store = open_store(options.store_url)
     clock = SimClock(speed=options.speed)
     async with EmbeddedBroker(options.port) as broker:
@@ -125,7 +127,14 @@ async def run_demo(
         tasks += [asyncio.create_task(a.run(), name=a.identity) for a in agents]
         shown = dataclasses.replace(settings, plants={p.id: p for p in plants})
         journal_path = options.work_dir / DEMO_JOURNAL
-        coordination = _coordination(shown, options, address, clock, journal_path, open_store)
+        coordination = (
+            None
+            if options.policy is None or signing_key is None
+            else _coordination(
+                shown, options, options.policy, address, clock, journal_path, open_store,
+                signing_key,
+            )
+        )  # fmt: skip
         if coordination is not None:
             print(f"  coordination: {coordination.describe()}", file=out, flush=True)
         if dashboard is not None:
@@ -214,19 +223,18 @@ class _Coordination:
 def _coordination(
     settings: Settings,
     options: DemoOptions,
+    policy_path: Path,
     address: BrokerAddress,
     clock: SimClock,
     journal_path: Path,
     open_store: Callable[[str], Store],
-) -> _Coordination | None:
-    if options.policy is None:
-        return None
-    policy = load_policy(options.policy)
+    signing_key: Ed25519PrivateKey,
+) -> _Coordination:
+    policy = load_policy(policy_path)
     shadows = [load_policy(p) for p in options.shadows]
     shadows = [s for s in shadows if s.name != policy.name]
     config = settings.services.coordination
     speed = clock.speed or DEFAULT_SPEED
-    signing_key = settings_signing_key(settings) or _demo_signing_key(options.work_dir)
     public_key_path = options.work_dir / DEMO_PUBLIC_KEY
     public_key_path.write_text(public_pem(signing_key.public_key()))
     # Its own store handle: the coordinator reads from a thread of its own.
@@ -255,9 +263,12 @@ def _coordination(
     )
 
 
-def _demo_signing_key(work_dir: Path) -> Ed25519PrivateKey:
-    """The work folder's own key: made on the first run, reused by the next ones so a
-    kept journal stays verifiable with one public key."""
+def _signing_key(settings: Settings, work_dir: Path) -> Ed25519PrivateKey:
+    """The configured signing key, else the work folder's own: made on the first run,
+    reused by the next ones so a kept journal stays verifiable with one public key."""
+    configured = settings_signing_key(settings)
+    if configured is not None:
+        return configured
     path = work_dir / DEMO_SIGNING_KEY
     if not path.is_file():
         (work_dir / DEMO_PUBLIC_KEY).unlink(missing_ok=True)  # a stale one: rewritten

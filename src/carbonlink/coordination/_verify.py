@@ -153,7 +153,7 @@ class Verification:
         else:
             signed = f" (signatures not checked: {NO_KEY})"
         if any(f.kind == "broken" for f in self.findings):
-            return f"BROKEN: {self.chain.reports} reports; " + "; ".join(
+            return f"BROKEN: {_count(self.chain.reports, 'report')}; " + "; ".join(
                 f.message for f in self.findings if f.kind == "broken"
             )
         return f"OK: {_count(self.chain.reports, 'report')}, chain intact{anchored}{signed}"
@@ -197,7 +197,9 @@ class Verification:
             "reason": self.chain.reason,
             "signed": self.chain.signed,
             "key_id": self.chain.key_id,
-            "anchored": self.anchor is not None and self.chain.ok,
+            "anchored": self.anchor is not None
+            and self.chain.ok
+            and not any(f.field == "anchor" for f in self.findings),
             "store_checked": self.store_checked,
             "mismatches": sum(f.kind == "mismatch" for f in self.findings),
             "late_reports": len({f.index for f in self.late}),
