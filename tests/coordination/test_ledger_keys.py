@@ -24,6 +24,8 @@ pytestmark = pytest.mark.slow
 REPORTS_WANTED: Final = 2
 WAIT_S: Final = 60.0
 POLL_S: Final = 0.2
+# Generous: on a loaded two-core machine a process may take a while to wind down.
+STOP_WAIT_S: Final = 90.0
 
 
 def _config(directory: Path, broker: MosquittoServer) -> Path:
@@ -91,8 +93,8 @@ def test_keygen_prints_commands_that_work_when_pasted(
             assert time.monotonic() < deadline, "no signed reports in time"
             time.sleep(POLL_S)
     finally:
-        coordinator.send_signal(signal.SIGINT)
-        coordinator.communicate(timeout=30)
+        coordinator.send_signal(signal.SIGINT)  # Ctrl-C: it stops, committed
+        coordinator.communicate(timeout=STOP_WAIT_S)
 
     # The verifier has the public key only: no private key in its environment.
     checked = subprocess.run(
