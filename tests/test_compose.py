@@ -554,6 +554,10 @@ def test_stack_env_writes_every_secret_and_never_overwrites(tmp_path: Path) -> N
     secrets = [written[k] for k, v in env_example().items() if v == ""]
     assert len(set(secrets)) == len(secrets), "stack-env repeated a secret"
     assert target.stat().st_mode & 0o077 == 0, "stack-env: .env must be private to its owner"
+    # The coordination container signs reports with it: it must be an Ed25519 key.
+    from carbonlink.coordination._signing import private_key_from_text
+
+    assert private_key_from_text(written["LEDGER_KEY"])
     again = subprocess.run([REPO / "scripts" / "stack-env", target], capture_output=True)
     assert again.returncode != 0
 

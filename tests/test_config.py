@@ -170,7 +170,10 @@ def test_secrets_come_from_a_dotenv_file_and_the_environment_wins(
     env_file = tmp_path / "secrets.env"
     env_file.write_text("CARBONLINK_LEDGER_KEY=from-the-file\nCARBONLINK_API_TOKEN=file-token\n")
     monkeypatch.setenv("CARBONLINK_API_TOKEN", "from-the-environment")
-    monkeypatch.delenv("CARBONLINK_LEDGER_KEY", raising=False)
+    # Set, then unset: monkeypatch then restores the environment as it was, not the
+    # value the .env file put there (a key that is no key would reach later tests).
+    monkeypatch.setenv("CARBONLINK_LEDGER_KEY", "")
+    monkeypatch.delenv("CARBONLINK_LEDGER_KEY")
     result = CliRunner().invoke(main, ["--env-file", str(env_file), "factors", "list"])
     assert result.exit_code == 0, result.output
     assert os.environ["CARBONLINK_LEDGER_KEY"] == "from-the-file"

@@ -18,10 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import queue
 import secrets
+import shutil
+import sqlite3
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -39,10 +43,18 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from carbonlink import wire
 from carbonlink._clock import SimClock, wall_clock_ms
-from carbonlink._mqtt import BrokerAddress, parse_broker_url
+from carbonlink._mqtt import BrokerAddress, make_client, parse_broker_url
 from carbonlink.agent import Agent
 from carbonlink.config import Settings, load_config
-from carbonlink.coordination import Coordinator, Journal, load_policy
+from carbonlink.coordination import (
+    LEDGER_ANCHOR_TOPIC,
+    Coordinator,
+    Journal,
+    generate_key_pair,
+    load_policy,
+    parse_anchor,
+)
+from carbonlink.coordination._signing import private_key_from_text
 from carbonlink.emissions import FactorSet
 from carbonlink.platform import Ingestor, Platform, open_store
 from carbonlink.simulators import simulate
@@ -614,3 +626,83 @@ def test_simulators_agents_platform_and_coordination_deliver_under_their_logins(
         for worker, store in zip(workers, stores, strict=True):
             worker.close()
             store.close()
+
+
+# --- the ledger's anchor: coordination writes it, a verifier reads it ------------------------
+
+
+def test_the_coordinator_anchors_its_ledger_and_a_verifier_checks_against_it(
+    broker: MosquittoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """End to end under the stack's logins: the coordinator (carbonlink.coordination)
+    steps stage 3 over two plants, signs its reports and publishes the anchor, retained;
+    `carbonlink coordinate --verify-ledger --anchor broker` logged in as
+    carbonlink.monitor reads it and checks the journal against it, with the public key
+    alone. No other login may publish an anchor."""
+    settings = stack_settings(tmp_path / "config", broker)
+    config = settings.services.broker
+    monkeypatch.setenv(config.username_env or "", COORDINATION)
+    monkeypatch.setenv(config.password_env or "", PASSWORDS[COORDINATION])
+    coordination_login = parse_broker_url(config.url, config)
+    private, public = generate_key_pair(tmp_path / "ledger-key")
+    journal_path = tmp_path / "journal.sqlite"
+    store_url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    store = open_store(store_url)
+    clock = [wall_clock_ms() - 3_600_000]
+    quarter = 900_000
+    with Journal(journal_path, signing_key=private_key_from_text(private.read_text())) as book:
+        coordinator = Coordinator(
+            settings, store, coordination_login,
+            load_policy(REPO / "config" / "policies" / "stage3.yaml"), book,
+            plants=[CEMENT, STEEL], clock_ms=lambda: clock[0], period_s=900, read_lag_s=0,
+        )  # fmt: skip
+
+        async def steps() -> None:
+            async with make_client(coordination_login, COORDINATION) as client:
+                for _ in range(4):
+                    await coordinator.step(client)
+                    clock[0] += quarter
+
+        asyncio.run(steps())
+        next_index, head = book.ledger.head()
+    store.close()
+    assert next_index == 6  # three periods of two plants, one joint report each
+
+    with Login(broker, MONITOR) as monitor:
+        monitor.subscribe(LEDGER_ANCHOR_TOPIC)
+        topic, payload, retained = monitor.messages.get(timeout=WAIT_S)
+    assert (topic, retained) == (LEDGER_ANCHOR_TOPIC, True)
+    anchor = parse_anchor(payload)
+    assert (anchor.next_index, anchor.head) == (next_index, head)
+    assert anchor.key_id is not None
+    for user in (CEMENT, CEMENT_METERS, PLATFORM, MONITOR):
+        with Login(broker, user) as forger:
+            forged = json.dumps({"next_index": 1, "head": "0" * 64}).encode()
+            assert forger.publish(LEDGER_ANCHOR_TOPIC, forged, retain=True) == NOT_AUTHORIZED
+
+    def verify(journal: Path, user: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != "CARBONLINK_LEDGER_KEY"}
+        env |= {config.username_env or "": user, config.password_env or "": PASSWORDS[user]}
+        return subprocess.run(
+            [sys.executable, "-m", "carbonlink", "coordinate", "--config", str(settings.path),
+             "--verify-ledger", str(journal), "--anchor", "broker", "--public-key", str(public),
+             "--store", store_url],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    checked = verify(journal_path, MONITOR)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "OK: 6 reports, chain intact and matches the anchor, every report signed" in (
+        checked.stdout
+    )
+    truncated = tmp_path / "truncated.sqlite"
+    shutil.copy(journal_path, truncated)
+    with sqlite3.connect(truncated) as db:
+        db.execute("DELETE FROM reports WHERE idx = ?", (next_index - 1,))
+    cut = verify(truncated, MONITOR)
+    assert cut.returncode == 1, cut.stdout + cut.stderr
+    assert "BROKEN at report 5: the anchor says 6 reports; only 5 remain" in cut.stdout
+    # A plant's login may not read the anchor: the verifier says where to look.
+    unread = verify(journal_path, CEMENT)
+    assert unread.returncode == 2, unread.stdout + unread.stderr
+    assert "no retained anchor on carbonlink/v1/_coordination/ledger" in unread.stderr

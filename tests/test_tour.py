@@ -54,8 +54,9 @@ def test_tour_backtest_on_a_fresh_recording(
         "--keep", str(kept), "--http", "off", "--refresh", "5",
     )  # fmt: skip
     assert demo.returncode == 0, demo.stderr
-    printed = demo.stdout.split("backtest it with:\n", 1)[1].split()
-    assert printed[:3] == ["carbonlink", "policy", "backtest"]
+    line = demo.stdout.split("backtest it with:\n", 1)[1].splitlines()[0].split()
+    printed = line[line.index("policy") - 1 :]  # the program as run, then its arguments
+    assert printed[1:3] == ["policy", "backtest"]
     # The README's step 3, on this recording (its var/demo is our folder).
     words = [w.replace("var/demo", str(kept)) for w in readme_command("**3. Backtest policies")]
     out = tmp_path / "backtest"
@@ -91,7 +92,9 @@ def test_tour_backtest_on_a_fresh_recording(
     assert measured.returncode == 0, measured.stderr
     units = json.loads(measured.stdout)
     assert {u["stage"] for u in units} >= {1}
-    assert all(u["cep"] is None or u["cep"] > 0 for u in units)
+    # Zero where a plant produced nothing while it emitted (idle shifts), never negative.
+    assert all(u["cep"] is None or u["cep"] >= 0 for u in units)
+    assert any(u["cep"] for u in units)
 
 
 def test_readme_commands_parse() -> None:

@@ -18,11 +18,26 @@ from typing import Final, TextIO
 
 from carbonlink._broker import EmbeddedBroker, free_port
 from carbonlink._clock import SimClock, run_clock
+from carbonlink._exceptions import ConfigError
 from carbonlink._http import serve
 from carbonlink._mqtt import BrokerAddress, parse_broker_url
 from carbonlink.agent import Agent
 from carbonlink.config import MqttVersion, Settings
-from carbonlink.coordination import STATUS_STATE_KEY, Coordinator, Journal, load_policy
+from carbonlink.coordination import (
+    STATUS_STATE_KEY,
+    Coordinator,
+    Journal,
+    generate_key_pair,
+    key_id,
+    load_policy,
+    public_pem,
+    settings_signing_key,
+)
+from carbonlink.coordination._signing import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+    private_key_from_text,
+)
 from carbonlink.platform import Ingestor, Platform, Store
 from carbonlink.platform._recompute import current_versions
 from carbonlink.platform.api import create_app
@@ -38,6 +53,10 @@ STARTUP_TIMEOUT_S: Final = 15.0
 DEFAULT_HTTP_HOST: Final = "127.0.0.1"
 DEFAULT_HTTP_PORT: Final = 8080  # taken: a free port instead, printed at start
 DEMO_JOURNAL: Final = "coordination-journal.sqlite"  # in the demo's work folder
+#: The key that signs the demo's reports when the config names none, made for the run
+#: and kept in its work folder (readable by its owner only); FILE.pub is its public key.
+DEMO_SIGNING_KEY: Final = "ledger-key"
+DEMO_PUBLIC_KEY: Final = f"{DEMO_SIGNING_KEY}.pub"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +91,8 @@ async def run_demo(
     out: TextIO,
 ) -> list[PlantSummary]:
     plants = [settings.plant(p) for p in options.plants]
+    # A key that does not load stops the demo here, before anything has started.
+    signing_key = None if options.policy is None else _signing_key(settings, options.work_dir)
     store = open_store(options.store_url)
     versions = {p.id: current_versions(settings)[p.id] for p in plants}
     store.assign_factors(versions)
@@ -121,7 +142,14 @@ async def run_demo(
         tasks += [asyncio.create_task(a.run(), name=a.identity) for a in agents]
         shown = dataclasses.replace(settings, plants={p.id: p for p in plants})
         journal_path = options.work_dir / DEMO_JOURNAL
-        coordination = _coordination(shown, options, address, clock, journal_path, open_store)
+        coordination = (
+            None
+            if options.policy is None or signing_key is None
+            else _coordination(
+                shown, options, options.policy, address, clock, journal_path, open_store,
+                signing_key,
+            )
+        )  # fmt: skip
         if coordination is not None:
             print(f"  coordination: {coordination.describe()}", file=out, flush=True)
         if dashboard is not None:
@@ -131,6 +159,7 @@ async def run_demo(
                 health=platform.health,
                 journal_path=journal_path if coordination is not None else None,
                 clock_ms=clock.now_ms,
+                ledger_public_key=None if coordination is None else coordination.public_key,
             )
             mount_dashboard(
                 app,
@@ -180,11 +209,17 @@ class _Coordination:
     journal: Journal
     store: Store
     shadows: tuple[str, ...]
+    public_key: Ed25519PublicKey
+    public_key_path: Path
 
     def describe(self) -> str:
         policy = self.coordinator.policy
         shadows = f", shadows {', '.join(self.shadows)}" if self.shadows else ""
-        return f"policy {policy.name} ({policy.description or 'see its file'}){shadows}"
+        return (
+            f"policy {policy.name} ({policy.description or 'see its file'}){shadows}; "
+            f"reports signed with key {key_id(self.public_key)} (public key "
+            f"{self.public_key_path})"
+        )
 
     def line(self) -> str:
         status = self.journal.load_state(STATUS_STATE_KEY)
@@ -203,21 +238,23 @@ class _Coordination:
 def _coordination(
     settings: Settings,
     options: DemoOptions,
+    policy_path: Path,
     address: BrokerAddress,
     clock: SimClock,
     journal_path: Path,
     open_store: Callable[[str], Store],
-) -> _Coordination | None:
-    if options.policy is None:
-        return None
-    policy = load_policy(options.policy)
+    signing_key: Ed25519PrivateKey,
+) -> _Coordination:
+    policy = load_policy(policy_path)
     shadows = [load_policy(p) for p in options.shadows]
     shadows = [s for s in shadows if s.name != policy.name]
     config = settings.services.coordination
     speed = clock.speed or DEFAULT_SPEED
+    public_key_path = options.work_dir / DEMO_PUBLIC_KEY
+    public_key_path.write_text(public_pem(signing_key.public_key()))
     # Its own store handle: the coordinator reads from a thread of its own.
     store = open_store(options.store_url)
-    journal = Journal(journal_path)
+    journal = Journal(journal_path, signing_key=signing_key)
     coordinator = Coordinator(
         settings,
         store,
@@ -231,7 +268,30 @@ def _coordination(
         read_lag_s=config.read_lag_s,
         client_id="carbonlink-demo-coordinator",
     )
-    return _Coordination(coordinator, journal, store, tuple(s.name for s in shadows))
+    return _Coordination(
+        coordinator,
+        journal,
+        store,
+        tuple(s.name for s in shadows),
+        signing_key.public_key(),
+        public_key_path,
+    )
+
+
+def _signing_key(settings: Settings, work_dir: Path) -> Ed25519PrivateKey:
+    """The configured signing key, else the work folder's own: made on the first run,
+    reused by the next ones so a kept journal stays verifiable with one public key."""
+    configured = settings_signing_key(settings)
+    if configured is not None:
+        return configured
+    path = work_dir / DEMO_SIGNING_KEY
+    if not path.is_file():
+        (work_dir / DEMO_PUBLIC_KEY).unlink(missing_ok=True)  # a stale one: rewritten
+        generate_key_pair(path)
+    try:
+        return private_key_from_text(path.read_text())
+    except ValueError as exc:
+        raise ConfigError(path, "<file>", f"{exc}: move it away for a new one") from None
 
 
 async def _report(

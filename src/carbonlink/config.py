@@ -343,7 +343,18 @@ class CoordinationConfig(StrictModel):
     )
     signing_key_env: str = Field(
         default="CARBONLINK_LEDGER_KEY",
-        description="Env var with the key that signs reports (HMAC-SHA256); unset: unsigned",
+        description="Env var with the Ed25519 private key that signs reports (PEM, or 64 "
+        "hex digits; `carbonlink coordinate --keygen` makes one); unset: unsigned",
+    )
+    signing_key_file: str | None = Field(
+        default=None,
+        description="File with that private key, relative to this file, used when the "
+        "variable is unset; never commit it",
+    )
+    public_key: str | None = Field(
+        default=None,
+        description="Public key file (PEM) verifiers check signatures with, relative to "
+        "this file [default: the signing key's public half, where it is set]",
     )
 
 
@@ -389,11 +400,6 @@ class Settings:
 
     def journal_path(self) -> Path:
         return self.beside_config(self.services.coordination.journal)
-
-    def ledger_key(self) -> bytes | None:
-        """The report-signing key, from the variable the config names (never a file)."""
-        key = secret_from_env(self.services.coordination.signing_key_env)
-        return key.encode() if key else None
 
     def policies_dir(self) -> Path:
         """Where policy files live: beside the coordinator's default policy."""

@@ -141,8 +141,27 @@ def test_verify_the_chain_and_against_storage(client: TestClient) -> None:
     result = client.get("/api/v1/coordination/ledger/verify").json()
     assert result["ok"] is True
     deep = client.get("/api/v1/coordination/ledger/verify", params={"against_store": True}).json()
-    assert deep["ok"] is True
-    assert deep["store_mismatches"] == []  # recorded data: nothing was in flight
+    assert deep["ok"] is True, deep["lines"]
+    assert deep["store_checked"] is True
+    assert deep["findings"] == []  # recorded data: nothing was in flight
+    assert deep["lines"][-1].startswith("OK: every report re-derives from sqlite:///")
+
+
+def test_the_api_and_the_cli_say_the_same(
+    client: TestClient, world: tuple[Settings, str, Path]
+) -> None:
+    """One check, one set of figures: ledger/verify (what the dashboard shows) gives the
+    very lines `carbonlink coordinate --verify-ledger --store` prints."""
+    settings, url, journal_path = world
+    api = client.get("/api/v1/coordination/ledger/verify", params={"against_store": True})
+    cli = CliRunner().invoke(
+        main,
+        ["coordinate", "--config", str(settings.path), "--verify-ledger", str(journal_path),
+         "--store", url],
+    )  # fmt: skip
+    assert cli.exit_code == 0, cli.output
+    assert cli.stdout.splitlines() == api.json()["lines"]
+    assert api.json()["reports"] == int(cli.stdout.split()[1])
 
 
 def test_shadows_and_periods(client: TestClient) -> None:

@@ -34,8 +34,9 @@ from carbonlink.coordination import (
     SharingLevel,
     decode_anchor,
     load_policy,
-    verify_against_store,
+    verify_journal,
 )
+from carbonlink.coordination._signing import Ed25519PrivateKey
 from carbonlink.platform import open_store
 from carbonlink.simulators import abatement_closed_form, abatement_inflow, simulate
 from tests.configs import write_config
@@ -58,6 +59,7 @@ READ_LAG_S: Final = PERIOD_S
 # windows and readings still in flight.
 DROP_TOLERANCE: Final = 0.10
 STORE_QUIET_S: Final = 1.0
+KEY: Final = Ed25519PrivateKey.generate()  # the coordinator signs; the checks use its public half
 POLICY: Final = f"""
 name: stream-1-to-3
 description: stage 1 for two hours, then stage 3, parameters from the stream
@@ -159,7 +161,7 @@ def test_switch_to_stage_3_lowers_emissions_as_predicted(
             )
             await clock.sleep_until(START_MS + REFERENCE_MS)  # the reference period first
             store = open_store(store_url)
-            with Journal(journal_path) as journal:
+            with Journal(journal_path, signing_key=KEY) as journal:
                 coordinator = Coordinator(
                     flat_settings, store, address, policy, journal, shadows=shadows,
                     clock_ms=clock.now_ms, period_s=PERIOD_S, wall_period_s=PERIOD_S / SPEED,
@@ -222,9 +224,9 @@ def test_switch_to_stage_3_lowers_emissions_as_predicted(
         periods = journal.periods(plant.id)
         entries = journal.ledger.entries()
         shadow_rows = journal.shadows()
-        check = journal.ledger.verify(anchors[-1])
+        check = journal.ledger.verify(anchors[-1], key=KEY.public_key())
         store = open_store(store_url)
-        mismatches = verify_against_store(journal.ledger, store)
+        verification = verify_journal(journal, key=KEY.public_key(), store=store)
         store.close()
 
     # The switch itself lies exactly on the grid, however late the step that made it ran.
@@ -266,10 +268,14 @@ def test_switch_to_stage_3_lowers_emissions_as_predicted(
         assert sum(body["transfers"].values()) == pytest.approx(0.0, abs=1e-9)
     assert any(b["transfers"]["G"] != 0 for b in stage3)
     assert sum(b["reported_tco2e"] for b in bodies) > 0
-    assert check.ok, check.reason
+    assert check.signed, check.reason
     assert anchors[-1][0] == len(entries)
-    # Reports re-derive from InfluxDB; the only differences are readings still in flight.
-    assert all(m.late for m in mismatches), [m.reason for m in mismatches]
+    # Every report re-derives from InfluxDB and the journal: tCO2e and readings, the
+    # decisions from the (estimated) parameters, X, the claims and the settlements.
+    # The only differences allowed are readings that landed after their period was read.
+    print("\n".join(verification.lines()))
+    assert verification.ok, verification.lines()
+    assert all(f.kind == "late" for f in verification.findings)
 
     # --- shadow policies, evaluated on the same stream --------------------------------------
     by_policy = {r["policy"]: r for r in shadow_rows}

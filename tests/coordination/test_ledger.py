@@ -1,4 +1,6 @@
-"""The report ledger: a clean chain verifies, edits and deletions are found."""
+"""The report ledger: a clean chain verifies, edits and deletions are found, and the
+Ed25519 signatures hold against the public key alone. Tampered and malformed ledgers
+through the CLI as a subprocess: test_ledger_corpus.py."""
 
 from __future__ import annotations
 
@@ -8,9 +10,19 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from carbonlink.cli.coordinate import coordinate
-from carbonlink.coordination import Ledger, Party, Report
+from carbonlink.coordination import Ledger, Party, Report, generate_key_pair, key_id
+from carbonlink.coordination._signing import (
+    anchor_signature_ok,
+    private_key_from_text,
+    public_key_from_text,
+    report_signature_ok,
+    sign_report,
+)
+from tests.coordination.ledger_corpus import rewrite
 
 HOUR = 3_600_000
 
@@ -98,28 +110,13 @@ def test_cli_verify_prints_ok_or_the_broken_report(ledger: Ledger) -> None:
     assert "BROKEN at report 4" in broken.output
 
 
-KEY = b"the coordinator's key"
+KEY = Ed25519PrivateKey.generate()  # the coordinator's
+PUBLIC = KEY.public_key()  # what a verifier holds
 
 
 def _rewrite_consistently(path: Path, index: int, change: dict[str, float]) -> None:
     """Edit one report and re-hash it and everything after it: a careful forger."""
-    from carbonlink.coordination import report_hash
-
-    db = sqlite3.connect(path)
-    rows = db.execute("SELECT idx, body, prev_hash FROM reports ORDER BY idx").fetchall()
-    prev = rows[index][2]
-    with db:
-        for idx, body_text, _ in rows[index:]:
-            body = json.loads(body_text)
-            if idx == index:
-                body |= change
-            digest = report_hash(body, prev)
-            db.execute(
-                "UPDATE reports SET body = ?, prev_hash = ?, hash = ? WHERE idx = ?",
-                (json.dumps(body, sort_keys=True), prev, digest, idx),
-            )
-            prev = digest
-    db.close()
+    rewrite(path, index, lambda body: body.update(change))
 
 
 def test_signatures_catch_a_consistently_rewritten_chain(tmp_path: Path) -> None:
@@ -127,29 +124,66 @@ def test_signatures_catch_a_consistently_rewritten_chain(tmp_path: Path) -> None
     with Ledger(path, signing_key=KEY) as book:
         for index in range(5):
             book.append(report(index))
-        assert book.verify(key=KEY).ok
+        check = book.verify(key=PUBLIC)
+        assert check.signed
+        assert check.key_id == key_id(PUBLIC)
     _rewrite_consistently(path, 2, {"reported_tco2e": 1.0})
     with Ledger(path) as book:
         assert book.verify().ok  # without the key, a consistent rewrite looks fine...
-        check = book.verify(key=KEY)
-    assert check.broken_at == 2  # ...with it, the forged report is found
-    assert "signature" in check.reason
+        check = book.verify(key=PUBLIC)
+    assert check.broken_at == 2  # ...with the public key, the forged report is found
+    assert "signature does not verify" in check.reason
+
+
+def test_a_verifier_cannot_sign() -> None:
+    """What the public key can do: check. Signing needs the private key, which the
+    verifier never sees (the reason for Ed25519 over the HMAC key used before)."""
+    assert not hasattr(PUBLIC, "sign")
+    signature = sign_report(KEY, "0" * 64)
+    assert report_signature_ok(PUBLIC, "0" * 64, signature)
+    assert not report_signature_ok(PUBLIC, "1" + "0" * 63, signature)
+    # A report's signature is not an anchor's: the messages are kept apart.
+    assert not anchor_signature_ok(PUBLIC, 0, "0" * 64, signature)
 
 
 def test_unsigned_reports_and_wrong_keys_fail_a_keyed_check(tmp_path: Path) -> None:
     unsigned = tmp_path / "unsigned.sqlite"
     with Ledger(unsigned) as book:
         book.append(report(0))
-        assert book.verify(key=KEY).reason == "report is unsigned"
+        assert book.verify(key=PUBLIC).reason == "report is unsigned"
     signed = tmp_path / "signed.sqlite"
     with Ledger(signed, signing_key=KEY) as book:
         book.append(report(0))
-        assert not book.verify(key=b"another key").ok
+        other = Ed25519PrivateKey.generate().public_key()
+        check = book.verify(key=other)
+    assert not check.ok
+    assert f"it names key {key_id(PUBLIC)}, the given key is {key_id(other)}" in check.reason
+
+
+def test_keys_load_from_pem_and_hex_and_say_what_is_wrong(tmp_path: Path) -> None:
+    private, public = generate_key_pair(tmp_path / "ledger-key")
+    assert private.stat().st_mode & 0o777 == 0o600
+    pem_key = private_key_from_text(private.read_text())
+    raw = pem_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    assert key_id(private_key_from_text(raw.hex())) == key_id(pem_key)
+    assert key_id(public_key_from_text(public.read_text())) == key_id(pem_key)
+    with pytest.raises(FileExistsError):
+        generate_key_pair(tmp_path / "ledger-key")
+    for text, problem in [
+        ("the coordinator's key", "expected a PEM private key"),
+        ("ab" * 16, "expected a PEM private key"),  # 128 bits: not an Ed25519 key
+        ("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----", "not a readable"),
+    ]:
+        with pytest.raises(ValueError, match=problem):
+            private_key_from_text(text)
+    with pytest.raises(ValueError, match="this is a private key"):
+        public_key_from_text(private.read_text())
 
 
 def test_cli_checks_signatures_with_the_key_from_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The coordinator's own host holds the private key: its public half checks."""
     from tests.configs import REPO_CONFIG
 
     path = tmp_path / "signed.sqlite"
@@ -161,14 +195,19 @@ def test_cli_checks_signatures_with_the_key_from_the_environment(
     unchecked = CliRunner().invoke(coordinate, [*config, "--verify-ledger", str(path)])
     assert unchecked.exit_code == 0
     assert "signatures not checked" in unchecked.output
-    monkeypatch.setenv("CARBONLINK_LEDGER_KEY", KEY.decode())
+    raw = KEY.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    monkeypatch.setenv("CARBONLINK_LEDGER_KEY", raw.hex())
     checked = CliRunner().invoke(coordinate, [*config, "--verify-ledger", str(path)])
     assert checked.exit_code == 0
-    assert "every report signed" in checked.output
+    assert f"every report signed (key {key_id(KEY)})" in checked.output
     _rewrite_consistently(path, 1, {"reported_tco2e": 0.5})
     forged = CliRunner().invoke(coordinate, [*config, "--verify-ledger", str(path)])
     assert forged.exit_code == 1
     assert "BROKEN at report 1" in forged.output
+    monkeypatch.setenv("CARBONLINK_LEDGER_KEY", "an old HMAC secret")
+    refused = CliRunner().invoke(coordinate, [*config, "--verify-ledger", str(path)])
+    assert refused.exit_code == 2
+    assert "$CARBONLINK_LEDGER_KEY: not an Ed25519 private key" in refused.output
 
 
 def test_a_ledger_from_before_signatures_still_verifies(tmp_path: Path) -> None:
@@ -182,7 +221,36 @@ def test_a_ledger_from_before_signatures_still_verifies(tmp_path: Path) -> None:
 
     with Journal.open_readonly(path) as journal:
         assert journal.ledger.verify().ok
-        assert journal.ledger.verify(key=KEY).ok  # nothing to check: no reports
-    with Ledger(path, signing_key=KEY) as book:  # a writer adds the column
+        assert journal.ledger.verify(key=PUBLIC).ok  # nothing to check: no reports
+    with Ledger(path, signing_key=KEY) as book:  # a writer adds the columns
         book.append(report(0))
-        assert book.verify(key=KEY).ok
+        assert book.verify(key=PUBLIC).signed
+
+
+def test_an_anchor_from_the_broker_must_carry_the_coordinators_signature(
+    tmp_path: Path,
+) -> None:
+    """Anyone who could write the retained anchor could pass off a shortened chain's
+    head as the real one; the coordinator's signature on it rules that out."""
+    from carbonlink.coordination import Anchor, Journal, verify_journal
+    from carbonlink.coordination._signing import sign_anchor
+
+    with Journal(tmp_path / "journal.sqlite", signing_key=KEY) as journal:
+        journal.ledger.append(report(0))
+        journal.ledger.append(report(1))
+        head = journal.ledger.head()
+        signed = Anchor(*head, key_id(KEY), sign_anchor(KEY, *head))
+        verdicts = {
+            name: verify_journal(journal, key=PUBLIC, anchor=anchor, anchor_must_be_signed=True)
+            for name, anchor in {
+                "signed": signed,
+                "unsigned": Anchor(*head),
+                "forged": Anchor(*head, key_id(KEY), sign_anchor(KEY, head[0] + 1, head[1])),
+            }.items()
+        }
+    assert verdicts["signed"].ok
+    assert verdicts["signed"].summary().startswith("OK: 2 reports, chain intact and matches")
+    assert not verdicts["unsigned"].ok
+    assert "the anchor is unsigned" in verdicts["unsigned"].summary()
+    assert not verdicts["forged"].ok
+    assert "the anchor's signature does not verify" in verdicts["forged"].summary()

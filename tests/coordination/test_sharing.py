@@ -21,6 +21,7 @@ from carbonlink.coordination import (
     decide,
     load_policy,
 )
+from carbonlink.coordination._sharing import periods_digest
 from tests.coordination.conftest import REFERENCE_YAML
 
 HOUR = 3_600_000
@@ -44,6 +45,7 @@ def record(k: int, stage: int = 1, plant: str = "p", tco2e: float = 10.0) -> Per
         subsidy_claimed=claimed, carbon_price=0.0, projected_abatement=float(k),
         observed_abatement=float(k) - 0.1, transfers=transfers, parameters={"a_M": 0.9},
         money="kCNY", split="core" if stage == 3 else "",
+        row_sha256=f"{k:064x}",  # stands for the digest of the period's journal row
     )  # fmt: skip
 
 
@@ -58,6 +60,8 @@ def test_stage_1_shares_daily_totals_an_hour_late() -> None:
     assert set(report) == FIELDS_BY_LEVEL[SharingLevel.SELF_REPORTED]
     assert report["verified"] is False
     assert "effort_firm" not in report  # self-reported totals only
+    # Self-reported or not, a report commits to the period rows it was made from.
+    assert report["periods_sha256"] == periods_digest([f"{k:064x}" for k in range(96)])
 
 
 def test_stage_2_shares_verified_hourly_reports_with_claims() -> None:

@@ -20,6 +20,7 @@ from carbonlink._mqtt import parse_broker_url
 from carbonlink.agent import Agent
 from carbonlink.config import Settings
 from carbonlink.coordination import Coordinator, Journal, Policy
+from carbonlink.coordination._signing import Ed25519PrivateKey
 from carbonlink.platform import Ingestor, Platform, open_store
 from carbonlink.platform.api import create_app
 from carbonlink.platform.dashboard import mount_dashboard
@@ -65,6 +66,8 @@ class LiveDashboard:
         self.coordination = coordination
         self.coordination_period_s = coordination_period_s
         self.journal_path = work / "journal.sqlite"
+        # The coordinator signs its reports; the API checks them with the public half.
+        self.ledger_key = Ed25519PrivateKey.generate()
         self.coordinator: Coordinator | None = None
 
     def __enter__(self) -> Self:
@@ -116,8 +119,9 @@ class LiveDashboard:
         ]
         journal_path = self.journal_path if self.coordination is not None else None
         app = create_app(
-            self.store, settings, health=platform.counters.as_dict, journal_path=journal_path
-        )
+            self.store, settings, health=platform.counters.as_dict, journal_path=journal_path,
+            ledger_public_key=self.ledger_key.public_key(),
+        )  # fmt: skip
         mount_dashboard(
             app, self.store, settings, health=platform.counters.as_dict,
             status=lambda: self._status, clock=clock.now_ms, refresh_s=REFRESH_S,
@@ -137,7 +141,7 @@ class LiveDashboard:
                 policy, shadows = self.coordination
                 # Its own store handle: it reads from a thread of its own.
                 coordinator_store = open_store(self.store.url)
-                journal = Journal(self.journal_path)
+                journal = Journal(self.journal_path, signing_key=self.ledger_key)
                 self.coordinator = Coordinator(
                     settings, coordinator_store, self._address, policy, journal,
                     shadows=shadows, clock_ms=clock.now_ms,

@@ -132,7 +132,7 @@ def test_a_duplicate_with_another_value_after_an_agent_restart(pipe: Pipeline) -
     pipe.agent.stop()
     pipe.start_agent()
     expect = Expect(agent={"conflict": 1})
-    changed = body | {"value": 0.6}
+    changed = body | {"value": 0.5}
     check(run(pipe, [_meter(pipe, changed)], expect, "meter"), expect, "meter", pipe)
     expect = Expect(agent={"duplicate": 1})
     check(run(pipe, [_meter(pipe, body)], expect, "meter"), expect, "meter", pipe)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import shlex
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -113,3 +114,24 @@ def parse_host_port(text: str, option: str = "--http") -> tuple[str, int]:
 http_option = click.option(
     "--http", default=None, help="Serve HTTP on HOST:PORT (e.g. 127.0.0.1:8080)."
 )
+
+
+def command_line(*args: str) -> str:
+    """A carbonlink command as the user can paste it: run the way this one was
+    (``.venv/bin/carbonlink`` or ``python -m carbonlink``), arguments shell-quoted."""
+    program = sys.argv[0] if sys.argv else "carbonlink"
+    if Path(program).name == "__main__.py" or not program:
+        prefix = [sys.executable, "-m", "carbonlink"]
+    else:
+        prefix = [program]
+    return " ".join(shlex.quote(part) for part in (*prefix, *args))
+
+
+def shown_path(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it (shorter to
+    read, the same to paste), else absolute."""
+    resolved = path.resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(resolved)

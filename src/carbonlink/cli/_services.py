@@ -19,6 +19,7 @@ from carbonlink._demo import (
     DEFAULT_REFRESH_S,
     DEFAULT_SPEED,
     DEMO_JOURNAL,
+    DEMO_PUBLIC_KEY,
     DemoOptions,
     run_demo,
 )
@@ -27,11 +28,13 @@ from carbonlink._mqtt import parse_broker_url
 from carbonlink.agent import Agent, create_view_app
 from carbonlink.cli._common import (
     broker_option,
+    command_line,
     config_option,
     http_option,
     parse_host_port,
     run_async,
     settings_from,
+    shown_path,
     store_option,
     store_url,
     time_option,
@@ -140,11 +143,18 @@ def demo(
         run_async(run_demo(settings, options, open_store, sys.stdout))
         if keep_dir is not None:
             journal = work / DEMO_JOURNAL
+            with_journal = ["--journal", shown_path(journal)] if policy_path else []
+            backtest = command_line("policy", "backtest", "--store", url, *with_journal)
             click.echo(
                 f"\nkept {work}: store {url}" + (f", journal {journal}" if policy_path else "")
-                + "\nbacktest it with:\n  carbonlink policy backtest --store " + url
-                + (f" --journal {journal}" if policy_path else "")
+                + f"\nbacktest it with:\n  {backtest}"
             )  # fmt: skip
+            if policy_path:
+                verify = command_line(
+                    "coordinate", "--verify-ledger", shown_path(journal),
+                    "--public-key", shown_path(work / DEMO_PUBLIC_KEY), "--store", url,
+                )  # fmt: skip
+                click.echo(f"check its ledger with:\n  {verify}")
 
 
 @click.command()

@@ -46,17 +46,17 @@ from carbonlink.coordination._estimation import (
     observed_abatement,
     per_window,
 )
-from carbonlink.coordination._flows import period_transfers, relational_params
+from carbonlink.coordination._flows import period_transfers, relational_params, settlement_split
 from carbonlink.coordination._government import Government
 from carbonlink.coordination._journal import PERIOD_COLUMNS, Journal, PeriodRow
 from carbonlink.coordination._ledger import (
     GENESIS_HASH,
+    Anchor,
     Ledger,
     LedgerCheck,
     Report,
-    StoreMismatch,
+    parse_anchor,
     report_hash,
-    verify_against_store,
 )
 from carbonlink.coordination._params import (
     PARTIES,
@@ -96,6 +96,14 @@ from carbonlink.coordination._sharing import (
     SharingRule,
     relational_availability,
 )
+from carbonlink.coordination._signing import (
+    generate_key_pair,
+    key_id,
+    public_pem,
+    read_public_key,
+    settings_public_key,
+    settings_signing_key,
+)
 from carbonlink.coordination._solve import Solution, solve
 from carbonlink.coordination._stages import (
     STAGE_NAMES,
@@ -115,6 +123,7 @@ from carbonlink.coordination._value import (
     stream_value,
     trajectory,
 )
+from carbonlink.coordination._verify import Finding, Verification, verify_journal
 
 __all__ = [
     "DEFAULT_PERIOD_S",
@@ -130,6 +139,7 @@ __all__ = [
     "STATUS_STATE_KEY",
     "STEP_COLUMNS",
     "SUMMARY_COLUMNS",
+    "Anchor",
     "BacktestResult",
     "Baseline",
     "Budget",
@@ -138,6 +148,7 @@ __all__ = [
     "DynamicsEstimator",
     "EnergyPrice",
     "Estimation",
+    "Finding",
     "FunctionalAvailability",
     "Government",
     "GovernmentObjective",
@@ -166,9 +177,9 @@ __all__ = [
     "StageNumber",
     "StageResult",
     "StepInput",
-    "StoreMismatch",
     "SubsidyRates",
     "Valuation",
+    "Verification",
     "abatement_per_cost",
     "backtest",
     "best_response_efforts",
@@ -183,18 +194,26 @@ __all__ = [
     "fit_baseline",
     "for_plant",
     "functional_availability",
+    "generate_key_pair",
     "inflow",
+    "key_id",
     "load_params",
     "load_policy",
     "load_window",
     "nash_bargaining",
     "observed_abatement",
+    "parse_anchor",
     "per_window",
     "period_transfers",
+    "public_pem",
+    "read_public_key",
     "relational_availability",
     "relational_params",
     "report_hash",
+    "settings_public_key",
+    "settings_signing_key",
     "settle",
+    "settlement_split",
     "shapley",
     "shapley_values",
     "solve",
@@ -207,5 +226,5 @@ __all__ = [
     "subsidy_rate",
     "summarise",
     "trajectory",
-    "verify_against_store",
+    "verify_journal",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 
 from carbonlink.coordination._cooperative import Split, shapley
@@ -12,7 +13,20 @@ from carbonlink.coordination._settlement import settle
 from carbonlink.coordination._stages import StageResult, stage1_nash
 from carbonlink.coordination._value import inflow
 
-__all__ = ["period_transfers", "recorded_transfers", "relational_params"]
+__all__ = ["period_transfers", "recorded_transfers", "relational_params", "settlement_split"]
+
+
+def settlement_split(params: CoordinationParams) -> Split:
+    """The split stage 3 settles on (the core split where it exists, else Shapley): the
+    one place that chooses it, for the coordinator and for the ledger's verifier that
+    re-derives its transfers."""
+    return _split_for(params.model_dump_json())
+
+
+# Parameters change only when an estimate or a stage does: most periods reuse a split.
+@functools.lru_cache(maxsize=256)
+def _split_for(params_json: str) -> Split:
+    return settling_split(CoordinationParams.model_validate_json(params_json))
 
 
 def period_transfers(
@@ -74,7 +88,7 @@ def recorded_transfers(
     )
     split = None
     if stage == 3:
-        split = shapley(params) if split_method == "shapley" else settling_split(params)
+        split = shapley(params) if split_method == "shapley" else settlement_split(params)
     return period_transfers(params, result, split, x, periods)
 
 

@@ -17,7 +17,7 @@ from typing import Any, Final
 from carbonlink.coordination._params import PARTIES, CoordinationParams
 from carbonlink.coordination._policy import Policy
 
-__all__ = ["Government"]
+__all__ = ["Government", "scaled_transfers"]
 
 # Parameter names a joint-level report may share with the government.
 _SHARED_PARAMETERS: Final = frozenset(CoordinationParams.model_fields)
@@ -53,7 +53,7 @@ class Government:
             paid = self._payable(claimed)
             self.spent += paid
             self.unpaid += claimed - paid
-            report["transfers"] = _scaled(report["transfers"], paid, claimed)
+            report["transfers"] = scaled_transfers(report["transfers"], paid, claimed)
             if "subsidy_paid" in report or "subsidy_claimed" in report:
                 report["subsidy_paid"] = paid
         knowledge = self.plants.setdefault(report["plant"], _PlantKnowledge())
@@ -144,7 +144,9 @@ class Government:
         self.plants = {p: _PlantKnowledge(**k) for p, k in state["plants"].items()}
 
 
-def _scaled(transfers: Mapping[str, float], paid: float, claimed: float) -> dict[str, float]:
+def scaled_transfers(
+    transfers: Mapping[str, float], paid: float, claimed: float
+) -> dict[str, float]:
     """Stage-2 transfers when only ``paid`` of ``claimed`` is paid: firms get the same
     share of their claims, the government pays exactly ``paid``; still zero-sum."""
     if claimed <= 0 or math.isclose(paid, claimed):

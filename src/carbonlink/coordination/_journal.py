@@ -10,6 +10,7 @@ The API and the backtest open the same file read-only (:meth:`Journal.open_reado
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -19,9 +20,11 @@ from typing import Any, Final
 
 import pandas as pd
 
-from carbonlink.coordination._ledger import Ledger, canonical_json
+from carbonlink.coordination._ledger import Ledger, canonical_json, digest_of, parse_json
+from carbonlink.coordination._signing import Ed25519PrivateKey
+from carbonlink.wire import format_timestamp
 
-__all__ = ["PERIOD_COLUMNS", "Journal", "PeriodRow"]
+__all__ = ["PERIOD_COLUMNS", "Journal", "PeriodRow", "expand_runs", "timestamp_runs"]
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS periods (
@@ -64,6 +67,12 @@ CREATE TABLE IF NOT EXISTS commands (
     outcome TEXT
 );
 """
+# Period columns added since the first layout: what the ledger's verifier needs to
+# re-derive a period (docs/coordination.md, "The report ledger"). A writer adds them.
+_ADDED_PERIOD_COLUMNS: Final = (
+    ("stage_name", "TEXT"), ("x_start", "REAL"), ("model_periods", "REAL"),
+    ("factor_set", "TEXT"), ("factor_version", "TEXT"), ("counted", "TEXT"), ("money", "TEXT"),
+)  # fmt: skip
 # Another process (the API) may hold the write lock for a moment: wait, do not fail.
 BUSY_TIMEOUT_MS: Final = 5000
 
@@ -72,13 +81,23 @@ PERIOD_COLUMNS: Final = (
     "plant", "start_ms", "end_ms", "policy", "stage", "effort_firm", "effort_platform",
     "sigma", "theta_m", "theta_p", "carbon_price", "x_projected", "x_observed", "tco2e",
     "readings", "functional_availability", "parameters",
+    *(name for name, _ in _ADDED_PERIOD_COLUMNS),
 )  # fmt: skip
+# Held as JSON text in their columns.
+_JSON_COLUMNS: Final = ("parameters", "counted")
 
 
 @dataclass(frozen=True)
 class PeriodRow:
     """One plant's period as the coordinator ran it: the decision in force, the mean
-    abatement X the model projects for it (model units) and what was observed."""
+    abatement X the model projects for it (model units) and what was observed.
+
+    The fields after ``parameters`` let the ledger's verifier re-derive the period: the
+    stage's name, X when the period began, its length in model periods, the factor set
+    version its emissions were read under, and ``counted``: exactly which readings were
+    counted, per meter as runs of timestamps (``timestamp_runs``), so readings stored
+    later are told apart as late. None in a journal from before them.
+    """
 
     plant: str
     start_ms: int
@@ -96,15 +115,56 @@ class PeriodRow:
     tco2e: float
     readings: int
     functional_availability: float | None
-    parameters: Mapping[str, float]
+    parameters: Mapping[str, float | str]
+    stage_name: str | None = None
+    x_start: float | None = None
+    model_periods: float | None = None
+    factor_set: str | None = None
+    factor_version: str | None = None
+    counted: Mapping[str, Sequence[Sequence[int]]] | None = None
+    money: str | None = None  # the money unit of its amounts (MoneyUnit.label)
+
+    def canonical(self) -> dict[str, Any]:
+        """The row as JSON-ready values of its declared types, the same before it is
+        stored and after it is read back (an int 0 stored in a REAL column reads 0.0)."""
+        values = asdict(self)
+        for name in _FLOAT_FIELDS:
+            if values[name] is not None:
+                values[name] = float(values[name])
+        for name in ("start_ms", "end_ms", "stage", "readings"):
+            values[name] = int(values[name])
+        values["parameters"] = {
+            k: v if isinstance(v, str) else float(v) for k, v in self.parameters.items()
+        }
+        if self.counted is not None:
+            values["counted"] = {
+                k: [[int(x) for x in run] for run in runs] for k, runs in self.counted.items()
+            }
+        return values
+
+    def digest(self) -> str:
+        """SHA-256 of :meth:`canonical`: what a report commits to for each of its periods."""
+        return digest_of(self.canonical())
+
+
+_FLOAT_FIELDS: Final = (
+    "effort_firm", "effort_platform", "sigma", "theta_m", "theta_p", "carbon_price",
+    "x_projected", "x_observed", "tco2e", "functional_availability", "x_start",
+    "model_periods",
+)  # fmt: skip
 
 
 class Journal:
     """The coordinator's file: ``ledger`` (reports) plus periods, shadows and state."""
 
     def __init__(
-        self, path: Path, *, readonly: bool = False, signing_key: bytes | None = None
+        self,
+        path: Path,
+        *,
+        readonly: bool = False,
+        signing_key: Ed25519PrivateKey | None = None,
     ) -> None:
+        """``signing_key``: the coordinator's, to sign every report (``_signing``)."""
         self.path = path
         if readonly:
             if not path.is_file():
@@ -119,9 +179,15 @@ class Journal:
             # WAL: the API reads while the coordinator writes, neither blocks the other.
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
+            have = self._period_columns()
+            for name, kind in _ADDED_PERIOD_COLUMNS:
+                if name not in have:  # a journal from before this column
+                    self._db.execute(f"ALTER TABLE periods ADD COLUMN {name} {kind}")
         self.readonly = readonly
         self.ledger = (
-            Ledger(path, connection=self._db) if not readonly else _ReadonlyLedger(path, self._db)
+            Ledger(path, connection=self._db, signing_key=signing_key)
+            if not readonly
+            else _ReadonlyLedger(path, self._db)
         )
 
     @classmethod
@@ -151,18 +217,37 @@ class Journal:
 
     # --- periods ----------------------------------------------------------------------
 
+    def _period_columns(self) -> set[str]:
+        return {str(row[1]) for row in self._db.execute("PRAGMA table_info(periods)")}
+
+    def _period_select(self) -> str:
+        """PERIOD_COLUMNS, with NULL for those a journal opened read-only lacks."""
+        have = self._period_columns()
+        return ", ".join(c if c in have else f"NULL AS {c}" for c in PERIOD_COLUMNS)
+
     def record_periods(self, rows: Iterable[PeriodRow]) -> None:
         self._db.executemany(
             f"INSERT OR REPLACE INTO periods ({', '.join(PERIOD_COLUMNS)}) "
             f"VALUES ({', '.join('?' * len(PERIOD_COLUMNS))})",
             [
                 tuple(
-                    canonical_json(dict(v)) if k == "parameters" else v
-                    for k, v in asdict(row).items()
+                    canonical_json(v) if k in _JSON_COLUMNS and v is not None else v
+                    for k, v in row.canonical().items()
                 )
                 for row in rows
             ],
         )
+
+    def period_rows(self, plant: str | None = None) -> list[PeriodRow]:
+        """Every period row (of ``plant``), oldest first, as the coordinator wrote it.
+
+        Raises ValueError naming the row and column when a stored value is not what the
+        coordinator writes (a journal edited by hand)."""
+        where, args = self._range(plant, None, None)
+        rows = self._db.execute(
+            f"SELECT {self._period_select()} FROM periods {where} ORDER BY plant, start_ms", args
+        ).fetchall()
+        return [_period_row(dict(zip(PERIOD_COLUMNS, row, strict=True))) for row in rows]
 
     def periods(
         self,
@@ -174,7 +259,7 @@ class Journal:
     ) -> pd.DataFrame:
         """Period rows overlapping [start_ms, end_ms), oldest first (the newest ``limit``)."""
         where, args = self._range(plant, start_ms, end_ms)
-        chosen = f"SELECT {', '.join(PERIOD_COLUMNS)} FROM periods {where}"
+        chosen = f"SELECT {self._period_select()} FROM periods {where}"
         if limit is None:
             query = f"{chosen} ORDER BY start_ms, plant"
         else:
@@ -182,7 +267,8 @@ class Journal:
             query = f"SELECT * FROM ({newest}) ORDER BY start_ms, plant"
             args.append(limit)
         frame = pd.read_sql_query(query, self._db, params=args)
-        frame["parameters"] = [json.loads(p) for p in frame["parameters"]]
+        for name in _JSON_COLUMNS:
+            frame[name] = [_json_or_none(p) for p in frame[name]]
         return frame
 
     # --- shadow policies --------------------------------------------------------------
@@ -276,6 +362,95 @@ class Journal:
             clauses.append("start_ms < ?")
             args.append(end_ms)
         return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+def _json_or_none(text: object) -> Any:
+    """A JSON cell for display; None where it is not JSON (the ledger's verifier says
+    what is wrong with such a row)."""
+    try:
+        return parse_json(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+
+
+#: A run that long is no meter's period: refused rather than expanded.
+MAX_RUN_COUNT: Final = 10_000_000
+
+
+def timestamp_runs(times: Iterable[int]) -> list[list[int]]:
+    """Distinct times, sorted, as runs of equal steps, ``[first_ms, step_ms, count]``
+    each: a meter that reports every minute makes one run per period, and any set of
+    times is kept exactly."""
+    ordered = sorted(set(times))
+    runs: list[list[int]] = []
+    i = 0
+    while i < len(ordered):
+        if i + 1 == len(ordered):
+            runs.append([ordered[i], 0, 1])
+            break
+        step = ordered[i + 1] - ordered[i]
+        n = 2
+        while i + n < len(ordered) and ordered[i + n] - ordered[i + n - 1] == step:
+            n += 1
+        runs.append([ordered[i], step, n])
+        i += n
+    return runs
+
+
+def expand_runs(runs: Iterable[Sequence[int]]) -> list[int]:
+    return [first + k * step for first, step, count in runs for k in range(count)]
+
+
+def _runs_problem(counted: object) -> str | None:
+    if not isinstance(counted, dict):
+        return "not a JSON object"
+    total = 0
+    for meter, runs in counted.items():
+        if not isinstance(runs, list):
+            return f"{meter}: not a list of runs"
+        for run in runs:
+            if (
+                not isinstance(run, list)
+                or len(run) != 3
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in run)
+                or run[1] < 0
+                or run[2] < 1
+            ):
+                return f"{meter}: {run!r:.60} is not a run [first_ms, step_ms, count]"
+            total += run[2]
+    if total > MAX_RUN_COUNT:
+        return f"{total} readings: more than any period holds"
+    return None
+
+
+def _period_row(values: dict[str, Any]) -> PeriodRow:
+    start = values.get("start_ms")
+    when = format_timestamp(start) if isinstance(start, int) else repr(start)
+    where = f"the period row of {values.get('plant')!r} from {when}"
+    for name in _JSON_COLUMNS:
+        text = values[name]
+        if text is None:
+            continue
+        try:
+            values[name] = parse_json(text) if isinstance(text, str) else None
+        except ValueError as exc:
+            raise ValueError(f"{where}: {name}: not valid JSON ({exc})") from None
+        if not isinstance(values[name], dict):
+            raise ValueError(f"{where}: {name}: not a JSON object")
+    if values["parameters"] is None:
+        raise ValueError(f"{where}: parameters: missing")
+    if values["counted"] is not None:
+        problem = _runs_problem(values["counted"])
+        if problem is not None:
+            raise ValueError(f"{where}: counted: {problem}")
+    for name in ("start_ms", "end_ms", "stage", "readings"):
+        if not isinstance(values[name], int):
+            raise ValueError(f"{where}: {name}: not an integer ({values[name]!r:.40})")
+    for name in _FLOAT_FIELDS:
+        value = values[name]
+        if value is not None and (not isinstance(value, int | float) or not math.isfinite(value)):
+            raise ValueError(f"{where}: {name}: not a finite number ({value!r:.40})")
+    return PeriodRow(**values)
 
 
 class _ReadonlyLedger(Ledger):

@@ -1,48 +1,64 @@
-"""Hash-chained ledger of the reports the coordinator sends the government.
+"""Hash-chained, signed ledger of the reports the coordinator sends the government.
 
 Every report stores ``prev_hash`` and its own ``hash`` = SHA-256 of the canonical JSON
 (sorted keys, no spaces) of ``{"body": ..., "prev_hash": ...}``. Editing a stored body,
-deleting a report or re-linking the chain is found by :meth:`Ledger.verify`. Deleting
-the newest reports leaves a valid shorter chain: the coordinator publishes the head
-(index and hash) as a retained MQTT message, and verifying against that anchor catches
-truncation. Rewriting the whole chain consistently is caught by re-deriving each
-report's emissions from storage (:func:`verify_against_store`): reports are
-reproducible from what the platform stored.
+deleting a report or re-linking the chain is found by :meth:`Ledger.verify`. With a
+signing key (Ed25519, ``_signing``) each report also carries the coordinator's
+signature of its hash: a chain rewritten consistently by someone without the private
+key fails against the public key. Deleting the newest reports leaves a valid shorter
+chain: the coordinator publishes the head (index and hash, signed) as a retained MQTT
+message, and verifying against that anchor catches truncation. What each report says
+is re-derived from storage and the journal's period rows by ``_verify``.
+
+A body that is not what the coordinator writes (not JSON, NaN, a missing field, a
+wrong type) is reported as broken with the field and the problem, never raised.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import math
+import re
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from carbonlink.coordination._params import PARTIES, Party
-
-if TYPE_CHECKING:
-    from carbonlink.platform.storage import Store
+from carbonlink.coordination._signing import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+    key_id,
+    report_signature_ok,
+    sign_report,
+)
 
 __all__ = [
     "GENESIS_HASH",
+    "Anchor",
     "Ledger",
     "LedgerCheck",
     "Report",
-    "StoreMismatch",
+    "body_problem",
+    "canonical_json",
+    "digest_of",
+    "parse_anchor",
+    "parse_json",
     "report_hash",
-    "verify_against_store",
 ]
 
 GENESIS_HASH: Final = "0" * 64
 # Transfers are floats from a zero-sum construction; allow rounding, not a real imbalance.
 BALANCE_TOLERANCE: Final = 1e-6
-# A report's tCO2e against a fresh sum of the same stored points: float summation order.
-STORE_TOLERANCE_T: Final = 1e-6
-KG_PER_T: Final = 1000.0
+SHA256_HEX: Final = re.compile(r"^[0-9a-f]{64}$")
+# An HMAC-SHA256 signature (64 hex digits) from before carbonlink signed with Ed25519.
+_HMAC_SIGNATURE: Final = re.compile(r"^[0-9a-f]{64}$")
+# A few of a malformed body's problems are enough to say what is wrong with it.
+_PROBLEMS_SHOWN: Final = 3
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS reports (
@@ -52,6 +68,8 @@ CREATE TABLE IF NOT EXISTS reports (
     hash TEXT NOT NULL
 )
 """
+# Columns added since the first layout; a writer adds those missing.
+_ADDED_COLUMNS: Final = (("signature", "TEXT"), ("key_id", "TEXT"))
 
 
 @dataclass(frozen=True)
@@ -95,61 +113,176 @@ class Report:
         return body
 
 
-@dataclass(frozen=True)
-class LedgerCheck:
-    """``broken_at`` is the index of the first bad report (None: the chain is intact)."""
+# --- what a stored body must look like ---------------------------------------------------
 
-    reports: int
-    broken_at: int | None = None
-    reason: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.broken_at is None
+_Finite = Annotated[float, Field(allow_inf_nan=False)]
+#: SQLite's integers are 64-bit: a larger count or time could not even be looked up.
+MAX_INTEGER: Final = 2**62
+_Millis = Annotated[int, Field(ge=0, le=MAX_INTEGER)]
+_Amount = _Finite | None
 
 
-@dataclass(frozen=True)
-class StoreMismatch:
-    """A report that storage does not reproduce.
+class _Transfers(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    M: _Finite
+    P: _Finite
+    G: _Finite
 
-    ``late`` is True when storage holds more readings for the window than the report
-    counted and nothing else disagrees: data that arrived after the report was made,
-    not tampering. Otherwise the report or the stored points were changed.
-    """
 
-    index: int
-    plant: str
-    period_start_ms: int
-    period_end_ms: int
-    reported_tco2e: float
-    stored_tco2e: float
-    reported_readings: int | None
-    stored_readings: int
-    late: bool
+class _Body(BaseModel):
+    """The fields a report body may carry (``sharing.FIELDS_BY_LEVEL`` says which a
+    level shares), with their JSON types: strict, so "12" is not a number and 1.0 is
+    not a count."""
 
-    @property
-    def reason(self) -> str:
-        if self.late:
-            extra = self.stored_readings - (self.reported_readings or 0)
-            return f"{extra} readings arrived after the report"
-        return (
-            f"report says {self.reported_tco2e:.6f} tCO2e from {self.reported_readings} "
-            f"readings, storage {self.stored_tco2e:.6f} from {self.stored_readings}"
-        )
+    model_config = ConfigDict(extra="forbid", strict=True)
+    period_start_ms: _Millis
+    period_end_ms: _Millis
+    plant: Annotated[str, Field(min_length=1)]
+    policy: str
+    stage: Literal[1, 2, 3]
+    stage_name: str
+    transfers: _Transfers
+    sharing: Literal["none", "self_reported", "verified", "live", "joint"] | None = None
+    verified: bool | None = None
+    reported_tco2e: _Amount = None
+    readings: Annotated[int, Field(ge=0, le=MAX_INTEGER)] | None = None
+    factor_set: str | None = None
+    factor_version: str | None = None
+    effort_firm: _Amount = None
+    effort_platform: _Amount = None
+    sigma: _Amount = None
+    subsidy_rate_firm: _Amount = None
+    subsidy_rate_platform: _Amount = None
+    subsidy_claimed: _Amount = None
+    subsidy_paid: _Amount = None
+    carbon_price: _Amount = None
+    projected_abatement: _Amount = None
+    observed_abatement: _Amount = None
+    parameters: dict[str, _Finite] | None = None
+    periods_sha256: Annotated[str, Field(pattern=SHA256_HEX.pattern)] | None = None
+    money: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    split: Literal["core", "shapley"] | None = None
+
+
+def body_problem(body: object) -> str | None:
+    """What is wrong with a stored report body (None: nothing), field by field."""
+    if not isinstance(body, dict):
+        return f"the body is a JSON {type(body).__name__}, not an object"
+    try:
+        parsed = _Body.model_validate(body)
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+            + ("" if e["type"] in ("missing", "extra_forbidden") else f" (got {e['input']!r})")
+            for e in exc.errors()
+        ]
+        more = len(problems) - _PROBLEMS_SHOWN
+        return "; ".join(problems[:_PROBLEMS_SHOWN]) + (f"; {more} more" if more > 0 else "")
+    if parsed.period_end_ms <= parsed.period_start_ms:
+        return "period_end_ms: the window ends before it starts"
+    return None
+
+
+# --- hashing -------------------------------------------------------------------------------
 
 
 def canonical_json(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
-def sign(key: bytes, digest: str) -> str:
-    """HMAC-SHA256 of a report's hash: only the key's holder can make it."""
-    return hmac.new(key, digest.encode(), hashlib.sha256).hexdigest()
+def digest_of(value: object) -> str:
+    """SHA-256 (hex) of the canonical JSON of ``value``."""
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
 
 
 def report_hash(body: Mapping[str, Any], prev_hash: str) -> str:
-    text = canonical_json({"body": body, "prev_hash": prev_hash})
-    return hashlib.sha256(text.encode()).hexdigest()
+    return digest_of({"body": body, "prev_hash": prev_hash})
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses as inf
+        raise ValueError(f"{text:.40} is too large for a number")
+    return value
+
+
+def parse_json(text: str) -> Any:
+    """JSON as the ledger writes it: NaN, Infinity and numbers too large for a float are
+    refused (ValueError), as is nesting deep enough to exhaust the parser."""
+    try:
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+# --- the anchor ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A published head: the ledger had ``next_index`` reports, the last hashed ``head``.
+    The coordinator signs it (``key_id``, ``signature``) when it signs reports."""
+
+    next_index: int
+    head: str
+    key_id: str | None = None
+    signature: str | None = None
+
+    @property
+    def pair(self) -> tuple[int, str]:
+        return self.next_index, self.head
+
+
+def parse_anchor(payload: bytes | str) -> Anchor:
+    """The anchor in a retained message; ValueError saying what is wrong with it."""
+    try:
+        data = parse_json(payload.decode() if isinstance(payload, bytes) else payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    index, head = data.get("next_index"), data.get("head")
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise ValueError(f"next_index: not a count ({index!r:.40})")
+    if not isinstance(head, str) or not SHA256_HEX.match(head):
+        raise ValueError(f"head: not a SHA-256 digest ({head!r:.80})")
+    signer, signature = data.get("key_id"), data.get("signature")
+    return Anchor(
+        index,
+        head,
+        signer if isinstance(signer, str) else None,
+        signature if isinstance(signature, str) else None,
+    )
+
+
+# --- the ledger ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LedgerCheck:
+    """``broken_at`` is the index of the first bad report (None: the chain is intact).
+
+    ``key_id`` names the public key every report's signature was checked against (None:
+    signatures were not checked).
+    """
+
+    reports: int
+    broken_at: int | None = None
+    reason: str = ""
+    key_id: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.broken_at is None
+
+    @property
+    def signed(self) -> bool:
+        """Every report's signature was checked and holds."""
+        return self.ok and self.key_id is not None
 
 
 class Ledger:
@@ -165,9 +298,9 @@ class Ledger:
         path: Path,
         connection: sqlite3.Connection | None = None,
         *,
-        signing_key: bytes | None = None,
+        signing_key: Ed25519PrivateKey | None = None,
     ) -> None:
-        """``signing_key``: sign every report appended (HMAC-SHA256 of its hash)."""
+        """``signing_key``: sign every report appended (Ed25519, of its hash)."""
         self.path = path
         self.signing_key = signing_key
         self._owned = connection is None
@@ -177,9 +310,10 @@ class Ledger:
             connection.execute("PRAGMA journal_mode=WAL")
         self._db = connection
         self._db.execute(_SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(reports)")}
-        if "signature" not in columns:  # a ledger from before signatures
-            self._db.execute("ALTER TABLE reports ADD COLUMN signature TEXT")
+        columns = self._columns()
+        for name, kind in _ADDED_COLUMNS:
+            if name not in columns:  # a ledger from before this column
+                self._db.execute(f"ALTER TABLE reports ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         if self._owned:
@@ -190,6 +324,15 @@ class Ledger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _columns(self) -> set[str]:
+        return {str(row[1]) for row in self._db.execute("PRAGMA table_info(reports)")}
+
+    def _select(self, names: tuple[str, ...]) -> str:
+        """Column list for a query; NULL for a column an older ledger lacks (opened
+        read-only, it cannot gain it)."""
+        have = self._columns()
+        return ", ".join(n if n in have else f"NULL AS {n}" for n in names)
 
     def head(self) -> tuple[int, str]:
         """The next index and the hash the next report links to."""
@@ -204,46 +347,69 @@ class Ledger:
             raise ValueError(f"transfers must sum to zero, got {imbalance:g}")
         index, prev = self.head()
         digest = report_hash(body, prev)
-        signature = None if self.signing_key is None else sign(self.signing_key, digest)
+        key = self.signing_key
         self._db.execute(
-            "INSERT INTO reports (idx, body, prev_hash, hash, signature) VALUES (?, ?, ?, ?, ?)",
-            (index, canonical_json(body), prev, digest, signature),
+            "INSERT INTO reports (idx, body, prev_hash, hash, signature, key_id) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                index,
+                canonical_json(body),
+                prev,
+                digest,
+                None if key is None else sign_report(key, digest),
+                None if key is None else key_id(key),
+            ),
         )
         return digest
 
     def bodies(self, *, since: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
-        """Report bodies in order, from index ``since``, at most ``limit`` of them."""
-        rows = self._db.execute(
-            "SELECT body FROM reports WHERE idx >= ? ORDER BY idx LIMIT ?",
-            (since, -1 if limit is None else limit),
-        ).fetchall()
-        return [json.loads(row[0]) for row in rows]
+        """Report bodies in order, from index ``since``, at most ``limit`` of them; a body
+        that does not parse as a JSON object is left out (``entries`` says why)."""
+        return [e["body"] for e in self.entries(since=since, limit=limit) if e["body"] is not None]
 
     def entries(self, *, since: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
-        """Reports with their chain fields: ``index``, ``hash``, ``prev_hash``, ``body``."""
+        """Reports with their chain fields: ``index``, ``hash``, ``prev_hash``, ``body``,
+        ``signature``, ``key_id``. A body that is not a valid report is ``None``, with
+        ``problem`` saying why."""
+        columns = self._select(("idx", "body", "prev_hash", "hash", "signature", "key_id"))
         rows = self._db.execute(
-            "SELECT idx, body, prev_hash, hash FROM reports WHERE idx >= ? ORDER BY idx LIMIT ?",
+            f"SELECT {columns} FROM reports WHERE idx >= ? ORDER BY idx LIMIT ?",  # noqa: S608 (constant column names)
             (since, -1 if limit is None else limit),
         ).fetchall()
-        return [
-            {"index": i, "hash": h, "prev_hash": prev, "body": json.loads(body)}
-            for i, body, prev, h in rows
-        ]
+        entries = []
+        for index, text, prev, digest, signature, signer in rows:
+            body, problem = _parse_body(text)
+            entry = {
+                "index": index,
+                "hash": digest,
+                "prev_hash": prev,
+                "body": body,
+                "signature": signature,
+                "key_id": signer,
+            }
+            if problem is not None:
+                entry["problem"] = problem
+            entries.append(entry)
+        return entries
 
     def __len__(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM reports").fetchone()[0])
 
     def verify(
-        self, anchor: tuple[int, str] | None = None, *, key: bytes | None = None
+        self, anchor: tuple[int, str] | None = None, *, key: Ed25519PublicKey | None = None
     ) -> LedgerCheck:
         """Walk the chain from the start; stop at the first report that does not fit.
 
         ``anchor`` is a head (next index, hash of the last report) published earlier: the
         chain must still contain that report, unchanged, or reports were removed. With
-        ``key`` every report must carry its signature: a chain rewritten from an edited
-        report on, consistently hashed, still fails without the key.
+        ``key`` (the coordinator's public key) every report must carry a signature that
+        key verifies: a chain rewritten from an edited report on, consistently hashed,
+        fails without the private key.
         """
-        check = self._walk(key)
+        try:
+            check = self._walk(key)
+        except sqlite3.DatabaseError as exc:
+            return LedgerCheck(0, 0, f"the reports table cannot be read: {exc}")
         if anchor is None or not check.ok:
             return check
         next_index, head_hash = anchor
@@ -263,96 +429,68 @@ class Ledger:
             )
         return check
 
-    def _walk(self, key: bytes | None) -> LedgerCheck:
-        # A ledger from before signatures, opened read-only, cannot gain the column.
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(reports)")}
-        query = (
-            "SELECT idx, body, prev_hash, hash, signature FROM reports ORDER BY idx"
-            if "signature" in columns
-            else "SELECT idx, body, prev_hash, hash, NULL FROM reports ORDER BY idx"
-        )
-        rows = self._db.execute(query)
+    def _walk(self, key: Ed25519PublicKey | None) -> LedgerCheck:
+        names = ("idx", "body", "prev_hash", "hash", "signature", "key_id")
+        rows = self._db.execute(f"SELECT {self._select(names)} FROM reports ORDER BY idx")  # noqa: S608 (constant column names)
+        checking = None if key is None else key_id(key)
         prev = GENESIS_HASH
-        count = 0
-        for expected, (index, body_text, prev_hash, digest, signature) in enumerate(rows):
-            count += 1
-            if index != expected:
-                return LedgerCheck(count, expected, f"report {expected} is missing")
-            if prev_hash != prev:
-                return LedgerCheck(count, index, "prev_hash does not match the report before")
-            try:
-                body = json.loads(body_text)
-            except json.JSONDecodeError:
-                return LedgerCheck(count, index, "body is not valid JSON")
-            if report_hash(body, prev_hash) != digest:
-                return LedgerCheck(count, index, "body was edited: its hash does not match")
-            if key is not None and (
-                signature is None or not hmac.compare_digest(signature, sign(key, digest))
-            ):
-                reason = "unsigned" if signature is None else "signature does not match the key"
-                return LedgerCheck(
-                    count, index, f"report is {reason}" if signature is None else reason
-                )
-            transfers = body.get("transfers", {}) if isinstance(body, dict) else {}
-            if abs(math.fsum(float(v) for v in transfers.values())) > BALANCE_TOLERANCE:
-                return LedgerCheck(count, index, "transfers do not sum to zero")
+        for expected, (index, body_text, prev_hash, digest, signature, signer) in enumerate(rows):
+            if not isinstance(index, int) or index != expected:
+                problem: str | None = f"report {expected} is missing"
+            else:
+                problem = _row_problem(body_text, prev, prev_hash, digest)
+            if problem is None and key is not None:
+                problem = _signature_problem(key, digest, signature, signer)
+            if problem is not None:
+                return LedgerCheck(expected + 1, expected, problem, checking)
             prev = digest
-        return LedgerCheck(count)
+        return LedgerCheck(len(self), key_id=checking)
 
 
-def verify_against_store(
-    ledger: Ledger, store: Store, *, tolerance_t: float = STORE_TOLERANCE_T
-) -> list[StoreMismatch]:
-    """Re-derive every report's tCO2e (and reading count, where shared) from storage.
-
-    Each report names its plant, window and, from the verified level on, its factor set
-    and version; the sum of the stored CO2e for exactly those must match. Self-reported
-    totals carry no factor version: they are compared against every stored version's
-    sum and match if any does.
-    """
-    from carbonlink.platform.storage import readings_ending_in
-
-    mismatches: list[StoreMismatch] = []
-    for entry in ledger.entries():
-        body = entry["body"]
-        start, end, plant = body["period_start_ms"], body["period_end_ms"], body["plant"]
-        first, after = readings_ending_in(start, end)  # as the coordinator reads
-        frame = store.emissions(
-            plant,
-            start_ms=first,
-            end_ms=after,
-            factor_set=body.get("factor_set"),
-            factor_version=body.get("factor_version"),
-        )
-        sums = _sums_by_version(frame)
-        counts = {version: int(n) for version, n in frame.groupby("factor_version").size().items()}
-        reported_t = float(body["reported_tco2e"])
-        reported_n = body.get("readings")
-        matching = [
-            v
-            for v, total in sums.items()
-            if abs(total - reported_t) <= tolerance_t * max(1.0, abs(reported_t))
-            and (reported_n is None or counts.get(v) == reported_n)
-        ]
-        if matching or (not sums and reported_t == 0.0):
-            continue
-        version = max(sums, key=lambda v: counts[v]) if sums else ""
-        stored_t, stored_n = sums.get(version, 0.0), counts.get(version, 0)
-        late = (
-            reported_n is not None
-            and stored_n > reported_n
-            and stored_t >= reported_t - tolerance_t * max(1.0, abs(reported_t))
-        )
-        mismatches.append(
-            StoreMismatch(
-                entry["index"], plant, start, end, reported_t, stored_t, reported_n, stored_n, late
-            )
-        )
-    return mismatches
+def _row_problem(body_text: object, prev: str, prev_hash: object, digest: object) -> str | None:
+    """What is wrong with one stored report, signatures aside (None: nothing)."""
+    if prev_hash != prev:
+        return "prev_hash does not match the report before"
+    if not isinstance(digest, str) or not SHA256_HEX.match(digest):
+        return f"its hash is not a SHA-256 digest: {digest!r:.80}"
+    body, problem = _parse_body(body_text)
+    if body is None:
+        return f"malformed body: {problem}"
+    if report_hash(body, prev) != digest:
+        return "body was edited: its hash does not match"
+    problem = body_problem(body)
+    if problem is not None:
+        return f"malformed body: {problem}"
+    if abs(math.fsum(body["transfers"].values())) > BALANCE_TOLERANCE:
+        return "transfers do not sum to zero"
+    return None
 
 
-def _sums_by_version(frame: Any) -> dict[str, float]:
-    if not len(frame):
-        return {}
-    grouped = frame.groupby("factor_version")["co2e_kg"].apply(lambda s: math.fsum(s))
-    return {str(v): float(total) / KG_PER_T for v, total in grouped.items()}
+def _parse_body(text: object) -> tuple[dict[str, Any] | None, str | None]:
+    """(body, None) or (None, what is wrong): never raises."""
+    if not isinstance(text, str):
+        return None, f"the body is stored as {type(text).__name__}, not text"
+    try:
+        body = parse_json(text)
+    except ValueError as exc:
+        return None, f"not valid JSON ({exc})"
+    if not isinstance(body, dict):
+        return None, f"the body is a JSON {type(body).__name__}, not an object"
+    return body, None
+
+
+def _signature_problem(
+    key: Ed25519PublicKey, digest: str, signature: object, signer: object
+) -> str | None:
+    if signature is None:
+        return "report is unsigned"
+    if not isinstance(signature, str):
+        return f"its signature is stored as {type(signature).__name__}, not text"
+    if report_signature_ok(key, digest, signature):
+        return None
+    if _HMAC_SIGNATURE.match(signature):
+        return "signed with an HMAC key by an older carbonlink: a public key cannot check it"
+    expected = key_id(key)
+    if isinstance(signer, str) and signer != expected:
+        return f"signature does not verify: it names key {signer:.20}, the given key is {expected}"
+    return f"signature does not verify with key {expected}: forged, or changed after signing"

@@ -42,20 +42,21 @@ from carbonlink._clock import wall_clock_ms
 from carbonlink._exceptions import CarbonlinkError
 from carbonlink._mqtt import BrokerAddress, is_connection_loss, make_client, next_backoff
 from carbonlink.config import PlantConfig, Settings
-from carbonlink.coordination._cooperative import Split, shapley
-from carbonlink.coordination._core import core_split, settlement_reason, settling_split
+from carbonlink.coordination._accounting import period_outcome, period_record
+from carbonlink.coordination._core import core_split, settlement_reason
 from carbonlink.coordination._counterfactual import StepInput
 from carbonlink.coordination._decide import decide
-from carbonlink.coordination._flows import period_transfers, relational_params
+from carbonlink.coordination._flows import relational_params, settlement_split
 from carbonlink.coordination._government import Government
 from carbonlink.coordination._journal import Journal, PeriodRow
+from carbonlink.coordination._ledger import parse_anchor
 from carbonlink.coordination._params import CoordinationParams
 from carbonlink.coordination._policy import Policy, StageNumber, load_policy
 from carbonlink.coordination._shadows import ShadowBank
 from carbonlink.coordination._sharing import PeriodRecord, SharingGate
+from carbonlink.coordination._signing import key_id, sign_anchor
 from carbonlink.coordination._stages import StageResult
 from carbonlink.coordination._stream import PeriodData, PlantStream
-from carbonlink.coordination._value import effort_cost, exact_step
 from carbonlink.platform._recompute import factor_set_for
 from carbonlink.platform.storage import Store, readings_ending_in
 
@@ -156,8 +157,8 @@ def directive_history(
 
 def decode_anchor(payload: bytes) -> tuple[int, str]:
     """(next index, head hash) from a retained ledger anchor message."""
-    data = json.loads(payload)
-    return int(data["next_index"]), str(data["head"])
+    anchor = parse_anchor(payload)
+    return anchor.next_index, anchor.head
 
 
 class Coordinator:
@@ -212,7 +213,6 @@ class Coordinator:
         for plant in self._plants:
             factor_set = factor_set_for(settings, plant)
             self._versions[plant] = (factor_set.name, factor_set.version)
-        self._splits: dict[tuple[str, str], Split] = {}
         # Stores are blocking and some are bound to one thread: one worker for all reads.
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coordinator")
         self._fresh()
@@ -523,12 +523,6 @@ class Coordinator:
 
     # --- recording a period ----------------------------------------------------------------
 
-    def _split(self, plant: str, params: CoordinationParams) -> Split:
-        key = (plant, params.model_dump_json())
-        if key not in self._splits:
-            self._splits[key] = settling_split(params)
-        return self._splits[key]
-
     def _record_period(
         self, plant: str, start_ms: int, end_ms: int, decision: _InForce, data: PeriodData
     ) -> tuple[PeriodRecord, PeriodRow]:
@@ -541,42 +535,14 @@ class Coordinator:
             else None
         )
         periods = (end_ms - start_ms) / MS_PER_S / config.simulation.abatement.period_s
-        x_mean, self._x[plant] = exact_step(self._x[plant], result.inflow, params.delta, periods)
-        # Settle on what was measured when there is a baseline to measure it against.
-        x_settle = x_obs if x_obs is not None else x_mean
-        split = self._split(plant, params) if result.stage == 3 else None
-        transfers = period_transfers(params, result, split, x_settle, periods)
-        cost_m = effort_cost(params.k_M, result.E_M)
-        cost_p = effort_cost(params.k_P, result.E_P)
-        claimed = (result.theta_M * cost_m + result.theta_P * cost_p) * periods
+        x_start = self._x[plant]
+        # Settles on what was measured when there is a baseline to measure it against.
+        outcome = period_outcome(params, result, x_start, x_obs, periods)
+        self._x[plant] = outcome.x_end
+        x_mean = outcome.x_mean
         name, version = self._versions[plant]
         used = params.model_dump()
         carbon_price = self.policy.carbon_price_at(start_ms, self._start_ms or start_ms)
-        record = PeriodRecord(
-            period_start_ms=start_ms,
-            period_end_ms=end_ms,
-            plant=plant,
-            policy=self.policy.name,
-            stage=result.stage,
-            stage_name=result.name,
-            reported_tco2e=data.tco2e,
-            readings=len(data.emissions),
-            factor_set=name,
-            factor_version=version,
-            effort_firm=result.E_M,
-            effort_platform=result.E_P,
-            sigma=result.sigma,
-            subsidy_rate_firm=result.theta_M,
-            subsidy_rate_platform=result.theta_P,
-            subsidy_claimed=claimed,
-            carbon_price=carbon_price,
-            projected_abatement=x_mean,
-            observed_abatement=x_obs,
-            transfers=transfers,
-            parameters=used,
-            money=self.policy.money.label,
-            split="" if split is None else split.method,
-        )
         availability = stream.availability.value if stream and stream.availability else None
         row = PeriodRow(
             plant=plant,
@@ -596,7 +562,15 @@ class Coordinator:
             readings=len(data.emissions),
             functional_availability=availability,
             parameters=used | {f"source_{k}": v for k, v in decision.sources.items()},
+            stage_name=result.name,
+            x_start=x_start,
+            model_periods=periods,
+            factor_set=name,
+            factor_version=version,
+            counted=data.counted,
+            money=self.policy.money.label,
         )
+        record = period_record(row, result, outcome, used)
         return record, row
 
     def _step_shadows(
@@ -694,13 +668,16 @@ class Coordinator:
 
     async def _publish_anchor(self, client: aiomqtt.Client, now: int) -> None:
         next_index, head = self.journal.ledger.head()
-        payload = {
+        payload: dict[str, Any] = {
             "v": wire.WIRE_VERSION,
             "policy": self.policy.name,
             "next_index": next_index,
             "head": head,
             "updated_ms": now,
         }
+        key = self.journal.ledger.signing_key
+        if key is not None:  # so nobody else can pass off a shorter chain's head
+            payload |= {"key_id": key_id(key), "signature": sign_anchor(key, next_index, head)}
         await client.publish(LEDGER_ANCHOR_TOPIC, json.dumps(payload).encode(), qos=1, retain=True)
 
     def _status(self, now: int, stage: int) -> dict[str, Any]:
@@ -771,7 +748,7 @@ class Coordinator:
         result: dict[str, dict[str, Any]] = {}
         for plant, decision in self._in_force.items():
             core = core_split(decision.params)
-            split = core.split if core.split is not None else shapley(decision.params)
+            split = settlement_split(decision.params)
             result[plant] = {
                 "split": split.method,
                 "why": settlement_reason(core, split),

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
+from carbonlink.coordination._ledger import digest_of
 from carbonlink.coordination._params import PARTIES, Party
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "SharingGate",
     "SharingLevel",
     "SharingRule",
+    "periods_digest",
     "relational_availability",
 ]
 
@@ -54,11 +56,13 @@ RELATIONAL_AVAILABILITY: Final[Mapping[SharingLevel, float]] = {
     SharingLevel.JOINT: 1.0,
 }
 
-# Every report carries these: who, when, under what, and the money that moved (the
-# ledger must balance whatever is shared).
+# Every report carries these: who, when, under what, the money that moved (the ledger
+# must balance whatever is shared), and the digest of the period rows it was made from,
+# so the journal's record of them can be checked against the signed report (it reveals
+# nothing of them).
 _ALWAYS: Final = frozenset(
     {"period_start_ms", "period_end_ms", "plant", "policy", "stage", "stage_name",
-     "sharing", "verified", "transfers", "money"}
+     "sharing", "verified", "transfers", "money", "periods_sha256"}
 )  # fmt: skip
 _SELF_REPORTED: Final = _ALWAYS | {"reported_tco2e"}
 _VERIFIED: Final = _SELF_REPORTED | {
@@ -156,6 +160,7 @@ class PeriodRecord:
     #: stage 3 (``core``, or ``shapley`` where no core split exists); "" otherwise.
     money: str = ""
     split: str = ""
+    row_sha256: str = ""  # the journal row of this period (PeriodRow.digest); "": none
 
 
 _MEANS: Final = (
@@ -214,10 +219,17 @@ def aggregate(records: list[PeriodRecord], level: SharingLevel) -> dict[str, Any
         )
     # What was paid is what the transfers say the government gave (stage 2).
     body["subsidy_paid"] = -body["transfers"]["G"] if last.stage == 2 else 0.0
+    if all(r.row_sha256 for r in records):
+        body["periods_sha256"] = periods_digest([r.row_sha256 for r in records])
     allowed = FIELDS_BY_LEVEL[level]
     # Empty strings are fields a record had no value for (no split outside stage 3, no
     # money unit in a record restored from before it existed): left out, like None.
     return {k: v for k, v in body.items() if k in allowed and v is not None and v != ""}
+
+
+def periods_digest(row_digests: list[str]) -> str:
+    """What a report commits to: the digest of its period rows' digests, in order."""
+    return digest_of(row_digests)
 
 
 class SharingGate:

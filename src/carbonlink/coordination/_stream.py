@@ -37,6 +37,7 @@ from carbonlink.coordination._estimation import (
     fit_baseline,
     functional_availability,
 )
+from carbonlink.coordination._journal import timestamp_runs
 from carbonlink.coordination._params import CoordinationParams
 from carbonlink.coordination._policy import Estimation, Valuation
 from carbonlink.emissions import FactorLibrary, FactorSet
@@ -78,6 +79,18 @@ class PeriodData:
     @property
     def readings(self) -> int:
         return len(self.activity)
+
+    @property
+    def counted(self) -> dict[str, list[list[int]]]:
+        """Exactly which emission readings were read, per meter as runs of timestamps
+        (ms): what a report counted, so that readings stored later are told apart."""
+        if not len(self.emissions):
+            return {}
+        times = self.emissions["time"].dt.as_unit("ms").astype("int64")
+        return {
+            str(meter): timestamp_runs(group.tolist())
+            for meter, group in times.groupby(self.emissions["meter"])
+        }
 
 
 def emission_weights(plant: PlantConfig, factor_sets_dir: Path) -> dict[str, float]:

@@ -19,6 +19,8 @@ from carbonlink import __version__ as _version
 from carbonlink._clock import wall_clock_ms
 from carbonlink._exceptions import CarbonlinkError
 from carbonlink.config import PlantConfig, Settings
+from carbonlink.coordination import settings_public_key
+from carbonlink.coordination._signing import Ed25519PublicKey
 from carbonlink.platform._aggregate import aggregate, ncv_ranges_of, plant_kpis
 from carbonlink.platform._recompute import factor_set_for
 from carbonlink.platform._series import series_table
@@ -107,10 +109,14 @@ def create_app(
     health: HealthProvider | None = None,
     journal_path: Path | None = None,
     clock_ms: Callable[[], int] = wall_clock_ms,
+    ledger_public_key: Ed25519PublicKey | None = None,
 ) -> FastAPI:
     """The API over ``store`` for the plants in ``settings``; with ``journal_path``, the
     coordinator's ledger, decisions and shadow policies too. Reads are open unless the
-    config says otherwise; every state-changing endpoint needs the API token."""
+    config says otherwise; every state-changing endpoint needs the API token.
+
+    ``ledger_public_key`` checks the reports' signatures [default: the one the config
+    names, ``settings_public_key``]."""
     app = FastAPI(
         title="carbonlink",
         version=_version,
@@ -295,7 +301,8 @@ def create_app(
     if access.reads_need_token:
         app.middleware("http")(access.guard_reads)
     if journal_path is not None:
-        add_coordination_routes(app, journal_path, store)
+        key = ledger_public_key or settings_public_key(settings)
+        add_coordination_routes(app, journal_path, store, public_key=key)
     add_control_routes(app, store, settings, access, journal_path=journal_path, clock_ms=clock_ms)
 
     @app.get(f"{API_PREFIX}/health", summary="Ingestion counters and store")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,8 +25,10 @@ from carbonlink.coordination import (
     PARTIES,
     STATUS_STATE_KEY,
     Journal,
-    verify_against_store,
+    verify_journal,
 )
+from carbonlink.coordination._ledger import body_problem
+from carbonlink.coordination._signing import Ed25519PublicKey
 from carbonlink.platform.storage import Store
 
 __all__ = ["COORDINATION_PREFIX", "add_coordination_routes", "coordination_app"]
@@ -64,8 +67,15 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def add_coordination_routes(app: FastAPI, journal_path: Path, store: Store | None = None) -> None:
-    """Serve the journal at ``journal_path``; 503 until a coordinator has written it."""
+def add_coordination_routes(
+    app: FastAPI,
+    journal_path: Path,
+    store: Store | None = None,
+    *,
+    public_key: Ed25519PublicKey | None = None,
+) -> None:
+    """Serve the journal at ``journal_path``; 503 until a coordinator has written it.
+    ``public_key`` checks the reports' signatures when the ledger is verified."""
 
     @contextmanager
     def journal() -> Iterator[Journal]:
@@ -114,13 +124,14 @@ def add_coordination_routes(app: FastAPI, journal_path: Path, store: Store | Non
                 since = max(0, len(book.ledger) - limit)
             entries = book.ledger.entries(since=since, limit=limit)
         if plant is not None:
-            entries = [e for e in entries if e["body"]["plant"] == plant]
+            entries = [e for e in entries if e["body"] is not None and e["body"]["plant"] == plant]
         if fmt == "csv":
             rows = [
                 {"index": e["index"], "hash": e["hash"]}
                 | {k: v for k, v in e["body"].items() if k not in ("transfers", "parameters")}
                 | {f"transfer_{p}": e["body"]["transfers"][p] for p in PARTIES}
                 for e in entries
+                if _well_formed(e)
             ]
             return Response(pd.DataFrame(rows).to_csv(index=False), media_type="text/csv")
         return _json(entries)
@@ -135,24 +146,18 @@ def add_coordination_routes(app: FastAPI, journal_path: Path, store: Store | Non
             bool, Query(description="Also re-derive every report from storage")
         ] = False,
     ) -> Response:
+        """What `carbonlink coordinate --verify-ledger` prints, as JSON: ``lines`` are
+        its lines, the other fields the same figures one by one."""
+        if against_store and store is None:
+            raise HTTPException(400, "this server has no store to verify against")
         with journal() as book:
-            check = book.ledger.verify()
-            result: dict[str, Any] = {
-                "ok": check.ok,
-                "reports": check.reports,
-                "broken_at": check.broken_at,
-                "reason": check.reason,
-            }
-            if against_store:
-                if store is None:
-                    raise HTTPException(400, "this server has no store to verify against")
-                mismatches = verify_against_store(book.ledger, store)
-                result["store_mismatches"] = [
-                    {"index": m.index, "plant": m.plant, "late": m.late, "reason": m.reason}
-                    for m in mismatches
-                ]
-                result["ok"] = check.ok and not any(not m.late for m in mismatches)
-        return _json(result)
+            try:
+                verification = verify_journal(
+                    book, key=public_key, store=store if against_store else None
+                )
+            except sqlite3.DatabaseError as exc:
+                raise HTTPException(503, f"the journal cannot be read: {exc}") from None
+        return _json(verification.as_json())
 
     @app.get(
         f"{COORDINATION_PREFIX}/periods",
@@ -180,7 +185,7 @@ def add_coordination_routes(app: FastAPI, journal_path: Path, store: Store | Non
         """In time order: reports reach the ledger when their sharing delay has passed,
         so a stage-1 total can follow stage-3 reports of later windows there."""
         with journal() as book:
-            entries = book.ledger.entries()
+            entries = [e for e in book.ledger.entries() if _well_formed(e)]
         entries.sort(key=lambda e: (e["body"]["period_end_ms"], e["index"]))
         rows: list[dict[str, Any]] = []
         totals = dict.fromkeys(PARTIES, 0.0)
@@ -214,12 +219,22 @@ def add_coordination_routes(app: FastAPI, journal_path: Path, store: Store | Non
         return _json(records)
 
 
-def coordination_app(journal_path: Path, store: Store | None = None) -> FastAPI:
+def _well_formed(entry: dict[str, Any]) -> bool:
+    """A listing skips a report whose body is not one (``ledger/verify`` says which)."""
+    return entry["body"] is not None and body_problem(entry["body"]) is None
+
+
+def coordination_app(
+    journal_path: Path,
+    store: Store | None = None,
+    *,
+    public_key: Ed25519PublicKey | None = None,
+) -> FastAPI:
     """The coordination endpoints on their own (``carbonlink coordinate --http``)."""
     app = FastAPI(
         title="carbonlink coordination",
         version=_version,
         description="The coordinator's ledger, decisions and shadow-policy comparison.",
     )
-    add_coordination_routes(app, journal_path, store)
+    add_coordination_routes(app, journal_path, store, public_key=public_key)
     return app

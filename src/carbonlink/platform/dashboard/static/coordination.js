@@ -8,6 +8,7 @@ import { fmt, loadLayout, renderNav, wallClock } from "./common.js";
 const API = "/api/v1/coordination";
 const REFRESH_MS = 2000;
 const LEDGER_ROWS = 15;
+const VERIFY_LINES_SHOWN = 10;
 const STAGES = {
   1: ["primary neutrality", "the firm and the platform each decide their own effort; " +
     "nobody pays anybody, and the government only receives daily self-reported totals."],
@@ -271,6 +272,7 @@ function showLedger(entries) {
     `to firm, ${money.label}`, `to platform, ${money.label}`, `to government, ${money.label}`],
   entries.reverse().map((e) => {
     const b = e.body;
+    if (!b) return [e.index, String(e.hash).slice(0, 10), "malformed", "", "", "", "", "", "", ""];
     return [e.index, e.hash.slice(0, 10), b.plant, b.stage, b.sharing.replace("_", " "),
       time(b.period_end_ms), fmt(b.reported_tco2e, 1), fmt(b.transfers.M, 2),
       fmt(b.transfers.P, 2), fmt(b.transfers.G, 2)];
@@ -279,15 +281,29 @@ function showLedger(entries) {
     : "No report has been released yet: each stage's sharing rule sets when reports reach the government.");
 }
 
+// The lines `carbonlink coordinate --verify-ledger --store` prints, from the same check:
+// the verdict on the chain and on storage beside the heading, the findings below it.
 async function verify() {
   const el = document.getElementById("verify-result");
+  const list = document.getElementById("verify-findings");
   el.textContent = "checking\u2026";
+  list.replaceChildren();
   const result = await get("/ledger/verify?against_store=true");
-  const late = (result.store_mismatches ?? []).filter((m) => m.late).length;
+  const [first, ...rest] = result.lines;
+  const findings = rest.slice(0, -1);
   el.className = `verify ${result.ok ? "ok" : "bad"}`;
-  el.textContent = result.ok
-    ? `chain intact, ${result.reports} reports re-derive from storage` + (late ? ` (${late} with late data)` : "")
-    : `BROKEN at report ${result.broken_at ?? "?"}: ${result.reason || "storage disagrees"}`;
+  el.textContent = rest.length ? `${first}. ${rest[rest.length - 1]}` : first;
+  for (const line of findings.slice(0, VERIFY_LINES_SHOWN)) {
+    const item = document.createElement("li");
+    item.textContent = line;
+    list.append(item);
+  }
+  if (findings.length > VERIFY_LINES_SHOWN) {
+    const item = document.createElement("li");
+    item.textContent = `\u2026 and ${findings.length - VERIFY_LINES_SHOWN} more ` +
+      "(carbonlink coordinate --verify-ledger lists them all)";
+    list.append(item);
+  }
 }
 
 async function refresh() {
