@@ -246,7 +246,8 @@ class MosquittoServer(_Server):
     By default it is open to anonymous clients. With ``config_file`` it runs on a
     deployment's own config (``config/mosquitto/mosquitto.conf``) instead: every line is
     kept except those that name a place (:data:`PLACE_KEYS`), which point into this
-    server's directory, and at ``password_file`` and ``acl_file`` when given.
+    server's directory, at ``password_file`` and ``acl_file`` when given, and at Debian's
+    dynamic-security plugin with ``dynsec_file`` as its file.
     """
 
     name = "mosquitto"
@@ -255,7 +256,13 @@ class MosquittoServer(_Server):
 
     PLACE_KEYS = frozenset(
         {"user", "listener", "port", "bind_address", "persistence_location", "log_dest"}
-        | {"password_file", "acl_file"}
+        | {"password_file", "acl_file", "plugin", "plugin_opt_config_file"}
+    )
+    # Where Debian's mosquitto package puts the plugin (the container image: /usr/lib/).
+    DYNSEC_PLUGINS = (
+        "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
+        "/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so",
+        "/usr/lib/mosquitto_dynamic_security.so",
     )
 
     def __init__(
@@ -267,12 +274,14 @@ class MosquittoServer(_Server):
         config_file: Path | None = None,
         password_file: Path | None = None,
         acl_file: Path | None = None,
+        dynsec_file: Path | None = None,
     ) -> None:
         super().__init__(directory, port)
         self.extra_config = list(extra_config)
         self.config_file = config_file
         self.password_file = password_file
         self.acl_file = acl_file
+        self.dynsec_file = dynsec_file
         self.config_path = self.directory / "mosquitto.conf"
         self.log_path = self.directory / "mosquitto.log"
         self.persistence_dir = self.directory / "persistence"
@@ -317,7 +326,19 @@ class MosquittoServer(_Server):
                 if replacement is None:
                     raise ServerError(f"{self.config_file} names a {key}: pass {key}=PATH")
                 kept.append(f"{key} {replacement}")
+            elif key == "plugin":
+                kept.append(f"plugin {self._dynsec_plugin()}")
+            elif key == "plugin_opt_config_file":
+                if self.dynsec_file is None:
+                    raise ServerError(f"{self.config_file} names a {key}: pass dynsec_file=PATH")
+                kept.append(f"{key} {self.dynsec_file}")
         return kept
+
+    def _dynsec_plugin(self) -> str:
+        for path in self.DYNSEC_PLUGINS:
+            if Path(path).is_file():
+                return path
+        raise ServerNotInstalledError(f"Mosquitto's dynamic-security plugin: {_INSTALL_HINT}")
 
     def _is_ready(self) -> bool:
         return _port_accepts(self._port)

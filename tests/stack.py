@@ -11,12 +11,15 @@ from typing import Any, Final
 
 import yaml
 
+from carbonlink._broker_access import password_variable as broker_password_variable
+
 REPO: Final = Path(__file__).resolve().parents[1]
 COMPOSE_FILE: Final = REPO / "docker-compose.yml"
 ENV_EXAMPLE: Final = REPO / ".env.example"
 MOSQUITTO_DIR: Final = REPO / "config" / "mosquitto"
 CARBONLINK_IMAGE: Final = "carbonlink:local"
 USERS_VARIABLE: Final = "CARBONLINK_MQTT_USERS"
+BROKER_ACCESS: Final = "broker-access"
 
 # Compose's interpolation: $$ is a literal $, ${VAR}, ${VAR:-default}, ${VAR-default},
 # ${VAR:?error}, ${VAR?error} and $VAR (docs.docker.com/compose/how-tos/environment-variables/
@@ -39,8 +42,13 @@ def services() -> dict[str, dict[str, Any]]:
 
 
 def carbonlink_services() -> dict[str, dict[str, Any]]:
-    """The services that run the carbonlink image (the others are Mosquitto, InfluxDB...)."""
-    return {n: s for n, s in services().items() if s.get("image") == CARBONLINK_IMAGE}
+    """The services that run carbonlink's services on its image (the others are Mosquitto,
+    InfluxDB..., and broker-access, which writes the broker's logins once and stops)."""
+    return {
+        n: s
+        for n, s in services().items()
+        if s.get("image") == CARBONLINK_IMAGE and n != BROKER_ACCESS
+    }
 
 
 @cache
@@ -100,8 +108,8 @@ def interpolate(text: str, env: Mapping[str, str]) -> str:
 
 
 def password_variable(username: str) -> str:
-    """The variable config/mosquitto/make-passwd.sh reads a username's password from."""
-    return "MQTT_PASSWORD_" + re.sub(r"[^A-Z0-9]", "_", username.upper())
+    """The variable `carbonlink broker-access` reads a username's password from."""
+    return broker_password_variable(username)
 
 
 def environment(service: Mapping[str, Any]) -> dict[str, str]:
@@ -114,5 +122,5 @@ def environment(service: Mapping[str, Any]) -> dict[str, str]:
 
 
 def mqtt_users() -> list[str]:
-    """The usernames the broker container writes into its password file."""
-    return environment(services()["mosquitto"])[USERS_VARIABLE].split()
+    """The usernames the broker-access service gives the broker."""
+    return environment(services()[BROKER_ACCESS])[USERS_VARIABLE].split()

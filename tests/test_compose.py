@@ -23,6 +23,7 @@ import pytest
 import yaml
 from click.core import ParameterSource
 
+from carbonlink._broker_access import grant
 from carbonlink._exceptions import CarbonlinkError
 from carbonlink.cli import main
 from carbonlink.cli._common import parse_duration_s, parse_host_port
@@ -191,9 +192,9 @@ def settings_of(name: str) -> Settings:
     pytest.fail(f"{name}: {chosen} does not load: {problem}")
 
 
-def acl_users() -> list[str]:
-    lines = (MOSQUITTO_DIR / "acl").read_text().splitlines()
-    return [line.split()[1] for line in lines if line.startswith("user ")]
+def service_users() -> list[str]:
+    """The stack's logins that are no plant's (the platform workers, coordination, monitor)."""
+    return [user for user in mqtt_users() if "." in user and not user.endswith(".meters")]
 
 
 def mosquitto_conf() -> dict[str, str]:
@@ -206,7 +207,7 @@ def mosquitto_conf() -> dict[str, str]:
 
 
 def expected_user(name: str, run: Invocation) -> str:
-    """The MQTT identity each role must log in with (config/mosquitto/acl)."""
+    """The MQTT identity each role must log in with (docs/architecture.md, "Access control")."""
     if run.command == "platform":
         return PLATFORM_USER.format(worker=run.params["worker"])
     if run.command == "coordinate":
@@ -279,7 +280,7 @@ def test_config_loads_and_the_broker_login_is_provided(name: str) -> None:
     assert user == expected_user(name, run), f"{name}: logs in as {user}"
     assert user in mqtt_users(), f"{name}: {user} is not in the broker's {USERS_VARIABLE}"
     written = environment(service)[config.password_env]
-    broker_side = environment(services()["mosquitto"]).get(password_variable(user), "")
+    broker_side = environment(services()["broker-access"]).get(password_variable(user), "")
     assert {v for v, _ in variables(written)} == {v for v, _ in variables(broker_side)} != set(), (
         f"{name}: ${config.password_env} is {written!r}, but the broker takes {user}'s "
         f"password from {broker_side!r}"
@@ -461,27 +462,32 @@ def test_mosquitto_runs_the_repo_config_with_every_login() -> None:
     assert conf["allow_anonymous"] == "false"
     assert conf["max_queued_messages"] == "0"
     assert conf["persistence"] == "true"
-    # start.sh writes both files where mosquitto.conf looks for them.
-    assert '"$auth/passwd"' in start
-    assert conf["password_file"] == "/mosquitto/auth/passwd"
-    assert 'cp "$here/acl" "$auth/acl"' in start
-    assert conf["acl_file"] == "/mosquitto/auth/acl"
-    assert repo_path(service, "/mosquitto/config/acl") == MOSQUITTO_DIR / "acl"
+    assert conf["use_username_as_clientid"] == "true"
+    # broker-access writes the dynamic-security file where mosquitto.conf looks for it,
+    # on a volume both mount, and the broker starts only once it has.
+    access = services()["broker-access"]
+    run = invocation("broker-access", access)
+    assert run.command == "broker-access"
+    written = Path(str(run.params["out"]))
+    assert conf["plugin_opt_config_file"] == str(written)
+    assert conf["plugin"].endswith("mosquitto_dynamic_security.so")
+    volume = f"{next(v for v in access['volumes'] if str(written.parent) in v).split(':')[0]}"
+    assert any(str(v).startswith(f"{volume}:{written.parent}") for v in service["volumes"])
+    assert service["depends_on"]["broker-access"] == {"condition": "service_completed_successfully"}
+    assert '"$auth/dynamic-security.json"' in start
     assert '-c "$here/mosquitto.conf"' in start
     users = mqtt_users()
-    assert sorted(set(users)) == sorted(users), f"mosquitto: {USERS_VARIABLE} repeats a name"
-    assert set(users) == set(PLANTS) | set(acl_users()), (
-        f"mosquitto: {USERS_VARIABLE} must list every plant and every ACL user: {users}"
-    )
-    assert conf["use_username_as_clientid"] == "true"
-    assert {METERS_USER.format(plant=p) for p in PLANTS} <= set(acl_users())
-    for user in acl_users():
+    assert sorted(set(users)) == sorted(users), f"broker-access: {USERS_VARIABLE} repeats a name"
+    assert set(PLANTS) | {METERS_USER.format(plant=p) for p in PLANTS} <= set(users)
+    for user in users:
+        grant(user)  # a name the stack does not know is refused before the file is written
+    for user in service_users():
         assert not re.match(ID_PATTERN, user), f"{user}: a plant could take this username"
-    env = environment(service)
+    env = environment(access)
     for user in users:
         var = password_variable(user)
-        assert var in env, f"mosquitto: no {var} for {user}"
-        assert [v for v, _ in variables(env[var])] == [var], f"mosquitto: {var}={env[var]}"
+        assert var in env, f"broker-access: no {var} for {user}"
+        assert [v for v, _ in variables(env[var])] == [var], f"broker-access: {var}={env[var]}"
 
 
 def test_influxdb_is_initialised_with_org_bucket_token_and_dbrp() -> None:
@@ -603,18 +609,8 @@ def test_no_two_containers_share_a_login() -> None:
 
 
 def test_each_plants_meters_may_write_only_that_plants_readings() -> None:
-    blocks: dict[str, list[str]] = {}
-    current = None
-    for line in (MOSQUITTO_DIR / "acl").read_text().splitlines():
-        if line.startswith("user "):
-            current = line.split()[1]
-            blocks[current] = []
-        elif line.startswith("topic ") and current is not None:
-            blocks[current].append(line)
     for plant in PLANTS:
         root = f"carbonlink/v1/{plant}"
-        assert blocks[METERS_USER.format(plant=plant)] == [
-            f"topic write {root}/meters/+",
-            f"topic write {root}/sim-status",
-            f"topic read {root}/directives",
-        ], f"config/mosquitto/acl: user {plant}.meters"
+        meters = grant(METERS_USER.format(plant=plant))
+        assert meters.publish == (f"{root}/meters/+", f"{root}/sim-status", f"{root}/deadletter")
+        assert meters.subscribe == meters.receive == (f"{root}/directives",)

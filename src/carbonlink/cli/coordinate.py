@@ -88,7 +88,7 @@ def _anchor_from_broker(address: BrokerAddress) -> bytes:
             None,
             "--anchor",
             f"no retained anchor on {LEDGER_ANCHOR_TOPIC} within {ANCHOR_WAIT_S}s "
-            "(may this login read it? config/mosquitto/acl)",
+            '(may this login read it? docs/architecture.md, "Access control")',
         ) from None
     except aiomqtt.MqttError as exc:
         raise ConfigError(None, "--anchor", f"broker: {exc}") from exc
