@@ -24,7 +24,7 @@ from tests.servers import InfluxDBServer, MosquittoServer
 from benchmarks._common import HTTP_TIMEOUT_S, TOPIC, Feeder, Workload, write_bench_config
 from carbonlink.config import load_config
 from carbonlink.platform import Ingestor
-from carbonlink.platform.storage._influxdb_v1 import batch_lines
+from carbonlink.storage._influxdb_v1 import batch_lines
 
 INFLUX_BATCH_LINES: Final = 5_000
 INFLUX_WRITERS: Final = (1, 2, 4)

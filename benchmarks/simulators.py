@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.servers import MosquittoServer
 
-from carbonlink._clock import SimClock
-from carbonlink._mqtt import parse_broker_url
 from carbonlink.config import MeterConfig, PlantConfig, ReadingKind
+from carbonlink.core.clock import SimClock
+from carbonlink.mqtt.client import parse_broker_url
 from carbonlink.simulators import Fleet, emission_factors, simulate
 
 START_MS = 1_780_000_000_000

@@ -11,7 +11,7 @@ from typing import Any, Final
 
 import yaml
 
-from carbonlink._broker_access import password_variable as broker_password_variable
+from carbonlink.mqtt.access import password_variable as broker_password_variable
 
 REPO: Final = Path(__file__).resolve().parents[1]
 COMPOSE_FILE: Final = REPO / "docker-compose.yml"

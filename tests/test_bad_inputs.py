@@ -22,13 +22,13 @@ import yaml
 from fastapi.testclient import TestClient
 
 from carbonlink import wire
-from carbonlink._exceptions import ConfigError, RejectedReading
 from carbonlink.agent._validation import MeterValidator
 from carbonlink.config import Settings, load_config
 from carbonlink.coordination import load_params, load_policy
+from carbonlink.errors import ConfigError, RejectedReading
 from carbonlink.platform import Ingestor, open_store
-from carbonlink.platform.api import create_app
 from carbonlink.simulators import load_faults
+from carbonlink.web.api import create_app
 from tests.configs import REPO_CONFIG, write_config
 
 CORPUS: Final = Path(__file__).parent / "data" / "bad"

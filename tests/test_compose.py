@@ -23,13 +23,13 @@ import pytest
 import yaml
 from click.core import ParameterSource
 
-from carbonlink._broker_access import grant
-from carbonlink._exceptions import CarbonlinkError
 from carbonlink.cli import main
 from carbonlink.cli._common import parse_duration_s, parse_host_port
 from carbonlink.config import CONFIG_ENV_VAR, ID_PATTERN, Settings, load_config
 from carbonlink.coordination import load_policy
-from carbonlink.platform.storage import INFLUXDB_PASSWORD_ENV, INFLUXDB_TOKEN_ENV, open_store
+from carbonlink.errors import CarbonlinkError
+from carbonlink.mqtt.access import grant
+from carbonlink.storage import INFLUXDB_PASSWORD_ENV, INFLUXDB_TOKEN_ENV, open_store
 from tests.stack import (
     COMPOSE_FILE,
     MOSQUITTO_DIR,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from carbonlink._exceptions import ConfigError
 from carbonlink.config import load_config
+from carbonlink.errors import ConfigError
 
 REPO_CONFIG = Path(__file__).resolve().parents[1] / "config"
 

@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from carbonlink import wire
-from carbonlink._exceptions import ConfigError, RejectedReading
-from carbonlink._yamlconfig import validate_model
 from carbonlink.agent._validation import MeterValidator
 from carbonlink.config import AgentConfig, load_config
 from carbonlink.coordination import CoordinationParams
+from carbonlink.core.yamlfiles import validate_model
+from carbonlink.errors import ConfigError, RejectedReading
 from carbonlink.platform import Ingestor
 from tests.configs import REPO_CONFIG
 

@@ -17,9 +17,9 @@ import aiomqtt
 import pytest
 
 from carbonlink import wire
-from carbonlink._mqtt import parse_broker_url
 from carbonlink.agent import Agent
 from carbonlink.config import Settings, load_config
+from carbonlink.mqtt.client import parse_broker_url
 from carbonlink.platform import Ingestor, Platform, open_store
 from tests.configs import write_config
 from tests.servers import InfluxDBServer, MosquittoServer

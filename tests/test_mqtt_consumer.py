@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Callable
 import aiomqtt
 import pytest
 
-from carbonlink._exceptions import BrokerConnectionError
-from carbonlink._mqtt import BrokerAddress, is_connection_loss, parse_broker_url
-from carbonlink._mqtt_consumer import ConsumerClient, Incoming
+from carbonlink.errors import BrokerConnectionError
+from carbonlink.mqtt.client import BrokerAddress, is_connection_loss, parse_broker_url
+from carbonlink.mqtt.consumer import ConsumerClient, Incoming
 from tests.servers import MosquittoServer, free_port
 
 DEADLINE_S = 10.0

@@ -26,7 +26,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from carbonlink._clock import wall_clock_ms
+from carbonlink.core.clock import wall_clock_ms
 from carbonlink.platform import open_store
 from tests.servers import MosquittoServer, free_port
 

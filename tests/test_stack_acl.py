@@ -43,8 +43,6 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from carbonlink import wire
-from carbonlink._clock import SimClock, wall_clock_ms
-from carbonlink._mqtt import BrokerAddress, make_client, parse_broker_url
 from carbonlink.agent import Agent
 from carbonlink.config import Settings, load_config
 from carbonlink.coordination import (
@@ -56,7 +54,9 @@ from carbonlink.coordination import (
     parse_anchor,
 )
 from carbonlink.coordination._signing import private_key_from_text
+from carbonlink.core.clock import SimClock, wall_clock_ms
 from carbonlink.emissions import FactorSet
+from carbonlink.mqtt.client import BrokerAddress, make_client, parse_broker_url
 from carbonlink.platform import Ingestor, Platform, open_store
 from carbonlink.simulators import simulate
 from tests.servers import MosquittoServer

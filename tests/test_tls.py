@@ -15,11 +15,11 @@ import aiomqtt
 import pytest
 
 from carbonlink import wire
-from carbonlink._exceptions import ConfigError, StoreError
-from carbonlink._mqtt import BrokerAddress, make_client, parse_broker_url
-from carbonlink._tls import CA_FILE_ENV, ca_file
 from carbonlink.agent import Agent
 from carbonlink.config import load_config
+from carbonlink.core.tls import CA_FILE_ENV, ca_file
+from carbonlink.errors import ConfigError, StoreError
+from carbonlink.mqtt.client import BrokerAddress, make_client, parse_broker_url
 from carbonlink.platform import Ingestor, Platform, open_store
 from tests.configs import write_config
 from tests.servers import HOST, InfluxDBServer, MosquittoServer, free_port

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from carbonlink import wire
-from carbonlink._exceptions import RejectedReading
+from carbonlink.errors import RejectedReading
 from carbonlink.wire import Reason
 
 TOPIC = "carbonlink/v1/plant-a/meters/coal"

@@ -5,7 +5,8 @@ follow that order: :mod:`carbonlink.simulators`, :mod:`carbonlink.agent`,
 :mod:`carbonlink.platform`, with :mod:`carbonlink.emissions` shared by the last two.
 """
 
-from carbonlink._exceptions import (
+from carbonlink.config import Settings, load_config
+from carbonlink.errors import (
     CarbonlinkError,
     ConfigError,
     FactorLookupError,
@@ -14,7 +15,6 @@ from carbonlink._exceptions import (
     UnitError,
     UnknownActivityError,
 )
-from carbonlink.config import Settings, load_config
 
 __version__ = "0.1.0"
 

@@ -19,9 +19,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator, model_validator
 
 from carbonlink import wire
-from carbonlink._duration import Duration
-from carbonlink._exceptions import CarbonlinkError, ConfigError
-from carbonlink._yamlconfig import StrictModel, load_yaml_model
+from carbonlink.core.durations import Duration
+from carbonlink.core.yamlfiles import StrictModel, load_yaml_model
+from carbonlink.errors import CarbonlinkError, ConfigError
 
 DEFAULT_CONFIG_PATH = Path("config/carbonlink.yaml")
 CONFIG_ENV_VAR = "CARBONLINK_CONFIG"

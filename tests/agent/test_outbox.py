@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from carbonlink import wire
-from carbonlink._mqtt import parse_broker_url
 from carbonlink.agent import Agent
 from carbonlink.config import AgentConfig, OutboxFullPolicy, load_config
+from carbonlink.mqtt.client import parse_broker_url
 from tests.configs import REPO_CONFIG
 
 NOW_MS = 1_795_420_800_000
@@ -73,7 +73,7 @@ def test_unwritable_outbox_refuses_with_reason(tmp_path: Path) -> None:
 def test_forwarded_readings_leave_with_their_sequence_number(tmp_path: Path) -> None:
     """Removing sent readings and recording the batch number is one transaction, so a
     restart continues the sequence even if nothing arrived after the last send."""
-    from carbonlink._durable import DurableQueue
+    from carbonlink.storage.queue import DurableQueue
 
     queue = DurableQueue(tmp_path / "q.sqlite")
     queue.append([b"a", b"b", b"c"])

@@ -24,7 +24,6 @@ from typing import Any, Final
 import aiomqtt
 import yaml
 
-from carbonlink._mqtt import parse_broker_url
 from carbonlink.config import Settings
 from carbonlink.coordination import (
     Coordinator,
@@ -36,6 +35,7 @@ from carbonlink.coordination import (
 from carbonlink.coordination._journal import PeriodRow
 from carbonlink.coordination._sharing import periods_digest
 from carbonlink.coordination._signing import private_key_from_text
+from carbonlink.mqtt.client import parse_broker_url
 from carbonlink.platform import open_store
 from tests.coordination.conftest import REFERENCE_YAML
 from tests.coordination.recording import HOUR, START_MS, flat_settings, record

@@ -17,8 +17,8 @@ import yaml
 from carbonlink import wire
 from carbonlink.config import PlantConfig, ReadingKind, Settings, load_config
 from carbonlink.platform import Ingestor
-from carbonlink.platform.storage import Store
 from carbonlink.simulators import Fleet, abatement_inflow, emission_factors
+from carbonlink.storage import Store
 from tests.configs import write_config
 
 HOUR: Final = 3_600_000

@@ -17,12 +17,12 @@ import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
-from carbonlink._mqtt import parse_broker_url
 from carbonlink.cli import main
 from carbonlink.config import Settings
 from carbonlink.coordination import Coordinator, Journal, load_policy
+from carbonlink.mqtt.client import parse_broker_url
 from carbonlink.platform import open_store
-from carbonlink.platform.api import create_app
+from carbonlink.web.api import create_app
 from tests.coordination.conftest import REFERENCE_YAML
 from tests.coordination.recording import HOUR, START_MS, flat_settings, record
 from tests.servers import MosquittoServer

@@ -28,9 +28,9 @@ from carbonlink.coordination import (
 )
 from carbonlink.coordination._backtest import abatement_from_journal, abatement_from_reference
 from carbonlink.platform import open_store
-from carbonlink.platform._recompute import factor_set_for
-from carbonlink.platform.storage import Store
+from carbonlink.platform.recompute import factor_set_for
 from carbonlink.simulators import abatement_inflow
+from carbonlink.storage import Store
 from tests.coordination.conftest import REFERENCE_YAML
 from tests.coordination.recording import HOUR, START_MS, flat_settings, record
 

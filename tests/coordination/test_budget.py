@@ -16,7 +16,7 @@ from carbonlink.coordination import (
     spending,
     subsidy_rate,
 )
-from carbonlink.coordination._stages import subsidised_stage
+from carbonlink.coordination.model._stages import subsidised_stage
 from tests.coordination.conftest import SEED, random_params
 
 OBJECTIVES: tuple[GovernmentObjective, ...] = ("welfare", "budget")

@@ -23,8 +23,6 @@ import pytest
 import yaml
 
 from carbonlink import wire
-from carbonlink._clock import SimClock
-from carbonlink._mqtt import parse_broker_url
 from carbonlink.config import PlantConfig, Settings, load_config
 from carbonlink.coordination import (
     FIELDS_BY_LEVEL,
@@ -37,6 +35,8 @@ from carbonlink.coordination import (
     verify_journal,
 )
 from carbonlink.coordination._signing import Ed25519PrivateKey
+from carbonlink.core.clock import SimClock
+from carbonlink.mqtt.client import parse_broker_url
 from carbonlink.platform import open_store
 from carbonlink.simulators import abatement_closed_form, abatement_inflow, simulate
 from tests.configs import write_config

@@ -15,13 +15,13 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from carbonlink._mqtt import parse_broker_url
 from carbonlink.config import Settings, load_config
 from carbonlink.coordination import Coordinator, Journal, load_policy
+from carbonlink.mqtt.client import parse_broker_url
 from carbonlink.platform import open_store
-from carbonlink.platform.api import create_app
-from carbonlink.platform.dashboard import mount_dashboard
-from carbonlink.platform.storage import Store
+from carbonlink.storage import Store
+from carbonlink.web.api import create_app
+from carbonlink.web.dashboard import mount_dashboard
 from tests.configs import REPO_CONFIG
 from tests.coordination.recording import HOUR, START_MS, flat_settings, record
 from tests.servers import MosquittoServer

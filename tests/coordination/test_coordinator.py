@@ -12,11 +12,11 @@ from typing import Final
 import aiomqtt
 import pytest
 
-from carbonlink._mqtt import parse_broker_url
 from carbonlink.config import Settings
 from carbonlink.coordination import Coordinator, Journal, load_policy
+from carbonlink.mqtt.client import parse_broker_url
 from carbonlink.platform import open_store
-from carbonlink.platform.storage import Store
+from carbonlink.storage import Store
 from tests.coordination.conftest import REFERENCE_YAML
 from tests.coordination.recording import HOUR, START_MS, flat_settings, record
 from tests.servers import MosquittoServer

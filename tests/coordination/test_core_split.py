@@ -16,7 +16,7 @@ import pytest
 from scipy.optimize import linprog
 
 from carbonlink.coordination import CoordinationParams, shapley
-from carbonlink.coordination._core import core_split, settling_split
+from carbonlink.coordination.model._core import core_split, settling_split
 from tests.coordination.conftest import random_params
 
 PARTIES = ("M", "P", "G")

@@ -14,8 +14,6 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from carbonlink._exceptions import ConfigError
-from carbonlink._mqtt import parse_broker_url
 from carbonlink.cli import main
 from carbonlink.config import Settings
 from carbonlink.coordination import (
@@ -27,9 +25,11 @@ from carbonlink.coordination import (
     stage2_government,
     stage3_joint,
 )
-from carbonlink.coordination._params import with_carbon_price
+from carbonlink.coordination.model._params import with_carbon_price
+from carbonlink.errors import ConfigError
+from carbonlink.mqtt.client import parse_broker_url
 from carbonlink.platform import open_store
-from carbonlink.platform.storage import Store
+from carbonlink.storage import Store
 from tests.coordination.conftest import REFERENCE_YAML
 from tests.coordination.recording import HOUR, START_MS, flat_settings, record
 from tests.servers import MosquittoServer

@@ -21,7 +21,7 @@ from carbonlink.coordination._estimation import (
     observed_abatement,
     per_window,
 )
-from carbonlink.platform.storage._base import ACTIVITY_COLUMNS, typed_frame
+from carbonlink.storage._base import ACTIVITY_COLUMNS, typed_frame
 
 SEED = 20261123
 HOUR_MS = 3_600_000

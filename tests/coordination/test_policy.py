@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from carbonlink._exceptions import ConfigError
 from carbonlink.coordination import CoordinationParams, load_policy, period_transfers, shapley
+from carbonlink.errors import ConfigError
 from tests.coordination.conftest import REFERENCE_YAML
 
 POLICIES = REFERENCE_YAML.parent

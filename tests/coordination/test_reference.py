@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from carbonlink._exceptions import ConfigError
 from carbonlink.coordination import (
     PARTIES,
     CoordinationParams,
@@ -28,6 +27,7 @@ from carbonlink.coordination import (
     stage2_government,
     stage3_joint,
 )
+from carbonlink.errors import ConfigError
 
 
 def matches_printed(actual: float, printed: str) -> bool:

@@ -14,17 +14,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 
-from carbonlink._clock import SimClock
-from carbonlink._http import serve
-from carbonlink._mqtt import parse_broker_url
 from carbonlink.agent import Agent
 from carbonlink.config import Settings
 from carbonlink.coordination import Coordinator, Journal, Policy
 from carbonlink.coordination._signing import Ed25519PrivateKey
+from carbonlink.core.clock import SimClock
+from carbonlink.mqtt.client import parse_broker_url
 from carbonlink.platform import Ingestor, Platform, open_store
-from carbonlink.platform.api import create_app
-from carbonlink.platform.dashboard import mount_dashboard
 from carbonlink.simulators import simulate
+from carbonlink.web.api import create_app
+from carbonlink.web.dashboard import mount_dashboard
+from carbonlink.web.server import serve
 from tests.servers import HOST, free_port
 
 # Five simulated minutes per second: a 1-minute window completes several times a second.

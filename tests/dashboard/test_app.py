@@ -10,17 +10,17 @@ import pytest
 from fastapi.testclient import TestClient
 
 from carbonlink.config import Settings, load_config
-from carbonlink.platform._recompute import factor_set_for
-from carbonlink.platform.api import create_app
-from carbonlink.platform.dashboard import mount_dashboard
-from carbonlink.platform.dashboard._layout import plant_layouts
-from carbonlink.platform.dashboard._live import (
+from carbonlink.platform.recompute import factor_set_for
+from carbonlink.storage import Emission, SqliteStore, StoredReading
+from carbonlink.web.api import create_app
+from carbonlink.web.dashboard import mount_dashboard
+from carbonlink.web.dashboard._layout import plant_layouts
+from carbonlink.web.dashboard._live import (
     PlantStream,
     PlantView,
     overview_row,
     start_of_local_day,
 )
-from carbonlink.platform.storage import Emission, SqliteStore, StoredReading
 from tests.configs import write_config
 
 PLANT: Final = "cement-x"

@@ -11,7 +11,7 @@ from typing import Any, Final
 import pytest
 import yaml
 
-from carbonlink.platform.storage import (
+from carbonlink.storage import (
     ACTIVITY_MEASUREMENT,
     ASSIGNMENT_MEASUREMENT,
     EMISSION_FIELDS,
@@ -19,8 +19,8 @@ from carbonlink.platform.storage import (
     Emission,
     StoredReading,
 )
-from carbonlink.platform.storage._base import ACTIVITY_FIELDS
-from carbonlink.platform.storage._influxdb_v1 import assignment_lines, reading_lines
+from carbonlink.storage._base import ACTIVITY_FIELDS
+from carbonlink.storage._influxdb_v1 import assignment_lines, reading_lines
 
 GRAFANA: Final = Path(__file__).resolve().parents[2] / "config" / "grafana"
 DASHBOARDS: Final = sorted((GRAFANA / "dashboards").glob("*.json"))

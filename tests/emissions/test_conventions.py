@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from carbonlink._exceptions import ConfigError, UnitError
 from carbonlink.emissions import FactorLibrary, FactorSet
+from carbonlink.errors import ConfigError, UnitError
 
 SET_HEAD = """\
 name: test-set

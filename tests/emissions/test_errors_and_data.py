@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from carbonlink._exceptions import FactorLookupError, UnitError, UnknownActivityError
 from carbonlink.emissions import FactorLibrary
+from carbonlink.errors import FactorLookupError, UnitError, UnknownActivityError
 
 
 def test_unknown_activity_lists_known_ids(lib: FactorLibrary) -> None:

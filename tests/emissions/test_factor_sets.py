@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from carbonlink._exceptions import ConfigError
 from carbonlink.emissions import FactorLibrary, FactorSet
+from carbonlink.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "factors"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from carbonlink._exceptions import FactorLookupError
 from carbonlink.emissions import FactorLibrary
+from carbonlink.errors import FactorLookupError
 
 LB_TO_KG = 0.45359237
 

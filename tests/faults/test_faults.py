@@ -26,10 +26,10 @@ from typing import Final
 import pytest
 import yaml
 
-from carbonlink._clock import wall_clock_ms
-from carbonlink._mqtt import parse_broker_url
 from carbonlink.agent import Agent
 from carbonlink.config import OutboxFullPolicy, Settings, load_config
+from carbonlink.core.clock import wall_clock_ms
+from carbonlink.mqtt.client import parse_broker_url
 from tests.configs import write_config
 from tests.faults.harness import (
     POLL_S,

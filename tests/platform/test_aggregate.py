@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from carbonlink.config import MeterConfig, PlantConfig
-from carbonlink.platform._aggregate import aggregate, plant_kpis, window_start
-from carbonlink.platform.storage import ACTIVITY_COLUMNS, EMISSION_COLUMNS
-from carbonlink.platform.storage._base import typed_frame
+from carbonlink.storage import ACTIVITY_COLUMNS, EMISSION_COLUMNS
+from carbonlink.storage._base import typed_frame
+from carbonlink.storage.windows import aggregate, plant_kpis, window_start
 
 T0 = pd.Timestamp("2026-11-23T08:00:00Z")
 

@@ -16,9 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from carbonlink.config import Settings, load_config
-from carbonlink.platform._recompute import recompute
-from carbonlink.platform.api import create_app, serve
-from carbonlink.platform.storage import SqliteStore, StoredReading
+from carbonlink.platform.recompute import recompute
+from carbonlink.storage import SqliteStore, StoredReading
+from carbonlink.web.api import create_app, serve
 from tests.configs import write_config
 from tests.servers import HOST, free_port
 

@@ -20,12 +20,12 @@ from typing import Final
 import aiomqtt
 import pytest
 
-from carbonlink._http import serve
-from carbonlink._mqtt import parse_broker_url
 from carbonlink.config import load_config
 from carbonlink.coordination import Coordinator, Journal, load_policy
+from carbonlink.mqtt.client import parse_broker_url
 from carbonlink.platform import open_store
-from carbonlink.platform.api import create_app
+from carbonlink.web.api import create_app
+from carbonlink.web.server import serve
 from tests.configs import REPO_CONFIG
 from tests.coordination.recording import HOUR, START_MS, flat_settings, record
 from tests.platform.test_api import _wait_until_up

@@ -15,10 +15,10 @@ import aiomqtt
 import pytest
 
 from carbonlink import wire
-from carbonlink._mqtt import parse_broker_url
 from carbonlink.config import MqttVersion, load_config
+from carbonlink.mqtt.client import parse_broker_url
 from carbonlink.platform import Ingestor, Platform, open_store
-from carbonlink.platform.storage import Store, StoredBatch, StoredReading
+from carbonlink.storage import Store, StoredBatch, StoredReading
 from tests.configs import write_config
 from tests.servers import MosquittoServer
 from tests.test_end_to_end import NOW_MS, eventually

@@ -21,8 +21,8 @@ from carbonlink import wire
 from carbonlink.config import load_config
 from carbonlink.platform import Ingestor
 from carbonlink.platform._spill import SpillFile, decode_item, encode_batch, encode_stored
-from carbonlink.platform.storage import StoredBatch
-from carbonlink.platform.storage._influxdb_v1 import batch_lines, reading_lines
+from carbonlink.storage import StoredBatch
+from carbonlink.storage._influxdb_v1 import batch_lines, reading_lines
 from tests.configs import REPO_CONFIG
 
 TS = 1_795_420_800_000

@@ -28,9 +28,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from carbonlink.config import Settings, load_config
-from carbonlink.platform._recompute import current_versions
-from carbonlink.platform.api import create_app
-from carbonlink.platform.storage import Store, StoredReading, open_store
+from carbonlink.platform.recompute import current_versions
+from carbonlink.storage import Store, StoredReading, open_store
+from carbonlink.web.api import create_app
 from tests.configs import write_config
 from tests.servers import InfluxDBServer, MosquittoServer
 

@@ -9,9 +9,9 @@ import yaml
 from fastapi.testclient import TestClient
 
 from carbonlink.config import load_config
-from carbonlink.platform._recompute import recompute
-from carbonlink.platform.api import create_app
-from carbonlink.platform.storage import SqliteStore, StoredReading
+from carbonlink.platform.recompute import recompute
+from carbonlink.storage import SqliteStore, StoredReading
+from carbonlink.web.api import create_app
 from tests.configs import write_config
 
 T0 = 1_795_420_800_000
@@ -84,7 +84,7 @@ def test_recompute_writes_a_new_version_beside_the_old(tmp_path: Path) -> None:
 
 
 def test_recompute_of_an_unknown_factor_set_is_a_config_error(tmp_path: Path) -> None:
-    from carbonlink._exceptions import ConfigError
+    from carbonlink.errors import ConfigError
 
     settings = load_config(write_config(tmp_path, plants={PLANT: "cement-01"}))
     store = SqliteStore(tmp_path / "store.sqlite")

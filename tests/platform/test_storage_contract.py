@@ -17,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from carbonlink._exceptions import ConfigError, StoreError
-from carbonlink.platform.storage import (
+from carbonlink.errors import ConfigError, StoreError
+from carbonlink.storage import (
     ACTIVITY_COLUMNS,
     EMISSION_COLUMNS,
     INFLUXDB_TOKEN_ENV,

@@ -34,7 +34,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from carbonlink import wire
 from carbonlink.platform import open_store
-from carbonlink.platform.storage import epoch_ms
+from carbonlink.storage import epoch_ms
 from tests.configs import write_config
 from tests.faults.harness import Service, service_env
 from tests.servers import HOST, InfluxDBServer, MosquittoServer, free_port

@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from carbonlink import wire
 from carbonlink.config import load_config
 from carbonlink.platform import open_store
-from carbonlink.platform.storage import epoch_ms
+from carbonlink.storage import epoch_ms
 from tests.poison.pipeline import CANARY_TIMEOUT_S, MINUTE_MS, Pipeline, wait_for
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.influxdb, pytest.mark.slow]

@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 
 import aiomqtt
 
-from carbonlink._mqtt import BrokerAddress, parse_broker_url
 from carbonlink.config import PlantConfig, load_config
+from carbonlink.mqtt.client import BrokerAddress, parse_broker_url
 from tests.configs import write_config
 
 T = TypeVar("T")

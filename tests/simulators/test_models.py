@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from carbonlink._exceptions import ConfigError
 from carbonlink.config import DigitalConfig, MeterConfig, PlantConfig, load_config
+from carbonlink.errors import ConfigError
 from carbonlink.simulators import (
     Fleet,
     abatement_closed_form,

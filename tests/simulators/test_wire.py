@@ -11,10 +11,9 @@ import aiomqtt
 import pytest
 
 from carbonlink import wire
-from carbonlink._clock import SimClock
-from carbonlink._mqtt import BrokerAddress
 from carbonlink.config import PlantConfig
-from carbonlink.platform.storage import SqliteStore, StoredReading
+from carbonlink.core.clock import SimClock
+from carbonlink.mqtt.client import BrokerAddress
 from carbonlink.simulators import (
     Fault,
     FaultKind,
@@ -30,6 +29,7 @@ from carbonlink.simulators import (
     simulate,
 )
 from carbonlink.simulators._encode import encode_samples
+from carbonlink.storage import SqliteStore, StoredReading
 from tests.servers import MosquittoServer
 from tests.simulators.helpers import plants_for, record, samples_of
 

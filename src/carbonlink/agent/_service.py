@@ -30,10 +30,12 @@ from typing import Final
 import aiomqtt
 
 from carbonlink import wire
-from carbonlink._clock import wall_clock_ms
-from carbonlink._durable import DurableQueue, DurableQueueError
-from carbonlink._exceptions import CarbonlinkError, RejectedReading
-from carbonlink._mqtt import (
+from carbonlink.agent._validation import MeterValidator, Remembered, Verdict
+from carbonlink.config import AgentConfig, OutboxFullPolicy, PlantConfig
+from carbonlink.core.clock import wall_clock_ms
+from carbonlink.emissions import FactorLibrary, FactorSet, ResolvedFactor
+from carbonlink.errors import CarbonlinkError, RejectedReading
+from carbonlink.mqtt.client import (
     BrokerAddress,
     acknowledge,
     is_connection_loss,
@@ -41,10 +43,8 @@ from carbonlink._mqtt import (
     manual_acks,
     next_backoff,
 )
-from carbonlink._rejections import Rejections
-from carbonlink.agent._validation import MeterValidator, Remembered, Verdict
-from carbonlink.config import AgentConfig, OutboxFullPolicy, PlantConfig
-from carbonlink.emissions import FactorLibrary, FactorSet, ResolvedFactor
+from carbonlink.mqtt.rejections import Rejections
+from carbonlink.storage.queue import DurableQueue, DurableQueueError
 from carbonlink.wire import Reason
 
 log = logging.getLogger(__name__)

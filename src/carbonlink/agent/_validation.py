@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from carbonlink._exceptions import RejectedReading
 from carbonlink.config import AgentConfig, MeterConfig, PlantConfig, ReadingKind
+from carbonlink.errors import RejectedReading
 from carbonlink.wire import MeterMessage, Reading, Reason, Sample
 
 # How many recent readings per meter are remembered to catch duplicates, conflicts and

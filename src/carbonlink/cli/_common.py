@@ -12,9 +12,9 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 
-from carbonlink._duration import parse_duration_s as _parse_duration_s
-from carbonlink._exceptions import CarbonlinkError, ConfigError
 from carbonlink.config import Settings, load_config
+from carbonlink.core.durations import parse_duration_s as _parse_duration_s
+from carbonlink.errors import CarbonlinkError, ConfigError
 from carbonlink.wire import parse_query_time
 
 P = ParamSpec("P")

@@ -13,18 +13,6 @@ from typing import Any
 import click
 from fastapi import FastAPI
 
-from carbonlink._demo import (
-    DEFAULT_HTTP_HOST,
-    DEFAULT_HTTP_PORT,
-    DEFAULT_REFRESH_S,
-    DEFAULT_SPEED,
-    DEMO_JOURNAL,
-    DEMO_PUBLIC_KEY,
-    DemoOptions,
-    run_demo,
-)
-from carbonlink._exceptions import ConfigError
-from carbonlink._mqtt import parse_broker_url
 from carbonlink.agent import Agent, create_view_app
 from carbonlink.cli._common import (
     broker_option,
@@ -40,16 +28,26 @@ from carbonlink.cli._common import (
     time_option,
     user_errors,
 )
+from carbonlink.cli._demo import (
+    DEFAULT_HTTP_HOST,
+    DEFAULT_HTTP_PORT,
+    DEFAULT_REFRESH_S,
+    DEFAULT_SPEED,
+    DEMO_JOURNAL,
+    DEMO_PUBLIC_KEY,
+    DemoOptions,
+    run_demo,
+)
 from carbonlink.config import Settings
 from carbonlink.emissions import FactorSet
-from carbonlink.platform import Ingestor, Platform, open_store
-from carbonlink.platform._assignment import record_assignment
-from carbonlink.platform._recompute import current_versions, factor_set_for
-from carbonlink.platform._series import FIELD_UNITS, series_table
-from carbonlink.platform.api import create_app, serve
-from carbonlink.platform.dashboard import mount_dashboard
-from carbonlink.platform.storage import SERIES_FIELDS
-from carbonlink.platform.storage._base import ACTIVITY_FIELDS
+from carbonlink.errors import ConfigError
+from carbonlink.mqtt.client import parse_broker_url
+from carbonlink.platform import Ingestor, Platform, open_store, record_assignment
+from carbonlink.platform.recompute import current_versions, factor_set_for
+from carbonlink.storage import ACTIVITY_FIELDS, SERIES_FIELDS
+from carbonlink.storage.series import FIELD_UNITS, series_table
+from carbonlink.web.api import create_app, serve
+from carbonlink.web.dashboard import mount_dashboard
 
 # The demo shows the closed loop: stage 1 for two simulated hours, then stage 3, with the
 # three fixed stages evaluated live beside it.

@@ -7,7 +7,6 @@ from typing import Final
 
 import click
 
-from carbonlink._exceptions import ConfigError
 from carbonlink.cli._common import (
     config_option,
     parse_host_port,
@@ -18,11 +17,12 @@ from carbonlink.cli._common import (
     time_option,
     user_errors,
 )
-from carbonlink.platform._recompute import factor_set_for
-from carbonlink.platform._recompute import recompute as recompute_emissions
-from carbonlink.platform.api import create_app, serve
-from carbonlink.platform.dashboard import mount_dashboard
-from carbonlink.platform.storage import open_store
+from carbonlink.errors import ConfigError
+from carbonlink.platform.recompute import factor_set_for
+from carbonlink.platform.recompute import recompute as recompute_emissions
+from carbonlink.storage import open_store
+from carbonlink.web.api import create_app, serve
+from carbonlink.web.dashboard import mount_dashboard
 
 __all__ = ["DEFAULT_HTTP", "api", "recompute"]
 

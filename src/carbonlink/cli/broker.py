@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from carbonlink._broker_access import passwords_from, write_dynamic_security
 from carbonlink.cli._common import user_errors
+from carbonlink.mqtt.access import passwords_from, write_dynamic_security
 
 
 @click.command("broker-access")

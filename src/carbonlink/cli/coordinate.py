@@ -18,8 +18,6 @@ from typing import Final
 import aiomqtt
 import click
 
-from carbonlink._exceptions import ConfigError
-from carbonlink._mqtt import BrokerAddress, make_client, parse_broker_url
 from carbonlink.cli._common import (
     broker_option,
     command_line,
@@ -44,18 +42,21 @@ from carbonlink.coordination import (
     LEDGER_ANCHOR_TOPIC,
     Anchor,
     Coordinator,
+    Ed25519PublicKey,
     Journal,
     generate_key_pair,
     key_id,
     load_policy,
     parse_anchor,
+    private_key_from_text,
     public_pem,
     read_public_key,
     settings_public_key,
     settings_signing_key,
     verify_journal,
 )
-from carbonlink.coordination._signing import Ed25519PublicKey, private_key_from_text
+from carbonlink.errors import ConfigError
+from carbonlink.mqtt.client import BrokerAddress, make_client, parse_broker_url
 from carbonlink.platform import Store, open_store
 
 __all__ = ["coordinate"]
@@ -364,8 +365,7 @@ async def _run(
     if listen is None:
         await service.run()
         return
-    from carbonlink.platform.api import serve
-    from carbonlink.platform.api._coordination import coordination_app
+    from carbonlink.web.api import coordination_app, serve
 
     async with asyncio.TaskGroup() as tasks:
         tasks.create_task(service.run())

@@ -6,8 +6,8 @@ import json
 
 import click
 
-from carbonlink._exceptions import CarbonlinkError
 from carbonlink.emissions import EmissionResult, FactorLibrary
+from carbonlink.errors import CarbonlinkError
 
 _GWP_CHOICES = ("AR4", "AR5", "AR6")
 _SECTOR_CHOICES = ("manufacturing", "energy")

@@ -18,7 +18,6 @@ from typing import Final, TypeVar
 import click
 import pandas as pd
 
-from carbonlink._exceptions import ConfigError
 from carbonlink.cli._common import (
     config_option,
     parse_duration_s,
@@ -31,23 +30,22 @@ from carbonlink.cli._common import (
 from carbonlink.config import PlantConfig, Settings
 from carbonlink.coordination import (
     PARTIES,
+    RECORDED_ROW,
     Journal,
     Solution,
     StageResult,
-    load_policy,
-    solve,
-)
-from carbonlink.coordination._backtest import (
-    RECORDED_ROW,
     abatement_from_journal,
     abatement_from_reference,
     backtest,
+    load_policy,
     load_window,
+    solve,
     write_outputs,
 )
-from carbonlink.coordination._params import load_parameter_file
+from carbonlink.coordination.model import load_parameter_file
+from carbonlink.errors import ConfigError
 from carbonlink.platform import Store, open_store
-from carbonlink.platform._recompute import factor_set_for
+from carbonlink.platform.recompute import factor_set_for
 from carbonlink.wire import format_timestamp
 
 __all__ = ["policy"]
@@ -447,8 +445,14 @@ def sweep_command(
 ) -> None:
     """Solve every stage over a grid of parameters: emissions, carbon emission
     performance and each party's value, with the trend along each parameter."""
-    from carbonlink.coordination._stream import emission_weights
-    from carbonlink.coordination._sweep import PlantBasis, parse_vary, plot, sweep, trends
+    from carbonlink.coordination import (
+        PlantBasis,
+        emission_weights,
+        parse_vary,
+        plot,
+        sweep,
+        trends,
+    )
 
     params, money = load_parameter_file(params_path)
     grid = dict(parse_vary(text) for text in varied)
@@ -570,9 +574,8 @@ def measures_command(
 ) -> None:
     """Carbon emission efficiency from the stream, per plant and stage: carbon emission
     performance, the four-dimension index and SBM total-factor efficiency."""
-    from carbonlink.coordination._measures import INDICATORS, measures, recorded_units
-    from carbonlink.coordination._money import MoneyUnit
-    from carbonlink.coordination._service import STATUS_STATE_KEY
+    from carbonlink.coordination import INDICATORS, STATUS_STATE_KEY, measures, recorded_units
+    from carbonlink.coordination.model import MoneyUnit
 
     settings = settings_from(config_path)
     chosen, versions = _plants_and_versions(settings, plants)

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import click
 
-from carbonlink._clock import SimClock, run_clock
-from carbonlink._mqtt import parse_broker_url
 from carbonlink.cli._common import (
     broker_option,
     config_option,
@@ -18,7 +16,8 @@ from carbonlink.cli._common import (
     time_option,
     user_errors,
 )
-from carbonlink.platform.storage import open_store
+from carbonlink.core.clock import SimClock, run_clock
+from carbonlink.mqtt.client import parse_broker_url
 from carbonlink.simulators import (
     load_faults,
     load_replay,
@@ -27,6 +26,7 @@ from carbonlink.simulators import (
     replay,
 )
 from carbonlink.simulators import simulate as run_simulators
+from carbonlink.storage import open_store
 
 FAULT_HELP = (
     "A fault: KIND:PLANT[/METER]@START[+DURATION][,key=value]; START is simulated time "

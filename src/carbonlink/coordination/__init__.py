@@ -11,19 +11,14 @@ directives on a policy's schedule and keeps a hash-chained ledger of period repo
 """
 
 from carbonlink.coordination._backtest import (
+    RECORDED_ROW,
     BacktestResult,
     RecordedWindow,
+    abatement_from_journal,
+    abatement_from_reference,
     backtest,
     load_window,
-)
-from carbonlink.coordination._budget import SubsidyRates, budget_rates, spending
-from carbonlink.coordination._cooperative import (
-    PartyShare,
-    Split,
-    coalition_value,
-    nash_bargaining,
-    shapley,
-    shapley_values,
+    write_outputs,
 )
 from carbonlink.coordination._counterfactual import (
     STEP_COLUMNS,
@@ -34,7 +29,6 @@ from carbonlink.coordination._counterfactual import (
     exact_step,
     summarise,
 )
-from carbonlink.coordination._decide import decide
 from carbonlink.coordination._estimation import (
     Baseline,
     DynamicsEstimator,
@@ -55,16 +49,11 @@ from carbonlink.coordination._ledger import (
     Ledger,
     LedgerCheck,
     Report,
+    body_problem,
     parse_anchor,
     report_hash,
 )
-from carbonlink.coordination._params import (
-    PARTIES,
-    CoordinationParams,
-    Party,
-    for_plant,
-    load_params,
-)
+from carbonlink.coordination._measures import INDICATORS, measures, recorded_units
 from carbonlink.coordination._policy import (
     Budget,
     EnergyPrice,
@@ -84,7 +73,6 @@ from carbonlink.coordination._service import (
     decode_anchor,
     directive_history,
 )
-from carbonlink.coordination._settlement import Settlement, settle
 from carbonlink.coordination._shadows import ShadowBank
 from carbonlink.coordination._sharing import (
     DEFAULT_SHARING,
@@ -97,42 +85,64 @@ from carbonlink.coordination._sharing import (
     relational_availability,
 )
 from carbonlink.coordination._signing import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
     generate_key_pair,
     key_id,
+    private_key_from_text,
     public_pem,
     read_public_key,
     settings_public_key,
     settings_signing_key,
 )
-from carbonlink.coordination._solve import Solution, solve
-from carbonlink.coordination._stages import (
+from carbonlink.coordination._stream import PeriodData, PlantStream, emission_weights
+from carbonlink.coordination._sweep import PlantBasis, parse_vary, plot, sweep, trends
+from carbonlink.coordination._verify import Finding, Verification, verify_journal
+from carbonlink.coordination.model import (
+    PARTIES,
     STAGE_NAMES,
+    CoordinationParams,
     GovernmentObjective,
+    Party,
+    PartyShare,
+    Settlement,
+    Solution,
+    Split,
     StageResult,
+    SubsidyRates,
+    abatement_per_cost,
     best_response_efforts,
+    budget_rates,
+    coalition_value,
+    decide,
+    for_plant,
+    inflow,
+    load_params,
+    nash_bargaining,
+    settle,
+    shapley,
+    shapley_values,
+    solve,
+    spending,
     stage1_nash,
     stage2_government,
     stage3_joint,
-    subsidy_rate,
-)
-from carbonlink.coordination._stream import PeriodData, PlantStream
-from carbonlink.coordination._value import (
-    abatement_per_cost,
-    inflow,
     steady_state,
     stream_value,
+    subsidy_rate,
     trajectory,
 )
-from carbonlink.coordination._verify import Finding, Verification, verify_journal
 
 __all__ = [
     "DEFAULT_PERIOD_S",
     "DEFAULT_SHARING",
     "FIELDS_BY_LEVEL",
     "GENESIS_HASH",
+    "INDICATORS",
     "LEDGER_ANCHOR_TOPIC",
     "PARTIES",
     "PERIOD_COLUMNS",
+    "RECORDED_ROW",
     "RELATIONAL_AVAILABILITY",
     "STAGE_NAMES",
     "STAGE_WIRE_NAMES",
@@ -146,6 +156,8 @@ __all__ = [
     "CoordinationParams",
     "Coordinator",
     "DynamicsEstimator",
+    "Ed25519PrivateKey",
+    "Ed25519PublicKey",
     "EnergyPrice",
     "Estimation",
     "Finding",
@@ -160,6 +172,7 @@ __all__ = [
     "PeriodData",
     "PeriodRecord",
     "PeriodRow",
+    "PlantBasis",
     "PlantModel",
     "PlantStream",
     "Policy",
@@ -180,15 +193,19 @@ __all__ = [
     "SubsidyRates",
     "Valuation",
     "Verification",
+    "abatement_from_journal",
+    "abatement_from_reference",
     "abatement_per_cost",
     "backtest",
     "best_response_efforts",
+    "body_problem",
     "budget_rates",
     "calibrate_cost",
     "coalition_value",
     "decide",
     "decode_anchor",
     "directive_history",
+    "emission_weights",
     "energy_value_per_tco2e",
     "exact_step",
     "fit_baseline",
@@ -200,13 +217,18 @@ __all__ = [
     "load_params",
     "load_policy",
     "load_window",
+    "measures",
     "nash_bargaining",
     "observed_abatement",
     "parse_anchor",
+    "parse_vary",
     "per_window",
     "period_transfers",
+    "plot",
+    "private_key_from_text",
     "public_pem",
     "read_public_key",
+    "recorded_units",
     "relational_availability",
     "relational_params",
     "report_hash",
@@ -225,6 +247,9 @@ __all__ = [
     "stream_value",
     "subsidy_rate",
     "summarise",
+    "sweep",
     "trajectory",
+    "trends",
     "verify_journal",
+    "write_outputs",
 ]

@@ -9,12 +9,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from carbonlink.coordination._counterfactual import exact_step
-from carbonlink.coordination._decide import decide
 from carbonlink.coordination._flows import period_transfers, settlement_split
 from carbonlink.coordination._journal import PeriodRow
-from carbonlink.coordination._params import CoordinationParams, Party
 from carbonlink.coordination._sharing import PeriodRecord
-from carbonlink.coordination._stages import StageResult, subsidised_stage
+from carbonlink.coordination.model import (
+    CoordinationParams,
+    Party,
+    StageResult,
+    decide,
+    subsidised_stage,
+)
 
 __all__ = ["PeriodOutcome", "period_outcome", "period_record", "recorded_decision"]
 

@@ -28,15 +28,22 @@ from typing import Any, Final
 import pandas as pd
 
 from carbonlink.config import PlantConfig
-from carbonlink.coordination._cooperative import Split
-from carbonlink.coordination._core import settling_split
-from carbonlink.coordination._decide import decide
 from carbonlink.coordination._flows import period_transfers, relational_params
-from carbonlink.coordination._money import MoneyUnit
-from carbonlink.coordination._params import PARTIES, CoordinationParams, Party, with_carbon_price
 from carbonlink.coordination._policy import Policy
-from carbonlink.coordination._stages import StageResult
-from carbonlink.coordination._value import discounted_step, effort_cost, exact_step
+from carbonlink.coordination.model import (
+    PARTIES,
+    CoordinationParams,
+    MoneyUnit,
+    Party,
+    Split,
+    StageResult,
+    decide,
+    discounted_step,
+    effort_cost,
+    exact_step,
+    settling_split,
+    with_carbon_price,
+)
 
 __all__ = [
     "STEP_COLUMNS",

@@ -19,7 +19,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from carbonlink.config import PlantConfig
-from carbonlink.coordination._params import CoordinationParams
+from carbonlink.coordination.model import CoordinationParams
 
 __all__ = [
     "ARRIVAL_COLUMN",

@@ -5,13 +5,19 @@ from __future__ import annotations
 import functools
 from dataclasses import replace
 
-from carbonlink.coordination._cooperative import Split, shapley
-from carbonlink.coordination._core import settling_split
-from carbonlink.coordination._params import PARTIES, CoordinationParams, Party
 from carbonlink.coordination._policy import Policy
-from carbonlink.coordination._settlement import settle
-from carbonlink.coordination._stages import StageResult, stage1_nash
-from carbonlink.coordination._value import inflow
+from carbonlink.coordination.model import (
+    PARTIES,
+    CoordinationParams,
+    Party,
+    Split,
+    StageResult,
+    inflow,
+    settle,
+    settling_split,
+    shapley,
+    stage1_nash,
+)
 
 __all__ = ["period_transfers", "recorded_transfers", "relational_params", "settlement_split"]
 

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from carbonlink.coordination._params import PARTIES, CoordinationParams
 from carbonlink.coordination._policy import Policy
+from carbonlink.coordination.model import PARTIES, CoordinationParams
 
 __all__ = ["Government", "scaled_transfers"]
 

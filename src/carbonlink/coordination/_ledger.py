@@ -28,7 +28,6 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from carbonlink.coordination._params import PARTIES, Party
 from carbonlink.coordination._signing import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
@@ -36,6 +35,7 @@ from carbonlink.coordination._signing import (
     report_signature_ok,
     sign_report,
 )
+from carbonlink.coordination.model import PARTIES, Party
 
 __all__ = [
     "GENESIS_HASH",

@@ -38,12 +38,9 @@ from scipy.optimize import linprog
 
 from carbonlink.config import PlantConfig
 from carbonlink.coordination._journal import Journal
-from carbonlink.coordination._money import MoneyUnit
-from carbonlink.coordination._params import CoordinationParams
-from carbonlink.coordination._stages import STAGE_NAMES
-from carbonlink.coordination._value import effort_cost
-from carbonlink.platform._aggregate import ENERGY_GJ_PER_UNIT, ENERGY_SOURCES, plant_kpis
-from carbonlink.platform.storage import Store, readings_ending_in
+from carbonlink.coordination.model import STAGE_NAMES, CoordinationParams, MoneyUnit, effort_cost
+from carbonlink.storage import Store, readings_ending_in
+from carbonlink.storage.windows import ENERGY_GJ_PER_UNIT, ENERGY_SOURCES, plant_kpis
 
 __all__ = [
     "INDICATORS",

@@ -19,26 +19,24 @@ from typing import Final, Literal, TypeVar
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from carbonlink._duration import Duration, TimeRef, parse_time_ref
-from carbonlink._exceptions import ConfigError
-from carbonlink._yamlconfig import StrictModel, load_yaml_model
 from carbonlink.config import PlantConfig
-from carbonlink.coordination._money import MoneyUnit
-from carbonlink.coordination._params import (
+from carbonlink.coordination._sharing import DEFAULT_SHARING, SharingLevel, SharingRule
+from carbonlink.coordination.model import (
     CoordinationParams,
+    GovernmentObjective,
+    MoneyUnit,
     ParameterFile,
+    StageResult,
     for_plant,
     load_parameter_file,
-    with_carbon_price,
-)
-from carbonlink.coordination._sharing import DEFAULT_SHARING, SharingLevel, SharingRule
-from carbonlink.coordination._stages import (
-    GovernmentObjective,
-    StageResult,
     stage1_nash,
     stage2_government,
     stage3_joint,
+    with_carbon_price,
 )
+from carbonlink.core.durations import Duration, TimeRef, parse_time_ref
+from carbonlink.core.yamlfiles import StrictModel, load_yaml_model
+from carbonlink.errors import ConfigError
 
 __all__ = [
     "Budget",

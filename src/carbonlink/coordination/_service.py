@@ -38,27 +38,30 @@ from typing import Any, Final
 import aiomqtt
 
 from carbonlink import wire
-from carbonlink._clock import wall_clock_ms
-from carbonlink._exceptions import CarbonlinkError
-from carbonlink._mqtt import BrokerAddress, is_connection_loss, make_client, next_backoff
 from carbonlink.config import PlantConfig, Settings
 from carbonlink.coordination._accounting import period_outcome, period_record
-from carbonlink.coordination._core import core_split, settlement_reason
 from carbonlink.coordination._counterfactual import StepInput
-from carbonlink.coordination._decide import decide
 from carbonlink.coordination._flows import relational_params, settlement_split
 from carbonlink.coordination._government import Government
 from carbonlink.coordination._journal import Journal, PeriodRow
 from carbonlink.coordination._ledger import parse_anchor
-from carbonlink.coordination._params import CoordinationParams
 from carbonlink.coordination._policy import Policy, StageNumber, load_policy
 from carbonlink.coordination._shadows import ShadowBank
 from carbonlink.coordination._sharing import PeriodRecord, SharingGate
 from carbonlink.coordination._signing import key_id, sign_anchor
-from carbonlink.coordination._stages import StageResult
 from carbonlink.coordination._stream import PeriodData, PlantStream
-from carbonlink.platform._recompute import factor_set_for
-from carbonlink.platform.storage import Store, readings_ending_in
+from carbonlink.coordination.model import (
+    CoordinationParams,
+    StageResult,
+    core_split,
+    decide,
+    settlement_reason,
+)
+from carbonlink.core.clock import wall_clock_ms
+from carbonlink.errors import CarbonlinkError
+from carbonlink.mqtt.client import BrokerAddress, is_connection_loss, make_client, next_backoff
+from carbonlink.platform.recompute import factor_set_for
+from carbonlink.storage import Store, readings_ending_in
 
 __all__ = [
     "DEFAULT_PERIOD_S",

@@ -21,7 +21,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from carbonlink.coordination._ledger import digest_of
-from carbonlink.coordination._params import PARTIES, Party
+from carbonlink.coordination.model import PARTIES, Party
 
 __all__ = [
     "DEFAULT_SHARING",

@@ -28,8 +28,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from carbonlink._exceptions import ConfigError
 from carbonlink.config import Settings, secret_from_env
+from carbonlink.errors import ConfigError
 
 __all__ = [
     "PRIVATE_KEY_MODE",

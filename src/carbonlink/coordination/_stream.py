@@ -28,7 +28,6 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from carbonlink._exceptions import CarbonlinkError, ConfigError
 from carbonlink.config import PlantConfig
 from carbonlink.coordination._estimation import (
     Baseline,
@@ -38,10 +37,11 @@ from carbonlink.coordination._estimation import (
     functional_availability,
 )
 from carbonlink.coordination._journal import timestamp_runs
-from carbonlink.coordination._params import CoordinationParams
 from carbonlink.coordination._policy import Estimation, Valuation
+from carbonlink.coordination.model import CoordinationParams
 from carbonlink.emissions import FactorLibrary, FactorSet
-from carbonlink.platform._aggregate import step_index
+from carbonlink.errors import CarbonlinkError, ConfigError
+from carbonlink.storage.windows import step_index
 
 __all__ = ["PeriodData", "PlantStream", "emission_weights"]
 

@@ -22,20 +22,22 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from carbonlink._exceptions import ConfigError
 from carbonlink.config import PlantConfig
-from carbonlink.coordination._cooperative import shapley
-from carbonlink.coordination._core import core_split
 from carbonlink.coordination._counterfactual import value_added_per_unit
-from carbonlink.coordination._money import MoneyUnit
-from carbonlink.coordination._params import PARTIES, CoordinationParams, for_plant
-from carbonlink.coordination._stages import (
+from carbonlink.coordination.model import (
+    PARTIES,
+    CoordinationParams,
+    MoneyUnit,
     StageResult,
+    core_split,
+    effort_cost,
+    for_plant,
+    shapley,
     stage1_nash,
     stage2_government,
     stage3_joint,
 )
-from carbonlink.coordination._value import effort_cost
+from carbonlink.errors import ConfigError
 
 __all__ = ["METRICS", "PlantBasis", "parse_vary", "sweep", "trends"]
 

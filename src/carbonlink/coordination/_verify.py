@@ -47,7 +47,6 @@ from carbonlink.coordination._accounting import (
 from carbonlink.coordination._government import scaled_transfers
 from carbonlink.coordination._journal import Journal, PeriodRow, expand_runs
 from carbonlink.coordination._ledger import Anchor, LedgerCheck
-from carbonlink.coordination._params import CoordinationParams
 from carbonlink.coordination._sharing import (
     PeriodRecord,
     SharingLevel,
@@ -55,8 +54,8 @@ from carbonlink.coordination._sharing import (
     periods_digest,
 )
 from carbonlink.coordination._signing import Ed25519PublicKey, anchor_signature_ok, key_id
-from carbonlink.coordination._stages import STAGE_NAMES
-from carbonlink.platform.storage import Store, readings_ending_in
+from carbonlink.coordination.model import STAGE_NAMES, CoordinationParams
+from carbonlink.storage import Store, readings_ending_in
 from carbonlink.wire import format_timestamp
 
 __all__ = ["Finding", "Verification", "verify_journal"]

@@ -14,8 +14,7 @@ from typing import Any, Literal
 
 import pydantic
 
-from carbonlink._exceptions import ConfigError, UnitError
-from carbonlink._yamlconfig import Readable, StrictModel, read_yaml, validate_model
+from carbonlink.core.yamlfiles import Readable, StrictModel, read_yaml, validate_model
 from carbonlink.emissions._units import (
     CalorificBasis,
     Dimension,
@@ -23,6 +22,7 @@ from carbonlink.emissions._units import (
     dimension_of,
     split_basis,
 )
+from carbonlink.errors import ConfigError, UnitError
 
 Sector = Literal["manufacturing", "energy"]
 SECTORS: tuple[Sector, ...] = ("manufacturing", "energy")

@@ -10,12 +10,12 @@ from typing import Literal
 
 import pydantic
 
-from carbonlink._exceptions import ConfigError, UnitError, UnknownActivityError
-from carbonlink._yamlconfig import StrictModel, read_yaml, validate_model
+from carbonlink.core.yamlfiles import StrictModel, read_yaml, validate_model
 from carbonlink.emissions._data import Sector
 from carbonlink.emissions._library import NO_ADJUSTMENTS, Adjustments, FactorLibrary
 from carbonlink.emissions._result import DataQuality, ResolvedFactor
 from carbonlink.emissions._units import Dimension, conversion_factor, dimension_of, split_basis
+from carbonlink.errors import ConfigError, UnitError, UnknownActivityError
 
 _OVERRIDE_GASES = ("co2", "ch4", "n2o")
 # An NCV stated per unit of these is matched to readings of the same dimension.

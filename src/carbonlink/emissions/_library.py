@@ -8,7 +8,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from carbonlink._exceptions import FactorLookupError, UnitError, UnknownActivityError
 from carbonlink.emissions._data import (
     SECTORS,
     CalorificDefaults,
@@ -35,6 +34,7 @@ from carbonlink.emissions._units import (
     dimension_of,
     split_basis,
 )
+from carbonlink.errors import FactorLookupError, UnitError, UnknownActivityError
 
 ActivityKind = Literal["fuel", "electricity", "heat", "process"]
 

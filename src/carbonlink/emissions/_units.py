@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import pint
 
-from carbonlink._exceptions import UnitError
+from carbonlink.errors import UnitError
 
 # One registry for the whole process: pint units from different registries cannot be
 # combined, and building a registry costs a few hundred milliseconds.

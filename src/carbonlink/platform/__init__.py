@@ -1,8 +1,9 @@
 """Platform service: ingests telemetry, applies emission factors, stores the series."""
 
+from carbonlink.platform._assignment import record_assignment
 from carbonlink.platform._ingest import Ingestor, IngestResult
 from carbonlink.platform._service import Platform, PlatformCounters
-from carbonlink.platform.storage import Store, StoredReading, open_store
+from carbonlink.storage import Store, StoredReading, open_store
 
 __all__ = [
     "IngestResult",
@@ -12,4 +13,5 @@ __all__ = [
     "Store",
     "StoredReading",
     "open_store",
+    "record_assignment",
 ]

@@ -11,8 +11,8 @@ import asyncio
 import logging
 from typing import Final
 
-from carbonlink._exceptions import StoreError
-from carbonlink.platform.storage import FactorVersions, Store
+from carbonlink.errors import StoreError
+from carbonlink.storage import FactorVersions, Store
 
 __all__ = ["record_assignment"]
 

@@ -27,8 +27,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from carbonlink._exceptions import RejectedReading
-from carbonlink.platform.storage import Store, StoredBatch, epoch_ms
+from carbonlink.errors import RejectedReading
+from carbonlink.storage import Store, StoredBatch, epoch_ms
 from carbonlink.wire import Reason
 
 # Readings remembered per meter: a day of one-minute intervals, twice over.

@@ -28,17 +28,18 @@ from typing import Any, Final
 import numpy as np
 
 from carbonlink import wire
-from carbonlink._clock import wall_clock_ms
-from carbonlink._exceptions import CarbonlinkError, RejectedReading
 from carbonlink.config import MeterConfig, PlantConfig, Settings
+from carbonlink.core.clock import wall_clock_ms
 from carbonlink.emissions import EmissionResult, FactorLibrary, FactorSet, ResolvedFactor
-from carbonlink.platform.storage import (
+from carbonlink.errors import CarbonlinkError, RejectedReading
+from carbonlink.storage import (
+    EMISSION_NUMBERS,
     Emission,
     EmissionTags,
+    FloatMatrix,
     StoredBatch,
     StoredReading,
 )
-from carbonlink.platform.storage._base import EMISSION_NUMBERS, FloatMatrix
 from carbonlink.wire import Reason
 
 _INTEGER_TYPES = frozenset({int})

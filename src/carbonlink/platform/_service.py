@@ -34,17 +34,17 @@ from pathlib import Path
 from typing import Final
 
 from carbonlink import wire
-from carbonlink._clock import wall_clock_ms
-from carbonlink._exceptions import RejectedReading, StoreError
-from carbonlink._mqtt import BrokerAddress, is_connection_loss, next_backoff
-from carbonlink._mqtt_consumer import ConsumerClient, Incoming
-from carbonlink._rejections import Rejections
 from carbonlink.config import MqttVersion, PlatformConfig
+from carbonlink.core.clock import wall_clock_ms
+from carbonlink.errors import RejectedReading, StoreError
+from carbonlink.mqtt.client import BrokerAddress, is_connection_loss, next_backoff
+from carbonlink.mqtt.consumer import ConsumerClient, Incoming
+from carbonlink.mqtt.rejections import Rejections
 from carbonlink.platform._identity import IdentityIndex
 from carbonlink.platform._ingest import Ingestor, IngestResult
 from carbonlink.platform._poison import POISON_ATTEMPTS, PoisonGuard, message_key
 from carbonlink.platform._spill import SpillFile
-from carbonlink.platform.storage import Store, StoredBatch
+from carbonlink.storage import Store, StoredBatch
 
 log = logging.getLogger(__name__)
 

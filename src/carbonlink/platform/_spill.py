@@ -17,9 +17,8 @@ from typing import Any, Final
 import numpy as np
 import orjson
 
-from carbonlink._durable import DurableQueue
-from carbonlink.platform.storage import Emission, EmissionTags, StoredBatch, StoredReading
-from carbonlink.platform.storage._base import EMISSION_NUMBERS
+from carbonlink.storage import EMISSION_NUMBERS, Emission, EmissionTags, StoredBatch, StoredReading
+from carbonlink.storage.queue import DurableQueue
 
 # Items looked at per read of the spill; each holds one write batch.
 PEEK_ITEMS: Final = 64

@@ -1,6 +1,6 @@
 """Plant simulators: factories whose meters publish readings on a simulated clock."""
 
-from carbonlink._clock import SimClock
+from carbonlink.core.clock import SimClock
 from carbonlink.simulators._faults import Fault, FaultKind, load_faults, parse_fault
 from carbonlink.simulators._fleet import Fleet, Tick, plant_rng
 from carbonlink.simulators._models import (

@@ -16,9 +16,9 @@ from typing import Final
 
 from pydantic import Field
 
-from carbonlink._duration import Duration
-from carbonlink._exceptions import ConfigError
-from carbonlink._yamlconfig import StrictModel, load_yaml_model
+from carbonlink.core.durations import Duration
+from carbonlink.core.yamlfiles import StrictModel, load_yaml_model
+from carbonlink.errors import ConfigError
 
 
 class FaultKind(StrEnum):

@@ -20,9 +20,9 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
-from carbonlink._exceptions import ConfigError
 from carbonlink.config import MeterConfig, PlantConfig, ReadingKind
 from carbonlink.emissions import ResolvedFactor
+from carbonlink.errors import ConfigError
 from carbonlink.simulators._models import (
     MS_PER_HOUR,
     FloatArray,

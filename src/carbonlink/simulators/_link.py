@@ -20,9 +20,9 @@ from typing import Final
 import aiomqtt
 
 from carbonlink import wire
-from carbonlink._exceptions import RejectedReading
-from carbonlink._mqtt import BrokerAddress, make_client, next_backoff
-from carbonlink._rejections import Rejections
+from carbonlink.errors import RejectedReading
+from carbonlink.mqtt.client import BrokerAddress, make_client, next_backoff
+from carbonlink.mqtt.rejections import Rejections
 from carbonlink.simulators._faults import CONNECTION_FAULTS, MESSAGE_FAULTS, Fault, FaultKind
 
 log = logging.getLogger(__name__)

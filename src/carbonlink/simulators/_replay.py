@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from carbonlink import wire
-from carbonlink._clock import SimClock
-from carbonlink._exceptions import ConfigError, RejectedReading
-from carbonlink._mqtt import BrokerAddress
 from carbonlink.config import PlantConfig, ReadingKind
-from carbonlink.platform.storage import Store
+from carbonlink.core.clock import SimClock
+from carbonlink.errors import ConfigError, RejectedReading
+from carbonlink.mqtt.client import BrokerAddress
 from carbonlink.simulators._encode import encode_samples
 from carbonlink.simulators._link import LinkCounters, Outgoing, PlantLink
 from carbonlink.simulators._runner import SimulationStats
+from carbonlink.storage import Store
 
 
 @dataclass(frozen=True, slots=True)

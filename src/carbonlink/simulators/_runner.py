@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Final, TextIO
 
 from carbonlink import wire
-from carbonlink._clock import SimClock
-from carbonlink._mqtt import BrokerAddress
 from carbonlink.config import MeterConfig, PlantConfig, ReadingKind
+from carbonlink.core.clock import SimClock
 from carbonlink.emissions import FactorLibrary, FactorSet, ResolvedFactor
+from carbonlink.mqtt.client import BrokerAddress
 from carbonlink.simulators._encode import encode_samples
 from carbonlink.simulators._faults import SAMPLE_FAULTS, Fault, FaultKind
 from carbonlink.simulators._fleet import EmissionFactor, Fleet, Tick
@@ -278,7 +278,7 @@ async def _dispatch(tick: Tick, batcher: _Batcher, sample_faults: _SampleFaults)
 
 
 def _check_faults(plants: Sequence[PlantConfig], faults: Sequence[Fault]) -> None:
-    from carbonlink._exceptions import ConfigError
+    from carbonlink.errors import ConfigError
 
     by_id = {p.id: p for p in plants}
     for fault in faults:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from carbonlink._exceptions import RejectedReading
+from carbonlink.errors import RejectedReading
 from carbonlink.wire._json import WIRE_VERSION, dumps
 
 DEADLETTER_PAYLOAD_BYTES: Final = 2048

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Final
 
-from carbonlink._exceptions import RejectedReading
+from carbonlink.errors import RejectedReading
 from carbonlink.wire._bounds import MAX_DIRECTIVE_NUMBER
 from carbonlink.wire._json import WIRE_VERSION, load_object, number, parse_timestamp, shown, text
 from carbonlink.wire._reasons import Reason

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import orjson
 
-from carbonlink._exceptions import RejectedReading
+from carbonlink.errors import RejectedReading
 from carbonlink.wire._bounds import (
     MAX_EPOCH_MS,
     MAX_JSON_DEPTH,

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final
 
-from carbonlink._exceptions import RejectedReading
+from carbonlink.errors import RejectedReading
 from carbonlink.wire._bounds import MAX_INTERVAL_MS, MAX_SAMPLES_PER_MESSAGE, MIN_INTERVAL_MS
 from carbonlink.wire._json import (
     WIRE_VERSION,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-from carbonlink._exceptions import RejectedReading
+from carbonlink.errors import RejectedReading
 from carbonlink.wire._bounds import MAX_COUNTER, MAX_STATUS_REASONS
 from carbonlink.wire._json import WIRE_VERSION, dumps, integer, load_object, shown, text
 from carbonlink.wire._reasons import Reason

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from carbonlink._exceptions import RejectedReading
+from carbonlink.errors import RejectedReading
 from carbonlink.wire._bounds import (
     MAX_INTERVAL_MS,
     MAX_PAYLOAD_BYTES,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from carbonlink._exceptions import RejectedReading
+from carbonlink.errors import RejectedReading
 from carbonlink.wire._json import WIRE_VERSION, shown
 from carbonlink.wire._reasons import Reason
 

@@ -1,0 +1,1 @@
+"""Foundations every layer may use: the clock, durations, YAML files, TLS."""

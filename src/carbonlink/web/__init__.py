@@ -1,0 +1,1 @@
+"""The HTTP surface: the API and the live dashboard, for platform and coordination."""
