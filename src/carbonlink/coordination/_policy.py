@@ -19,6 +19,7 @@ from typing import Final, Literal, TypeVar
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from carbonlink import wire
 from carbonlink.config import PlantConfig
 from carbonlink.coordination._sharing import DEFAULT_SHARING, SharingLevel, SharingRule
 from carbonlink.coordination.model import (
@@ -34,7 +35,7 @@ from carbonlink.coordination.model import (
     stage3_joint,
     with_carbon_price,
 )
-from carbonlink.core.durations import Duration, TimeRef, parse_time_ref
+from carbonlink.core.durations import MS_PER_S, OFFSET, UNIT_S, Duration
 from carbonlink.core.yamlfiles import StrictModel, load_yaml_model
 from carbonlink.errors import ConfigError
 
@@ -52,6 +53,35 @@ __all__ = [
 
 StageNumber = Literal[1, 2, 3]
 _T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class TimeRef:
+    """An instant given absolutely (``at_ms``) or as an offset from a run's start."""
+
+    at_ms: int | None = None
+    offset_ms: int = 0
+
+    def resolve(self, run_start_ms: int) -> int:
+        return self.at_ms if self.at_ms is not None else run_start_ms + self.offset_ms
+
+    @property
+    def is_offset(self) -> bool:
+        return self.at_ms is None
+
+
+def parse_time_ref(text: object) -> TimeRef:
+    """``+2h`` / ``-90m`` (offset from the run's start) or an RFC 3339 time."""
+    if isinstance(text, str):
+        offset = OFFSET.match(text)
+        if offset is not None:
+            sign = -1 if offset[1] == "-" else 1
+            seconds = float(offset[2]) * UNIT_S[offset[3]]
+            return TimeRef(offset_ms=sign * round(seconds * MS_PER_S))
+    try:
+        return TimeRef(at_ms=wire.parse_timestamp(text))
+    except Exception as exc:
+        raise ValueError(f'expected RFC 3339 or an offset like "+2h" or "-30m": {exc}') from exc
 
 
 def _time_ref_text(value: str) -> str:
