@@ -22,7 +22,7 @@ import paho.mqtt.client as mqtt
 
 from benchmarks._common import HTTP_TIMEOUT_S, PLANT, TOPIC
 from carbonlink.config import load_config
-from carbonlink.emissions import FactorLibrary, FactorSet
+from carbonlink.emissions import FactorLibrary
 
 
 def main() -> None:
@@ -35,7 +35,7 @@ def main() -> None:
 
     settings = load_config(args.config)
     plant = settings.plant(PLANT)
-    factor_set = FactorSet.load(settings.factor_sets_dir / f"{plant.factor_set}.yaml")
+    factor_set = settings.factor_set(plant.id)
     library = FactorLibrary.builtin()
     factors = {
         m.id: factor_set.resolve(library, m.activity, m.unit, region=plant.grid_region)

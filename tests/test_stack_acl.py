@@ -55,7 +55,6 @@ from carbonlink.coordination import (
 )
 from carbonlink.coordination._signing import private_key_from_text
 from carbonlink.core.clock import SimClock, wall_clock_ms
-from carbonlink.emissions import FactorSet
 from carbonlink.mqtt.client import BrokerAddress, make_client, parse_broker_url
 from carbonlink.platform import Ingestor, Platform, open_store
 from carbonlink.simulators import simulate
@@ -569,7 +568,7 @@ def test_simulators_agents_platform_and_coordination_deliver_under_their_logins(
         Agent(
             plant, login(plant.id), settings.services.agent,
             outbox_path=settings.outbox_path(plant.id),
-            factor_set=FactorSet.load(settings.factor_sets_dir / f"{plant.factor_set}.yaml"),
+            factor_set=settings.factor_set(plant.id),
         )
         for plant in plants
     ]  # fmt: skip
@@ -594,7 +593,7 @@ def test_simulators_agents_platform_and_coordination_deliver_under_their_logins(
                     sim_logins[plant.id],
                     SimClock(start_ms, speed=None),
                     duration_ms=run_ms,
-                    factor_sets_dir=settings.factor_sets_dir,
+                    factor_set=settings.factor_set,
                 )
                 for plant in plants
             ]

@@ -8,12 +8,14 @@ activity and unit understood by the emission factor library.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Self
+from typing import TYPE_CHECKING, Annotated, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
@@ -21,6 +23,9 @@ from pydantic import Field, field_validator, model_validator
 from carbonlink import wire
 from carbonlink.core.durations import Duration
 from carbonlink.core.yamlfiles import StrictModel, load_yaml_model
+
+if TYPE_CHECKING:
+    from carbonlink.emissions import FactorSet
 from carbonlink.errors import CarbonlinkError, ConfigError
 
 DEFAULT_CONFIG_PATH = Path("config/carbonlink.yaml")
@@ -417,6 +422,44 @@ class Settings:
                 self.path, "plants", f"no plant {plant_id!r} (known: {known})"
             ) from None
 
+    def factor_set(self, plant_id: str | None = None, *, name: str | None = None) -> FactorSet:
+        """The factor set ``name``, or else the plant's, as its file in the config says
+        now: the one lookup every service uses."""
+        if name is None:
+            if plant_id is None:
+                raise ValueError("name a plant or a factor set")
+            name = self.plant(plant_id).factor_set
+        return load_factor_set(self.factor_sets_dir / f"{name}.yaml")
+
+    def factor_versions(self) -> dict[str, tuple[str, str]]:
+        """Each plant's (factor set, version) as the config names it now: what every
+        surface counts a plant's emissions under."""
+        return {
+            plant: (chosen.name, chosen.version)
+            for plant in self.plants
+            for chosen in (self.factor_set(plant),)
+        }
+
+
+FactorLookup = Callable[[str], "FactorSet"]
+"""A plant id's factor set (``Settings.factor_set``): what services take instead of paths."""
+
+
+def load_factor_set(path: Path) -> FactorSet:
+    """A factor set file, read again only when it changes (recompute reads the new one)."""
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        stamp = -1  # missing: FactorSet.load says so, with the path
+    return _factor_set_at(path, stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _factor_set_at(path: Path, stamp: int) -> FactorSet:
+    from carbonlink.emissions import FactorSet
+
+    return FactorSet.load(path)
+
 
 def secret_from_env(var: str | None) -> str | None:
     """Secrets never live in the repo: config names an environment variable instead."""
@@ -460,12 +503,12 @@ def load_config(path: str | Path | None = None) -> Settings:
 def _check_meters_against_library(plant_file: Path, plant: PlantConfig, factors_dir: Path) -> None:
     # Imported here: the factor library loads its data on first use, which only
     # services that read plant files need.
-    from carbonlink.emissions import FactorLibrary, FactorSet
+    from carbonlink.emissions import FactorLibrary
 
     factor_set_path = factors_dir / f"{plant.factor_set}.yaml"
     if not factor_set_path.is_file():
         raise ConfigError(plant_file, "factor_set", f"no factor set file {factor_set_path}")
-    factor_set = FactorSet.load(factor_set_path)
+    factor_set = load_factor_set(factor_set_path)
     library = FactorLibrary.builtin()
     for index, meter in enumerate(plant.meters):
         if meter.activity is None:

@@ -55,14 +55,14 @@ def record(
     ``directives`` are (plant, effective_ms, E_M, E_P, sigma), obeyed as the simulator
     obeys the coordinator's.
     """
-    fleet = Fleet(plants, seed, start_ms, emission_factors(settings.factor_sets_dir))
+    fleet = Fleet(plants, seed, start_ms, emission_factors(settings.factor_set))
     index = {p.id: i for i, p in enumerate(fleet.plants)}
     for plant_id, effective_ms, e_m, e_p, sigma in directives:
         config = fleet.plants[index[plant_id]].simulation.abatement
         fleet.set_inflow(index[plant_id], effective_ms, abatement_inflow(config, e_m, e_p, sigma))
     end_ms = start_ms + round(hours * HOUR)
     # The recording's clock: its readings may lie ahead of the wall clock.
-    ingestor = Ingestor(dict(settings.plants), settings.factor_sets_dir, now_ms=lambda: end_ms)
+    ingestor = Ingestor(dict(settings.plants), settings.factor_set, now_ms=lambda: end_ms)
     registers: dict[int, float] = {}
     stored = 0
     batch: dict[str, list[wire.Reading]] = {p.id: [] for p in plants}

@@ -28,7 +28,6 @@ from carbonlink.coordination import (
 )
 from carbonlink.coordination._backtest import abatement_from_journal, abatement_from_reference
 from carbonlink.platform import open_store
-from carbonlink.platform.recompute import factor_set_for
 from carbonlink.simulators import abatement_inflow
 from carbonlink.storage import Store
 from tests.coordination.conftest import REFERENCE_YAML
@@ -68,7 +67,7 @@ def stores(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict
 def _window(settings: Settings, store: Store) -> RecordedWindow:
     versions = {}
     for plant in settings.plants:
-        factor_set = factor_set_for(settings, plant)
+        factor_set = settings.factor_set(plant)
         versions[plant] = (factor_set.name, factor_set.version)
     end = START_MS + HOURS * HOUR
     return load_window(store, list(settings.plants.values()), versions, START_MS, end, STEP_S)
@@ -268,7 +267,7 @@ def test_cli_errors_are_one_clear_line(
 
 def test_window_is_cut_to_the_data_it_has(settings: Settings, stores: dict[str, Store]) -> None:
     """Hours with no readings would replay as zero emissions: the window is cut instead."""
-    versions = {p: (factor_set_for(settings, p).name, factor_set_for(settings, p).version)
+    versions = {p: (settings.factor_set(p).name, settings.factor_set(p).version)
                 for p in settings.plants}  # fmt: skip
     plants = list(settings.plants.values())
     asked = (START_MS - 5 * HOUR, START_MS + (HOURS + 5) * HOUR)

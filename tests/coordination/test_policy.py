@@ -121,7 +121,7 @@ def test_valuation_builds_the_firms_value_from_prices(tmp_path: Path) -> None:
     assert policy.estimation is not None
     plant = settings.plant("cement-01")
     stream = PlantStream.create(
-        plant, policy.params, policy.estimation, 900.0, settings.factor_sets_dir
+        plant, policy.params, policy.estimation, 900.0, settings.factor_set(plant.id)
     )
     factor = FactorSet.load(settings.factor_sets_dir / "ipcc2006-cn2023.yaml").resolve(
         FactorLibrary.builtin(), "electricity", "kWh", region=plant.grid_region

@@ -10,7 +10,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from carbonlink.config import Settings, load_config
-from carbonlink.platform.recompute import factor_set_for
 from carbonlink.storage import Emission, SqliteStore, StoredReading
 from carbonlink.web.api import create_app
 from carbonlink.web.dashboard import mount_dashboard
@@ -44,7 +43,7 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
 
 def _readings(settings: Settings, minutes: range) -> list[StoredReading]:
     """One coal (scope 1) and one electricity (scope 2) reading per minute."""
-    factor_set = factor_set_for(settings, PLANT)
+    factor_set = settings.factor_set(PLANT)
 
     def emission(
         activity: str, source: str, scope: int, amount: float, unit: str, kg: float
@@ -71,7 +70,7 @@ def _readings(settings: Settings, minutes: range) -> list[StoredReading]:
 
 def _view(settings: Settings) -> PlantView:
     layout = plant_layouts(settings)[PLANT]
-    return PlantView(settings.plants[PLANT], layout, factor_set_for(settings, PLANT))
+    return PlantView(settings.plants[PLANT], layout, settings.factor_set(PLANT))
 
 
 def test_pages_static_files_and_plotly_are_served(settings: Settings, store: SqliteStore) -> None:

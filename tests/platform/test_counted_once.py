@@ -28,7 +28,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from carbonlink.config import Settings, load_config
-from carbonlink.platform.recompute import current_versions
 from carbonlink.storage import Store, StoredReading, open_store
 from carbonlink.web.api import create_app
 from tests.configs import write_config
@@ -159,7 +158,7 @@ def test_every_surface_counts_each_reading_once(world: Settings, backend: Backen
     assert "ipcc2006-cn2023 2.0.0" in own.stdout
     other = _cli(settings, "recompute", "--plant", PLANT, *span, "--factor-set", "ipcc2006-cn-ets")
     assert "kept beside" in other.stdout  # the CLI says the cn-ets figures do not count
-    versions = current_versions(settings)
+    versions = settings.factor_versions()
     assert versions[PLANT] == ("ipcc2006-cn2023", "2.0.0")
 
     store = open_store(backend.url)

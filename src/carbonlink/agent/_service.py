@@ -38,11 +38,10 @@ from carbonlink.errors import CarbonlinkError, RejectedReading
 from carbonlink.mqtt.client import (
     BrokerAddress,
     acknowledge,
-    is_connection_loss,
     make_client,
     manual_acks,
-    next_backoff,
 )
+from carbonlink.mqtt.reconnect import keep_connected
 from carbonlink.mqtt.rejections import Rejections
 from carbonlink.storage.queue import DurableQueue, DurableQueueError
 from carbonlink.wire import Reason
@@ -187,30 +186,23 @@ class Agent:
         }
 
     async def run(self) -> None:
-        backoff = 0.0
         try:
-            while True:
-                will = aiomqtt.Will(
-                    wire.status_topic(self.plant.id), self._status("offline"), qos=1, retain=True
-                )
-                client = make_client(self._broker, self.identity, clean_session=False, will=will)
-                manual_acks(client)
-                try:
-                    async with client:
-                        backoff = 0.0
-                        await self._serve(client)
-                except Exception as exc:
-                    if not is_connection_loss(exc):
-                        raise
-                    self.connected.clear()
-                    backoff = next_backoff(backoff)
-                    log.warning(
-                        "agent %s: broker lost (%s); retry in %.1fs", self.plant.id, exc, backoff
-                    )
-                    await asyncio.sleep(backoff)
+            await keep_connected(
+                self._session, what=f"agent {self.plant.id}", log=log, lost=self.connected.clear
+            )
         finally:
             self.connected.clear()
             self._outbox.close()
+
+    async def _session(self, connected: Callable[[], None]) -> None:
+        will = aiomqtt.Will(
+            wire.status_topic(self.plant.id), self._status("offline"), qos=1, retain=True
+        )
+        client = make_client(self._broker, self.identity, clean_session=False, will=will)
+        manual_acks(client)
+        async with client:
+            connected()
+            await self._serve(client)
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         await client.publish(

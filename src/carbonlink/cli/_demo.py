@@ -36,7 +36,6 @@ from carbonlink.errors import ConfigError
 from carbonlink.mqtt.broker import EmbeddedBroker, free_port
 from carbonlink.mqtt.client import BrokerAddress, parse_broker_url
 from carbonlink.platform import Ingestor, Platform, Store
-from carbonlink.platform.recompute import current_versions
 from carbonlink.simulators import SimulationStats, simulate
 from carbonlink.storage import FactorVersions
 from carbonlink.web.api import create_app
@@ -92,7 +91,7 @@ async def run_demo(
     # A key that does not load stops the demo here, before anything has started.
     signing_key = None if options.policy is None else _signing_key(settings, options.work_dir)
     store = open_store(options.store_url)
-    versions = {p.id: current_versions(settings)[p.id] for p in plants}
+    versions = {p.id: settings.factor_versions()[p.id] for p in plants}
     store.assign_factors(versions)
     # A backfill that ends now: the plants' data never runs ahead of the wall clock.
     span_ms = (
@@ -104,7 +103,7 @@ async def run_demo(
         platform = Platform(
             Ingestor(
                 {p.id: p for p in plants},
-                settings.factor_sets_dir,
+                settings.factor_set,
                 max_skew_ms=round(settings.services.agent.max_clock_skew_s * 1000),
             ),
             store,

@@ -39,11 +39,9 @@ from carbonlink.cli._demo import (
     run_demo,
 )
 from carbonlink.config import Settings
-from carbonlink.emissions import FactorSet
 from carbonlink.errors import ConfigError
 from carbonlink.mqtt.client import parse_broker_url
 from carbonlink.platform import Ingestor, Platform, open_store, record_assignment
-from carbonlink.platform.recompute import current_versions, factor_set_for
 from carbonlink.storage import ACTIVITY_FIELDS, SERIES_FIELDS
 from carbonlink.storage.series import FIELD_UNITS, series_table
 from carbonlink.web.api import create_app, serve
@@ -184,7 +182,7 @@ def agent(
         address,
         settings.services.agent,
         outbox_path=outbox or settings.outbox_path(plant_id),
-        factor_set=FactorSet.load(settings.factor_sets_dir / f"{plant.factor_set}.yaml"),
+        factor_set=settings.factor_set(plant.id),
     )
     view = create_view_app(service) if listen else None
     run_async(_with_http(service.run(), view, listen))
@@ -253,7 +251,7 @@ def platform(
     try:
         run_async(
             _with_http(
-                _running(service.run(), record_assignment(store, current_versions(settings))),
+                _running(service.run(), record_assignment(store, settings.factor_versions())),
                 api,
                 listen,
             )
@@ -305,7 +303,7 @@ def query(
     if meter is not None and plant.meter(meter) is None:
         known = ", ".join(m.id for m in plant.meters)
         raise ConfigError(None, "--meter", f"plant {plant_id!r} has no meter {meter!r} ({known})")
-    chosen = factor_set_for(settings, plant_id, factor_set)
+    chosen = settings.factor_set(plant_id, name=factor_set)
     version = factor_version or chosen.version
     # Read-only: a mistyped path is an error, never a new empty store.
     store = open_store(store_url(settings, store_override), read_only=True)

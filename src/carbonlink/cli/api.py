@@ -18,7 +18,6 @@ from carbonlink.cli._common import (
     user_errors,
 )
 from carbonlink.errors import ConfigError
-from carbonlink.platform.recompute import factor_set_for
 from carbonlink.platform.recompute import recompute as recompute_emissions
 from carbonlink.storage import open_store
 from carbonlink.web.api import create_app, serve
@@ -90,7 +89,7 @@ def recompute(
         f"{result.factor_set} {result.factor_version} ({result.co2e_kg / 1000:.3f} tCO2e); "
         f"{result.skipped} without emissions skipped"
     )
-    current = factor_set_for(settings, plant_id)
+    current = settings.factor_set(plant_id)
     if (current.name, current.version) != (result.factor_set, result.factor_version):
         # Stored beside the plant's own version, never counted with it.
         click.echo(

@@ -45,7 +45,6 @@ from carbonlink.coordination import (
 from carbonlink.coordination.model import load_parameter_file
 from carbonlink.errors import ConfigError
 from carbonlink.platform import Store, open_store
-from carbonlink.platform.recompute import factor_set_for
 from carbonlink.wire import format_timestamp
 
 __all__ = ["policy"]
@@ -380,7 +379,7 @@ def _plants_and_versions(
     )
     versions = {}
     for plant in chosen:
-        factor_set = factor_set_for(settings, plant.id)
+        factor_set = settings.factor_set(plant.id)
         versions[plant.id] = (factor_set.name, factor_set.version)
     return chosen, versions
 
@@ -462,7 +461,7 @@ def sweep_command(
     basis = None
     if plant_id is not None:
         plant = settings.plant(plant_id)
-        basis = PlantBasis.of(plant, emission_weights(plant, settings.factor_sets_dir), money)
+        basis = PlantBasis.of(plant, emission_weights(plant, settings.factor_set(plant.id)), money)
     points = math.prod(len(v) for v in grid.values())
     with _progress(points, f"solving {points} points x 3 stages") as advance:
         frame = sweep(params, grid, basis, advance)

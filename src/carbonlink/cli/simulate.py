@@ -134,7 +134,7 @@ def simulate(
                 duration_ms=duration_ms,
                 faults=faults,
                 batch_samples=batch,
-                factor_sets_dir=settings.factor_sets_dir,
+                factor_set=settings.factor_set,
                 progress=None if quiet else sys.stderr,
             )
         )

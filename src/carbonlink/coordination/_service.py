@@ -59,8 +59,8 @@ from carbonlink.coordination.model import (
 )
 from carbonlink.core.clock import wall_clock_ms
 from carbonlink.errors import CarbonlinkError
-from carbonlink.mqtt.client import BrokerAddress, is_connection_loss, make_client, next_backoff
-from carbonlink.platform.recompute import factor_set_for
+from carbonlink.mqtt.client import BrokerAddress, make_client
+from carbonlink.mqtt.reconnect import keep_connected
 from carbonlink.storage import Store, readings_ending_in
 
 __all__ = [
@@ -214,7 +214,7 @@ class Coordinator:
         self._shadow_policies = tuple(shadows)
         self._versions = {}
         for plant in self._plants:
-            factor_set = factor_set_for(settings, plant)
+            factor_set = settings.factor_set(plant)
             self._versions[plant] = (factor_set.name, factor_set.version)
         # Stores are blocking and some are bound to one thread: one worker for all reads.
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coordinator")
@@ -245,7 +245,7 @@ class Coordinator:
                     self._prior(plant_id),
                     estimation,
                     self._period_s,
-                    self._settings.factor_sets_dir,
+                    self._settings.factor_set(plant_id),
                     source,
                 )
                 for plant_id, plant in self._plants.items()
@@ -384,25 +384,20 @@ class Coordinator:
     # --- the loop --------------------------------------------------------------------------
 
     async def run(self) -> None:
-        backoff = 0.0
         try:
-            while True:
-                try:
-                    async with make_client(self._broker, self._client_id) as client:
-                        self.connected.set()
-                        backoff = 0.0
-                        while True:
-                            await self.step(client)
-                            await asyncio.sleep(self._wall_delay_to_next())
-                except Exception as exc:
-                    if not is_connection_loss(exc):
-                        raise
-                    self.connected.clear()
-                    backoff = next_backoff(backoff)
-                    log.warning("coordinator: broker lost (%s); retry in %.1fs", exc, backoff)
-                    await asyncio.sleep(backoff)
+            await keep_connected(
+                self._session, what="coordinator", log=log, lost=self.connected.clear
+            )
         finally:
             self._reader.shutdown(wait=False)
+
+    async def _session(self, connected: Callable[[], None]) -> None:
+        async with make_client(self._broker, self._client_id) as client:
+            self.connected.set()
+            connected()
+            while True:
+                await self.step(client)
+                await asyncio.sleep(self._wall_delay_to_next())
 
     def _wall_delay_to_next(self) -> float:
         """Wall seconds until the clock reaches the next grid time (0 when behind)."""

@@ -22,7 +22,6 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
@@ -93,9 +92,8 @@ class PeriodData:
         }
 
 
-def emission_weights(plant: PlantConfig, factor_sets_dir: Path) -> dict[str, float]:
+def emission_weights(plant: PlantConfig, factor_set: FactorSet) -> dict[str, float]:
     """Each emission-source meter's CO2e at nominal draw: the weights of "metered share"."""
-    factor_set = FactorSet.load(factor_sets_dir / f"{plant.factor_set}.yaml")
     library = FactorLibrary.builtin()
     weights = {}
     for meter in plant.meters:
@@ -107,10 +105,9 @@ def emission_weights(plant: PlantConfig, factor_sets_dir: Path) -> dict[str, flo
 
 
 def _energy_values(
-    plant: PlantConfig, valuation: Valuation, factor_sets_dir: Path, source: str
+    plant: PlantConfig, valuation: Valuation, factor_set: FactorSet, source: str
 ) -> dict[str, float]:
     """v_E per priced activity the plant meters: money per tCO2e avoided."""
-    factor_set = FactorSet.load(factor_sets_dir / f"{plant.factor_set}.yaml")
     library = FactorLibrary.builtin()
     metered = {m.activity for m in plant.meters if m.activity is not None and not m.output}
     values = {}
@@ -153,18 +150,18 @@ class PlantStream:
         prior: CoordinationParams,
         estimation: Estimation,
         period_s: float,
-        factor_sets_dir: Path,
+        factor_set: FactorSet,
         policy_source: str = "policy",
     ) -> PlantStream:
         values = {}
         if estimation.valuation is not None:
-            values = _energy_values(plant, estimation.valuation, factor_sets_dir, policy_source)
+            values = _energy_values(plant, estimation.valuation, factor_set, policy_source)
         return cls(
             plant,
             prior,
             estimation,
             period_s,
-            emission_weights(plant, factor_sets_dir),
+            emission_weights(plant, factor_set),
             values,
             estimator=DynamicsEstimator(
                 prior,

@@ -18,10 +18,6 @@ from carbonlink.errors import BrokerConnectionError, ConfigError
 DEFAULT_PORT: Final = 1883
 DEFAULT_TLS_PORT: Final = 8883
 KEEPALIVE_S: Final = 30
-# Reconnect backoff: start fast so a broker restart costs little, cap so a long outage
-# does not hammer the broker when it comes back.
-RECONNECT_MIN_S: Final = 0.2
-RECONNECT_MAX_S: Final = 10.0
 # MQTT 5 ends a session at disconnect unless told otherwise; a persistent consumer keeps
 # its queued messages for this long while it is away (one week).
 SESSION_EXPIRY_S: Final = 7 * 24 * 3600
@@ -64,6 +60,7 @@ def make_client(
     clean_session: bool = True,
     will: aiomqtt.Will | None = None,
     mqtt5: bool = False,
+    max_inflight_messages: int | None = None,
 ) -> aiomqtt.Client:
     """An asyncio MQTT client; incoming messages queue unbounded inside aiomqtt because a
     bounded aiomqtt queue drops on overflow. Services bound their own queues instead."""
@@ -86,6 +83,7 @@ def make_client(
         tls_context=client_context() if broker.tls else None,
         timeout=10,
         properties=properties,
+        max_inflight_messages=max_inflight_messages,
     )
 
 
@@ -109,7 +107,3 @@ def is_connection_loss(error: BaseException) -> bool:
     if isinstance(error, BaseExceptionGroup):
         return all(is_connection_loss(e) for e in error.exceptions)
     return False
-
-
-def next_backoff(current: float) -> float:
-    return min(RECONNECT_MAX_S, max(RECONNECT_MIN_S, current * 2))

@@ -22,13 +22,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 
 from carbonlink import wire
-from carbonlink.config import MeterConfig, PlantConfig, Settings
+from carbonlink.config import FactorLookup, MeterConfig, PlantConfig, Settings
 from carbonlink.core.clock import wall_clock_ms
 from carbonlink.emissions import EmissionResult, FactorLibrary, FactorSet, ResolvedFactor
 from carbonlink.errors import CarbonlinkError, RejectedReading
@@ -99,22 +98,22 @@ class Ingestor:
     def __init__(
         self,
         plants: dict[str, PlantConfig],
-        factor_sets_dir: Path,
+        factor_set: FactorLookup,
         *,
         now_ms: Callable[[], int] = wall_clock_ms,
         max_skew_ms: int = DEFAULT_MAX_SKEW_MS,
     ) -> None:
         self._library = FactorLibrary.builtin()
-        self._factor_sets: dict[str, FactorSet] = {}
+        self._factor_set = factor_set
         self._plants = plants
         self._tables: dict[str, _PlantTable] = {}
         self._now_ms = now_ms
         self._max_skew_ms = max_skew_ms
         for plant in plants.values():
-            self._tables[plant.id] = self._table(plant, factor_sets_dir)
+            self._tables[plant.id] = self._table(plant)
 
-    def _table(self, plant: PlantConfig, factor_sets_dir: Path) -> _PlantTable:
-        factor_set = self._factor_set(factor_sets_dir, plant.factor_set)
+    def _table(self, plant: PlantConfig) -> _PlantTable:
+        factor_set = self._factor_set(plant.id)
         meters: dict[str, _MeterFactor] = {}
         per_unit = np.zeros((len(plant.meters), len(EMISSION_NUMBERS)))
         for row, meter in enumerate(plant.meters):
@@ -155,7 +154,7 @@ class Ingestor:
     ) -> Ingestor:
         return cls(
             settings.plants,
-            settings.factor_sets_dir,
+            settings.factor_set,
             now_ms=now_ms,
             max_skew_ms=round(settings.services.agent.max_clock_skew_s * 1000),
         )
@@ -168,13 +167,8 @@ class Ingestor:
         meter = self._plants[plant_id].meter(meter_id) if plant_id in self._plants else None
         return meter.longest_interval_ms if meter is not None else wire.MAX_INTERVAL_MS
 
-    def _factor_set(self, directory: Path, name: str) -> FactorSet:
-        if name not in self._factor_sets:
-            self._factor_sets[name] = FactorSet.load(directory / f"{name}.yaml")
-        return self._factor_sets[name]
-
     def factor_set_of(self, plant: str) -> FactorSet:
-        return self._factor_sets[self._plants[plant].factor_set]
+        return self._tables[plant].factor_set
 
     def ingest(
         self, topic: str, payload: bytes, *, columnar: bool = True, now_ms: int | None = None

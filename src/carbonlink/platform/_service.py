@@ -37,8 +37,9 @@ from carbonlink import wire
 from carbonlink.config import MqttVersion, PlatformConfig
 from carbonlink.core.clock import wall_clock_ms
 from carbonlink.errors import RejectedReading, StoreError
-from carbonlink.mqtt.client import BrokerAddress, is_connection_loss, next_backoff
+from carbonlink.mqtt.client import BrokerAddress
 from carbonlink.mqtt.consumer import ConsumerClient, Incoming
+from carbonlink.mqtt.reconnect import keep_connected
 from carbonlink.mqtt.rejections import Rejections
 from carbonlink.platform._identity import IdentityIndex
 from carbonlink.platform._ingest import Ingestor, IngestResult
@@ -202,63 +203,52 @@ class Platform:
     # --- the broker --------------------------------------------------------------------
 
     async def _mqtt_loop(self) -> None:
+        await keep_connected(
+            self._telemetry_session, what="platform", log=log, lost=self.connected.clear
+        )
+
+    async def _telemetry_session(self, connected: Callable[[], None]) -> None:
         subscription = wire.TELEMETRY_SUBSCRIPTION
         if self._shared_group:
             subscription = wire.shared(self._shared_group, subscription)
-        backoff = 0.0
-        while True:
-            client = ConsumerClient(
-                self._broker,
-                self.client_id,
-                self._receive,
-                mqtt5=self.config.mqtt_version is MqttVersion.V5,
-                clean_start=False,
-                receive_maximum=self.config.mqtt_receive_maximum,
-            )
-            try:
-                async with client:
-                    self._client = client
-                    self._hold_back()  # still full from before the reconnect?
-                    await client.subscribe(subscription, qos=1)
-                    # Not shared: every worker wants every agent's status.
-                    await client.subscribe(wire.STATUS_SUBSCRIPTION, qos=1)
-                    self.connected.set()
-                    backoff = 0.0
-                    async with asyncio.TaskGroup() as tasks:
-                        tasks.create_task(self._rejections.publish(client))
-                        await client.wait_closed()
-            except Exception as exc:
-                if not is_connection_loss(exc):
-                    raise
-                self.connected.clear()
-                backoff = next_backoff(backoff)
-                log.warning("platform: broker lost (%s); retry in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
+        client = ConsumerClient(
+            self._broker,
+            self.client_id,
+            self._receive,
+            mqtt5=self.config.mqtt_version is MqttVersion.V5,
+            clean_start=False,
+            receive_maximum=self.config.mqtt_receive_maximum,
+        )
+        async with client:
+            self._client = client
+            self._hold_back()  # still full from before the reconnect?
+            await client.subscribe(subscription, qos=1)
+            # Not shared: every worker wants every agent's status.
+            await client.subscribe(wire.STATUS_SUBSCRIPTION, qos=1)
+            self.connected.set()
+            connected()
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._rejections.publish(client))
+                await client.wait_closed()
 
     async def _audit_loop(self) -> None:
+        await keep_connected(self._audit_session, what="platform (audit)", log=log)
+
+    async def _audit_session(self, connected: Callable[[], None]) -> None:
         """A second connection that sees every carbonlink topic at QoS 0, to count what is
         published where nobody listens. It keeps no session: what it misses while away
         was not going to be stored anyway."""
-        backoff = 0.0
-        while True:
-            client = ConsumerClient(
-                self._broker,
-                f"{self.client_id}-audit",
-                self._audit_message,
-                mqtt5=self.config.mqtt_version is MqttVersion.V5,
-                clean_start=True,
-            )
-            try:
-                async with client:
-                    await client.subscribe(wire.EVERYTHING, qos=0)
-                    backoff = 0.0
-                    await client.wait_closed()
-            except Exception as exc:
-                if not is_connection_loss(exc):
-                    raise
-                backoff = next_backoff(backoff)
-                log.warning("platform: audit connection lost (%s); retry in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
+        client = ConsumerClient(
+            self._broker,
+            f"{self.client_id}-audit",
+            self._audit_message,
+            mqtt5=self.config.mqtt_version is MqttVersion.V5,
+            clean_start=True,
+        )
+        async with client:
+            await client.subscribe(wire.EVERYTHING, qos=0)
+            connected()
+            await client.wait_closed()
 
     def _receive(self, client: ConsumerClient, message: Incoming) -> None:
         """Handle one message from the socket. Never raises (see the module docstring)."""

@@ -17,7 +17,7 @@ from carbonlink.emissions import FactorLibrary, FactorSet
 from carbonlink.platform._ingest import emission_record
 from carbonlink.storage import Store, StoredReading
 
-__all__ = ["RecomputeResult", "current_versions", "factor_set_for", "recompute"]
+__all__ = ["RecomputeResult", "recompute"]
 
 # Readings per store write: bounded memory and request size on long ranges.
 RECOMPUTE_WRITE_BATCH: Final = 5_000
@@ -32,25 +32,6 @@ class RecomputeResult:
     readings: int  # emission points written
     skipped: int  # activity points of output-only, unknown or re-united meters
     co2e_kg: float
-
-
-def factor_set_for(settings: Settings, plant: str, name: str | None = None) -> FactorSet:
-    """The factor set ``name`` (default: the plant's) as its file in the config says now."""
-    chosen = name or settings.plant(plant).factor_set
-    return FactorSet.load(settings.factor_sets_dir / f"{chosen}.yaml")
-
-
-def current_versions(settings: Settings) -> dict[str, tuple[str, str]]:
-    """Each plant's (factor set, version) as the config names it now: what every
-    surface counts a plant's emissions under."""
-    sets: dict[str, FactorSet] = {}
-    versions = {}
-    for plant in settings.plants.values():
-        if plant.factor_set not in sets:
-            sets[plant.factor_set] = factor_set_for(settings, plant.id)
-        chosen = sets[plant.factor_set]
-        versions[plant.id] = (chosen.name, chosen.version)
-    return versions
 
 
 def recompute(
@@ -68,7 +49,7 @@ def recompute(
     Raises ConfigError for an unknown plant or factor set, StoreError from the store.
     """
     config = settings.plant(plant)
-    chosen = factor_set_for(settings, plant, factor_set)
+    chosen = settings.factor_set(plant, name=factor_set)
     lib = library or FactorLibrary.builtin()
     activity = store.activity(plant, start_ms=start_ms, end_ms=end_ms)
     readings: list[StoredReading] = []

@@ -21,7 +21,8 @@ import aiomqtt
 
 from carbonlink import wire
 from carbonlink.errors import RejectedReading
-from carbonlink.mqtt.client import BrokerAddress, make_client, next_backoff
+from carbonlink.mqtt.client import BrokerAddress, make_client
+from carbonlink.mqtt.reconnect import keep_connected
 from carbonlink.mqtt.rejections import Rejections
 from carbonlink.simulators._faults import CONNECTION_FAULTS, MESSAGE_FAULTS, Fault, FaultKind
 
@@ -106,32 +107,33 @@ class PlantLink:
         self._finished = False
 
     async def run(self) -> None:
-        backoff = 0.0
+        await keep_connected(self._sessions, what=f"simulator {self.plant}", log=log)
+
+    async def _sessions(self, connected: Callable[[], None]) -> None:
+        """Sessions until the run is done; an outage the fault plan cut on purpose is waited
+        out here, without the backoff of a lost broker."""
         while True:
             if self._down_until is not None:
                 # Reconnect afterwards even at the end: kept data and the final status.
                 await self._wait_out_outage()
             try:
-                await self._session()
+                await self._session(connected)
                 return
             except _DroppedError:
                 continue
-            except aiomqtt.MqttError as exc:
-                backoff = next_backoff(backoff)
-                log.warning(
-                    "simulator %s: broker lost (%s); retry in %.1fs", self.plant, exc, backoff
-                )
-                await asyncio.sleep(backoff)
 
-    async def _session(self) -> None:
+    async def _session(self, connected: Callable[[], None]) -> None:
         status = sim_status_topic(self.plant)
         will = aiomqtt.Will(status, self._status("offline"), qos=1, retain=True)
-        client = make_client(self._broker, f"sim-{self.plant}", clean_session=True, will=will)
-        client._client.max_inflight_messages_set(MAX_INFLIGHT)  # paho tuning
+        client = make_client(
+            self._broker, f"sim-{self.plant}", clean_session=True, will=will,
+            max_inflight_messages=MAX_INFLIGHT,
+        )  # fmt: skip
         # Chunks of concurrent publishes are by design, not a sign of a stuck broker.
         client.pending_calls_threshold = PUBLISH_CHUNK * 2
         try:
             async with client:
+                connected()
                 await client.publish(status, self._status("online"), qos=1, retain=True)
                 await client.subscribe(wire.directive_topic(self.plant), qos=1)
                 listener = asyncio.create_task(self._listen(client))

@@ -6,13 +6,12 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Final, TextIO
 
 from carbonlink import wire
-from carbonlink.config import MeterConfig, PlantConfig, ReadingKind
+from carbonlink.config import FactorLookup, MeterConfig, PlantConfig, ReadingKind
 from carbonlink.core.clock import SimClock
-from carbonlink.emissions import FactorLibrary, FactorSet, ResolvedFactor
+from carbonlink.emissions import FactorLibrary, ResolvedFactor
 from carbonlink.mqtt.client import BrokerAddress
 from carbonlink.simulators._encode import encode_samples
 from carbonlink.simulators._faults import SAMPLE_FAULTS, Fault, FaultKind
@@ -53,26 +52,21 @@ class SimulationStats:
         self.faults = merged
 
 
-def emission_factors(factor_sets_dir: Path | None = None) -> EmissionFactor:
+def emission_factors(factor_set: FactorLookup | None = None) -> EmissionFactor:
     """Each meter's resolved factor (kg CO2e and energy per metered unit): the plant's
-    factor set if its directory is given, else the built-in library (AR5) with the
-    plant's grid region."""
+    factor set if a lookup is given, else the built-in library (AR5) with the plant's grid
+    region."""
     library = FactorLibrary.builtin()
-    sets: dict[str, FactorSet] = {}
 
     def factor(plant: PlantConfig, meter: MeterConfig) -> ResolvedFactor:
         if meter.activity is None:
             raise ValueError(f"meter {meter.id!r} has no emission activity")
-        if factor_sets_dir is None:
+        if factor_set is None:
             resolved = library.resolve(
                 meter.activity, meter.unit, gwp=DEFAULT_GWP, region=plant.grid_region
             )
         else:
-            if plant.factor_set not in sets:
-                sets[plant.factor_set] = FactorSet.load(
-                    factor_sets_dir / f"{plant.factor_set}.yaml"
-                )
-            resolved = sets[plant.factor_set].resolve(
+            resolved = factor_set(plant.id).resolve(
                 library, meter.activity, meter.unit, region=plant.grid_region
             )
         return resolved
@@ -190,7 +184,7 @@ async def simulate(
     stats: SimulationStats | None = None,
     faults: Sequence[Fault] = (),
     batch_samples: int = 1,
-    factor_sets_dir: Path | None = None,
+    factor_set: FactorLookup | None = None,
     progress: TextIO | None = None,
 ) -> SimulationStats:
     """Publish every plant's meters until ``duration_ms`` of simulated time has passed."""
@@ -200,7 +194,7 @@ async def simulate(
     stats.wall_start = time.monotonic()
     start = clock.now_ms()
     end = start + duration_ms if duration_ms is not None else None
-    fleet = Fleet(plants, seed, start, emission_factors(factor_sets_dir))
+    fleet = Fleet(plants, seed, start, emission_factors(factor_set))
     _check_faults(plants, faults)
     links: list[PlantLink] = []
     for index, plant in enumerate(fleet.plants):

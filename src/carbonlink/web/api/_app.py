@@ -20,7 +20,6 @@ from carbonlink.config import PlantConfig, Settings
 from carbonlink.coordination import Ed25519PublicKey, settings_public_key
 from carbonlink.core.clock import wall_clock_ms
 from carbonlink.errors import CarbonlinkError
-from carbonlink.platform.recompute import factor_set_for
 from carbonlink.storage import EMISSION_COLUMNS, SERIES_FIELDS, Store
 from carbonlink.storage.series import series_table
 from carbonlink.storage.uncertainty import LOWER_SUFFIX, UPPER_SUFFIX
@@ -123,7 +122,7 @@ def create_app(
     )
     # The current factor set of each plant, read once: every answer counts a plant's
     # readings under it (one version per reading) unless asked for another version.
-    current = {p: factor_set_for(settings, p) for p in settings.plants}
+    current = {p: settings.factor_set(p) for p in settings.plants}
     ncv_ranges = {p: ncv_ranges_of(settings.plants[p], current[p]) for p in settings.plants}
     # The document lists the configured plants; another id still gets a 404 naming them.
     plant_path = plant_parameter(settings)

@@ -12,7 +12,6 @@ from typing import Final
 
 from carbonlink.config import PlantConfig, Settings
 from carbonlink.emissions import FactorLibrary
-from carbonlink.platform.recompute import factor_set_for
 from carbonlink.storage.windows import ENERGY_GJ_PER_UNIT
 
 __all__ = ["SOURCE_ORDER", "PlantLayout", "plant_layouts"]
@@ -56,7 +55,7 @@ class PlantLayout:
 
 
 def _layout(settings: Settings, plant: PlantConfig, library: FactorLibrary) -> PlantLayout:
-    factor_set = factor_set_for(settings, plant.id)
+    factor_set = settings.factor_set(plant.id)
     sources: set[str] = set()
     scopes: set[int] = set()
     carriers: list[str] = []

@@ -13,7 +13,6 @@ from fastapi.staticfiles import StaticFiles
 
 from carbonlink.config import Settings
 from carbonlink.core.clock import wall_clock_ms
-from carbonlink.platform.recompute import factor_set_for
 from carbonlink.storage import Store
 from carbonlink.web.api import HealthProvider
 from carbonlink.web.dashboard._events import SSE_MEDIA_TYPE, Poll, event_stream
@@ -81,7 +80,7 @@ def mount_dashboard(
     """
     layouts = plant_layouts(settings)
     views = {
-        p: PlantView(config, layouts[p], factor_set_for(settings, p))
+        p: PlantView(config, layouts[p], settings.factor_set(p))
         for p, config in settings.plants.items()
     }
 
