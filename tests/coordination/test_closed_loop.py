@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from carbonlink import wire
+from carbonlink.abatement import x_at
 from carbonlink.config import PlantConfig, Settings, load_config
 from carbonlink.coordination import (
     FIELDS_BY_LEVEL,
@@ -38,7 +39,7 @@ from carbonlink.coordination._signing import Ed25519PrivateKey
 from carbonlink.core.clock import SimClock
 from carbonlink.mqtt.client import parse_broker_url
 from carbonlink.platform import open_store
-from carbonlink.simulators import abatement_closed_form, abatement_inflow, simulate
+from carbonlink.simulators import abatement_inflow, simulate
 from tests.configs import write_config
 from tests.coordination.conftest import REFERENCE_YAML
 from tests.servers import InfluxDBServer, MosquittoServer
@@ -111,10 +112,10 @@ def predicted_x(plant: PlantConfig, directives: list[wire.Directive], t: int) ->
     for d in directives:
         if d.effective_ms > t:
             break
-        x = float(abatement_closed_form(x, inflow, abate.delta, (d.effective_ms - last) / HOUR))
+        x = float(x_at(x, inflow, abate.delta, (d.effective_ms - last) / HOUR))
         last = d.effective_ms
         inflow = abatement_inflow(abate, d.effort_firm, d.effort_platform, d.sigma)
-    return float(abatement_closed_form(x, inflow, abate.delta, (t - last) / HOUR))
+    return float(x_at(x, inflow, abate.delta, (t - last) / HOUR))
 
 
 def test_switch_to_stage_3_lowers_emissions_as_predicted(

@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
+from carbonlink.abatement import x_at
 from carbonlink.config import DigitalConfig, MeterConfig, PlantConfig, load_config
 from carbonlink.errors import ConfigError
 from carbonlink.simulators import (
     Fleet,
-    abatement_closed_form,
     abatement_inflow,
     digital_multiplier,
     emission_factors,
@@ -185,7 +185,7 @@ def test_abatement_reduces_emissions_as_the_dynamics_predict() -> None:
         ]
     )
     periods = np.maximum(times - effective, 0) / (abate.period_s * 1000)
-    expected = np.asarray(abatement_closed_form(0.0, inflow, abate.delta, periods)) * share / 60
+    expected = np.asarray(x_at(0.0, inflow, abate.delta, periods)) * share / 60
     assert np.all(avoided[times <= effective] == pytest.approx(0.0, abs=1e-6))
     assert avoided == pytest.approx(expected, rel=1e-3, abs=1e-5)
     # Stage 3 of the reference case: X tends to I/delta = 37.45 tCO2e/h.
@@ -235,9 +235,7 @@ def test_fuel_switch_moves_energy_and_cuts_co2e_by_its_share_of_x() -> None:
     assert wood_rise > 0
     assert coal_cut * coal_f.conversion == pytest.approx(wood_rise * wood_f.conversion, rel=1e-3)
     avoided_kg = coal_cut * coal_f.co2e_kg_per_unit - wood_rise * wood_f.co2e_kg_per_unit
-    x = float(
-        abatement_closed_form(0.0, inflow, abate.delta, (end - START_MS) / (abate.period_s * 1000))
-    )
+    x = float(x_at(0.0, inflow, abate.delta, (end - START_MS) / (abate.period_s * 1000)))
     assert avoided_kg == pytest.approx(x * 1000 / 60, rel=1e-3)  # one-minute sample
     for meter in ("kiln-petcoke", "grid-main"):  # efficiency share is zero here
         mask = meters_b == index[meter]

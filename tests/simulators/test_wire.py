@@ -11,6 +11,7 @@ import aiomqtt
 import pytest
 
 from carbonlink import wire
+from carbonlink.abatement import x_at
 from carbonlink.config import PlantConfig
 from carbonlink.core.clock import SimClock
 from carbonlink.mqtt.client import BrokerAddress
@@ -19,7 +20,6 @@ from carbonlink.simulators import (
     FaultKind,
     Fleet,
     SimulationStats,
-    abatement_closed_form,
     abatement_inflow,
     emission_factors,
     load_replay,
@@ -223,7 +223,7 @@ def test_directives_lower_emissions_by_the_predicted_amount(
         wood_f.co2e_kg_per_unit / wood_f.conversion
     )
     for ts in (effective - 60_000, effective + HOUR, START_MS + 6 * HOUR):
-        x = float(abatement_closed_form(0.0, inflow, abate.delta, max(ts - effective, 0) / HOUR))
+        x = float(x_at(0.0, inflow, abate.delta, max(ts - effective, 0) / HOUR))
         # Efficiency: kiln-coal's emission share of (1 - share) X; switching: share X
         # moved to wood as energy. Both in tonnes per one-minute sample.
         efficiency = (1 - switch.share) * x * 1000 * coal_meter.nominal_per_hour / total / 60

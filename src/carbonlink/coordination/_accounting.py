@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from carbonlink.coordination._counterfactual import exact_step
 from carbonlink.coordination._flows import period_transfers, settlement_split
 from carbonlink.coordination._journal import PeriodRow
 from carbonlink.coordination._sharing import PeriodRecord
@@ -17,6 +16,8 @@ from carbonlink.coordination.model import (
     Party,
     StageResult,
     decide,
+    effort_cost,
+    exact_step,
     subsidised_stage,
 )
 
@@ -49,8 +50,8 @@ def period_outcome(
     x_settle = x_observed if x_observed is not None else x_mean
     split = settlement_split(params) if result.stage == 3 else None
     transfers = period_transfers(params, result, split, x_settle, periods)
-    cost_m = params.k_M * result.E_M**2 / 2.0
-    cost_p = params.k_P * result.E_P**2 / 2.0
+    cost_m = effort_cost(params.k_M, result.E_M)
+    cost_p = effort_cost(params.k_P, result.E_P)
     claimed = (result.theta_M * cost_m + result.theta_P * cost_p) * periods
     return PeriodOutcome(x_mean, x_end, x_settle, transfers, claimed)
 

@@ -12,6 +12,7 @@ from carbonlink.coordination.model import (
     Party,
     Split,
     StageResult,
+    effort_cost,
     inflow,
     settle,
     settling_split,
@@ -48,8 +49,8 @@ def period_transfers(
     subsidies, theta_i of each effort cost, paid by the government. Stage 1: none.
     Each case sums to zero.
     """
-    cost_m = params.k_M * result.E_M**2 / 2.0
-    cost_p = params.k_P * result.E_P**2 / 2.0
+    cost_m = effort_cost(params.k_M, result.E_M)
+    cost_p = effort_cost(params.k_P, result.E_P)
     if result.stage == 3:
         if split is None:
             raise ValueError("stage 3 needs the cooperative split to settle")

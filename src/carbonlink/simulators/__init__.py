@@ -3,11 +3,7 @@
 from carbonlink.core.clock import SimClock
 from carbonlink.simulators._faults import Fault, FaultKind, load_faults, parse_fault
 from carbonlink.simulators._fleet import Fleet, Tick, plant_rng
-from carbonlink.simulators._models import (
-    abatement_closed_form,
-    abatement_inflow,
-    digital_multiplier,
-)
+from carbonlink.simulators._models import abatement_inflow, digital_multiplier
 from carbonlink.simulators._replay import load_replay, load_replay_from_store, replay
 from carbonlink.simulators._runner import SimulationStats, emission_factors, simulate
 
@@ -18,7 +14,6 @@ __all__ = [
     "SimClock",
     "SimulationStats",
     "Tick",
-    "abatement_closed_form",
     "abatement_inflow",
     "digital_multiplier",
     "emission_factors",

@@ -20,13 +20,13 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
+from carbonlink.abatement import x_at
 from carbonlink.config import MeterConfig, PlantConfig, ReadingKind
 from carbonlink.emissions import ResolvedFactor
 from carbonlink.errors import ConfigError
 from carbonlink.simulators._models import (
     MS_PER_HOUR,
     FloatArray,
-    abatement_step,
     digital_multiplier,
     ramp_towards,
     shift_target,
@@ -238,7 +238,7 @@ class Fleet:
         if self._pending_inflow:
             self._apply_pending_inflow(ts, active)
         h = np.where(active, ts - self._last_ms, 0) / self._period_ms
-        self.x = abatement_step(self.x, self.inflow, self._delta, h)
+        self.x = x_at(self.x, self.inflow, self._delta, h)
         self._last_ms = np.where(active, ts, self._last_ms)
 
     def _apply_pending_inflow(self, ts: int, active: npt.NDArray[np.bool_]) -> None:
@@ -250,12 +250,9 @@ class Fleet:
                 effective_ms, inflow = pending.pop(0)
                 at = max(effective_ms, int(self._last_ms[plant_index]))
                 h = (at - self._last_ms[plant_index]) / self._period_ms[plant_index]
-                self.x[plant_index] = abatement_step(
-                    self.x[plant_index : plant_index + 1],
-                    self.inflow[plant_index : plant_index + 1],
-                    self._delta[plant_index : plant_index + 1],
-                    np.array([h]),
-                )[0]
+                self.x[plant_index] = float(
+                    x_at(self.x[plant_index], self.inflow[plant_index], self._delta[plant_index], h)
+                )
                 self._last_ms[plant_index] = at
                 self.inflow[plant_index] = inflow
             if not pending:

@@ -11,6 +11,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from carbonlink.abatement import inflow
 from carbonlink.config import AbatementConfig, DigitalConfig
 
 FloatArray = npt.NDArray[np.float64]
@@ -80,27 +81,9 @@ def digital_multiplier(adoption: float | FloatArray, config: DigitalConfig) -> f
 def abatement_inflow(
     config: AbatementConfig, effort_firm: float, effort_platform: float, sigma: float
 ) -> float:
-    """I = sigma * (a_M * E_M + a_P * F * E_P), model units of X per period."""
-    return sigma * (
-        config.a_m * effort_firm + config.a_p * config.functional_availability * effort_platform
-    )
-
-
-def abatement_step(
-    x: FloatArray, inflow: FloatArray, delta: FloatArray, h: FloatArray
-) -> FloatArray:
-    """Exact step of dX/dt = I - delta*X over h periods with constant I."""
-    decay = np.exp(-delta * h)
-    safe_delta = np.where(delta > 0, delta, 1.0)
-    grown = np.where(delta > 0, (1.0 - decay) * inflow / safe_delta, inflow * h)
-    result: FloatArray = decay * x + grown
-    return result
-
-
-def abatement_closed_form(
-    x0: float, inflow: float, delta: float, periods: float | FloatArray
-) -> float | FloatArray:
-    """X(t) from X(0) = x0 under constant inflow (delta > 0)."""
-    decay = np.exp(-delta * np.asarray(periods, dtype=np.float64))
-    value = x0 * decay + inflow / delta * (1.0 - decay)
-    return float(value) if value.ndim == 0 else value
+    """I = sigma * (a_M * E_M + a_P * F * E_P) with the plant's own a_M, a_P and F: the
+    coordination model's dynamics (``coordination.model.inflow``), model units per period."""
+    return inflow(
+        sigma, config.a_m, config.a_p, config.functional_availability, effort_firm,
+        effort_platform,
+    )  # fmt: skip

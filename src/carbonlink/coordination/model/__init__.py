@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from carbonlink.abatement import (
+    effort_cost,
+    exact_step,
+    inflow,
+    steady_state,
+    x_at,
+)
 from carbonlink.coordination.model._budget import SubsidyRates, budget_rates, spending
 from carbonlink.coordination.model._cooperative import (
     PartyShare,
@@ -40,10 +47,6 @@ from carbonlink.coordination.model._stages import (
 from carbonlink.coordination.model._value import (
     abatement_per_cost,
     discounted_step,
-    effort_cost,
-    exact_step,
-    inflow,
-    steady_state,
     stream_value,
     trajectory,
 )
@@ -92,4 +95,5 @@ __all__ = [
     "subsidy_rate",
     "trajectory",
     "with_carbon_price",
+    "x_at",
 ]

@@ -34,6 +34,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from carbonlink.abatement import effort_cost
 from carbonlink.coordination.model._params import CoordinationParams
 from carbonlink.coordination.model._stages import (
     GovernmentObjective,
@@ -112,7 +113,7 @@ def _spend(terms: _Terms, u: FloatArray, weights: FloatArray) -> float:
 def spending(params: CoordinationParams, theta_m: float, theta_p: float) -> float:
     """Subsidy paid per model period at rates theta: theta_i * k_i * E_i^2 / 2."""
     e_m, e_p = best_response_efforts(params, theta_m, theta_p)
-    return theta_m * params.k_M * e_m**2 / 2.0 + theta_p * params.k_P * e_p**2 / 2.0
+    return theta_m * effort_cost(params.k_M, e_m) + theta_p * effort_cost(params.k_P, e_p)
 
 
 def budget_rates(

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from itertools import combinations
 
+from carbonlink.abatement import effort_cost, inflow
 from carbonlink.coordination.model._params import PARTIES, CoordinationParams, Party
 from carbonlink.coordination.model._stages import best_response_efforts, stage2_government
-from carbonlink.coordination.model._value import inflow
 
 __all__ = [
     "Coalition",
@@ -87,8 +87,8 @@ def coalition_parts(p: CoordinationParams, members: Coalition) -> tuple[float, f
     # First-order condition of m_K*sigma*a_i*E_i/(r+delta) - k_i*E_i^2/2 per member.
     e_m = sigma * p.a_M * m_k / (p.r_delta * p.k_M) if "M" in members else e1_m
     e_p = sigma * p.a_P * p.F * m_k / (p.r_delta * p.k_P) if "P" in members else e1_p
-    cost = (p.k_M * e_m**2 / 2.0 if "M" in members else 0.0) + (
-        p.k_P * e_p**2 / 2.0 if "P" in members else 0.0
+    cost = (effort_cost(p.k_M, e_m) if "M" in members else 0.0) + (
+        effort_cost(p.k_P, e_p) if "P" in members else 0.0
     )
     flow_in = inflow(sigma, p.a_M, p.a_P, p.F, e_m, e_p)
     slope = m_k / p.r_delta

@@ -11,13 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
+from carbonlink.abatement import effort_cost, inflow, steady_state
 from carbonlink.coordination.model._params import CoordinationParams
-from carbonlink.coordination.model._value import (
-    abatement_per_cost,
-    inflow,
-    steady_state,
-    stream_value,
-)
+from carbonlink.coordination.model._value import abatement_per_cost, stream_value
 
 __all__ = [
     "STAGE_NAMES",
@@ -147,8 +143,8 @@ def _stage_values(
     """Each party's value of constant efforts under subsidy rates theta (0 in stage 3,
     where subsidies are internal transfers and so carry no mu loss)."""
     flow_in = inflow(sigma, p.a_M, p.a_P, p.F, e_m, e_p)
-    cost_m = p.k_M * e_m**2 / 2.0
-    cost_p = p.k_P * e_p**2 / 2.0
+    cost_m = effort_cost(p.k_M, e_m)
+    cost_p = effort_cost(p.k_P, e_p)
     # Flow payoffs (coordination-model.md, Flow payoffs): the government pays theta_i of
     # each cost and loses mu on every unit of public money.
     paid = theta_m * cost_m + theta_p * cost_p

@@ -8,26 +8,9 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-__all__ = [
-    "abatement_per_cost",
-    "discounted_step",
-    "effort_cost",
-    "exact_step",
-    "inflow",
-    "steady_state",
-    "stream_value",
-    "trajectory",
-]
+from carbonlink.abatement import x_at
 
-
-def inflow(sigma: float, a_M: float, a_P: float, F: float, E_M: float, E_P: float) -> float:  # noqa: N803
-    """I = sigma * (a_M*E_M + a_P*F*E_P), the capability built per period (Dynamics)."""
-    return sigma * (a_M * E_M + a_P * F * E_P)
-
-
-def steady_state(inflow_rate: float, delta: float) -> float:
-    """X* = I / delta, where dX/dt = I - delta*X vanishes (Dynamics)."""
-    return inflow_rate / delta
+__all__ = ["abatement_per_cost", "discounted_step", "stream_value", "trajectory"]
 
 
 def stream_value(
@@ -56,8 +39,7 @@ def trajectory(
         raise ValueError(f"step must be > 0, got {step}")
     # Closed form of the recursion: evaluating it directly avoids accumulated rounding.
     times = step * np.arange(steps + 1, dtype=np.float64)
-    x_ss = steady_state(inflow_rate, delta)
-    return x_ss + (x0 - x_ss) * np.exp(-delta * times)
+    return np.asarray(x_at(x0, inflow_rate, delta, times), dtype=np.float64)
 
 
 def abatement_per_cost(abatement: float, resource_cost: float) -> float:
@@ -73,25 +55,6 @@ def abatement_per_cost(abatement: float, resource_cost: float) -> float:
     if resource_cost <= 0:
         return math.inf if abatement > 0 else 0.0
     return abatement / resource_cost
-
-
-def effort_cost(k: float, effort: float) -> float:
-    """k E^2 / 2: the cost per period of effort E with cost coefficient k (Flow payoffs)."""
-    return k * effort * effort / 2.0
-
-
-def exact_step(x0: float, inflow: float, delta: float, h: float) -> tuple[float, float]:
-    """(mean of X over the step, X at its end) for dX/dt = I - delta*X, exact for any h.
-
-    A step of no length (h <= 0) leaves X where it is: its mean is X itself.
-    """
-    if h <= 0:
-        return x0, x0
-    if delta <= 0:  # no decay: X grows linearly
-        return x0 + inflow * h / 2.0, x0 + inflow * h
-    decay = math.exp(-delta * h)
-    target = inflow / delta
-    return target + (x0 - target) * (1.0 - decay) / (delta * h), target + (x0 - target) * decay
 
 
 def discounted_step(
