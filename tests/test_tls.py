@@ -162,7 +162,7 @@ def test_influxdb_over_https(
             open_store(url)
         monkeypatch.setenv(CA_FILE_ENV, str(certificates.ca))
         store = open_store(url)
-        from tests.platform.test_storage_contract import reading
+        from tests.storage.test_contract import reading
 
         store.write([reading("p1", "gas", m, 1.0, 2.0) for m in range(3)])
         assert store.count_readings("p1") == 3

@@ -15,7 +15,7 @@ from carbonlink.web.api import create_app
 from carbonlink.web.dashboard import mount_dashboard
 from carbonlink.web.dashboard._layout import plant_layouts
 from carbonlink.web.dashboard._live import (
-    PlantStream,
+    BrowserFeed,
     PlantView,
     overview_row,
     start_of_local_day,
@@ -97,7 +97,7 @@ def test_pages_static_files_and_plotly_are_served(settings: Settings, store: Sql
 
 def test_stream_sends_each_complete_window_once(settings: Settings, store: SqliteStore) -> None:
     now = [START_MS + 10 * MINUTE_MS]
-    stream = PlantStream(store, _view(settings), "1m", "1h", lambda: now[0])
+    stream = BrowserFeed(store, _view(settings), "1m", "1h", lambda: now[0])
     store.write(_readings(settings, range(10)))
     history = stream.history()
     windows = history["windows"]

@@ -19,7 +19,6 @@ from carbonlink.config import PlantConfig, ReadingKind
 from carbonlink.core.clock import SimClock
 from carbonlink.errors import ConfigError, RejectedReading
 from carbonlink.mqtt.client import BrokerAddress
-from carbonlink.simulators._encode import encode_samples
 from carbonlink.simulators._link import LinkCounters, Outgoing, PlantLink
 from carbonlink.simulators._runner import SimulationStats
 from carbonlink.storage import Store
@@ -128,7 +127,7 @@ async def replay(
                 registers[key] = value
             seq[key] = seq.get(key, 0) + 1
             dur = meter.sample_period_s if meter.reading is ReadingKind.INTERVAL else None
-            payload = encode_samples(
+            payload = wire.encode_samples(
                 meter.unit, meter.reading.value, seq[key], [(row.ts_ms, value)], dur
             )
             topic = wire.meter_topic(row.plant, row.meter)

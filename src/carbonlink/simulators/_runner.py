@@ -13,7 +13,6 @@ from carbonlink.config import FactorLookup, MeterConfig, PlantConfig, ReadingKin
 from carbonlink.core.clock import SimClock
 from carbonlink.emissions import FactorLibrary, ResolvedFactor
 from carbonlink.mqtt.client import BrokerAddress
-from carbonlink.simulators._encode import encode_samples
 from carbonlink.simulators._faults import SAMPLE_FAULTS, Fault, FaultKind
 from carbonlink.simulators._fleet import EmissionFactor, Fleet, Tick
 from carbonlink.simulators._link import LinkCounters, Outgoing, PlantLink
@@ -106,7 +105,7 @@ class _Batcher:
         self._buffers[meter] = []
         _, config = self._fleet.meter_refs[meter]
         self._seq[meter] += 1
-        payload = encode_samples(
+        payload = wire.encode_samples(
             config.unit, config.reading.value, self._seq[meter], samples, self._dur_s[meter]
         )
         outgoing = Outgoing(samples[-1][0], config.id, self._topic[meter], payload, len(samples))

@@ -41,6 +41,7 @@ from carbonlink.wire._meter import (
     decode_meter_message,
     duration_ms_of,
     encode_meter_message,
+    encode_samples,
 )
 from carbonlink.wire._reasons import REASONS, Reason
 from carbonlink.wire._status import AgentStatus, decode_status, encode_status
@@ -123,6 +124,7 @@ __all__ = [
     "encode_directive",
     "encode_meter_message",
     "encode_rejection",
+    "encode_samples",
     "encode_status",
     "encode_telemetry",
     "fits",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -144,3 +146,22 @@ def encode_meter_message(
     ]
     # allow_nan: tests and the fault injector send NaN on purpose, as broken meters do.
     return json.dumps(body, separators=(",", ":"), allow_nan=True).encode()
+
+
+def encode_samples(
+    unit: str, kind: str, seq: int, samples: Sequence[tuple[int, float]], dur_s: float | None
+) -> bytes:
+    """A meter message of (ts_ms, value) samples, formatted directly: what
+    :func:`encode_meter_message` writes (tests hold the two equal once decoded), several
+    times faster, which matters at tens of thousands of samples a second (simulators).
+    ``dur_s`` is every sample's interval, for interval meters."""
+    dur = f',"dur":{_json_number(dur_s)}' if dur_s is not None else ""
+    body = ",".join(f'{{"ts":{ts},"value":{_json_number(value)}{dur}}}' for ts, value in samples)
+    return f'{{"v":1,"unit":"{unit}","kind":"{kind}","seq":{seq},"samples":[{body}]}}'.encode()
+
+
+def _json_number(value: float) -> str:
+    """A float as JSON text (json.dumps' own spelling of NaN and the infinities)."""
+    if math.isfinite(value):
+        return repr(value)
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")

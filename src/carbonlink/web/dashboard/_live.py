@@ -30,7 +30,7 @@ from carbonlink.web.dashboard._layout import PlantLayout
 __all__ = [
     "RANGE_MS",
     "RATE_SPAN_MS",
-    "PlantStream",
+    "BrowserFeed",
     "PlantView",
     "overview_row",
     "start_of_local_day",
@@ -151,7 +151,7 @@ def overview_row(
     }
 
 
-class PlantStream:
+class BrowserFeed:
     """One browser's view of one plant: history once, then only windows it has not seen.
 
     A window is sent once it is complete, i.e. the plant's newest data is a grace period

@@ -17,7 +17,7 @@ from carbonlink.storage import Store
 from carbonlink.web.api import HealthProvider
 from carbonlink.web.dashboard._events import SSE_MEDIA_TYPE, Poll, event_stream
 from carbonlink.web.dashboard._layout import plant_layouts
-from carbonlink.web.dashboard._live import PlantStream, PlantView, overview_row
+from carbonlink.web.dashboard._live import BrowserFeed, PlantView, overview_row
 
 __all__ = [
     "DASHBOARD_PREFIX",
@@ -148,7 +148,7 @@ def mount_dashboard(
     def plant_events(
         request: Request, plant: str, window: WindowName = "1m", span: RangeName = "6h"
     ) -> StreamingResponse:
-        stream_state = PlantStream(store, view_of(plant), window, span, clock)
+        stream_state = BrowserFeed(store, view_of(plant), window, span, clock)
         first: Poll = lambda: [("history", stream_state.history())]  # noqa: E731
         stream = event_stream(request, first, stream_state.poll, refresh_s)
         return StreamingResponse(stream, media_type=SSE_MEDIA_TYPE, headers=_NO_CACHE)

@@ -28,8 +28,8 @@ from carbonlink.simulators import (
     replay,
     simulate,
 )
-from carbonlink.simulators._encode import encode_samples
 from carbonlink.storage import SqliteStore, StoredReading
+from carbonlink.wire import encode_samples
 from tests.servers import MosquittoServer
 from tests.simulators.helpers import plants_for, record, samples_of
 
