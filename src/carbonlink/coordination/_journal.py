@@ -20,6 +20,7 @@ from typing import Any, Final
 
 import pandas as pd
 
+from carbonlink.coordination._commands import Command, body_of, command_from
 from carbonlink.coordination._ledger import Ledger, canonical_json, digest_of, parse_json
 from carbonlink.coordination._signing import Ed25519PrivateKey
 from carbonlink.wire import format_timestamp
@@ -296,19 +297,27 @@ class Journal:
 
     # --- commands (from the API to the coordinator) --------------------------------------
 
-    def add_command(self, kind: str, body: Mapping[str, Any], issued_ms: int) -> int:
+    def add_command(self, command: Command, issued_ms: int) -> int:
         """Queue a command for the coordinator's next step; returns its id."""
         cursor = self._db.execute(
             "INSERT INTO commands (issued_ms, kind, body) VALUES (?, ?, ?)",
-            (issued_ms, kind, canonical_json(dict(body))),
+            (issued_ms, command.kind, canonical_json(body_of(command))),
         )
         return int(cursor.lastrowid or 0)
 
-    def pending_commands(self) -> list[tuple[int, str, dict[str, Any]]]:
+    def pending_commands(self) -> list[tuple[int, Command | str]]:
+        """(id, command) of each command not yet applied, oldest first; a row that holds
+        no command comes back as the reason (the coordinator records it as refused)."""
         rows = self._db.execute(
             "SELECT id, kind, body FROM commands WHERE applied_ms IS NULL ORDER BY id"
         )
-        return [(int(i), str(kind), dict(json.loads(body))) for i, kind, body in rows]
+        pending: list[tuple[int, Command | str]] = []
+        for i, kind, body in rows:
+            try:
+                pending.append((int(i), command_from(str(kind), dict(json.loads(body)))))
+            except (ValueError, KeyError, TypeError) as exc:
+                pending.append((int(i), f"{kind}: {exc}"))
+        return pending
 
     def settle_command(self, command_id: int, applied_ms: int, outcome: str) -> None:
         self._db.execute(

@@ -40,6 +40,7 @@ import aiomqtt
 from carbonlink import wire
 from carbonlink.config import PlantConfig, Settings
 from carbonlink.coordination._accounting import period_outcome, period_record
+from carbonlink.coordination._commands import AddShadow, Command, RemoveShadow, SwitchStage
 from carbonlink.coordination._counterfactual import StepInput
 from carbonlink.coordination._flows import relational_params, settlement_split
 from carbonlink.coordination._government import Government
@@ -282,46 +283,45 @@ class Coordinator:
     def _apply_commands(self, now: int, run_start: int) -> list[tuple[int, str]]:
         """Take in the API's queued commands; returns (id, outcome) to record."""
         settled = []
-        for command_id, kind, body in self.journal.pending_commands():
-            try:
-                outcome = self._apply(kind, body, now, run_start)
-            except (ValueError, CarbonlinkError) as exc:
-                outcome = f"refused: {exc}"
-            log.info("coordinator: command %d (%s): %s", command_id, kind, outcome)
+        for command_id, command in self.journal.pending_commands():
+            if isinstance(command, str):  # no command at all: refused, and said why
+                outcome = f"refused: {command}"
+            else:
+                try:
+                    outcome = self._apply(command, now, run_start)
+                except (ValueError, CarbonlinkError) as exc:
+                    outcome = f"refused: {exc}"
+            log.info("coordinator: command %d: %s", command_id, outcome)
             settled.append((command_id, outcome))
         return settled
 
-    def _apply(self, kind: str, body: Mapping[str, Any], now: int, run_start: int) -> str:
-        if kind == "stage":
-            stage = body.get("stage")
-            if stage not in (1, 2, 3, None):
-                raise ValueError(f"stage must be 1, 2, 3 or null (the schedule), got {stage!r}")
-            at_ms = int(body.get("at_ms") or now)
-            self._overrides.append((at_ms, stage))
-            what = "the policy's schedule" if stage is None else f"stage {stage}"
-            return f"applied: {what} from {wire.format_timestamp(at_ms)}"
-        if kind == "add_shadow":
-            path = Path(str(body["path"]))
-            policy = load_policy(path)
-            bank = self._shadow_bank(run_start)
-            if bank is None:
-                plants = list(self._plants.values())
-                self._shadows = ShadowBank(self.policy, [], plants, run_start, self.stage_at)
-                bank = self._shadows
-            bank.add(policy, list(self._plants.values()), run_start)
-            self._added_shadows.append(str(path))
-            if policy.name in self._removed_shadows:
-                self._removed_shadows.remove(policy.name)
-            return f"applied: {policy.name} compared from {wire.format_timestamp(now)}"
-        if kind == "remove_shadow":
-            name = str(body["name"])
-            bank = self._shadow_bank(run_start)
-            if bank is None:
-                raise ValueError(f"no shadow policy {name!r}")
-            bank.remove(name)
-            self._removed_shadows.append(name)
-            return f"applied: {name} no longer compared"
-        raise ValueError(f"unknown command {kind!r}")
+    def _apply(self, command: Command, now: int, run_start: int) -> str:
+        match command:
+            case SwitchStage(stage=stage, at_ms=at_ms):
+                at = at_ms or now
+                self._overrides.append((at, stage))
+                what = "the policy's schedule" if stage is None else f"stage {stage}"
+                return f"applied: {what} from {wire.format_timestamp(at)}"
+            case AddShadow(path=path_text):
+                path = Path(path_text)
+                policy = load_policy(path)
+                bank = self._shadow_bank(run_start)
+                if bank is None:
+                    plants = list(self._plants.values())
+                    self._shadows = ShadowBank(self.policy, [], plants, run_start, self.stage_at)
+                    bank = self._shadows
+                bank.add(policy, list(self._plants.values()), run_start)
+                self._added_shadows.append(str(path))
+                if policy.name in self._removed_shadows:
+                    self._removed_shadows.remove(policy.name)
+                return f"applied: {policy.name} compared from {wire.format_timestamp(now)}"
+            case RemoveShadow(name=name):
+                bank = self._shadow_bank(run_start)
+                if bank is None:
+                    raise ValueError(f"no shadow policy {name!r}")
+                bank.remove(name)
+                self._removed_shadows.append(name)
+                return f"applied: {name} no longer compared"
 
     def _snapshot(self) -> dict[str, Any]:
         return {

@@ -23,7 +23,15 @@ from fastapi import Depends, FastAPI, HTTPException, Query
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from carbonlink.config import Settings
-from carbonlink.coordination import Journal, load_policy
+from carbonlink.coordination import (
+    AddShadow,
+    Command,
+    Journal,
+    RemoveShadow,
+    SwitchStage,
+    body_of,
+    load_policy,
+)
 from carbonlink.errors import CarbonlinkError
 from carbonlink.platform.recompute import recompute
 from carbonlink.storage import Store
@@ -113,12 +121,12 @@ def add_control_routes(
 ) -> None:
     allowed = [Depends(require_token(access))]
 
-    def queue(kind: str, body: dict[str, Any]) -> dict[str, Any]:
+    def queue(command: Command) -> dict[str, Any]:
         if journal_path is None:
             raise HTTPException(404, "this server has no coordination journal configured")
         with Journal(journal_path) as journal:
-            command = journal.add_command(kind, body, clock_ms())
-        return {"command": command, "status": "queued", "kind": kind} | body
+            command_id = journal.add_command(command, clock_ms())
+        return {"command": command_id, "status": "queued", "kind": command.kind} | body_of(command)
 
     plant_path = plant_parameter(settings)
 
@@ -157,7 +165,7 @@ def add_control_routes(
     )
     def switch_stage(request: StageRequest) -> dict[str, Any]:
         at_ms = _time(request.at) if request.at is not None else None
-        return queue("stage", {"stage": request.stage, "at_ms": at_ms})
+        return queue(SwitchStage(request.stage, at_ms))
 
     @app.post(
         f"{API_PREFIX}/coordination/shadows",
@@ -175,7 +183,7 @@ def add_control_routes(
             load_policy(path)
         except CarbonlinkError as exc:
             raise HTTPException(409, str(exc)) from None
-        return queue("add_shadow", {"path": str(path), "policy": request.policy})
+        return queue(AddShadow(str(path), request.policy))
 
     @app.delete(
         f"{API_PREFIX}/coordination/shadows/{{name}}",
@@ -185,7 +193,7 @@ def add_control_routes(
         responses=QUEUED,
     )
     def remove_shadow(name: str) -> dict[str, Any]:
-        return queue("remove_shadow", {"name": name})
+        return queue(RemoveShadow(name))
 
     @app.get(f"{API_PREFIX}/coordination/commands", summary="Commands and what became of them")
     def commands(limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[Any]:
