@@ -158,9 +158,9 @@ def test_coordinator_and_its_ledger_apply_the_terms(
         reports = [e["body"] for e in journal.ledger.entries()]
     store.close()
     mill = periods[periods["plant"] == MILL]
-    assert mill["theta_m"].tolist() == pytest.approx([0.3] * len(mill))
+    assert mill["subsidy_rate_firm"].tolist() == pytest.approx([0.3] * len(mill))
     cement = periods[periods["plant"] == CEMENT]
-    assert cement["theta_p"].max() == pytest.approx(0.5)
+    assert cement["subsidy_rate_platform"].max() == pytest.approx(0.5)
     assert json.loads(json.dumps(cement["parameters"].iloc[0]))["g"] == 1.2
     # Stage 2 reports (hourly, verified) carry each plant's own rates and money unit.
     by_plant = {r["plant"]: r for r in reports}

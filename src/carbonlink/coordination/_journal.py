@@ -84,6 +84,10 @@ PERIOD_COLUMNS: Final = (
     "readings", "functional_availability", "parameters",
     *(name for name, _ in _ADDED_PERIOD_COLUMNS),
 )  # fmt: skip
+# The journal's column for a quantity the code names otherwise: its storage format (and
+# the digests reports commit to) keeps the first names. The one place they are mapped.
+STORED_AS: Final = {"subsidy_rate_firm": "theta_m", "subsidy_rate_platform": "theta_p"}
+READ_AS: Final = {column: name for name, column in STORED_AS.items()}
 # Held as JSON text in their columns.
 _JSON_COLUMNS: Final = ("parameters", "counted")
 
@@ -108,8 +112,8 @@ class PeriodRow:
     effort_firm: float
     effort_platform: float
     sigma: float
-    theta_m: float
-    theta_p: float
+    subsidy_rate_firm: float
+    subsidy_rate_platform: float
     carbon_price: float
     x_projected: float
     x_observed: float | None
@@ -128,8 +132,8 @@ class PeriodRow:
     def canonical(self) -> dict[str, Any]:
         """The row as JSON-ready values of its declared types, the same before it is
         stored and after it is read back (an int 0 stored in a REAL column reads 0.0)."""
-        values = asdict(self)
-        for name in _FLOAT_FIELDS:
+        values = {STORED_AS.get(name, name): value for name, value in asdict(self).items()}
+        for name in (STORED_AS.get(f, f) for f in _FLOAT_FIELDS):
             if values[name] is not None:
                 values[name] = float(values[name])
         for name in ("start_ms", "end_ms", "stage", "readings"):
@@ -149,7 +153,8 @@ class PeriodRow:
 
 
 _FLOAT_FIELDS: Final = (
-    "effort_firm", "effort_platform", "sigma", "theta_m", "theta_p", "carbon_price",
+    "effort_firm", "effort_platform", "sigma", "subsidy_rate_firm", "subsidy_rate_platform",
+    "carbon_price",
     "x_projected", "x_observed", "tco2e", "functional_availability", "x_start",
     "model_periods",
 )  # fmt: skip
@@ -267,7 +272,7 @@ class Journal:
             newest = f"{chosen} ORDER BY start_ms DESC, plant LIMIT ?"
             query = f"SELECT * FROM ({newest}) ORDER BY start_ms, plant"
             args.append(limit)
-        frame = pd.read_sql_query(query, self._db, params=args)
+        frame = pd.read_sql_query(query, self._db, params=args).rename(columns=READ_AS)
         for name in _JSON_COLUMNS:
             frame[name] = [_json_or_none(p) for p in frame[name]]
         return frame
@@ -455,6 +460,7 @@ def _period_row(values: dict[str, Any]) -> PeriodRow:
     for name in ("start_ms", "end_ms", "stage", "readings"):
         if not isinstance(values[name], int):
             raise ValueError(f"{where}: {name}: not an integer ({values[name]!r:.40})")
+    values = {READ_AS.get(name, name): value for name, value in values.items()}
     for name in _FLOAT_FIELDS:
         value = values[name]
         if value is not None and (not isinstance(value, int | float) or not math.isfinite(value)):

@@ -122,7 +122,9 @@ def _welfare(rows: pd.DataFrame, plant: PlantConfig, start_ms: int, end_ms: int)
         )
         e_m, e_p = float(row["effort_firm"]), float(row["effort_platform"])
         cost_m, cost_p = effort_cost(p.k_M, e_m), effort_cost(p.k_P, e_p)
-        subsidy = float(row["theta_m"]) * cost_m + float(row["theta_p"]) * cost_p
+        subsidy = (
+            float(row["subsidy_rate_firm"]) * cost_m + float(row["subsidy_rate_platform"]) * cost_p
+        )
         flow = (p.g + p.m_M + p.m_P) * x - cost_m - cost_p - p.mu * subsidy
         total += flow * (b - a) / 1000.0 / period_s
     return total

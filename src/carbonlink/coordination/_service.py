@@ -548,11 +548,7 @@ class Coordinator:
             end_ms=end_ms,
             policy=self.policy.name,
             stage=result.stage,
-            effort_firm=result.E_M,
-            effort_platform=result.E_P,
-            sigma=result.sigma,
-            theta_m=result.theta_M,
-            theta_p=result.theta_P,
+            **result.decision(),
             carbon_price=carbon_price,
             x_projected=x_mean,
             x_observed=x_obs,
@@ -653,11 +649,7 @@ class Coordinator:
             issued_ms=now,
             effective_ms=effective_ms,
             stage=STAGE_WIRE_NAMES[result.stage],
-            effort_firm=result.E_M,
-            effort_platform=result.E_P,
-            sigma=result.sigma,
-            subsidy_rate_firm=result.theta_M,
-            subsidy_rate_platform=result.theta_P,
+            **result.decision(),
             carbon_price=self.policy.carbon_price_at(now, run_start),
             policy=self.policy.name,
         )
@@ -726,14 +718,7 @@ class Coordinator:
             "pending_reports": self._gate.pending,
             "government": self._government.summary(),
             "directives": {
-                plant: {
-                    "stage": d.result.stage,
-                    "effort_firm": d.result.E_M,
-                    "effort_platform": d.result.E_P,
-                    "sigma": d.result.sigma,
-                    "subsidy_rate_firm": d.result.theta_M,
-                    "subsidy_rate_platform": d.result.theta_P,
-                }
+                plant: {"stage": d.result.stage} | d.result.decision()
                 for plant, d in self._in_force.items()
             },
             "estimates": estimates,

@@ -479,11 +479,11 @@ def _derive(row: PeriodRow) -> _Period:
         return period
     if row.x_start is None or row.model_periods is None or row.stage_name is None:
         return period  # listed as missing above; this tells the type checker too
-    result = recorded_decision(row.stage, params, row.theta_m, row.theta_p)
+    result = recorded_decision(row.stage, params, row.subsidy_rate_firm, row.subsidy_rate_platform)
     problems = period.problems
     if row.stage == 2:
-        for what, theta in (("subsidy_rate_firm", row.theta_m), ("subsidy_rate_platform",
-                                                                 row.theta_p)):  # fmt: skip
+        for what, theta in (("subsidy_rate_firm", row.subsidy_rate_firm),
+                            ("subsidy_rate_platform", row.subsidy_rate_platform)):  # fmt: skip
             if not -ABSOLUTE_TOLERANCE <= theta <= params.theta_max + ABSOLUTE_TOLERANCE:
                 problems.append((what, f"{theta:.9g} is outside 0 ... theta_max "
                                        f"{params.theta_max:.9g}"))  # fmt: skip
@@ -500,8 +500,8 @@ def _derive(row: PeriodRow) -> _Period:
         ("effort_firm", row.effort_firm, result.E_M),
         ("effort_platform", row.effort_platform, result.E_P),
         ("sigma", row.sigma, result.sigma),
-        ("subsidy_rate_firm", row.theta_m, result.theta_M),
-        ("subsidy_rate_platform", row.theta_p, result.theta_P),
+        ("subsidy_rate_firm", row.subsidy_rate_firm, result.theta_M),
+        ("subsidy_rate_platform", row.subsidy_rate_platform, result.theta_P),
         ("projected_abatement", row.x_projected, outcome.x_mean),
     ):
         if not _close(recorded, derived):

@@ -76,6 +76,18 @@ class StageResult:
             fields.setdefault("abatement_per_cost", fields.pop("efficiency"))
         return cls(**fields)
 
+    def decision(self) -> dict[str, float]:
+        """The decision in the names everything outside the model uses (the wire's
+        directives, the journal, the reports, the API): the one place where E_M is called
+        effort_firm and theta_M subsidy_rate_firm."""
+        return {
+            "effort_firm": self.E_M,
+            "effort_platform": self.E_P,
+            "sigma": self.sigma,
+            "subsidy_rate_firm": self.theta_M,
+            "subsidy_rate_platform": self.theta_P,
+        }
+
     def value(self, party: str) -> float:
         """V_M, V_P or V_G by party name ("M", "P", "G")."""
         return {"M": self.V_M, "P": self.V_P, "G": self.V_G}[party]
