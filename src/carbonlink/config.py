@@ -445,8 +445,9 @@ FactorLookup = Callable[[str], "FactorSet"]
 """A plant id's factor set (``Settings.factor_set``): what services take instead of paths."""
 
 
-def load_factor_set(path: Path) -> FactorSet:
+def load_factor_set(path: str | Path) -> FactorSet:
     """A factor set file, read again only when it changes (recompute reads the new one)."""
+    path = Path(path)
     try:
         stamp = path.stat().st_mtime_ns
     except OSError:

@@ -3,6 +3,19 @@
 Every error a user can trigger (bad config, bad payload, unknown unit) derives from
 :class:`CarbonlinkError`, so callers can catch one type and still read *why* from
 attributes instead of parsing messages.
+
+The tree::
+
+    CarbonlinkError
+    ├── BrokerConnectionError   the MQTT broker refused, failed or dropped the connection
+    ├── ConfigError             a file, a key and what is wrong with it (at startup)
+    ├── UnitError               a unit unknown or not convertible to what is needed
+    ├── UnknownActivityError    no emission factor for an activity
+    ├── FactorLookupError       a factor, but not for this region, year or set
+    ├── RejectedReading         a refused payload or reading; ``reason`` is a stable code
+    ├── StoreError              the storage backend failed; ``retryable`` says if retrying helps
+    ├── QueryError (ValueError) a query parameter that makes no sense, named
+    └── UnknownPlantError (KeyError) no configured plant with that id; the known ones named
 """
 
 from __future__ import annotations
@@ -77,3 +90,26 @@ class StoreError(CarbonlinkError):
     def __init__(self, message: str, *, retryable: bool) -> None:
         self.retryable = retryable
         super().__init__(message)
+
+
+class QueryError(CarbonlinkError, ValueError):
+    """A query's parameter parsed but makes no sense (a time without a zone, an end before
+    its start, an unknown field): names the parameter and the problem. The API answers
+    it as a 422 on that parameter."""
+
+    def __init__(self, parameter: str, problem: str) -> None:
+        self.parameter = parameter
+        self.problem = problem
+        super().__init__(f"{parameter}: {problem}")
+
+
+class UnknownPlantError(CarbonlinkError, KeyError):
+    """No configured plant has this id; ``known`` lists the ones that do."""
+
+    def __init__(self, plant: str, known: list[str]) -> None:
+        self.plant = plant
+        self.known = known
+        super().__init__(f"no plant {plant!r} (known: {', '.join(known)})")
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])

@@ -29,6 +29,7 @@ from carbonlink.cli._common import (
 )
 from carbonlink.config import PlantConfig, Settings
 from carbonlink.coordination import (
+    ABATEMENT_SOURCE_TEXT,
     PARTIES,
     RECORDED_ROW,
     Journal,
@@ -40,6 +41,7 @@ from carbonlink.coordination import (
     load_policy,
     load_window,
     solve,
+    window_bounds,
     write_outputs,
 )
 from carbonlink.coordination.model import load_parameter_file
@@ -306,7 +308,13 @@ def backtest_command(
     step_s = parse_duration_s(step)
     store = open_store(store_url(settings, store_override), read_only=True)
     try:
-        start_ms, end_ms = _window_bounds(store, chosen, start, end, step_s)
+        start_ms, end_ms = window_bounds(
+            store,
+            chosen,
+            None if start is None else required_time(start, "--from"),
+            None if end is None else required_time(end, "--to"),
+            step_s,
+        )
         if end_ms <= start_ms:
             raise ConfigError(None, "--to", "must come after --from")
         window = load_window(store, chosen, versions, start_ms, end_ms, step_s)
@@ -347,7 +355,7 @@ def backtest_command(
         hours = (window.end_ms - window.start_ms) / 3.6e6
         click.echo(
             f"backtest of {len(policies)} policies on {len(chosen)} plants over {hours:g} h "
-            f"({total:,} plant-steps); recorded abatement: {_SOURCES[source]}"
+            f"({total:,} plant-steps); recorded abatement: {ABATEMENT_SOURCE_TEXT[source]}"
         )
         click.echo(render_backtest(result.summary))
     for note in backtest_warnings(result.summary):
@@ -382,36 +390,6 @@ def _plants_and_versions(
         factor_set = settings.factor_set(plant.id)
         versions[plant.id] = (factor_set.name, factor_set.version)
     return chosen, versions
-
-
-def _window_bounds(
-    store: Store, plants: list[PlantConfig], start: str | None, end: str | None, step_s: float
-) -> tuple[int, int]:
-    """The window asked for; where a bound is left out, the stored data's, rounded inward to
-    the step grid, so that no step is only partly covered (it would replay as a dip)."""
-    if start is not None and end is not None:
-        return required_time(start, "--from"), required_time(end, "--to")
-    ranges = [r for r in (store.time_range(p.id) for p in plants) if r is not None]
-    if not ranges:
-        raise ConfigError(None, "--store", f"{store.url} holds no readings of these plants")
-    step_ms = round(step_s * 1000)
-    # A reading's interval ends at its time: one stamped on a boundary belongs before it.
-    first = -(-min(r[0] for r in ranges) // step_ms) * step_ms
-    last = max(r[1] for r in ranges) // step_ms * step_ms
-    if last <= first:  # less than one whole step of data: take what there is
-        first = (min(r[0] for r in ranges) - 1) // step_ms * step_ms
-        last = -(-max(r[1] for r in ranges) // step_ms) * step_ms
-    return (
-        required_time(start, "--from") if start is not None else first,
-        required_time(end, "--to") if end is not None else last,
-    )
-
-
-_SOURCES: Final = {
-    "journal": "from the coordinator's journal, added back to the baseline",
-    "reference": "observed against a baseline fitted on the reference period",
-    "none": "none (the window is taken as unabated)",
-}
 
 
 @policy.command("sweep")

@@ -72,6 +72,12 @@ from carbonlink.coordination._policy import (
     Valuation,
     load_policy,
 )
+from carbonlink.coordination._run_backtest import (
+    ABATEMENT_SOURCE_TEXT,
+    BacktestRun,
+    run_backtest,
+    window_bounds,
+)
 from carbonlink.coordination._service import (
     DEFAULT_PERIOD_S,
     LEDGER_ANCHOR_TOPIC,
@@ -142,6 +148,7 @@ from carbonlink.coordination.model import (
 )
 
 __all__ = [
+    "ABATEMENT_SOURCE_TEXT",
     "DEFAULT_PERIOD_S",
     "DEFAULT_SHARING",
     "FIELDS_BY_LEVEL",
@@ -160,6 +167,7 @@ __all__ = [
     "AddShadow",
     "Anchor",
     "BacktestResult",
+    "BacktestRun",
     "Baseline",
     "Budget",
     "Command",
@@ -246,6 +254,7 @@ __all__ = [
     "relational_availability",
     "relational_params",
     "report_hash",
+    "run_backtest",
     "settings_public_key",
     "settings_signing_key",
     "settle",
@@ -265,5 +274,6 @@ __all__ = [
     "trajectory",
     "trends",
     "verify_journal",
+    "window_bounds",
     "write_outputs",
 ]

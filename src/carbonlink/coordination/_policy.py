@@ -472,8 +472,9 @@ def _differentiation(
     return terms
 
 
-def load_policy(path: Path) -> Policy:
+def load_policy(path: str | Path) -> Policy:
     """Read a policy file; ``params`` as a string is a parameter file beside it."""
+    path = Path(path)
     policy = load_yaml_model(path, _PolicyFile)
     if isinstance(policy.params, str):
         params_path = path.parent / policy.params

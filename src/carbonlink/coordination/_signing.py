@@ -143,9 +143,10 @@ def _verify(key: Ed25519PublicKey, message: bytes, signature: str) -> bool:
     return True
 
 
-def generate_key_pair(path: Path) -> tuple[Path, Path]:
+def generate_key_pair(path: str | Path) -> tuple[Path, Path]:
     """Write a new private key to ``path`` (PEM, readable by its owner only) and its
     public key to ``path`` + ``.pub``; refuses to overwrite either."""
+    path = Path(path)
     public_path = path.with_name(path.name + ".pub")
     for existing in (path, public_path):
         if existing.exists():

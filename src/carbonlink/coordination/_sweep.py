@@ -93,9 +93,7 @@ def parse_vary(text: str) -> tuple[str, list[float]]:
     name = name.strip()
     if not sep or not values:
         raise ConfigError(None, "--vary", f"expected NAME=v1,v2 or NAME=START:STOP:N, got {text!r}")
-    if name not in CoordinationParams.model_fields:
-        known = ", ".join(CoordinationParams.model_fields)
-        raise ConfigError(None, "--vary", f"{name!r} is not a parameter of the model ({known})")
+    _check_name(name, "--vary")
     try:
         if ":" in values:
             start, stop, count = values.split(":")
@@ -107,6 +105,12 @@ def parse_vary(text: str) -> tuple[str, list[float]]:
     if not points:
         raise ConfigError(None, "--vary", f"{text!r}: give at least one value")
     return name, points
+
+
+def _check_name(name: str, option: str) -> None:
+    if name not in CoordinationParams.model_fields:
+        known = ", ".join(CoordinationParams.model_fields)
+        raise ConfigError(None, option, f"{name!r} is not a parameter of the model ({known})")
 
 
 def _point(base: CoordinationParams, values: Mapping[str, float]) -> CoordinationParams:
@@ -170,9 +174,14 @@ def sweep(
     grid: Mapping[str, Sequence[float]],
     basis: PlantBasis | None = None,
     progress: Callable[[int], None] | None = None,
+    *,
+    option: str = "grid",
 ) -> pd.DataFrame:
     """One row per grid point and stage. With ``basis`` the parameters are the plant's
-    (``for_plant``: its dynamics and size) before the grid's values are applied."""
+    (``for_plant``: its dynamics and size) before the grid's values are applied.
+    A name in ``grid`` that is no parameter is a ConfigError on ``option``."""
+    for name in grid:
+        _check_name(name, option)
     base = for_plant(params, basis.plant) if basis is not None else params
     names = list(grid)
     rows = []

@@ -93,8 +93,9 @@ def _given(value: object) -> str:
     return ""
 
 
-def load_yaml_model(path: Path, model: type[ModelT]) -> ModelT:
+def load_yaml_model(path: str | Path, model: type[ModelT]) -> ModelT:
     """Read ``path`` and validate it as ``model``."""
+    path = Path(path)
     data = read_yaml(path)
     if data is None:
         raise ConfigError(path, DOCUMENT_KEY, "file is empty")

@@ -4,10 +4,12 @@ from carbonlink.core.clock import SimClock
 from carbonlink.simulators._faults import Fault, FaultKind, load_faults, parse_fault
 from carbonlink.simulators._fleet import Fleet, Tick, plant_rng
 from carbonlink.simulators._models import abatement_inflow, digital_multiplier
+from carbonlink.simulators._offline import SAMPLE_COLUMNS, run_offline
 from carbonlink.simulators._replay import load_replay, load_replay_from_store, replay
 from carbonlink.simulators._runner import SimulationStats, emission_factors, simulate
 
 __all__ = [
+    "SAMPLE_COLUMNS",
     "Fault",
     "FaultKind",
     "Fleet",
@@ -23,5 +25,6 @@ __all__ = [
     "parse_fault",
     "plant_rng",
     "replay",
+    "run_offline",
     "simulate",
 ]

@@ -71,12 +71,16 @@ __all__ = [
 ]
 
 
-def open_store(url: str, *, read_only: bool = False) -> Store:
+def open_store(url: str | os.PathLike[str], *, read_only: bool = False) -> Store:
     """Open the backend a store URL names; a malformed URL is a ConfigError on key ``store``.
 
+    A ``Path``, or text without a ``scheme://``, is a SQLite file (``var/demo/demo.sqlite``).
     ``read_only``: for commands that only read. Nothing is created (no SQLite file or
     folder, no InfluxDB database); a store that does not exist is a StoreError naming it.
+    Stores close on leaving a ``with`` block.
     """
+    if isinstance(url, os.PathLike) or (url and "://" not in url):
+        return SqliteStore(os.fspath(url), read_only=read_only)
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
         path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""

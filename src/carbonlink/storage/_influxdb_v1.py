@@ -29,6 +29,7 @@ from carbonlink.storage._base import (
     ASSIGNMENT_MEASUREMENT,
     EMISSION_COLUMNS,
     EMISSIONS_MEASUREMENT,
+    ClosedOnExit,
     EmissionTags,
     FactorVersions,
     StoredBatch,
@@ -175,7 +176,7 @@ def batch_lines(batch: StoredBatch) -> list[bytes]:
     return lines
 
 
-class InfluxDBV1Store:
+class InfluxDBV1Store(ClosedOnExit):
     """``read_only``: never create the database; a missing one is a StoreError."""
 
     def __init__(

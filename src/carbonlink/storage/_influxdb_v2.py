@@ -27,6 +27,7 @@ from carbonlink.storage._base import (
     ASSIGNMENT_MEASUREMENT,
     EMISSION_COLUMNS,
     EMISSIONS_MEASUREMENT,
+    ClosedOnExit,
     FactorVersions,
     StoredBatch,
     StoredReading,
@@ -54,7 +55,7 @@ def _flux_string(value: str) -> str:
     return f'"{escaped}"'
 
 
-class InfluxDBV2Store:
+class InfluxDBV2Store(ClosedOnExit):
     """``read_only``: a missing bucket is a StoreError (a writer needs it to exist too)."""
 
     def __init__(

@@ -17,6 +17,7 @@ from carbonlink.storage._base import (
     ACTIVITY_FIELDS,
     EMISSION_COLUMNS,
     UNCERTAINTY_FIELDS,
+    ClosedOnExit,
     FactorVersions,
     StoredBatch,
     StoredReading,
@@ -56,7 +57,7 @@ _EMISSION_INSERT = (
 )
 
 
-class SqliteStore:
+class SqliteStore(ClosedOnExit):
     """``read_only``: open an existing store without changing anything, the file or its
     folder included; a missing file or one without carbonlink's tables is a StoreError."""
 

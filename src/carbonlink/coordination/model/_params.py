@@ -95,12 +95,12 @@ class ParameterFile(CoordinationParams):
         return params, self.money
 
 
-def load_parameter_file(path: Path) -> tuple[CoordinationParams, MoneyUnit]:
+def load_parameter_file(path: str | Path) -> tuple[CoordinationParams, MoneyUnit]:
     """Read a parameter file: its parameters, and the money unit it declares."""
     return load_yaml_model(path, ParameterFile).split()
 
 
-def load_params(path: Path) -> CoordinationParams:
+def load_params(path: str | Path) -> CoordinationParams:
     """Read a policy parameter file; any problem is a ConfigError naming file and key."""
     return load_parameter_file(path)[0]
 

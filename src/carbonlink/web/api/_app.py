@@ -7,7 +7,6 @@ endpoints in its thread pool, off the event loop the services share.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
@@ -16,19 +15,16 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from carbonlink import __version__ as _version
-from carbonlink.config import PlantConfig, Settings
+from carbonlink.config import Settings
 from carbonlink.coordination import Ed25519PublicKey, settings_public_key
 from carbonlink.core.clock import wall_clock_ms
-from carbonlink.errors import CarbonlinkError
-from carbonlink.storage import EMISSION_COLUMNS, SERIES_FIELDS, Store
-from carbonlink.storage.series import series_table
-from carbonlink.storage.uncertainty import LOWER_SUFFIX, UPPER_SUFFIX
-from carbonlink.storage.windows import aggregate, ncv_ranges_of, plant_kpis
+from carbonlink.errors import QueryError, UnknownPlantError
+from carbonlink.storage import SERIES_FIELDS, Store
+from carbonlink.storage.figures import Figures
 from carbonlink.web.api._auth import ApiAccess
 from carbonlink.web.api._control import add_control_routes
 from carbonlink.web.api._coordination import add_coordination_routes
 from carbonlink.web.api._parameters import plant_parameter
-from carbonlink.wire import parse_query_time
 
 __all__ = ["API_PREFIX", "HealthProvider", "create_app"]
 
@@ -54,42 +50,6 @@ TABLE: Final[dict[int | str, dict[str, Any]]] = {
     }
 }
 PLANT_TABLE: Final = TABLE | {404: {"description": "No such plant: the known ones are named"}}
-
-
-class ParameterError(Exception):
-    """A query parameter that parsed but makes no sense: 422 naming it."""
-
-    def __init__(self, parameter: str, problem: str) -> None:
-        super().__init__(f"{parameter}: {problem}")
-        self.parameter = parameter
-        self.problem = problem
-
-
-class UnknownPlantError(Exception):
-    def __init__(self, plant: str, known: list[str]) -> None:
-        super().__init__(f"no plant {plant!r} (known: {', '.join(known)})")
-
-
-@dataclass(frozen=True, slots=True)
-class _Range:
-    start_ms: int | None
-    end_ms: int | None
-
-
-def _time(text: str | None, parameter: str) -> int | None:
-    if text is None:
-        return None
-    try:
-        return parse_query_time(text)
-    except CarbonlinkError as exc:
-        raise ParameterError(parameter, str(exc)) from None
-
-
-def _range(start: str | None, end: str | None) -> _Range:
-    span = _Range(_time(start, "start"), _time(end, "end"))
-    if span.start_ms is not None and span.end_ms is not None and span.start_ms >= span.end_ms:
-        raise ParameterError("end", "must be after start")
-    return span
 
 
 def _respond(frame: pd.DataFrame, fmt: str) -> Response:
@@ -120,58 +80,23 @@ def create_app(
         version=_version,
         description="Factory carbon monitoring: stored series, windows, KPIs and totals.",
     )
-    # The current factor set of each plant, read once: every answer counts a plant's
-    # readings under it (one version per reading) unless asked for another version.
-    current = {p: settings.factor_set(p) for p in settings.plants}
-    ncv_ranges = {p: ncv_ranges_of(settings.plants[p], current[p]) for p in settings.plants}
+    figures = Figures(store, settings)
     # The document lists the configured plants; another id still gets a 404 naming them.
     plant_path = plant_parameter(settings)
-
-    def plant_config(plant: str) -> PlantConfig:
-        config = settings.plants.get(plant)
-        if config is None:
-            raise UnknownPlantError(plant, sorted(settings.plants))
-        return config
-
-    def plant_emissions(plant: str, span: _Range, factor_version: str | None) -> pd.DataFrame:
-        factor_set = current[plant]
-        return store.emissions(
-            plant,
-            start_ms=span.start_ms,
-            end_ms=span.end_ms,
-            factor_set=factor_set.name,
-            factor_version=factor_version or factor_set.version,
-        )
 
     @app.exception_handler(UnknownPlantError)
     def _unknown_plant(_: Request, exc: UnknownPlantError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
 
-    @app.exception_handler(ParameterError)
-    def _bad_parameter(_: Request, exc: ParameterError) -> JSONResponse:
+    @app.exception_handler(QueryError)
+    def _bad_parameter(_: Request, exc: QueryError) -> JSONResponse:
         # The same shape as FastAPI's own validation errors, so clients parse one kind.
         detail = [{"loc": ["query", exc.parameter], "msg": exc.problem, "type": "value_error"}]
         return JSONResponse({"detail": detail}, status_code=422)
 
     @app.get(f"{API_PREFIX}/plants", summary="Configured plants", responses=TABLE)
     def plants(fmt: Format = "json") -> Response:
-        rows = [
-            {
-                "plant": p.id,
-                "name": p.name,
-                "archetype": p.archetype,
-                "timezone": p.timezone,
-                "grid_region": p.grid_region,
-                "factor_set": current[p.id].name,
-                "factor_version": current[p.id].version,
-                "gwp": current[p.id].gwp,
-                # The set's pinned grid region wins over the plant's own.
-                "grid_region_applied": current[p.id].grid_for(p.grid_region)[0],
-                "meters": len(p.meters),
-            }
-            for p in settings.plants.values()
-        ]
-        return _respond(pd.DataFrame(rows), fmt)
+        return _respond(figures.plants(), fmt)
 
     @app.get(
         f"{API_PREFIX}/plants/{{plant}}/meters",
@@ -179,9 +104,7 @@ def create_app(
         responses=PLANT_TABLE,
     )
     def meters(plant: str = plant_path, fmt: Format = "json") -> Response:
-        config = plant_config(plant)
-        rows = [{"plant": plant} | m.model_dump(mode="json") for m in config.meters]
-        return _respond(pd.DataFrame(rows), fmt)
+        return _respond(figures.meters(plant), fmt)
 
     @app.get(
         f"{API_PREFIX}/plants/{{plant}}/series",
@@ -199,19 +122,8 @@ def create_app(
         factor_version: FactorVersion = None,
         fmt: Format = "json",
     ) -> Response:
-        plant_config(plant)
-        if field not in SERIES_FIELDS:
-            raise ParameterError("field", f"expected one of {', '.join(SERIES_FIELDS)}")
-        span = _range(start, end)
-        frame = series_table(
-            store,
-            plant,
-            field,
-            meter=meter,
-            start_ms=span.start_ms,
-            end_ms=span.end_ms,
-            factor_set=current[plant].name,
-            factor_version=factor_version or current[plant].version,
+        frame = figures.series(
+            plant, field, meter=meter, start=start, end=end, factor_version=factor_version
         )
         return _respond(frame, fmt)
 
@@ -229,11 +141,8 @@ def create_app(
         factor_version: FactorVersion = None,
         fmt: Format = "json",
     ) -> Response:
-        plant_config(plant)
-        emissions = plant_emissions(plant, _range(start, end), factor_version)
-        frame = aggregate(emissions, by, window).assign(
-            factor_set=current[plant].name,
-            factor_version=factor_version or current[plant].version,
+        frame = figures.windows(
+            plant, window, by=by, start=start, end=end, factor_version=factor_version
         )
         return _respond(frame, fmt)
 
@@ -249,17 +158,8 @@ def create_app(
         factor_version: FactorVersion = None,
         fmt: Format = "json",
     ) -> Response:
-        config = plant_config(plant)
-        span = _range(start, end)
-        emissions = plant_emissions(plant, span, factor_version)
-        activity = store.activity(plant, start_ms=span.start_ms, end_ms=span.end_ms)
-        record = {
-            "start": start,
-            "end": end,
-            "factor_set": current[plant].name,
-            "factor_version": factor_version or current[plant].version,
-        } | plant_kpis(config, emissions, activity, ncv_ranges[plant]).as_record()
-        return _respond(pd.DataFrame([record]), fmt)
+        frame = figures.kpis(plant, start=start, end=end, factor_version=factor_version)
+        return _respond(frame, fmt)
 
     @app.get(
         f"{API_PREFIX}/totals", summary="Totals across plants, current factor sets", responses=TABLE
@@ -273,27 +173,7 @@ def create_app(
         end: Time = None,
         fmt: Format = "json",
     ) -> Response:
-        span = _range(start, end)
-        emissions = store.emissions(start_ms=span.start_ms, end_ms=span.end_ms)
-        # Each plant counts under its own current factor set version, never twice.
-        chosen = pd.DataFrame(
-            [(p, f.name, f.version) for p, f in current.items()],
-            columns=["plant", "factor_set", "factor_version"],
-        )
-        emissions = emissions.merge(chosen, on=list(chosen.columns))[list(EMISSION_COLUMNS)]
-        frame = aggregate(emissions, by, window)
-        if by != "source":  # activity across sources has no common unit
-            frame = frame.drop(columns=["activity", "activity_unit"])
-        for suffix in ("", LOWER_SUFFIX, UPPER_SUFFIX):
-            frame[f"co2e_t{suffix}"] = frame[f"co2e_kg{suffix}"] / 1000
-        # Say which factor set version each plant is counted under.
-        if by == "plant":
-            frame = frame.merge(chosen, on="plant", how="left")
-        else:
-            frame["factor_versions"] = "; ".join(
-                f"{p}: {f.name} {f.version}" for p, f in sorted(current.items())
-            )
-        return _respond(frame, fmt)
+        return _respond(figures.totals(by, window=window, start=start, end=end), fmt)
 
     access = ApiAccess.from_settings(settings)
     if access.reads_need_token:
