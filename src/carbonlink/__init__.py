@@ -18,8 +18,6 @@ are layered in that order (docs/architecture.md); anything not exported here is 
 and may change.
 """
 
-from __future__ import annotations
-
 import importlib as _importlib
 import typing as _typing
 
@@ -42,6 +40,7 @@ _LAZY: dict[str, str] = {
     "CoordinationParams": "carbonlink.coordination.model",
     "Solution": "carbonlink.coordination.model",
     "StageResult": "carbonlink.coordination.model",
+    "load_parameter_file": "carbonlink.coordination.model",
     "load_params": "carbonlink.coordination.model",
     "solve": "carbonlink.coordination.model",
     "sweep": "carbonlink.coordination",
@@ -88,6 +87,7 @@ __all__ = [
     "UnknownPlantError",
     "__version__",
     "load_config",
+    "load_parameter_file",
     "load_params",
     "load_policy",
     "open_store",
@@ -111,6 +111,7 @@ if _typing.TYPE_CHECKING:
         CoordinationParams,
         Solution,
         StageResult,
+        load_parameter_file,
         load_params,
         solve,
     )
