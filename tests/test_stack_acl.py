@@ -46,7 +46,6 @@ from carbonlink import wire
 from carbonlink.agent import Agent
 from carbonlink.config import Settings, load_config
 from carbonlink.coordination import (
-    LEDGER_ANCHOR_TOPIC,
     Coordinator,
     Journal,
     generate_key_pair,
@@ -675,16 +674,16 @@ def test_the_coordinator_anchors_its_ledger_and_a_verifier_checks_against_it(
     assert next_index == 6  # three periods of two plants, one joint report each
 
     with Login(broker, MONITOR) as monitor:
-        monitor.subscribe(LEDGER_ANCHOR_TOPIC)
+        monitor.subscribe(wire.LEDGER_ANCHOR_TOPIC)
         topic, payload, retained = monitor.messages.get(timeout=WAIT_S)
-    assert (topic, retained) == (LEDGER_ANCHOR_TOPIC, True)
+    assert (topic, retained) == (wire.LEDGER_ANCHOR_TOPIC, True)
     anchor = parse_anchor(payload)
     assert (anchor.next_index, anchor.head) == (next_index, head)
     assert anchor.key_id is not None
     for user in (CEMENT, CEMENT_METERS, PLATFORM, MONITOR):
         with Login(broker, user) as forger:
             forged = json.dumps({"next_index": 1, "head": "0" * 64}).encode()
-            assert forger.publish(LEDGER_ANCHOR_TOPIC, forged, retain=True) == NOT_AUTHORIZED
+            assert forger.publish(wire.LEDGER_ANCHOR_TOPIC, forged, retain=True) == NOT_AUTHORIZED
 
     def verify(journal: Path, user: str) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if k != "CARBONLINK_LEDGER_KEY"}

@@ -27,7 +27,6 @@ from carbonlink.abatement import x_at
 from carbonlink.config import PlantConfig, Settings, load_config
 from carbonlink.coordination import (
     FIELDS_BY_LEVEL,
-    LEDGER_ANCHOR_TOPIC,
     Coordinator,
     Journal,
     SharingLevel,
@@ -145,12 +144,12 @@ def test_switch_to_stage_3_lowers_emissions_as_predicted(
             aiomqtt.Client(mosquitto_private.host, mosquitto_private.port) as watcher,
         ):
             await watcher.subscribe(wire.directive_topic(plant.id), qos=1)
-            await watcher.subscribe(LEDGER_ANCHOR_TOPIC, qos=1)
+            await watcher.subscribe(wire.LEDGER_ANCHOR_TOPIC, qos=1)
 
             async def watch() -> None:
                 async for message in watcher.messages:
                     assert isinstance(message.payload, bytes)
-                    if message.topic.matches(LEDGER_ANCHOR_TOPIC):
+                    if message.topic.matches(wire.LEDGER_ANCHOR_TOPIC):
                         anchors.append(decode_anchor(message.payload))
                     else:
                         topic = str(message.topic)

@@ -18,6 +18,7 @@ from typing import Final
 import aiomqtt
 import click
 
+from carbonlink import wire
 from carbonlink.cli._common import (
     broker_option,
     command_line,
@@ -39,7 +40,6 @@ from carbonlink.config import (
     secret_from_env,
 )
 from carbonlink.coordination import (
-    LEDGER_ANCHOR_TOPIC,
     Anchor,
     Coordinator,
     Ed25519PublicKey,
@@ -74,7 +74,7 @@ def _anchor_from_broker(address: BrokerAddress) -> bytes:
 
     async def fetch() -> bytes:
         async with make_client(address, "carbonlink-verify-ledger") as client:
-            await client.subscribe(LEDGER_ANCHOR_TOPIC, qos=1)
+            await client.subscribe(wire.LEDGER_ANCHOR_TOPIC, qos=1)
             async with asyncio.timeout(ANCHOR_WAIT_S):
                 async for message in client.messages:
                     payload = message.payload
@@ -88,7 +88,7 @@ def _anchor_from_broker(address: BrokerAddress) -> bytes:
         raise ConfigError(
             None,
             "--anchor",
-            f"no retained anchor on {LEDGER_ANCHOR_TOPIC} within {ANCHOR_WAIT_S}s "
+            f"no retained anchor on {wire.LEDGER_ANCHOR_TOPIC} within {ANCHOR_WAIT_S}s "
             '(may this login read it? docs/architecture.md, "Access control")',
         ) from None
     except aiomqtt.MqttError as exc:
@@ -304,7 +304,7 @@ def coordinate(
             try:
                 anchored = parse_anchor(payload)
             except ValueError as exc:
-                click.echo(f"BROKEN: the anchor on {LEDGER_ANCHOR_TOPIC} is not valid: {exc}")
+                click.echo(f"BROKEN: the anchor on {wire.LEDGER_ANCHOR_TOPIC} is not valid: {exc}")
                 sys.exit(EXIT_BROKEN_LEDGER)
         elif anchor is not None:
             anchored = _parse_anchor(anchor)

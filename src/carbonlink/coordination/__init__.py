@@ -72,21 +72,14 @@ from carbonlink.coordination._policy import (
     Valuation,
     load_policy,
 )
+from carbonlink.coordination._run import decode_anchor, directive_history
 from carbonlink.coordination._run_backtest import (
     ABATEMENT_SOURCE_TEXT,
     BacktestRun,
     run_backtest,
     window_bounds,
 )
-from carbonlink.coordination._service import (
-    DEFAULT_PERIOD_S,
-    LEDGER_ANCHOR_TOPIC,
-    STAGE_WIRE_NAMES,
-    STATUS_STATE_KEY,
-    Coordinator,
-    decode_anchor,
-    directive_history,
-)
+from carbonlink.coordination._service import DEFAULT_PERIOD_S, Coordinator
 from carbonlink.coordination._shadows import ShadowBank
 from carbonlink.coordination._sharing import (
     DEFAULT_SHARING,
@@ -109,6 +102,7 @@ from carbonlink.coordination._signing import (
     settings_public_key,
     settings_signing_key,
 )
+from carbonlink.coordination._status import STAGE_WIRE_NAMES, STATUS_STATE_KEY
 from carbonlink.coordination._stream import PeriodData, PlantStream, emission_weights
 from carbonlink.coordination._sweep import PlantBasis, parse_vary, plot, sweep, trends
 from carbonlink.coordination._verify import Finding, Verification, verify_journal
@@ -154,7 +148,6 @@ __all__ = [
     "FIELDS_BY_LEVEL",
     "GENESIS_HASH",
     "INDICATORS",
-    "LEDGER_ANCHOR_TOPIC",
     "PARTIES",
     "PERIOD_COLUMNS",
     "RECORDED_ROW",

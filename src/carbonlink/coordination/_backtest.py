@@ -36,7 +36,7 @@ from carbonlink.coordination._counterfactual import (
 from carbonlink.coordination._estimation import fit_baseline
 from carbonlink.coordination._journal import Journal
 from carbonlink.coordination._policy import Policy
-from carbonlink.coordination._service import directive_history
+from carbonlink.coordination._run import directive_history
 from carbonlink.simulators import abatement_inflow
 from carbonlink.storage import Store, readings_ending_in
 from carbonlink.storage.windows import step_index

@@ -31,8 +31,6 @@ import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
 import aiomqtt
@@ -40,23 +38,22 @@ import aiomqtt
 from carbonlink import wire
 from carbonlink.config import PlantConfig, Settings
 from carbonlink.coordination._accounting import period_outcome, period_record
-from carbonlink.coordination._commands import AddShadow, Command, RemoveShadow, SwitchStage
 from carbonlink.coordination._counterfactual import StepInput
-from carbonlink.coordination._flows import relational_params, settlement_split
+from carbonlink.coordination._flows import relational_params
 from carbonlink.coordination._government import Government
 from carbonlink.coordination._journal import Journal, PeriodRow
-from carbonlink.coordination._ledger import parse_anchor
-from carbonlink.coordination._policy import Policy, StageNumber, load_policy
+from carbonlink.coordination._operations import Operations
+from carbonlink.coordination._policy import Policy, StageNumber
+from carbonlink.coordination._run import STATE_KEY, InForce
 from carbonlink.coordination._shadows import ShadowBank
 from carbonlink.coordination._sharing import PeriodRecord, SharingGate
 from carbonlink.coordination._signing import key_id, sign_anchor
+from carbonlink.coordination._status import STAGE_WIRE_NAMES, STATUS_STATE_KEY, status_view
 from carbonlink.coordination._stream import PeriodData, PlantStream
 from carbonlink.coordination.model import (
     CoordinationParams,
     StageResult,
-    core_split,
     decide,
-    settlement_reason,
 )
 from carbonlink.core.clock import wall_clock_ms
 from carbonlink.errors import CarbonlinkError
@@ -64,15 +61,7 @@ from carbonlink.mqtt.client import BrokerAddress, make_client
 from carbonlink.mqtt.reconnect import keep_connected
 from carbonlink.storage import Store, readings_ending_in
 
-__all__ = [
-    "DEFAULT_PERIOD_S",
-    "LEDGER_ANCHOR_TOPIC",
-    "STAGE_WIRE_NAMES",
-    "STATUS_STATE_KEY",
-    "Coordinator",
-    "decode_anchor",
-    "directive_history",
-]
+__all__ = ["DEFAULT_PERIOD_S", "Coordinator"]
 
 log = logging.getLogger(__name__)
 
@@ -83,86 +72,6 @@ DEFAULT_PERIOD_S: Final = 900.0  # a quarter hour, the usual metering interval
 DEFAULT_READ_LAG_S: Final = 60.0
 MS_PER_S: Final = 1000
 KG_PER_T: Final = 1000.0
-STATE_KEY: Final = "coordinator"
-STATUS_STATE_KEY: Final = "status"
-#: Retained: the ledger's head, so anyone holding it can tell if reports were removed.
-#: ``_coordination`` can never be a plant id (ids start with a letter or digit).
-LEDGER_ANCHOR_TOPIC: Final = "carbonlink/v1/_coordination/ledger"
-STAGE_WIRE_NAMES: Final[dict[int, str]] = {
-    1: "primary_neutrality",
-    2: "intermediate_dependence",
-    3: "advanced_symbiosis",
-}
-
-
-@dataclass
-class _InForce:
-    """The decision a plant runs under until the next step, and what it was based on."""
-
-    result: StageResult
-    params: CoordinationParams
-    sources: dict[str, str] = field(default_factory=dict)
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "result": asdict(self.result),
-            "params": self.params.model_dump(),
-            "sources": self.sources,
-        }
-
-    @classmethod
-    def from_state(cls, state: Mapping[str, Any]) -> _InForce:
-        return cls(
-            StageResult.from_record(state["result"]),
-            CoordinationParams.model_validate(state["params"]),
-            dict(state["sources"]),
-        )
-
-
-def directive_history(
-    journal: Journal, plant: str, end_ms: int
-) -> list[tuple[int, int, float, float, float]]:
-    """(start, end, E_M, E_P, sigma) of every period up to ``end_ms``: the recorded ones,
-    those decided but not yet read (in the coordinator's state), and the decision still
-    in force, which holds until the next one (directives are retained).
-
-    Every period returned has a positive length: the decision in force is left out when
-    it began at or after ``end_ms`` (a window that ends before the coordinator's last
-    step), which would otherwise be a period of no length."""
-    rows = journal.periods(plant, end_ms=end_ms)
-    history = [
-        (int(a), int(b), float(e_m), float(e_p), float(sigma))
-        for a, b, e_m, e_p, sigma in rows[
-            ["start_ms", "end_ms", "effort_firm", "effort_platform", "sigma"]
-        ].itertuples(index=False)
-    ]
-    state = journal.load_state(STATE_KEY)
-    if state is None:
-        return history
-    decided = [(a, b, d.get(plant)) for a, b, d in state.get("unrecorded", [])]
-    if state.get("last_ms") is not None and state["last_ms"] < end_ms:
-        decided.append((state["last_ms"], end_ms, state["in_force"].get(plant)))
-    recorded_until = history[-1][1] if history else None
-    for start, end, decision in decided:
-        if decision is None or (recorded_until is not None and end <= recorded_until):
-            continue
-        result = decision["result"]
-        history.append(
-            (
-                int(start),
-                int(end),
-                float(result["E_M"]),
-                float(result["E_P"]),
-                float(result["sigma"]),
-            )
-        )
-    return history
-
-
-def decode_anchor(payload: bytes) -> tuple[int, str]:
-    """(next index, head hash) from a retained ledger anchor message."""
-    anchor = parse_anchor(payload)
-    return anchor.next_index, anchor.head
 
 
 class Coordinator:
@@ -222,6 +131,48 @@ class Coordinator:
         self._fresh()
         self._restore()
 
+    # --- what the status view reads (StatusSource) ---------------------------------------
+
+    @property
+    def start_ms(self) -> int | None:
+        return self._start_ms
+
+    @property
+    def period_s(self) -> float:
+        return self._period_s
+
+    @property
+    def plants(self) -> Mapping[str, PlantConfig]:
+        return self._plants
+
+    @property
+    def streams(self) -> Mapping[str, PlantStream]:
+        return self._streams
+
+    @property
+    def shadows(self) -> ShadowBank | None:
+        return self._shadows
+
+    @property
+    def shadow_policies(self) -> tuple[Policy, ...]:
+        return self._shadow_policies
+
+    @property
+    def overrides(self) -> list[tuple[int, int | None]]:
+        return self._operations.overrides
+
+    @property
+    def gate(self) -> SharingGate:
+        return self._gate
+
+    @property
+    def government(self) -> Government:
+        return self._government
+
+    @property
+    def in_force(self) -> Mapping[str, InForce]:
+        return self._in_force
+
     # --- state ---------------------------------------------------------------------------
 
     def _prior(self, plant: str) -> CoordinationParams:
@@ -231,9 +182,9 @@ class Coordinator:
         self._start_ms: int | None = None
         self._last_ms: int | None = None  # the grid time the decision in force began
         # Periods decided but not yet read: (start, end, the decisions in force).
-        self._unrecorded: list[tuple[int, int, dict[str, _InForce]]] = []
+        self._unrecorded: list[tuple[int, int, dict[str, InForce]]] = []
         self._x = dict.fromkeys(self._plants, self.policy.params.X0)
-        self._in_force: dict[str, _InForce] = {}
+        self._in_force: dict[str, InForce] = {}
         self._gate = SharingGate(self.policy.sharing)
         self._government = Government(self.policy)
         self._streams: dict[str, PlantStream] = {}
@@ -252,76 +203,49 @@ class Coordinator:
                 for plant_id, plant in self._plants.items()
             }
         self._shadows: ShadowBank | None = None
-        # Operators' stage switches from the API: (from when, stage or None = the schedule).
-        self._overrides: list[tuple[int, int | None]] = []
-        self._added_shadows: list[str] = []  # policy files added by command, by path
-        self._removed_shadows: list[str] = []
+        self._operations = Operations()
 
-    def _shadow_bank(self, run_start_ms: int) -> ShadowBank | None:
-        if self._shadows is None and (self._shadow_policies or self._added_shadows):
-            removed = set(self._removed_shadows)
-            kept = [s for s in self._shadow_policies if s.name not in removed]
-            self._shadows = ShadowBank(
-                self.policy, kept, list(self._plants.values()), run_start_ms, self.stage_at
-            )
-            for path in self._added_shadows:
-                policy = load_policy(Path(path))
-                if policy.name not in removed and policy.name not in self._shadows.policies:
-                    self._shadows.add(policy, list(self._plants.values()), run_start_ms)
+    def _shadow_bank(self, run_start_ms: int, *, make: bool = False) -> ShadowBank | None:
+        """The shadow bank; with ``make``, an empty one when nothing is compared yet."""
+        plants = list(self._plants.values())
+
+        def new(shadows: list[Policy]) -> ShadowBank:
+            return ShadowBank(self.policy, shadows, plants, run_start_ms, self.stage_at)
+
+        def add(bank: ShadowBank, policy: Policy) -> None:
+            bank.add(policy, plants, run_start_ms)
+
+        self._shadows = self._operations.shadow_bank(self._shadows, new, self._shadow_policies, add)
+        if self._shadows is None and make:
+            self._shadows = new([])
         return self._shadows
 
     def stage_at(self, boundary: int, run_start: int) -> StageNumber:
         """The policy's schedule, unless an operator switched the stage since."""
-        chosen: int | None = None
-        for at_ms, stage in sorted(self._overrides):
-            if at_ms <= boundary:
-                chosen = stage
-        if chosen is None:
-            return self.policy.stage_at(boundary, run_start)
-        return chosen  # type: ignore[return-value]  # validated to 1, 2 or 3 on arrival
+        return self._operations.stage_at(self.policy.stage_at, boundary, run_start)
 
     def _apply_commands(self, now: int, run_start: int) -> list[tuple[int, str]]:
         """Take in the API's queued commands; returns (id, outcome) to record."""
+        plants = list(self._plants.values())
+
+        def bank(make: bool) -> ShadowBank | None:
+            return self._shadow_bank(run_start, make=make)
+
+        def add(shadows: ShadowBank, policy: Policy) -> None:
+            shadows.add(policy, plants, run_start)
+
         settled = []
         for command_id, command in self.journal.pending_commands():
             if isinstance(command, str):  # no command at all: refused, and said why
                 outcome = f"refused: {command}"
             else:
                 try:
-                    outcome = self._apply(command, now, run_start)
+                    outcome = self._operations.apply(command, now, bank, add)
                 except (ValueError, CarbonlinkError) as exc:
                     outcome = f"refused: {exc}"
             log.info("coordinator: command %d: %s", command_id, outcome)
             settled.append((command_id, outcome))
         return settled
-
-    def _apply(self, command: Command, now: int, run_start: int) -> str:
-        match command:
-            case SwitchStage(stage=stage, at_ms=at_ms):
-                at = at_ms or now
-                self._overrides.append((at, stage))
-                what = "the policy's schedule" if stage is None else f"stage {stage}"
-                return f"applied: {what} from {wire.format_timestamp(at)}"
-            case AddShadow(path=path_text):
-                path = Path(path_text)
-                policy = load_policy(path)
-                bank = self._shadow_bank(run_start)
-                if bank is None:
-                    plants = list(self._plants.values())
-                    self._shadows = ShadowBank(self.policy, [], plants, run_start, self.stage_at)
-                    bank = self._shadows
-                bank.add(policy, list(self._plants.values()), run_start)
-                self._added_shadows.append(str(path))
-                if policy.name in self._removed_shadows:
-                    self._removed_shadows.remove(policy.name)
-                return f"applied: {policy.name} compared from {wire.format_timestamp(now)}"
-            case RemoveShadow(name=name):
-                bank = self._shadow_bank(run_start)
-                if bank is None:
-                    raise ValueError(f"no shadow policy {name!r}")
-                bank.remove(name)
-                self._removed_shadows.append(name)
-                return f"applied: {name} no longer compared"
 
     def _snapshot(self) -> dict[str, Any]:
         return {
@@ -339,10 +263,7 @@ class Coordinator:
             "government": self._government.state(),
             "streams": {p: s.state() for p, s in self._streams.items()},
             "shadows": None if self._shadows is None else self._shadows.state(),
-            "overrides": [list(o) for o in self._overrides],
-            "added_shadows": self._added_shadows,
-            "removed_shadows": self._removed_shadows,
-        }
+        } | self._operations.state()
 
     def _restore(self) -> None:
         """Back to the last committed state (or a fresh run if there is none for us)."""
@@ -362,15 +283,13 @@ class Coordinator:
         self.periods = int(state["periods"])
         self._x.update({p: float(x) for p, x in state["x"].items() if p in self._plants})
         self._in_force = {
-            p: _InForce.from_state(d) for p, d in state["in_force"].items() if p in self._plants
+            p: InForce.from_state(d) for p, d in state["in_force"].items() if p in self._plants
         }
         self._unrecorded = [
-            (int(start), int(end), {p: _InForce.from_state(d) for p, d in decisions.items()})
+            (int(start), int(end), {p: InForce.from_state(d) for p, d in decisions.items()})
             for start, end, decisions in state.get("unrecorded", [])
         ]
-        self._overrides = [(int(at), stage) for at, stage in state.get("overrides", [])]
-        self._added_shadows = list(state.get("added_shadows", []))
-        self._removed_shadows = list(state.get("removed_shadows", []))
+        self._operations.restore(state)
         self._gate.restore(state["gate"])
         self._government.restore(state["government"])
         for plant, saved in state.get("streams", {}).items():
@@ -464,7 +383,7 @@ class Coordinator:
             for command_id, outcome in settled:
                 self.journal.settle_command(command_id, now, outcome)
             self.journal.save_state(STATE_KEY, self._snapshot())
-            self.journal.save_state(STATUS_STATE_KEY, self._status(now, stage))
+            self.journal.save_state(STATUS_STATE_KEY, status_view(self, now, stage))
         await self._publish_anchor(client, now)
         log.info(
             "coordinator: stage %d for %d plants; %d periods recorded, %d reports released",
@@ -522,7 +441,7 @@ class Coordinator:
     # --- recording a period ----------------------------------------------------------------
 
     def _record_period(
-        self, plant: str, start_ms: int, end_ms: int, decision: _InForce, data: PeriodData
+        self, plant: str, start_ms: int, end_ms: int, decision: InForce, data: PeriodData
     ) -> tuple[PeriodRecord, PeriodRow]:
         result, params = decision.result, decision.params
         config = self._plants[plant]
@@ -596,7 +515,7 @@ class Coordinator:
 
     # --- deciding ------------------------------------------------------------------------
 
-    def _decide(self, stage: int, now: int, run_start: int) -> dict[str, _InForce]:
+    def _decide(self, stage: int, now: int, run_start: int) -> dict[str, InForce]:
         firm_params, sources = {}, {}
         for plant in self._plants:
             stream = self._streams.get(plant)
@@ -637,7 +556,7 @@ class Coordinator:
             fixed_rates=fixed,
         )
         return {
-            plant: _InForce(results[plant], firm_params[plant], sources[plant])
+            plant: InForce(results[plant], firm_params[plant], sources[plant])
             for plant in self._plants
         }
 
@@ -668,74 +587,6 @@ class Coordinator:
         key = self.journal.ledger.signing_key
         if key is not None:  # so nobody else can pass off a shorter chain's head
             payload |= {"key_id": key_id(key), "signature": sign_anchor(key, next_index, head)}
-        await client.publish(LEDGER_ANCHOR_TOPIC, json.dumps(payload).encode(), qos=1, retain=True)
-
-    def _status(self, now: int, stage: int) -> dict[str, Any]:
-        """What the API shows: JSON-ready, independent of the internal state's layout."""
-        estimates = {}
-        for plant, stream in self._streams.items():
-            params, sources = stream.params()
-            estimates[plant] = {
-                "params": params.model_dump(),
-                "sources": sources,
-                "x_observed": stream.x_obs,
-                "functional_availability": (
-                    None if stream.availability is None else asdict(stream.availability)
-                ),
-                "baseline": None
-                if stream.baseline is None
-                else {"r2": stream.baseline.r2, "cv_rmse": stream.baseline.cv_rmse,
-                      "n": stream.baseline.n, "acceptable": stream.baseline.acceptable},
-                "rls_updates": 0 if stream.estimator is None else stream.estimator.updates,
-                "energy_value": stream.energy_value,
-            }  # fmt: skip
-        return {
-            "policy": self.policy.name,
-            "description": self.policy.description,
-            "money": self.policy.money.as_record(),
-            "stage": stage,
-            "stage_name": STAGE_WIRE_NAMES[stage],
-            "run_start_ms": self._start_ms,
-            "updated_ms": now,
-            "period_s": self._period_s,
-            "periods": self.periods,
-            "plants": sorted(self._plants),
-            "shadows": (
-                [p for p in self._shadows.policies if p != self.policy.name]
-                if self._shadows is not None
-                else [p.name for p in self._shadow_policies]
-            ),
-            "overrides": [{"at_ms": at, "stage": stage} for at, stage in sorted(self._overrides)],
-            "sharing": {
-                str(s): {
-                    "level": str(rule.level),
-                    "every_s": rule.every_s,
-                    "delay_s": rule.delay_s,
-                    "plants": None if rule.plants is None else sorted(rule.plants),
-                }
-                for s, rule in sorted(self.policy.sharing.items())
-            },
-            "pending_reports": self._gate.pending,
-            "government": self._government.summary(),
-            "directives": {
-                plant: {"stage": d.result.stage} | d.result.decision()
-                for plant, d in self._in_force.items()
-            },
-            "estimates": estimates,
-            "settlement": self._settlement_status(),
-        }
-
-    def _settlement_status(self) -> dict[str, dict[str, Any]]:
-        """Per plant, the split stage 3 settles on under the parameters in force, why,
-        and each party's floor (its best of stages 1 and 2)."""
-        result: dict[str, dict[str, Any]] = {}
-        for plant, decision in self._in_force.items():
-            core = core_split(decision.params)
-            split = settlement_split(decision.params)
-            result[plant] = {
-                "split": split.method,
-                "why": settlement_reason(core, split),
-                "values": split.values,
-                "floors": dict(core.floors),
-            }
-        return result
+        await client.publish(
+            wire.LEDGER_ANCHOR_TOPIC, json.dumps(payload).encode(), qos=1, retain=True
+        )
