@@ -93,3 +93,22 @@ def test_no_import_points_up_or_into_another_packages_privates(path: Path) -> No
             if not (module == owner or module.startswith(owner + ".")):
                 problems.append(f"line {line}: {target} is private to {owner}")
     assert problems == []
+
+
+def test_the_architecture_page_names_every_layered_package() -> None:
+    """docs/architecture.md's table tells the same story as LAYERS."""
+    text = (SRC.parent / "docs" / "architecture.md").read_text()
+    table = text[text.index("## The tree") :].split("\n## ", 1)[0]
+    rows = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 3 and cells[0].isdigit():
+            for package in cells[1].split(","):
+                rows[package.strip().strip("`")] = int(cells[0])
+    present = {
+        package: layer
+        for package, layer in LAYERS
+        if (SRC / package.replace(".", "/")).exists()
+        or (SRC / (package.replace(".", "/") + ".py")).exists()
+    }
+    assert rows == present
