@@ -40,7 +40,7 @@ from carbonlink.coordination._policy import Estimation, Valuation
 from carbonlink.coordination.model import CoordinationParams
 from carbonlink.emissions import FactorLibrary, FactorSet
 from carbonlink.errors import CarbonlinkError, ConfigError
-from carbonlink.storage.windows import step_index
+from carbonlink.storage.windows import meter_factors, step_index
 
 __all__ = ["PeriodData", "PlantStream", "emission_weights"]
 
@@ -94,14 +94,10 @@ class PeriodData:
 
 def emission_weights(plant: PlantConfig, factor_set: FactorSet) -> dict[str, float]:
     """Each emission-source meter's CO2e at nominal draw: the weights of "metered share"."""
-    library = FactorLibrary.builtin()
-    weights = {}
-    for meter in plant.meters:
-        if meter.activity is None:
-            continue
-        factor = factor_set.resolve(library, meter.activity, meter.unit, region=plant.grid_region)
-        weights[meter.id] = meter.nominal_per_hour * factor.co2e_kg_per_unit
-    return weights
+    return {
+        meter.id: meter.nominal_per_hour * factor.co2e_kg_per_unit
+        for meter, factor in meter_factors(plant, factor_set)
+    }
 
 
 def _energy_values(

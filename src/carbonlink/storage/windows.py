@@ -12,7 +12,7 @@ InfluxDB is the optimisation to make when ranges of years become common.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -20,8 +20,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from carbonlink.config import DEFAULT_METER_ACCURACY_PCT, PlantConfig
-from carbonlink.emissions import FactorLibrary, FactorSet
+from carbonlink.config import DEFAULT_METER_ACCURACY_PCT, MeterConfig, PlantConfig
+from carbonlink.emissions import FactorLibrary, FactorSet, ResolvedFactor
 from carbonlink.storage.uncertainty import (
     LOWER_SUFFIX,
     UPPER_SUFFIX,
@@ -42,6 +42,7 @@ __all__ = [
     "PlantKpis",
     "Window",
     "aggregate",
+    "meter_factors",
     "ncv_ranges_of",
     "plant_kpis",
     "step_index",
@@ -287,15 +288,24 @@ def ncv_ranges_of(plant: PlantConfig, factor_set: FactorSet) -> dict[str, tuple[
     """Per meter, the relative 95% bounds of the NCV that takes its amounts to energy
     (fuels metered by mass or volume with a published NCV range): ``plant_kpis`` needs
     them for the interval of energy."""
+    return {
+        meter.id: factor.ncv_relative_range
+        for meter, factor in meter_factors(plant, factor_set)
+        if factor.ncv_relative_range is not None
+    }
+
+
+def meter_factors(
+    plant: PlantConfig, factor_set: FactorSet
+) -> Iterator[tuple[MeterConfig, ResolvedFactor]]:
+    """Each emission-source meter of ``plant`` with its factor under ``factor_set``."""
     library = FactorLibrary.builtin()
-    out = {}
     for meter in plant.meters:
-        if meter.activity is None:
-            continue
-        factor = factor_set.resolve(library, meter.activity, meter.unit, region=plant.grid_region)
-        if factor.ncv_relative_range is not None:
-            out[meter.id] = factor.ncv_relative_range
-    return out
+        if meter.activity is not None:
+            yield (
+                meter,
+                factor_set.resolve(library, meter.activity, meter.unit, region=plant.grid_region),
+            )
 
 
 class _AccuracyLookup(dict[str, float]):
