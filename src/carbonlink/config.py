@@ -324,6 +324,13 @@ class PlatformConfig(StrictModel):
         default="../var/platform-spill.sqlite", description="Relative to the config file"
     )
     client_id: str = "carbonlink-platform"
+    startup_probe_s: Duration = Field(
+        default=15.0,
+        gt=0,
+        description="At startup, how long the platform waits for a probe sent on "
+        "carbonlink/v1/_probe/telemetry to come back through its telemetry subscription "
+        "before it refuses to run",
+    )
     audit_topics: bool = Field(
         default=True,
         description="Count what is published under carbonlink/v1/ where no service listens "
