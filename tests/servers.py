@@ -92,6 +92,10 @@ class _Server:
     name = "server"
     binary = ""
     scheme = ""
+    # A server run by a wrapper script (RabbitMQ) gets a process group of its own, so
+    # that stopping it reaches the real server behind the script.
+    own_process_group = False
+    start_timeout_s: float | None = None  # None: START_TIMEOUT_S
 
     def __init__(self, directory: Path | str, port: int | None = None) -> None:
         self.directory = Path(directory)
@@ -151,6 +155,7 @@ class _Server:
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 preexec_fn=preexec,
+                start_new_session=self.own_process_group,
             )
         self._wait_until_ready()
 
@@ -220,7 +225,8 @@ class _Server:
 
     def _wait_until_ready(self) -> None:
         assert self._process is not None
-        deadline = time.monotonic() + START_TIMEOUT_S
+        timeout = self.start_timeout_s or START_TIMEOUT_S
+        deadline = time.monotonic() + timeout
         while True:
             if self._process.poll() is not None:
                 code = self._process.returncode
@@ -235,7 +241,7 @@ class _Server:
                 self.kill()
                 raise ServerError(
                     f"{self.name} did not become ready on port {self._port} within "
-                    f"{START_TIMEOUT_S}s\n{self.log_tail()}"
+                    f"{timeout}s\n{self.log_tail()}"
                 )
             time.sleep(POLL_INTERVAL_S)
 

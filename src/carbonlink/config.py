@@ -285,6 +285,11 @@ class OutboxFullPolicy(StrEnum):
     DROP_OLDEST = "drop_oldest"  # discard the oldest unsent readings to make room
 
 
+class MqttVersion(StrEnum):
+    V5 = "5"
+    V311 = "3.1.1"
+
+
 class AgentConfig(StrictModel):
     max_clock_skew_s: float = Field(default=300.0, gt=0)
     # At most what the platform takes in one message: a larger batch would be refused.
@@ -293,11 +298,12 @@ class AgentConfig(StrictModel):
     outbox_dir: str = Field(default="../var/outbox", description="Relative to the config file")
     outbox_max_readings: int = Field(default=2_000_000, ge=1)
     outbox_full_policy: OutboxFullPolicy = OutboxFullPolicy.REJECT_NEW
-
-
-class MqttVersion(StrEnum):
-    V5 = "5"
-    V311 = "3.1.1"
+    mqtt_version: MqttVersion = Field(
+        default=MqttVersion.V311,
+        description="5 lets the agent keep a telemetry batch whose PUBACK says 'no matching "
+        "subscribers' (nobody would ever get it) and send it again; 3.1.1 brokers (the "
+        "demo's, NATS, RabbitMQ 3.10) cannot say so",
+    )
 
 
 class PlatformConfig(StrictModel):
@@ -324,6 +330,13 @@ class PlatformConfig(StrictModel):
         default="../var/platform-spill.sqlite", description="Relative to the config file"
     )
     client_id: str = "carbonlink-platform"
+    startup_probe_s: Duration = Field(
+        default=15.0,
+        gt=0,
+        description="At startup, how long the platform waits for a probe sent on "
+        "carbonlink/v1/_probe/telemetry to come back through its telemetry subscription "
+        "before it refuses to run",
+    )
     audit_topics: bool = Field(
         default=True,
         description="Count what is published under carbonlink/v1/ where no service listens "

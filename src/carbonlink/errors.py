@@ -31,6 +31,17 @@ class BrokerConnectionError(CarbonlinkError):
     """The connection to the MQTT broker failed, was refused or was lost."""
 
 
+class DeliveryProbeError(CarbonlinkError):
+    """A subscription the broker accepted delivers nothing: the service refuses to run,
+    because what the broker acknowledged to publishers would vanish."""
+
+    def __init__(self, broker: str, subscription: str, reason: str) -> None:
+        self.broker = broker
+        self.subscription = subscription
+        self.reason = reason
+        super().__init__(f"broker {broker}: subscription {subscription!r}: {reason}")
+
+
 class ConfigError(CarbonlinkError):
     """A configuration file is invalid: names the file, the key and what is wrong."""
 

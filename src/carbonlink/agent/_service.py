@@ -4,7 +4,10 @@ Delivery: a meter message is acknowledged to the broker only after its good read
 are committed to the outbox, and readings leave the outbox only after the broker has
 acknowledged the telemetry batch carrying them (QoS 1 PUBACK). A crash anywhere in
 between makes something be sent again, never lost; the platform stores by reading
-identity, so a repeat is stored once.
+identity, so a repeat is stored once. Over MQTT 5, a PUBACK that says "no matching
+subscribers" (no platform has ever subscribed, so the broker dropped the batch) does not
+count: the batch stays in the outbox, counted as ``unheard_batches`` and logged, and is
+sent again after a growing delay.
 
 What each meter sent lately (the validator's state) is kept in the outbox file too, in
 the same transaction as the readings, so duplicates, conflicting values and overlapping
@@ -31,17 +34,19 @@ import aiomqtt
 
 from carbonlink import wire
 from carbonlink.agent._validation import MeterValidator, Remembered, Verdict
-from carbonlink.config import AgentConfig, OutboxFullPolicy, PlantConfig
+from carbonlink.config import AgentConfig, MqttVersion, OutboxFullPolicy, PlantConfig
 from carbonlink.core.clock import wall_clock_ms
 from carbonlink.emissions import FactorLibrary, FactorSet, ResolvedFactor
 from carbonlink.errors import CarbonlinkError, RejectedReading
 from carbonlink.mqtt.client import (
+    NO_MATCHING_SUBSCRIBERS,
     BrokerAddress,
     acknowledge,
     make_client,
     manual_acks,
+    publish_with_reason,
 )
-from carbonlink.mqtt.reconnect import keep_connected
+from carbonlink.mqtt.reconnect import Backoff, keep_connected
 from carbonlink.mqtt.rejections import Rejections
 from carbonlink.storage.queue import DurableQueue, DurableQueueError
 from carbonlink.wire import Reason
@@ -49,6 +54,12 @@ from carbonlink.wire import Reason
 log = logging.getLogger(__name__)
 
 STATUS_INTERVAL_S: Final = 10.0
+# A batch nobody subscribes to is sent again after a delay growing between these: soon
+# after a platform first subscribes, without hammering a broker that has none.
+UNHEARD_RETRY_MIN_S: Final = 0.5
+UNHEARD_RETRY_MAX_S: Final = 30.0
+LOG_FIRST_UNHEARD: Final = 3  # then one in LOG_EVERY_UNHEARD: the count stays exact
+LOG_EVERY_UNHEARD: Final = 100
 OUTBOX_FULL: Final = "outbox_full"
 OUTBOX_UNWRITABLE: Final = "outbox_unwritable"
 # On a full disk, drop_oldest frees at least this many readings' pages at once: freeing
@@ -80,6 +91,9 @@ class AgentCounters:
     forwarded: int = 0
     dropped_oldest: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
+    # Telemetry *batches* (not readings) the broker took with "no matching subscribers"
+    # (MQTT 5): kept in the outbox and sent again.
+    unheard_batches: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -89,6 +103,7 @@ class AgentCounters:
             "forwarded": self.forwarded,
             "dropped_oldest": self.dropped_oldest,
             "rejected": dict(self.rejected),
+            "unheard_batches": self.unheard_batches,
         }
 
 
@@ -198,7 +213,10 @@ class Agent:
         will = aiomqtt.Will(
             wire.status_topic(self.plant.id), self._status("offline"), qos=1, retain=True
         )
-        client = make_client(self._broker, self.identity, clean_session=False, will=will)
+        client = make_client(
+            self._broker, self.identity, clean_session=False, will=will,
+            mqtt5=self.config.mqtt_version is MqttVersion.V5,
+        )  # fmt: skip
         manual_acks(client)
         async with client:
             connected()
@@ -351,12 +369,19 @@ class Agent:
 
     async def _forward(self, client: aiomqtt.Client) -> None:
         topic = wire.telemetry_topic(self.plant.id)
+        unheard = Backoff(UNHEARD_RETRY_MIN_S, UNHEARD_RETRY_MAX_S)
         while True:
             if self._unsent is None:
                 self._unsent = self._next_batch(await self._next_rows())
             last_id, batch = self._unsent
             # A batch cut off by a disconnect is sent again (same seq) after reconnecting.
-            await client.publish(topic, wire.encode_telemetry(batch), qos=1)
+            payload = wire.encode_telemetry(batch)
+            if self.config.mqtt_version is not MqttVersion.V5:
+                await client.publish(topic, payload, qos=1)
+            elif await publish_with_reason(client, topic, payload) == NO_MATCHING_SUBSCRIBERS:
+                await self._unheard(batch, unheard.next())
+                continue  # the same batch, same seq: it never reached anyone
+            unheard.reset()
             # The sequence number moves with the readings it sent: a restart continues it.
             self._outbox.remove_through(last_id, {_SEQ_KEY: str(batch.seq)})
             self.counters.forwarded += len(batch.readings)
@@ -393,6 +418,19 @@ class Agent:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._appended.wait()
+
+    async def _unheard(self, batch: wire.TelemetryBatch, delay: float) -> None:
+        self.counters.unheard_batches += 1
+        count = self.counters.unheard_batches
+        if count <= LOG_FIRST_UNHEARD or count % LOG_EVERY_UNHEARD == 0:
+            log.error(
+                "agent %s: the broker took telemetry batch %d (%d readings) but no one "
+                "subscribes to %s (PUBACK 'no matching subscribers', #%d); kept in the "
+                "outbox, sending it again in %.1fs. Is the platform running?",
+                self.plant.id, batch.seq, len(batch.readings),
+                wire.telemetry_topic(self.plant.id), count, delay,
+            )  # fmt: skip
+        await asyncio.sleep(delay)
 
     async def _report_status(self, client: aiomqtt.Client) -> None:
         while True:

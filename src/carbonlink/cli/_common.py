@@ -48,11 +48,22 @@ def user_errors(command: Callable[P, T]) -> Callable[P, T]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return command(*args, **kwargs)
-        except CarbonlinkError as error:
-            click.echo(f"carbonlink: error: {error}", err=True)
+        except* CarbonlinkError as group:
+            # except*: a service that fails at startup (a subscription that delivers
+            # nothing, say) does so inside the task groups that run it beside its HTTP
+            # server; a bare error arrives as a group of one.
+            for error in _leaves(group):
+                click.echo(f"carbonlink: error: {error}", err=True)
             sys.exit(EXIT_USAGE_ERROR)
 
     return wrapper
+
+
+def _leaves(group: BaseExceptionGroup[CarbonlinkError]) -> list[CarbonlinkError]:
+    leaves: list[CarbonlinkError] = []
+    for error in group.exceptions:
+        leaves.extend(_leaves(error) if isinstance(error, BaseExceptionGroup) else [error])
+    return leaves
 
 
 def run_async(main: Coroutine[Any, Any, T]) -> T | None:

@@ -14,7 +14,8 @@ Each login gets one role of its own (docs/architecture.md, "Access control"):
 - ``PLANT.meters`` (its simulator or meter gateway): publishes its readings, its simulator
   status and the dead letters of directives it refuses; reads its directives;
 - ``carbonlink.platform.N``: reads every plant's telemetry (also as ``$share/GROUP/...``) and
-  status, and every carbonlink topic to count what nobody listens to; dead-letters;
+  status, and every carbonlink topic to count what nobody listens to; dead-letters; sends
+  its startup probe;
 - ``carbonlink.coordination``: publishes directives and the ledger anchor; reads the anchor;
 - ``carbonlink.monitor``: reads status, simulator status, dead letters, directives and
   the ledger anchor; publishes nothing.
@@ -62,7 +63,8 @@ def grant(username: str) -> Grant:
     if PLATFORM_LOGIN.fullmatch(username):
         telemetry, status = wire.TELEMETRY_SUBSCRIPTION, wire.STATUS_SUBSCRIPTION
         return Grant(
-            publish=(f"{_ROOT}/+/{wire.Kind.DEADLETTER}",),
+            # PROBE_TOPIC: the startup probe of its telemetry subscription.
+            publish=(f"{_ROOT}/+/{wire.Kind.DEADLETTER}", wire.PROBE_TOPIC),
             subscribe=(telemetry, wire.shared("+", telemetry), status, wire.EVERYTHING),
             receive=(wire.EVERYTHING,),
         )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import aiomqtt
-from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY
+from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY, MQTT_ERR_SUCCESS
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -21,6 +23,9 @@ KEEPALIVE_S: Final = 30
 # MQTT 5 ends a session at disconnect unless told otherwise; a persistent consumer keeps
 # its queued messages for this long while it is away (one week).
 SESSION_EXPIRY_S: Final = 7 * 24 * 3600
+NO_MATCHING_SUBSCRIBERS: Final = 0x10
+"""MQTT 5 PUBACK reason code: the broker took the message and no subscription matched it,
+so nobody will ever receive it (under 3.1.1 the broker says nothing of the kind)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,3 +112,55 @@ def is_connection_loss(error: BaseException) -> bool:
     if isinstance(error, BaseExceptionGroup):
         return all(is_connection_loss(e) for e in error.exceptions)
     return False
+
+
+# Per aiomqtt client: PUBACK futures by packet id, filled by the on_publish hook.
+_puback_waiters: weakref.WeakKeyDictionary[aiomqtt.Client, dict[int, asyncio.Future[int]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def publish_with_reason(client: aiomqtt.Client, topic: str, payload: bytes) -> int:
+    """Publish at QoS 1 and return the PUBACK's reason code: 0 for success (always under
+    MQTT 3.1.1), :data:`NO_MATCHING_SUBSCRIBERS` when nobody will receive it.
+
+    aiomqtt's ``publish`` drops the reason code, so this publishes on the paho client it
+    owns (as :func:`manual_acks` does) and chains its own ``on_publish`` before aiomqtt's.
+    A refusal (>= 0x80) raises :class:`BrokerConnectionError`; no PUBACK within the
+    client's timeout raises ``aiomqtt.MqttError``, a lost connection, like aiomqtt's."""
+    waiters = _puback_waiters.get(client)
+    if waiters is None:
+        waiters = _puback_waiters[client] = {}
+        _chain_on_publish(client, waiters)
+    info = client._client.publish(topic, payload, qos=1)
+    if info.rc != MQTT_ERR_SUCCESS:
+        raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+    future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    waiters[info.mid] = future
+    try:
+        async with asyncio.timeout(client.timeout):
+            reason = await future
+    except TimeoutError:
+        raise aiomqtt.MqttError(f"no PUBACK for {topic!r} within {client.timeout}s") from None
+    finally:
+        waiters.pop(info.mid, None)
+    if reason >= 0x80:
+        raise BrokerConnectionError(f"broker refused publish to {topic!r}: 0x{reason:02x}")
+    return reason
+
+
+def _chain_on_publish(client: aiomqtt.Client, waiters: dict[int, asyncio.Future[int]]) -> None:
+    paho = client._client
+    aiomqtt_on_publish = paho.on_publish
+
+    def on_publish(*args: Any) -> None:
+        # paho's callback API v2: (client, userdata, mid, reason_code, properties); it runs
+        # in the event loop's thread (aiomqtt drives paho's socket from the loop).
+        mid, reason_code = args[2], args[3]
+        future = waiters.pop(mid, None)
+        if future is not None and not future.done():
+            future.set_result(int(getattr(reason_code, "value", 0)))
+        if aiomqtt_on_publish is not None:
+            aiomqtt_on_publish(*args)
+
+    paho.on_publish = on_publish

@@ -44,6 +44,16 @@ _PUBACK_HEADER: Final = b"\x40\x02"
 _PACKET_ID = struct.Struct("!H")
 
 
+class PublishRefusedError(BrokerConnectionError):
+    """The broker answered a PUBLISH with an error reason code (MQTT 5), 0x87 (not
+    authorized) say; the connection itself is still up."""
+
+    def __init__(self, topic: str, reason: int) -> None:
+        self.topic = topic
+        self.reason = reason
+        super().__init__(f"broker refused publish to {topic!r}: 0x{reason:02x}")
+
+
 @dataclass(frozen=True, slots=True)
 class Incoming:
     """One PUBLISH as received. ``dup`` is set when the broker sends it again after a
@@ -171,17 +181,19 @@ class ConsumerClient:
         if not granted or granted[-1] >= 0x80:
             raise BrokerConnectionError(f"broker refused subscription to {topic!r}")
 
-    async def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
-        """Publish; at QoS 1, return once the broker has acknowledged it."""
+    async def publish(self, topic: str, payload: bytes, qos: int = 1) -> int:
+        """Publish; at QoS 1, return once the broker has acknowledged it, with the PUBACK's
+        MQTT 5 reason code (0 for success and under 3.1.1; 0x10: no matching subscribers)."""
         properties = b"\x00" if self._mqtt5 else b""
         if qos == 0:
             self._write(_packet(_PUBLISH, _text(topic) + properties + payload))
-            return
+            return 0
         packet_id = self._allocate_id()
         body = _text(topic) + _PACKET_ID.pack(packet_id) + properties + payload
         reason = await self._request(packet_id, _packet(_PUBLISH | 0x02, body))
         if reason and reason[0] >= 0x80:
-            raise BrokerConnectionError(f"broker refused publish to {topic!r}: 0x{reason[0]:02x}")
+            raise PublishRefusedError(topic, reason[0])
+        return reason[0] if reason else 0
 
     def ack(self, packet_ids: Iterable[int]) -> None:
         """PUBACK each message, all in one write; a no-op once this connection is gone."""

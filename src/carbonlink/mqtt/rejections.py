@@ -22,7 +22,7 @@ LOG_EVERY: Final = 1_000
 class Publisher(Protocol):
     """What sending a dead letter needs: aiomqtt's client and the platform's both fit."""
 
-    async def publish(self, topic: str, payload: bytes, qos: int = ...) -> None: ...
+    async def publish(self, topic: str, payload: bytes, qos: int = ...) -> object: ...
 
 
 class Rejections:

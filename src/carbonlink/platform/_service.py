@@ -19,6 +19,12 @@ Bad input never stops it (docs/reliability.md, "Bad input"):
   names can grow it;
 - with ``audit_topics``, a second subscription to every carbonlink topic counts and
   dead-letters what is published where no service listens (``misaddressed``).
+
+Nor does a subscription that silently delivers nothing let it run: at startup, before it
+says it is connected, the platform proves that its telemetry subscription (shared group
+included) delivers, by publishing probes to ``wire.PROBE_TOPIC`` until one (or any
+telemetry) arrives through it, and otherwise fails with :class:`DeliveryProbeError`
+(docs/platform.md, "The startup probe").
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -36,9 +43,9 @@ from typing import Final
 from carbonlink import wire
 from carbonlink.config import MqttVersion, PlatformConfig
 from carbonlink.core.clock import wall_clock_ms
-from carbonlink.errors import RejectedReading, StoreError
+from carbonlink.errors import DeliveryProbeError, RejectedReading, StoreError
 from carbonlink.mqtt.client import BrokerAddress
-from carbonlink.mqtt.consumer import ConsumerClient, Incoming
+from carbonlink.mqtt.consumer import ConsumerClient, Incoming, PublishRefusedError
 from carbonlink.mqtt.reconnect import keep_connected
 from carbonlink.mqtt.rejections import Rejections
 from carbonlink.platform._identity import IdentityIndex
@@ -56,6 +63,10 @@ UNKNOWN: Final = "(unknown)"  # the one key under which refusals of unknown plan
 # A jump in an agent's sequence numbers beyond this is a restart with a new outbox (or a
 # forged number), not that many lost batches.
 MAX_SEQUENCE_GAP: Final = 100_000
+# A probe that went to another member of the group (or to the stale session of a stopped
+# one) proves nothing to this worker: send another after this long, until the deadline.
+PROBE_INTERVAL_S: Final = 0.5
+NO_MATCHING_SUBSCRIBERS: Final = 0x10  # MQTT 5 PUBACK reason code
 
 
 @dataclass(slots=True)
@@ -175,6 +186,9 @@ class Platform:
         self._client: ConsumerClient | None = None
         self._rejections = Rejections("platform", log, self.counters.rejected)
         self._spill_waiting = asyncio.Event()
+        # Set once anything arrives through the telemetry subscription: a probe (this
+        # worker's or another's) or telemetry. Either proves the subscription delivers.
+        self._delivering = asyncio.Event()
         # Store calls run on these threads, so a blocking write never stalls the MQTT
         # loop; up to write_concurrency batches are written at once (every backend's
         # write_batch is safe to call from several threads).
@@ -183,14 +197,19 @@ class Platform:
         )
 
     async def run(self) -> None:
+        """Run until cancelled; raise DeliveryProbeError (bare, not in a group) if the
+        telemetry subscription does not deliver at startup."""
         if len(self._spill):
             self._spill_waiting.set()
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._write_loop())
-            tasks.create_task(self._drain_spill())
-            tasks.create_task(self._mqtt_loop())
-            if self._audit:
-                tasks.create_task(self._audit_loop())
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._write_loop())
+                tasks.create_task(self._drain_spill())
+                tasks.create_task(self._mqtt_loop())
+                if self._audit:
+                    tasks.create_task(self._audit_loop())
+        except* DeliveryProbeError as group:
+            raise _first(group) from None
 
     def health(self) -> dict[str, object]:
         """The counters, and whether the platform is subscribed now (the API's health)."""
@@ -225,11 +244,47 @@ class Platform:
             await client.subscribe(subscription, qos=1)
             # Not shared: every worker wants every agent's status.
             await client.subscribe(wire.STATUS_SUBSCRIPTION, qos=1)
+            if not self._delivering.is_set():  # once per process: at startup
+                await self._prove_delivery(client, subscription)
             self.connected.set()
             connected()
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._rejections.publish(client))
                 await client.wait_closed()
+
+    async def _prove_delivery(self, client: ConsumerClient, subscription: str) -> None:
+        """Publish probes to wire.PROBE_TOPIC until something arrives through the telemetry
+        subscription, or fail with DeliveryProbeError at ``startup_probe_s``.
+
+        A broker may accept a subscription and deliver nothing on it: NATS 2.9 and
+        RabbitMQ 3.10 take ``$share/GROUP/...`` as a plain filter that no topic matches,
+        while acknowledging every batch the agents publish. In a group, a probe may be
+        dealt to another worker, so probes repeat (any worker's probe counts)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.startup_probe_s
+        sent = unmatched = 0
+        while not self._delivering.is_set():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise DeliveryProbeError(
+                    self._broker.url, subscription, _probe_failure(sent, unmatched, self.config)
+                )
+            try:
+                reason = await client.publish(
+                    wire.PROBE_TOPIC, wire.encode_probe(self.client_id, secrets.token_hex(8))
+                )
+            except PublishRefusedError as exc:
+                raise DeliveryProbeError(
+                    self._broker.url, subscription,
+                    f"the broker refused the probe to {wire.PROBE_TOPIC} (reason code "
+                    f"0x{exc.reason:02x}); a platform login must be allowed to publish there",
+                ) from exc  # fmt: skip
+            sent += 1
+            unmatched += reason == NO_MATCHING_SUBSCRIBERS
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(PROBE_INTERVAL_S, remaining)):
+                    await self._delivering.wait()
+        log.info("platform: %s delivers (checked at startup)", subscription)
 
     async def _audit_loop(self) -> None:
         await keep_connected(self._audit_session, what="platform (audit)", log=log)
@@ -254,6 +309,12 @@ class Platform:
         """Handle one message from the socket. Never raises (see the module docstring)."""
         key = None
         try:
+            if message.topic == wire.PROBE_TOPIC:
+                self._delivering.set()
+                client.ack((message.packet_id,))
+                return
+            if not message.topic.endswith("/status"):
+                self._delivering.set()  # only the telemetry subscription brings anything else
             if message.dup and message.qos:
                 key = message_key(message.topic, message.payload)
                 # The first delivery carries no DUP flag: this is delivery attempt + 1.
@@ -641,6 +702,29 @@ class _NotWritten(Exception):  # noqa: N818 (carries what is left, not a failure
     @property
     def retryable(self) -> bool:
         return isinstance(self.cause, StoreError) and self.cause.retryable
+
+
+def _probe_failure(sent: int, unmatched: int, config: PlatformConfig) -> str:
+    why = (
+        f"; the broker answered {unmatched} of them 'no matching subscribers'"
+        if unmatched else ""
+    )  # fmt: skip
+    return (
+        f"accepted, but none of {sent} probes published to {wire.PROBE_TOPIC} came back "
+        f"through it within {config.startup_probe_s:g}s{why}. The broker may not support "
+        "shared subscriptions (NATS 2.9 and RabbitMQ 3.10 accept $share/... and deliver "
+        "nothing): run without --shared-group there. Refusing to run, or what the agents "
+        "publish would be acknowledged and lost"
+    )
+
+
+def _first(group: BaseExceptionGroup[DeliveryProbeError]) -> DeliveryProbeError:
+    """The first DeliveryProbeError in a (possibly nested) exception group."""
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            return _first(error)
+        return error
+    raise AssertionError("empty exception group")
 
 
 def _row_owners(taken: list[_Received]) -> list[_Received]:

@@ -3,10 +3,15 @@
 Served by InfluxDB 1.x natively, and by 2.x and 3.x through their 1.x compatibility
 endpoints (with a DBRP mapping on 2.x). Points are keyed by measurement, tag set and
 timestamp, so writing the same reading again overwrites it: idempotent by design.
+
+Opening it runs ``CREATE DATABASE``, best effort: 2.x answers "not implemented" (HTTP 200,
+influxdata/influxdb#22255), and a login without admin rights gets 401 or 403; the store
+then opens anyway, with a warning, on the database (or DBRP mapping) made beforehand.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import ssl
 from collections.abc import Sequence
@@ -39,6 +44,8 @@ from carbonlink.storage._base import (
     totals_frame,
     typed_frame,
 )
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S: Final = 10.0
 # Above ~5,000 lines per request InfluxDB's own guidance sees no further gain.
@@ -176,6 +183,10 @@ def batch_lines(batch: StoredBatch) -> list[bytes]:
     return lines
 
 
+_NOT_IMPLEMENTED: Final = "not implemented"
+_NOT_ALLOWED: Final = (401, 403)
+
+
 class InfluxDBV1Store(ClosedOnExit):
     """``read_only``: never create the database; a missing one is a StoreError."""
 
@@ -203,7 +214,40 @@ class InfluxDBV1Store(ClosedOnExit):
         if read_only:
             self._check_database()
         else:
-            self._influxql(f'CREATE DATABASE "{database}"', method="POST")
+            self._create_database()
+
+    def _create_database(self) -> None:
+        """``CREATE DATABASE``, skipped with a warning where it cannot be run: "not
+        implemented" (the 1.x compatibility API of InfluxDB 2.x and 3.x), 401 or 403 (a
+        login that may write but not administer). Any other refusal stops the opening."""
+        params = {"q": f'CREATE DATABASE "{self.database}"', **self._params}
+        try:
+            response = self._request("POST", "/query", params=params)
+        except StoreError:
+            self.close()
+            raise
+        answer = response.text[:300]
+        if response.status_code == 200:
+            try:
+                error = response.json()["results"][0].get("error")
+            except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+                error = f"unreadable answer: {answer}"
+            if not error:
+                return
+            if not str(error).startswith(_NOT_IMPLEMENTED):
+                self.close()
+                raise StoreError(f"influxdb {self.url}: CREATE DATABASE: {error}", retryable=False)
+        elif response.status_code not in _NOT_ALLOWED:
+            self.close()
+            raise StoreError(
+                f"influxdb {self.url}: CREATE DATABASE: HTTP {response.status_code}: {answer}",
+                retryable=response.status_code >= 500,
+            )
+        log.warning(
+            "influxdb %s: CREATE DATABASE skipped (%s); writing to %r as it exists (on "
+            "InfluxDB 2.x: a bucket with a DBRP mapping for it, docs/operations.md)",
+            self.url, f"HTTP {response.status_code}: {answer}", self.database,
+        )  # fmt: skip
 
     def _check_database(self) -> None:
         shown = self._influxql("SHOW DATABASES")

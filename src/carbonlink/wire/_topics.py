@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Final
 
 from carbonlink.errors import RejectedReading
-from carbonlink.wire._json import WIRE_VERSION, shown
+from carbonlink.wire._json import WIRE_VERSION, dumps, shown
 from carbonlink.wire._reasons import Reason
 
 TOPIC_ROOT: Final = f"carbonlink/v{WIRE_VERSION}"
@@ -65,13 +65,24 @@ PLATFORM_DEADLETTER: Final = f"{TOPIC_ROOT}/_platform/{Kind.DEADLETTER}"
 """Where the platform dead-letters what names no configured plant."""
 LEDGER_ANCHOR_TOPIC: Final = f"{TOPIC_ROOT}/_coordination/ledger"
 """The coordinator's retained ledger anchor (the head of its report chain)."""
-SERVICE_TOPICS: Final = frozenset({PLATFORM_DEADLETTER, LEDGER_ANCHOR_TOPIC})
+PROBE_TOPIC: Final = f"{TOPIC_ROOT}/_probe/{Kind.TELEMETRY}"
+"""The platform's startup probe. It is a telemetry topic of no plant ("_probe" is no plant
+id), so it reaches a platform worker through the very subscription its telemetry takes,
+shared group included: a broker that accepts that subscription and delivers nothing
+(NATS 2.9 and RabbitMQ 3.10 with ``$share/...``) is caught before any data is lost."""
+SERVICE_TOPICS: Final = frozenset({PLATFORM_DEADLETTER, LEDGER_ANCHOR_TOPIC, PROBE_TOPIC})
 """Topics of the services themselves, outside any plant (ids never start with "_")."""
 
 
 def shared(group: str, subscription: str) -> str:
     """An MQTT 5 shared subscription: the group's members split the messages."""
     return f"$share/{group}/{subscription}"
+
+
+def encode_probe(sender: str, nonce: str) -> bytes:
+    """A probe's payload: who sent it and a nonce, for whoever reads the broker's log;
+    the platform treats any message on :data:`PROBE_TOPIC` as proof of delivery."""
+    return dumps({"v": WIRE_VERSION, "probe": sender, "nonce": nonce})
 
 
 def agent_id(plant: str) -> str:
