@@ -154,7 +154,13 @@ async def run_demo(
             + (_dashboard_lines(dashboard) if dashboard else "")
             + f"  {len(plants)} plants ({', '.join(p.id for p in plants)}), "
             f"simulated clock at {options.speed:g}x from {format_timestamp(clock.start_ms)}"
-            + (" up to now" if span_ms is not None else ", then the wall clock once it is reached")
+            + (
+                ", then the wall clock once it is reached"
+                if span_ms is None
+                else " up to now"
+                if options.start_ms is None
+                else f" for {span_ms / 60_000:g} simulated min"
+            )
             + f", seed {options.seed}",
             file=out,
             flush=True,
@@ -197,6 +203,9 @@ async def run_demo(
             async with asyncio.timeout(STARTUP_TIMEOUT_S):
                 await platform.connected.wait()
                 await asyncio.gather(*(a.connected.wait() for a in agents))
+            # Connecting took seconds, minutes of simulated time: the data starts at the
+            # clock's start all the same, so that --start and --seed replay it exactly.
+            clock.restart()
             tasks.append(
                 asyncio.create_task(
                     simulate(plants, address, clock, seed=options.seed, stats=stats),

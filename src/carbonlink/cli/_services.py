@@ -154,7 +154,7 @@ def demo(
             None,
             "--speed",
             "the demo runs live beside its dashboard: give simulated seconds per second "
-            "(a backfill as fast as possible is `carbonlink simulate --speed max`)",
+            f"(a backfill as fast as possible is `{command_line('simulate', '--speed', 'max')}`)",
         )
     settings = settings_from(config_path)
     plant_ids = plants.split(",") if plants else list(settings.plants)
