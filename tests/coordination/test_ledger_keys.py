@@ -94,7 +94,22 @@ def test_keygen_prints_commands_that_work_when_pasted(
             time.sleep(POLL_S)
     finally:
         coordinator.send_signal(signal.SIGINT)  # Ctrl-C: it stops, committed
-        coordinator.communicate(timeout=STOP_WAIT_S)
+        printed, _ = coordinator.communicate(timeout=STOP_WAIT_S)
+    # One line per period as it is recorded, saying what the stage means and why the
+    # government has (or has not yet) received a report; the journal holds as many.
+    periods = [line for line in printed.splitlines() if line.startswith("period ")]
+    with Journal.open_readonly(tmp_path / "journal.sqlite") as journal:
+        status = journal.load_state("status")
+        recorded = len(journal.ledger)
+    assert status is not None
+    assert len(periods) >= REPORTS_WANTED, printed
+    assert all(
+        "stage 3 (advanced_symbiosis: firm and platform decide jointly" in line for line in periods
+    ), printed
+    numbers = [int(line.split()[1]) for line in periods]
+    assert numbers == sorted(set(numbers)), printed  # each period once, in order
+    assert numbers[-1] <= int(status["periods"])
+    assert any(f"; {n} reports in the ledger" in printed for n in range(1, recorded + 1)), printed
 
     # The verifier has the public key only: no private key in its environment.
     checked = subprocess.run(

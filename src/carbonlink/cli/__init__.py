@@ -20,6 +20,7 @@ __all__ = ["main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(package_name="carbonlink", prog_name="carbonlink")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.option(
     "--env-file",

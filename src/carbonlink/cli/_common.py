@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import shlex
+import shutil
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, TypeVar
 
 import click
 
@@ -90,11 +92,79 @@ def store_url(settings: Settings, override: str | None) -> str:
 
 
 def parse_duration_s(text: str) -> float:
-    """``90``, ``90s``, ``30m``, ``12h``, ``7d`` -> seconds."""
+    """``90``, ``90s``, ``30m``, ``1h30m``, ``12h``, ``7d`` -> seconds."""
     try:
         return _parse_duration_s(text)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+# click >= 8.3 makes ParamType generic; the pinned floor (8.1) does not subscript it.
+class DurationType(click.ParamType):  # type: ignore[type-arg]
+    """Every duration option of the CLI: seconds as a number or ``90s``, ``1h30m``, ``7d``
+    (one parser, core.durations, for the CLI and the config files alike)."""
+
+    name = "duration"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            seconds = _parse_duration_s(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        if seconds <= 0:
+            self.fail(f"must be more than 0, got {value!r}", param, ctx)
+        return seconds
+
+
+class SpeedType(click.ParamType):  # type: ignore[type-arg]
+    """Simulated seconds per second (a positive number), or ``max``: as fast as possible
+    (None)."""
+
+    name = "speed"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float | None:
+        if value is None or isinstance(value, float):
+            return value
+        if isinstance(value, str) and value.strip().lower() == "max":
+            return None
+        try:
+            speed = float(str(value))
+        except ValueError:
+            self.fail(f"expected a number of simulated seconds per second or `max`, got {value!r}",
+                      param, ctx)  # fmt: skip
+        if not speed > 0 or speed == float("inf"):
+            self.fail(f"must be more than 0, got {value!r}", param, ctx)
+        return speed
+
+
+DURATION: Final = DurationType()
+SPEED: Final = SpeedType()
+
+FORMATS: Final = ("table", "csv", "json")
+
+
+def format_option(command: Callable[..., T]) -> Callable[..., T]:
+    """``--format table|csv|json`` on a command that prints data (the command receives
+    ``fmt``); ``--json``, which some commands took before, stays as a hidden alias."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, as_json: bool = False, fmt: str = "table", **kwargs: Any) -> T:
+        return command(*args, fmt="json" if as_json else fmt, **kwargs)
+
+    wrapper = click.option("--json", "as_json", is_flag=True, hidden=True)(wrapper)
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(FORMATS),
+        default="table",
+        help="Print a table for people, or CSV or JSON for programs.",
+    )(wrapper)
 
 
 def time_option(text: str | None, name: str) -> int | None:
@@ -128,21 +198,35 @@ http_option = click.option(
 
 
 def command_line(*args: str) -> str:
-    """A carbonlink command as the user can paste it: run the way this one was
-    (``.venv/bin/carbonlink`` or ``python -m carbonlink``), arguments shell-quoted."""
-    program = sys.argv[0] if sys.argv else "carbonlink"
-    if Path(program).name == "__main__.py" or not program:
-        prefix = [sys.executable, "-m", "carbonlink"]
-    else:
-        prefix = [program]
-    return " ".join(shlex.quote(part) for part in (*prefix, *args))
+    """A carbonlink command as the user can paste it where they are: the program as a
+    path (``.venv/bin/carbonlink`` after the README's setup, which puts nothing on PATH),
+    arguments shell-quoted."""
+    return " ".join(shlex.quote(part) for part in (*program_words(), *args))
 
 
-def shown_path(path: Path) -> str:
+def program_words() -> list[str]:
+    """How to run carbonlink again from the working directory: the script beside this
+    Python (``.venv/bin/carbonlink``), else the one that was run, else ``python -m``."""
+    beside = Path(sys.executable).parent / "carbonlink"
+    if beside.is_file():
+        return [shown_path(beside, resolve=False)]
+    program = sys.argv[0] if sys.argv else ""
+    if program and Path(program).name != "__main__.py":
+        found = program if "/" in program else shutil.which(program)
+        if found:
+            return [shown_path(Path(found), resolve=False)]
+    return [shown_path(Path(sys.executable), resolve=False), "-m", "carbonlink"]
+
+
+def shown_path(path: Path, *, resolve: bool = True) -> str:
     """``path`` relative to the working directory when it lies below it (shorter to
-    read, the same to paste), else absolute."""
-    resolved = path.resolve()
+    read, the same to paste), else absolute. ``resolve=False`` keeps symlinks (a venv's
+    python), only making the path absolute."""
+    resolved = path.resolve() if resolve else Path(os.path.abspath(path))
+    cwd = Path.cwd().resolve() if resolve else Path(os.path.abspath(Path.cwd()))
     try:
-        return str(resolved.relative_to(Path.cwd().resolve()))
+        relative = str(resolved.relative_to(cwd))
     except ValueError:
         return str(resolved)
+    # A bare name would be looked up on PATH by the shell: keep it a path.
+    return relative if "/" in relative else f"./{relative}"

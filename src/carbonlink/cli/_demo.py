@@ -17,13 +17,16 @@ from pathlib import Path
 from typing import Final, TextIO
 
 from carbonlink.agent import Agent
-from carbonlink.config import MqttVersion, Settings
+from carbonlink.cli._story import Drop, drop_line, measured_drop, period_line, stage_phrase
+from carbonlink.config import MqttVersion, PlantConfig, Settings
 from carbonlink.coordination import (
     STATUS_STATE_KEY,
     Coordinator,
     Ed25519PrivateKey,
     Ed25519PublicKey,
     Journal,
+    Policy,
+    PolicySwitch,
     generate_key_pair,
     key_id,
     load_policy,
@@ -39,7 +42,7 @@ from carbonlink.platform import Ingestor, Platform, Store
 from carbonlink.simulators import SimulationStats, simulate
 from carbonlink.storage import FactorVersions
 from carbonlink.web.api import create_app
-from carbonlink.web.dashboard import mount_dashboard
+from carbonlink.web.dashboard import DASHBOARD_PREFIX, mount_dashboard
 from carbonlink.web.server import serve
 from carbonlink.wire import format_timestamp
 
@@ -54,6 +57,22 @@ DEMO_JOURNAL: Final = "coordination-journal.sqlite"  # in the demo's work folder
 #: and kept in its work folder (readable by its owner only); FILE.pub is its public key.
 DEMO_SIGNING_KEY: Final = "ledger-key"
 DEMO_PUBLIC_KEY: Final = f"{DEMO_SIGNING_KEY}.pub"
+#: A run with a duration is cut into this many coordinator periods; the policy's switch
+#: comes at a third of them, so the end of the run has twice as many periods after it.
+DEMO_PERIODS: Final = 12
+DEMO_SWITCH_PERIOD: Final = DEMO_PERIODS // 3
+READ_LAG_WALL_S: Final = 2.0  # batching and the agent's outbox hold a reading ~1 s
+MIN_DEMO_PERIOD_S: Final = 60.0  # a period shorter than a minute holds too few readings
+
+
+def demo_schedule(duration_s: float | None, speed: float) -> tuple[float | None, float | None]:
+    """(period_s, switch_s) in simulated seconds for a run of ``duration_s`` wall
+    seconds at ``speed``: twelve periods, the switch after four. (None, None) without a
+    duration: the config's period and the policy's own schedule."""
+    if duration_s is None:
+        return None, None
+    period = max(MIN_DEMO_PERIOD_S, round(duration_s * speed / DEMO_PERIODS))
+    return period, period * DEMO_SWITCH_PERIOD
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +88,12 @@ class DemoOptions:
     http: tuple[str, int] | None = (DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT)
     policy: Path | None = None  # None: no coordinator
     shadows: Sequence[Path] = ()
+    start_ms: int | None = None  # simulated start [default: so that the run ends now]
+    #: With a duration: the coordinator's period, and when the policy's switch comes
+    #: (simulated seconds from the start), so that a run of any length shows the switch
+    #: and enough periods after it. None: the config's period and the policy's schedule.
+    period_s: float | None = None
+    switch_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +122,7 @@ async def run_demo(
     span_ms = (
         None if options.duration_s is None else round(options.duration_s * options.speed * 1000)
     )
-    clock = run_clock(options.speed, duration_ms=span_ms)
+    clock = run_clock(options.speed, start_ms=options.start_ms, duration_ms=span_ms)
     async with EmbeddedBroker(options.port) as broker:
         address = parse_broker_url(broker.url)
         platform = Platform(
@@ -126,10 +151,16 @@ async def run_demo(
         dashboard = _dashboard_address(options.http)
         print(
             f"carbonlink demo: broker {broker.url}, store {options.store_url}\n"
-            + (f"  dashboard http://{dashboard[0]}:{dashboard[1]}/\n" if dashboard else "")
+            + (_dashboard_lines(dashboard) if dashboard else "")
             + f"  {len(plants)} plants ({', '.join(p.id for p in plants)}), "
             f"simulated clock at {options.speed:g}x from {format_timestamp(clock.start_ms)}"
-            + (" up to now" if span_ms is not None else ", then the wall clock once it is reached")
+            + (
+                ", then the wall clock once it is reached"
+                if span_ms is None
+                else " up to now"
+                if options.start_ms is None
+                else f" for {span_ms / 60_000:g} simulated min"
+            )
             + f", seed {options.seed}",
             file=out,
             flush=True,
@@ -172,6 +203,9 @@ async def run_demo(
             async with asyncio.timeout(STARTUP_TIMEOUT_S):
                 await platform.connected.wait()
                 await asyncio.gather(*(a.connected.wait() for a in agents))
+            # Connecting took seconds, minutes of simulated time: the data starts at the
+            # clock's start all the same, so that --start and --seed replay it exactly.
+            clock.restart()
             tasks.append(
                 asyncio.create_task(
                     simulate(plants, address, clock, seed=options.seed, stats=stats),
@@ -182,7 +216,9 @@ async def run_demo(
                 tasks.append(
                     asyncio.create_task(coordination.coordinator.run(), name="coordinator")
                 )
-            await _report(options, store, agents, platform, clock, out, coordination, versions)
+            await _report(
+                options, store, agents, platform, clock, out, coordination, versions, stats
+            )
         finally:
             for task in tasks:
                 task.cancel()
@@ -190,17 +226,30 @@ async def run_demo(
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             platform.close()
-            if coordination is not None:
-                coordination.close()
         summaries = _summaries(store, agents, platform, clock.start_ms, versions)
         _print_table(summaries, clock.now_ms(), platform.counters.stored, out, final=True)
+        if coordination is not None:
+            newest = min(platform.counters.newest_stored_ms.values(), default=clock.start_ms)
+            coordination.final_lines(store, versions, clock.start_ms, newest, out)
+            coordination.close()
         store.close()
         return summaries
 
 
+def _dashboard_lines(address: tuple[str, int]) -> str:
+    base = f"http://{address[0]}:{address[1]}"
+    return (
+        f"  dashboard {base}/ (Overview: a card per plant; click one for its sources)\n"
+        f"  coordination {base}{DASHBOARD_PREFIX}/coordination: the stage in force at the "
+        "top, 'What each plant is told to do' for the directives, 'Policies compared on the "
+        "same stream', 'Reports to the government'\n"
+    )
+
+
 @dataclass
 class _Coordination:
-    """The demo's coordinator, with the store handle and journal it owns."""
+    """The demo's coordinator, with the store handle and journal it owns, and what it
+    has told the user so far."""
 
     coordinator: Coordinator
     journal: Journal
@@ -208,24 +257,75 @@ class _Coordination:
     shadows: tuple[str, ...]
     public_key: Ed25519PublicKey
     public_key_path: Path
+    plants: dict[str, PlantConfig]
+    switch_note: str = ""
+    periods_shown: int = 0
+    stage_shown: int | None = None
+    switched_ms: int | None = None  # the grid time of the first period under the new stage
 
     def describe(self) -> str:
         policy = self.coordinator.policy
         shadows = f", shadows {', '.join(self.shadows)}" if self.shadows else ""
         return (
-            f"policy {policy.name} ({policy.description or 'see its file'}){shadows}; "
-            f"reports signed with key {key_id(self.public_key)} (public key "
+            f"policy {policy.name} ({policy.description or 'see its file'}){self.switch_note}"
+            f"{shadows}; reports signed with key {key_id(self.public_key)} (public key "
             f"{self.public_key_path})"
         )
 
-    def line(self) -> str:
+    def news(
+        self,
+        stats: SimulationStats,
+        store: Store,
+        versions: FactorVersions,
+        start_ms: int,
+        newest_ms: int,
+    ) -> list[str]:
+        """What happened since the last call: a line per new period, the stage switch
+        with the directives the plants received, the drop since the switch."""
         status = self.journal.load_state(STATUS_STATE_KEY)
-        if status is None:
-            return "  coordination: starting"
-        return (
-            f"  coordination: stage {status['stage']} ({status['stage_name']}), "
-            f"{len(self.journal.ledger)} reports in the ledger"
-        )
+        if status is None or int(status.get("periods", 0)) == self.periods_shown:
+            return []
+        self.periods_shown = int(status["periods"])
+        lines = [f"  coordination: {period_line(status, len(self.journal.ledger))}"]
+        stage = int(status["stage"])
+        if self.stage_shown is not None and stage != self.stage_shown:
+            self.switched_ms = int(status["updated_ms"])
+            lines.append(
+                f"  ==> stage switch: stage {self.stage_shown} -> "
+                f"{stage_phrase(stage, str(status['stage_name']))}; new directives "
+                f"published to {len(status.get('directives', {}))} plants"
+            )
+        self.stage_shown = stage
+        if self.switched_ms is not None:
+            stats.refresh()
+            received = ", ".join(
+                f"{plant} {link.directives}"
+                for plant, link in zip(self.plants, stats.links, strict=False)
+            )
+            lines.append(f"  directives received by the plants so far: {received}")
+            drop = self.drop(store, versions, start_ms, newest_ms)
+            if drop is not None:
+                lines.append(f"  {drop_line(drop)}")
+        return lines
+
+    def drop(
+        self, store: Store, versions: FactorVersions, start_ms: int, end_ms: int
+    ) -> Drop | None:
+        if self.switched_ms is None:
+            return None
+        rows = self.journal.period_rows()
+        window = (start_ms, self.switched_ms, end_ms)
+        return measured_drop(store, versions, self.plants, rows, window)
+
+    def final_lines(
+        self, store: Store, versions: FactorVersions, start_ms: int, end_ms: int, out: TextIO
+    ) -> None:
+        drop = self.drop(store, versions, start_ms, end_ms)
+        if drop is None:
+            print("\nno stage switch in this run: nothing to compare before and after", file=out)
+        else:
+            print(f"\n{drop_line(drop)}", file=out)
+        out.flush()
 
     def close(self) -> None:
         self.journal.close()
@@ -242,10 +342,11 @@ def _coordination(
     open_store: Callable[[str], Store],
     signing_key: Ed25519PrivateKey,
 ) -> _Coordination:
-    policy = load_policy(policy_path)
+    policy, switch_note = _demo_policy(load_policy(policy_path), options.switch_s)
     shadows = [load_policy(p) for p in options.shadows]
     shadows = [s for s in shadows if s.name != policy.name]
     config = settings.services.coordination
+    period_s = options.period_s or config.period_s
     speed = clock.speed or DEFAULT_SPEED
     public_key_path = options.work_dir / DEMO_PUBLIC_KEY
     public_key_path.write_text(public_pem(signing_key.public_key()))
@@ -260,9 +361,11 @@ def _coordination(
         journal,
         shadows=shadows,
         clock_ms=clock.now_ms,
-        period_s=config.period_s,
-        wall_period_s=config.period_s / speed,
-        read_lag_s=config.read_lag_s,
+        period_s=period_s,
+        wall_period_s=period_s / speed,
+        # The read lag lets data in flight land: a second or two of wall time, which is
+        # minutes of simulated time at the demo's speeds, but never half a period or more.
+        read_lag_s=min(max(config.read_lag_s, READ_LAG_WALL_S * speed), period_s / 2),
         client_id="carbonlink-demo-coordinator",
     )
     return _Coordination(
@@ -272,7 +375,32 @@ def _coordination(
         tuple(s.name for s in shadows),
         signing_key.public_key(),
         public_key_path,
+        dict(settings.plants),
+        switch_note,
     )
+
+
+def _demo_policy(policy: Policy, switch_s: float | None) -> tuple[Policy, str]:
+    """The policy with its later switches moved so that the first comes ``switch_s``
+    after the start (a third of the run), and a note that says so."""
+    offsets = [s for s in policy.switches[1:] if s.at.is_offset and s.at.offset_ms > 0]
+    if switch_s is None or not offsets or len(offsets) != len(policy.switches) - 1:
+        return policy, ""
+    factor = switch_s * 1000 / offsets[0].at.offset_ms
+    moved = tuple(
+        PolicySwitch(s.stage, dataclasses.replace(s.at, offset_ms=round(s.at.offset_ms * factor)))
+        for s in offsets
+    )
+    note = (
+        f"; the demo moves its switch to stage {moved[0].stage} to simulated +"
+        f"{_minutes(moved[0].at.offset_ms)}, a third of the run"
+    )
+    return dataclasses.replace(policy, switches=(policy.switches[0], *moved)), note
+
+
+def _minutes(ms: int) -> str:
+    minutes = ms / 60_000
+    return f"{minutes / 60:g} h" if minutes >= 120 else f"{minutes:g} min"
 
 
 def _signing_key(settings: Settings, work_dir: Path) -> Ed25519PrivateKey:
@@ -300,6 +428,7 @@ async def _report(
     out: TextIO,
     coordination: _Coordination | None,
     versions: FactorVersions,
+    stats: SimulationStats,
 ) -> None:
     loop = asyncio.get_running_loop()
     end = loop.time() + options.duration_s if options.duration_s is not None else None
@@ -309,7 +438,9 @@ async def _report(
         summaries = _summaries(store, agents, platform, clock.start_ms, versions)
         _print_table(summaries, clock.now_ms(), platform.counters.stored, out, final=False)
         if coordination is not None:
-            print(coordination.line(), file=out, flush=True)
+            newest = min(platform.counters.newest_stored_ms.values(), default=clock.start_ms)
+            for line in coordination.news(stats, store, versions, clock.start_ms, newest):
+                print(line, file=out, flush=True)
 
 
 def _dashboard_address(wanted: tuple[str, int] | None) -> tuple[str, int] | None:

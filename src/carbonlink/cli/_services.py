@@ -15,6 +15,8 @@ from fastapi import FastAPI
 
 from carbonlink.agent import Agent, create_view_app
 from carbonlink.cli._common import (
+    DURATION,
+    SPEED,
     broker_option,
     command_line,
     config_option,
@@ -36,8 +38,10 @@ from carbonlink.cli._demo import (
     DEMO_JOURNAL,
     DEMO_PUBLIC_KEY,
     DemoOptions,
+    demo_schedule,
     run_demo,
 )
+from carbonlink.cli.policy import BacktestWindow, backtest_warnings, render_backtest, run_backtest
 from carbonlink.config import Settings
 from carbonlink.errors import ConfigError
 from carbonlink.mqtt.client import parse_broker_url
@@ -51,6 +55,14 @@ from carbonlink.web.dashboard import mount_dashboard
 # three fixed stages evaluated live beside it.
 DEMO_POLICY = "policies/switch-1-to-3.yaml"
 DEMO_SHADOWS = ("policies/stage1.yaml", "policies/stage2.yaml", "policies/stage3.yaml")
+# Compared on the recording when the run ends (the README's backtest, step 3 of the tour).
+COMPARED_POLICIES = (
+    "policies/stage1.yaml",
+    "policies/stage2-budget.yaml",
+    "policies/stage3.yaml",
+    "policies/carbon-price-path.yaml",
+)
+DEMO_BACKTEST_OUT = "../var/demo-backtest"  # beside the config, like policy backtest's
 
 
 async def _with_http(
@@ -78,10 +90,28 @@ def _broker(settings: Settings, override: str | None) -> str:
 @click.command()
 @config_option
 @click.option("--plants", default=None, help="Comma-separated plant ids [default: all].")
-@click.option("--speed", type=float, default=DEFAULT_SPEED, help="Simulated seconds per second.")
+@click.option(
+    "--speed",
+    type=SPEED,
+    default=str(DEFAULT_SPEED),
+    help="Simulated seconds per second (the demo is live: `max` is for `simulate`).",
+)
 @click.option("--seed", type=int, default=0, help="Seed for every random draw of the run.")
-@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
-@click.option("--refresh", type=float, default=DEFAULT_REFRESH_S, help="Seconds between tables.")
+@click.option(
+    "--start",
+    default=None,
+    help="Simulated start, RFC 3339 or epoch ms: with --seed, the same plant data again "
+    "[default: so that the run ends now].",
+)
+@click.option(
+    "--duration",
+    type=DURATION,
+    default=None,
+    help="Stop after this long (wall time: 60, 90s, 1h30m) [default: run until Ctrl-C].",
+)
+@click.option(
+    "--refresh", type=DURATION, default=str(DEFAULT_REFRESH_S), help="Time between tables."
+)
 @click.option("--port", type=int, default=None, help="Embedded broker port [default: a free one].")
 @click.option("--store", "store_override", default=None, help="Store URL [default: a temp file].")
 @click.option(
@@ -106,8 +136,9 @@ def _broker(settings: Settings, override: str | None) -> str:
 def demo(
     config_path: Path | None,
     plants: str | None,
-    speed: float,
+    speed: float | None,
     seed: int,
+    start: str | None,
     duration: float | None,
     refresh: float,
     port: int | None,
@@ -118,6 +149,13 @@ def demo(
 ) -> None:
     """Run plants, agents, the platform and a coordinator on an embedded broker; print
     live emissions and serve the dashboard."""
+    if speed is None:
+        raise ConfigError(
+            None,
+            "--speed",
+            "the demo runs live beside its dashboard: give simulated seconds per second "
+            f"(a backfill as fast as possible is `{command_line('simulate', '--speed', 'max')}`)",
+        )
     settings = settings_from(config_path)
     plant_ids = plants.split(",") if plants else list(settings.plants)
     policy_path = None if policy == "off" else settings.path.parent / policy
@@ -132,15 +170,24 @@ def demo(
             work.mkdir(parents=True, exist_ok=True)
         url = store_override or f"sqlite:///{work / 'demo.sqlite'}"
         listen = None if http == "off" else parse_host_port(http)
+        period_s, switch_s = demo_schedule(duration, speed)
         options = DemoOptions(
             plant_ids, url, work, speed, seed, duration, refresh, port, listen,
             policy_path, [p for p in shadows if p.is_file()],
+            start_ms=time_option(start, "--start"), period_s=period_s, switch_s=switch_s,
         )  # fmt: skip
-        run_async(run_demo(settings, options, open_store, sys.stdout))
+        finished = run_async(run_demo(settings, options, open_store, sys.stdout))
+        journal = work / DEMO_JOURNAL
+        compared = [settings.path.parent / p for p in COMPARED_POLICIES]
+        if finished is not None and policy_path is not None and journal.is_file():
+            out_dir = work / "backtest" if keep_dir else settings.beside_config(DEMO_BACKTEST_OUT)
+            _compare_policies(settings, url, compared, journal, out_dir, period_s)
         if keep_dir is not None:
-            journal = work / DEMO_JOURNAL
             with_journal = ["--journal", shown_path(journal)] if policy_path else []
-            backtest = command_line("policy", "backtest", "--store", url, *with_journal)
+            with_policies = [w for p in compared for w in ("--policy", shown_path(p))]
+            backtest = command_line(
+                "policy", "backtest", "--store", url, *with_journal, *with_policies
+            )
             click.echo(
                 f"\nkept {work}: store {url}" + (f", journal {journal}" if policy_path else "")
                 + f"\nbacktest it with:\n  {backtest}"
@@ -151,6 +198,39 @@ def demo(
                     "--public-key", shown_path(work / DEMO_PUBLIC_KEY), "--store", url,
                 )  # fmt: skip
                 click.echo(f"check its ledger with:\n  {verify}")
+        elif finished is not None:
+            click.echo("\n(run with --keep DIR to keep the recording and its ledger)")
+
+
+def _compare_policies(
+    settings: Settings,
+    url: str,
+    policies: list[Path],
+    journal: Path,
+    out_dir: Path,
+    step_s: float | None,
+) -> None:
+    """The end of the demo: the shipped policies replayed on what was just recorded,
+    with the figures and units `policy backtest` prints."""
+    step = step_s or settings.services.coordination.period_s
+    click.echo(
+        f"\ncomparing {len(policies)} policies on what was just recorded "
+        f"(policy backtest, {step / 60:g} min steps):"
+    )
+    try:
+        ran = run_backtest(
+            settings, url, policies, BacktestWindow(step_s=step), journal_path=journal,
+            out_dir=out_dir,
+        )  # fmt: skip
+    except ConfigError as exc:  # e.g. a run too short to hold one step
+        click.echo(f"no comparison: {exc}")
+        return
+    click.echo(ran.headline)
+    click.echo(render_backtest(ran.result.summary))
+    for note in [*ran.notes, *backtest_warnings(ran.result.summary)]:
+        click.echo(note)
+    for path in ran.paths:
+        click.echo(f"wrote {shown_path(path)}")
 
 
 @click.command()

@@ -8,6 +8,7 @@ from typing import Final
 import click
 
 from carbonlink.cli._common import (
+    command_line,
     config_option,
     parse_host_port,
     run_async,
@@ -92,9 +93,10 @@ def recompute(
     current = settings.factor_set(plant_id)
     if (current.name, current.version) != (result.factor_set, result.factor_version):
         # Stored beside the plant's own version, never counted with it.
+        read_them = command_line("query", "--plant", plant_id, "--factor-set", result.factor_set)
         click.echo(
             f"{result.plant} counts under {current.name} {current.version} (its config); the "
             f"{result.factor_set} {result.factor_version} figures are kept beside them, read "
-            f"them with `carbonlink query --factor-set {result.factor_set}` or make them count "
+            f"them with `{read_them}` or make them count "
             f"by naming that set in the plant's file"
         )

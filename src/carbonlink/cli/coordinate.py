@@ -20,11 +20,11 @@ import click
 
 from carbonlink import wire
 from carbonlink.cli._common import (
+    DURATION,
     broker_option,
     command_line,
     config_option,
     http_option,
-    parse_duration_s,
     parse_host_port,
     run_async,
     settings_from,
@@ -33,6 +33,7 @@ from carbonlink.cli._common import (
     store_url,
     user_errors,
 )
+from carbonlink.cli._story import period_line
 from carbonlink.config import (
     CoordinationConfig,
     Settings,
@@ -40,6 +41,7 @@ from carbonlink.config import (
     secret_from_env,
 )
 from carbonlink.coordination import (
+    STATUS_STATE_KEY,
     Anchor,
     Coordinator,
     Ed25519PublicKey,
@@ -65,6 +67,7 @@ log = logging.getLogger(__name__)
 
 EXIT_BROKEN_LEDGER: Final = 1
 ANCHOR_WAIT_S: Final = 5.0
+PERIOD_POLL_S: Final = 1.0  # how often the period lines look at the journal
 # Where config/carbonlink.yaml keeps the journal, for a --keygen run without a config.
 DEFAULT_JOURNAL: Final = Path("var/coordination-ledger.sqlite")
 
@@ -200,7 +203,7 @@ def show_public_key_of(settings: Settings) -> None:
             settings.path,
             "coordination.signing_key_env",
             f"${config.signing_key_env} is unset and no signing_key_file is named: "
-            "no key to show (make one with `carbonlink coordinate --keygen PATH`)",
+            f"no key to show (make one with `{command_line('coordinate', '--keygen', 'PATH')}`)",
         )
     click.echo(public_pem(signing.public_key()), nl=False)
     click.echo(f"key {key_id(signing)}", err=True)
@@ -232,7 +235,10 @@ def show_public_key_of(settings: Settings) -> None:
     default=None,
     help="Ledger and journal file [default: coordination.journal in the config].",
 )
-@click.option("--period", default=None, help="Reporting period (90s, 15m) [default: config].")
+@click.option(
+    "--period", type=DURATION, default=None, help="Reporting period (90s, 15m) [default: config]."
+)
+@click.option("--quiet", is_flag=True, help="No line per period on stdout.")
 @http_option
 @click.option(
     "--verify-ledger",
@@ -279,7 +285,8 @@ def coordinate(
     policy_path: Path | None,
     shadow_paths: tuple[Path, ...],
     ledger_path: Path | None,
-    period: str | None,
+    period: float | None,
+    quiet: bool,
     http: str | None,
     verify_path: Path | None,
     anchor: str | None,
@@ -320,7 +327,7 @@ def coordinate(
             raise ConfigError(None, name, "only with --verify-ledger")
     settings = settings_from(config_path)
     config = settings.services.coordination
-    period_s = parse_duration_s(period) if period else config.period_s
+    period_s = period or config.period_s
     policy = load_policy(policy_path or settings.beside_config(config.policy))
     shadow_files = shadow_paths or tuple(settings.beside_config(p) for p in config.shadows)
     shadows = [load_policy(p) for p in shadow_files]
@@ -330,9 +337,9 @@ def coordinate(
     signing_key = settings_signing_key(settings)
     if signing_key is None:
         log.warning(
-            "coordinate: reports are unsigned: $%s is unset (make a key with "
-            "`carbonlink coordinate --keygen PATH`)",
+            "coordinate: reports are unsigned: $%s is unset (make a key with `%s`)",
             config.signing_key_env,
+            command_line("coordinate", "--keygen", "PATH"),
         )
     else:
         log.info("coordinate: signing reports with key %s", key_id(signing_key))
@@ -349,7 +356,7 @@ def coordinate(
     )
     try:
         public = None if signing_key is None else signing_key.public_key()
-        run_async(_run(service, store, journal.path, listen, public))
+        run_async(_run(service, store, journal, listen, public, quiet=quiet))
     finally:
         journal.close()
         store.close()
@@ -358,17 +365,37 @@ def coordinate(
 async def _run(
     service: Coordinator,
     store: Store,
-    journal: Path,
+    journal: Journal,
     listen: tuple[str, int] | None,
     public_key: Ed25519PublicKey | None,
+    *,
+    quiet: bool,
 ) -> None:
-    if listen is None:
-        await service.run()
-        return
-    from carbonlink.web.api import coordination_app, serve
-
     async with asyncio.TaskGroup() as tasks:
-        tasks.create_task(service.run())
-        app = coordination_app(journal, store, public_key=public_key)
-        tasks.create_task(serve(app, *listen))
-        click.echo(f"serving http://{listen[0]}:{listen[1]}/api/v1/coordination/status", err=True)
+        running = tasks.create_task(service.run())
+        if not quiet:
+            click.echo(
+                f"coordinate: policy {service.policy.name}, a line per period "
+                f"(--quiet for none); journal {shown_path(journal.path)}"
+            )
+            tasks.create_task(_period_lines(journal, running))
+        if listen is not None:
+            from carbonlink.web.api import coordination_app, serve
+
+            app = coordination_app(journal.path, store, public_key=public_key)
+            tasks.create_task(serve(app, *listen))
+            click.echo(
+                f"serving http://{listen[0]}:{listen[1]}/api/v1/coordination/status", err=True
+            )
+
+
+async def _period_lines(journal: Journal, running: asyncio.Task[None]) -> None:
+    """One line on stdout per period the coordinator records, as it records it: what
+    the status in the journal says (the same the API and dashboard show)."""
+    shown = None
+    while not running.done():
+        status = journal.load_state(STATUS_STATE_KEY)
+        if status is not None and status.get("updated_ms") != shown:
+            shown = status.get("updated_ms")
+            click.echo(period_line(status, len(journal.ledger)))
+        await asyncio.sleep(PERIOD_POLL_S)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+from dataclasses import asdict
+from typing import Any
 
 import click
 
+from carbonlink.cli._common import format_option
 from carbonlink.emissions import EmissionResult, FactorLibrary
 from carbonlink.errors import CarbonlinkError
 
@@ -25,10 +30,23 @@ def factors() -> None:
     """Emission factor library: activities, factors and their sources."""
 
 
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
 @factors.command("list")
-def list_activities() -> None:
+@format_option
+def list_activities(fmt: str) -> None:
     """Show every activity with its kind, canonical unit and source."""
     activities = FactorLibrary.builtin().activities()
+    if fmt != "table":
+        rows = [asdict(a) | {"aliases": " ".join(a.aliases)} for a in activities]
+        click.echo(json.dumps(rows, indent=2) if fmt == "json" else _csv(rows), nl=fmt == "json")
+        return
     id_width = max(len(a.id) for a in activities)
     header = f"{'ACTIVITY':<{id_width}}  {'KIND':<11}  {'UNIT':<4}  SOURCE"
     click.echo(header)
@@ -58,7 +76,8 @@ def _print_result(result: EmissionResult) -> None:
     click.echo(f"  source         {result.factor_source}")
 
 
-@factors.command("compute")
+# ignore_unknown_options: "-1" is the amount (refused with a reason), not an unknown option.
+@factors.command("compute", context_settings={"ignore_unknown_options": True})
 @click.argument("activity")
 @click.argument("amount", type=float)
 @click.argument("unit")
@@ -68,7 +87,7 @@ def _print_result(result: EmissionResult) -> None:
 @click.option(
     "--sector", type=click.Choice(_SECTOR_CHOICES), default="manufacturing", show_default=True
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@format_option
 def compute(
     activity: str,
     amount: float,
@@ -77,7 +96,7 @@ def compute(
     region: str | None,
     year: int | None,
     sector: str,
-    as_json: bool,
+    fmt: str,
 ) -> None:
     """Emissions for AMOUNT UNIT of ACTIVITY (e.g. `natural_gas 1200 Nm3`)."""
     try:
@@ -87,7 +106,12 @@ def compute(
     except CarbonlinkError as error:
         _fail(error)
         return
-    if as_json:
+    if fmt == "json":
         click.echo(json.dumps(result.to_dict(), indent=2))
+    elif fmt == "csv":
+        row = result.to_dict()
+        low_high = row.pop("co2e_range_kg") or (None, None)
+        row |= {"co2e_low_kg": low_high[0], "co2e_high_kg": low_high[1]}
+        click.echo(_csv([row]), nl=False)
     else:
         _print_result(result)

@@ -7,11 +7,10 @@ formulation (docs/coordination.md; writing and backtesting policies: docs/polici
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TypeVar
 
@@ -19,29 +18,28 @@ import click
 import pandas as pd
 
 from carbonlink.cli._common import (
+    DURATION,
     config_option,
-    parse_duration_s,
+    format_option,
     required_time,
     settings_from,
     store_option,
     store_url,
     user_errors,
 )
+from carbonlink.cli._progress import progress
 from carbonlink.config import PlantConfig, Settings
 from carbonlink.coordination import (
     ABATEMENT_SOURCE_TEXT,
     PARTIES,
     RECORDED_ROW,
+    BacktestResult,
     Journal,
     Solution,
     StageResult,
-    abatement_from_journal,
-    abatement_from_reference,
-    backtest,
-    load_policy,
-    load_window,
+    prepare_backtest,
+    replay,
     solve,
-    window_bounds,
     write_outputs,
 )
 from carbonlink.coordination.model import load_parameter_file
@@ -93,13 +91,15 @@ def policy() -> None:
 
 @policy.command()
 @_params_option
-@click.option("--json", "as_json", is_flag=True, help="Print the solution as JSON.")
+@format_option
 @user_errors
-def solve_command(params_path: Path, as_json: bool) -> None:
+def solve_command(params_path: Path, fmt: str) -> None:
     """Solve every stage: subsidies, efforts, steady-state X, values, stage-3 splits."""
     solution = solve(*load_parameter_file(params_path))
-    if as_json:
+    if fmt == "json":
         click.echo(json.dumps(solution.to_dict(), indent=2))
+    elif fmt == "csv":
+        click.echo(stage_frame(solution).to_csv(index=False), nl=False)
     else:
         click.echo(render_text(solution, params_path))
 
@@ -115,6 +115,20 @@ def _stage_row(label: str, s: StageResult, subsidised: bool) -> str:
         f" {s.X_ss:8.2f} {s.V_M:8.2f} {s.V_P:8.2f} {s.V_G:8.2f} {s.total:8.2f}"
         f" {s.abatement_per_cost:6.3f}"
     )
+
+
+def stage_frame(solution: Solution) -> pd.DataFrame:
+    """One row per stage, the columns of the text table, money in its own column."""
+    rows = []
+    for key in ("stage1", "stage2", "stage2_budget", "stage3"):
+        s: StageResult = getattr(solution, key)
+        rows.append({"stage": s.stage, "name": s.name, "theta_M": s.theta_M,
+                     "theta_P": s.theta_P, "E_M": s.E_M, "E_P": s.E_P, "sigma": s.sigma,
+                     "X_ss_tco2e_per_period": s.X_ss, "V_M": s.V_M, "V_P": s.V_P,
+                     "V_G": s.V_G, "V_total": s.total,
+                     "abatement_per_cost": s.abatement_per_cost,
+                     "money": solution.money.label})  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def render_text(solution: Solution, params_path: Path) -> str:
@@ -267,7 +281,7 @@ def backtest_warnings(summary: pd.DataFrame) -> list[str]:
 @click.option(
     "--to", "end", default=None, help="Window end: RFC 3339 or epoch ms [default: the data's]."
 )
-@click.option("--step", default="15m", help="Replay step (1m ... 1d).")
+@click.option("--step", type=DURATION, default="15m", help="Replay step (1m ... 1d).")
 @click.option("--plants", default=None, help="Comma-separated plant ids [default: all].")
 @click.option(
     "--journal",
@@ -282,7 +296,7 @@ def backtest_warnings(summary: pd.DataFrame) -> list[str]:
     help="FROM/TO (RFC 3339): fit a baseline there instead, to find the recorded abatement.",
 )
 @_out_option("steps.csv, summary.csv and the PNG plots", DEFAULT_BACKTEST_OUT)
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@format_option
 @user_errors
 def backtest_command(
     config_path: Path | None,
@@ -290,91 +304,103 @@ def backtest_command(
     policy_paths: tuple[Path, ...],
     start: str | None,
     end: str | None,
-    step: str,
+    step: float,
     plants: str | None,
     journal_path: Path | None,
     reference: str | None,
     out_dir: Path | None,
-    as_json: bool,
+    fmt: str,
 ) -> None:
     """Replay policies against the same recorded window: emissions, abatement, payoffs."""
     settings = settings_from(config_path)
-    policies = [load_policy(p) for p in (policy_paths or DEFAULT_BACKTEST_POLICIES)]
-    for checked in policies:
-        checked.check_plants(settings.plants)
     if journal_path is not None and reference is not None:
         raise ConfigError(None, "--reference", "give --journal or --reference, not both")
-    chosen, versions = _plants_and_versions(settings, plants)
-    step_s = parse_duration_s(step)
-    store = open_store(store_url(settings, store_override), read_only=True)
-    try:
-        start_ms, end_ms = window_bounds(
-            store,
-            chosen,
-            None if start is None else required_time(start, "--from"),
-            None if end is None else required_time(end, "--to"),
-            step_s,
-        )
-        if end_ms <= start_ms:
-            raise ConfigError(None, "--to", "must come after --from")
-        window = load_window(store, chosen, versions, start_ms, end_ms, step_s)
-    finally:
-        store.close()
-    if not any(n.sum() for n in window.readings.values()):
-        raise ConfigError(None, "--from", "the store holds no emissions in that window")
-    if window.trimmed:
-        click.echo(
-            f"note: the store has data only from {format_timestamp(window.start_ms)} to "
-            f"{format_timestamp(window.end_ms)}; the window is cut to that",
-            err=True,
-        )
-    for plant_id, gaps in window.gaps().items():
-        click.echo(f"note: {plant_id} has no readings in {gaps} of {window.steps} steps", err=True)
-    added, source = None, "none"
-    if journal_path is not None:
-        with Journal.open_readonly(journal_path) as journal:
-            added, source = abatement_from_journal(window, journal, chosen), "journal"
-    elif reference is not None:
-        ref_from, _, ref_to = reference.partition("/")
-        ref_start = required_time(ref_from, "--reference")
-        ref_end = required_time(ref_to, "--reference")
-        if ref_end <= ref_start:
-            raise ConfigError(None, "--reference", "expected FROM/TO with TO after FROM")
-        added, source = abatement_from_reference(window, ref_start, ref_end), "reference"
-    total = len(policies) * len(chosen) * window.steps
-    label = f"replaying {len(policies)} policies x {len(chosen)} plants"
-    with _progress(window.steps, label) as advance:
-        result = backtest(
-            policies, window, chosen, recorded_abatement=added, abatement_source=source,
-            progress=advance,
-        )  # fmt: skip
-    paths = write_outputs(result, out_dir or settings.beside_config(DEFAULT_BACKTEST_OUT))
-    if as_json:
-        click.echo(result.summary.to_json(orient="records", indent=2))
-    else:
-        hours = (window.end_ms - window.start_ms) / 3.6e6
-        click.echo(
-            f"backtest of {len(policies)} policies on {len(chosen)} plants over {hours:g} h "
-            f"({total:,} plant-steps); recorded abatement: {ABATEMENT_SOURCE_TEXT[source]}"
-        )
-        click.echo(render_backtest(result.summary))
-    for note in backtest_warnings(result.summary):
+    ran = run_backtest(
+        settings,
+        store_url(settings, store_override),
+        policy_paths or DEFAULT_BACKTEST_POLICIES,
+        BacktestWindow(start, end, step, plants),
+        journal_path=journal_path,
+        reference=reference,
+        out_dir=out_dir or settings.beside_config(DEFAULT_BACKTEST_OUT),
+    )
+    for note in ran.notes:
         click.echo(note, err=True)
-    for path in paths:
+    if fmt == "json":
+        click.echo(ran.result.summary.to_json(orient="records", indent=2))
+    elif fmt == "csv":
+        click.echo(ran.result.summary.to_csv(index=False), nl=False)
+    else:
+        click.echo(ran.headline)
+        click.echo(render_backtest(ran.result.summary))
+    for note in backtest_warnings(ran.result.summary):
+        click.echo(note, err=True)
+    for path in ran.paths:
         click.echo(f"wrote {path}", err=True)
 
 
-@contextlib.contextmanager
-def _progress(length: int, label: str) -> Iterator[Callable[[int], None]]:
-    """A progress bar on stderr, advanced by a callback told how much is done so far."""
-    with click.progressbar(length=length, label=label, file=sys.stderr) as bar:
-        seen = [0]
+@dataclass(frozen=True, slots=True)
+class BacktestWindow:
+    """What to replay: RFC 3339 / epoch-ms bounds (None: the data's), the step in
+    seconds and the plants (comma-separated; None: all)."""
 
-        def advance(done: int) -> None:
-            bar.update(done - seen[0])
-            seen[0] = done
+    start: str | None = None
+    end: str | None = None
+    step_s: float = 900.0
+    plants: str | None = None
 
-        yield advance
+
+@dataclass(frozen=True, slots=True)
+class BacktestOutput:
+    result: BacktestResult
+    paths: list[Path]
+    headline: str  # what was replayed, over how long, and where the abatement came from
+    notes: list[str]  # about the window: trimmed to the data, gaps
+
+
+# The coordination functions name their arguments; the CLI names its options.
+_OPTIONS: Final = {"start": "--from", "end": "--to", "reference": "--reference", "store": "--store"}
+
+
+def run_backtest(
+    settings: Settings,
+    url: str,
+    policy_paths: Sequence[Path],
+    window_asked: BacktestWindow,
+    *,
+    journal_path: Path | None = None,
+    reference: str | None = None,
+    out_dir: Path,
+) -> BacktestOutput:
+    """`policy backtest` as a function (the demo's end-of-run comparison calls it too):
+    load the window, replay each policy on it with a progress bar, write the outputs."""
+    start = None if window_asked.start is None else required_time(window_asked.start, "--from")
+    end = None if window_asked.end is None else required_time(window_asked.end, "--to")
+    period = None
+    if reference is not None:
+        ref_from, _, ref_to = reference.partition("/")
+        period = (required_time(ref_from, "--reference"), required_time(ref_to, "--reference"))
+    plants = window_asked.plants.split(",") if window_asked.plants else None
+    with open_store(url, read_only=True) as store:
+        try:
+            setup = prepare_backtest(
+                settings, store, policy_paths, start=start, end=end, step=window_asked.step_s,
+                plants=plants, journal=journal_path, reference=period,
+            )  # fmt: skip
+        except ConfigError as exc:
+            raise ConfigError(exc.path, _OPTIONS.get(exc.key, exc.key), exc.problem) from None
+    policies, chosen, window = setup.policies, setup.plants, setup.window
+    total = len(policies) * len(chosen) * window.steps
+    label = f"replaying {len(policies)} policies x {len(chosen)} plants"
+    with progress(window.steps, label, unit=" steps") as advance:
+        result = replay(setup, advance)
+    paths = write_outputs(result, out_dir)
+    headline = (
+        f"backtest of {len(policies)} policies on {len(chosen)} plants over {setup.hours:g} h "
+        f"({total:,} plant-steps); recorded abatement: "
+        f"{ABATEMENT_SOURCE_TEXT[setup.abatement_source]}"
+    )
+    return BacktestOutput(result, paths, headline, setup.notes())
 
 
 def _plants_and_versions(
@@ -410,7 +436,7 @@ def _plants_and_versions(
     "nominal output [default: values only].",
 )
 @_out_option("sweep.csv and sweep.png", DEFAULT_SWEEP_OUT)
-@click.option("--json", "as_json", is_flag=True, help="Print every row as JSON.")
+@format_option
 @user_errors
 def sweep_command(
     config_path: Path | None,
@@ -418,7 +444,7 @@ def sweep_command(
     varied: tuple[str, ...],
     plant_id: str | None,
     out_dir: Path | None,
-    as_json: bool,
+    fmt: str,
 ) -> None:
     """Solve every stage over a grid of parameters: emissions, carbon emission
     performance and each party's value, with the trend along each parameter."""
@@ -441,7 +467,7 @@ def sweep_command(
         plant = settings.plant(plant_id)
         basis = PlantBasis.of(plant, emission_weights(plant, settings.factor_set(plant.id)), money)
     points = math.prod(len(v) for v in grid.values())
-    with _progress(points, f"solving {points} points x 3 stages") as advance:
+    with progress(points, f"solving {points} points x 3 stages", unit=" points") as advance:
         frame = sweep(params, grid, basis, advance)
     names = list(grid)
     directory = out_dir or settings.beside_config(DEFAULT_SWEEP_OUT)
@@ -450,8 +476,10 @@ def sweep_command(
     frame.assign(money=money.label).to_csv(csv, index=False)
     png = plot(frame, names, money, directory / "sweep.png")
     summary = trends(frame, names)
-    if as_json:
+    if fmt == "json":
         click.echo(frame.assign(money=money.label).to_json(orient="records", indent=2))
+    elif fmt == "csv":
+        click.echo(frame.assign(money=money.label).to_csv(index=False), nl=False)
     else:
         click.echo(render_sweep(frame, summary, names, money.label, plant_id))
     for path in (csv, png):
@@ -536,7 +564,7 @@ _MEASURE_COLUMNS: Final = (
     help="Index weights: equal per dimension, or entropy weights.",
 )
 @_out_option("measures.csv", DEFAULT_MEASURES_OUT)
-@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@format_option
 @user_errors
 def measures_command(
     config_path: Path | None,
@@ -547,7 +575,7 @@ def measures_command(
     plants: str | None,
     weights: str,
     out_dir: Path | None,
-    as_json: bool,
+    fmt: str,
 ) -> None:
     """Carbon emission efficiency from the stream, per plant and stage: carbon emission
     performance, the four-dimension index and SBM total-factor efficiency."""
@@ -580,8 +608,10 @@ def measures_command(
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "measures.csv"
     scored.to_csv(path, index=False)
-    if as_json:
+    if fmt == "json":
         click.echo(scored.to_json(orient="records", indent=2))
+    elif fmt == "csv":
+        click.echo(scored.to_csv(index=False), nl=False)
     else:
         currency = next((c for c in scored["currency"] if isinstance(c, str)), "money")
         click.echo(

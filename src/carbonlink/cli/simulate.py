@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
-import sys
+import asyncio
+import socket
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, Final
 
 import click
 
 from carbonlink.cli._common import (
+    DURATION,
+    SPEED,
     broker_option,
     config_option,
-    parse_duration_s,
     run_async,
     settings_from,
     time_option,
     user_errors,
 )
+from carbonlink.cli._progress import progress
 from carbonlink.core.clock import SimClock, run_clock
-from carbonlink.mqtt.client import parse_broker_url
+from carbonlink.errors import ConfigError
+from carbonlink.mqtt.client import BrokerAddress, parse_broker_url
 from carbonlink.simulators import (
+    SimulationStats,
     load_faults,
     load_replay,
     load_replay_from_store,
@@ -27,6 +34,10 @@ from carbonlink.simulators import (
 )
 from carbonlink.simulators import simulate as run_simulators
 from carbonlink.storage import open_store
+
+BROKER_PROBE_S: Final = 5.0  # a broker that has not answered a TCP connect by then is not there
+PROGRESS_POLL_S: Final = 0.5
+MS_PER_MINUTE: Final = 60_000
 
 FAULT_HELP = (
     "A fault: KIND:PLANT[/METER]@START[+DURATION][,key=value]; START is simulated time "
@@ -41,11 +52,14 @@ FAULT_HELP = (
 @click.option("--seed", type=int, default=0, help="Seed for every random draw of the run.")
 @click.option(
     "--speed",
+    type=SPEED,
     default="1",
     help="Simulated seconds per second, or `max`. Faster than 1 is a backfill ending now: "
     "the data never runs ahead of the wall clock.",
 )
-@click.option("--duration", default=None, help="Simulated time to run: 90s, 30m, 12h, 7d.")
+@click.option(
+    "--duration", type=DURATION, default=None, help="Simulated time to run: 90s, 1h30m, 7d."
+)
 @click.option(
     "--start",
     default=None,
@@ -76,15 +90,15 @@ FAULT_HELP = (
 )
 @click.option("--from", "replay_from", default=None, help="Store replay start (RFC 3339 or ms).")
 @click.option("--to", "replay_to", default=None, help="Store replay end, exclusive.")
-@click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
+@click.option("--quiet", is_flag=True, help="No progress on stderr.")
 @user_errors
 def simulate(
     config_path: Path | None,
     broker: str | None,
     plants: str | None,
     seed: int,
-    speed: str,
-    duration: str | None,
+    speed: float | None,
+    duration: float | None,
     start: str | None,
     faults_file: Path | None,
     fault_specs: tuple[str, ...],
@@ -99,9 +113,13 @@ def simulate(
     selected = (
         [settings.plant(p) for p in plants.split(",")] if plants else list(settings.plants.values())
     )
-    duration_ms = round(parse_duration_s(duration) * 1000) if duration else None
+    duration_ms = round(duration * 1000) if duration else None
     start_ms = time_option(start, "--start")
     address = parse_broker_url(broker or settings.services.broker.url, settings.services.broker)
+    if replay_source is not None or duration_ms is not None or speed is None or speed > 1:
+        # A backfill has an end: a broker that is not there is an error now, not a retry
+        # loop that never ends (a live plant, at --speed 1, waits for its broker instead).
+        require_broker(address)
     if replay_source is not None:
         by_id = {p.id: p for p in selected}
         if "://" in replay_source:
@@ -125,18 +143,20 @@ def simulate(
         faults = list(load_faults(faults_file)) if faults_file else []
         faults += [parse_fault(spec) for spec in fault_specs]
         clock = _clock(speed, start_ms, duration_ms)
+        run = run_simulators(
+            selected,
+            address,
+            clock,
+            seed=seed,
+            duration_ms=duration_ms,
+            faults=faults,
+            batch_samples=batch,
+            factor_set=settings.factor_set,
+            stats=(stats := SimulationStats()),
+        )
+        shown = None if quiet else duration_ms
         stats = run_async(
-            run_simulators(
-                selected,
-                address,
-                clock,
-                seed=seed,
-                duration_ms=duration_ms,
-                faults=faults,
-                batch_samples=batch,
-                factor_set=settings.factor_set,
-                progress=None if quiet else sys.stderr,
-            )
+            run if shown is None else with_progress(run, stats, clock.start_ms, shown)
         )
     if stats is not None:
         click.echo(
@@ -145,10 +165,40 @@ def simulate(
         )
 
 
-def _clock(speed: str, start_ms: int | None, duration_ms: int | None) -> SimClock:
-    if speed == "max":
-        return run_clock(None, start_ms=start_ms, duration_ms=duration_ms)
+def _clock(speed: float | None, start_ms: int | None, duration_ms: int | None) -> SimClock:
+    return run_clock(speed, start_ms=start_ms, duration_ms=duration_ms)
+
+
+async def with_progress(
+    run: Coroutine[Any, Any, SimulationStats],
+    stats: SimulationStats,
+    start_ms: int,
+    duration_ms: int,
+) -> SimulationStats:
+    """The backfill, with its progress (simulated time covered) on stderr."""
+    task = asyncio.create_task(run)
+    minutes = max(1, duration_ms // MS_PER_MINUTE)
+
+    def describe(_: int) -> str:
+        stats.refresh()
+        return f"{stats.published_samples:,} samples sent"
+
+    with progress(minutes, "backfill", unit=" simulated min", describe=describe) as advance:
+        while not task.done():
+            await asyncio.wait({task}, timeout=PROGRESS_POLL_S)
+            advance(min(minutes, max(0, stats.sim_time_ms - start_ms) // MS_PER_MINUTE))
+    return await task
+
+
+def require_broker(address: BrokerAddress) -> None:
+    """Fail in seconds, with the address, when nothing listens where the broker should."""
     try:
-        return run_clock(float(speed), start_ms=start_ms, duration_ms=duration_ms)
-    except ValueError as exc:
-        raise click.BadParameter(f"--speed: {exc}") from exc
+        socket.create_connection((address.host, address.port), timeout=BROKER_PROBE_S).close()
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise ConfigError(
+            None,
+            "--broker",
+            f"cannot reach the broker at {address.url}: {reason} (is it running? name "
+            "another with --broker, or broker.url in the config)",
+        ) from None

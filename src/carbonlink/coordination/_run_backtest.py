@@ -7,13 +7,14 @@ notebook and the CLI get the same figures.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from carbonlink.config import PlantConfig, Settings
 from carbonlink.coordination._backtest import (
+    FloatArray,
     BacktestResult,
     RecordedWindow,
     abatement_from_journal,
@@ -27,8 +28,17 @@ from carbonlink.core.durations import parse_duration_s
 from carbonlink.errors import ConfigError
 from carbonlink.storage import Store
 from carbonlink.storage.figures import TimeLike, time_ms
+from carbonlink.wire import format_timestamp
 
-__all__ = ["ABATEMENT_SOURCE_TEXT", "BacktestRun", "run_backtest"]
+__all__ = [
+    "ABATEMENT_SOURCE_TEXT",
+    "BacktestRun",
+    "BacktestSetup",
+    "prepare_backtest",
+    "replay",
+    "run_backtest",
+    "window_bounds",
+]
 
 ABATEMENT_SOURCE_TEXT: Final = {
     "journal": "from the coordinator's journal, added back to the baseline",
@@ -38,21 +48,50 @@ ABATEMENT_SOURCE_TEXT: Final = {
 
 
 @dataclass(frozen=True)
-class BacktestRun:
-    """A backtest's result with the window it ran on and where the recorded abatement
-    came from (``journal``, ``reference`` or ``none``)."""
+class BacktestSetup:
+    """What a backtest replays: the recorded window, its plants, the policies, and the
+    abatement already in the recording (``abatement_source``: journal, reference, none)."""
 
-    result: BacktestResult
+    policies: tuple[Policy, ...]
     window: RecordedWindow
     plants: tuple[PlantConfig, ...]
+    recorded_abatement: Mapping[str, FloatArray] | None
     abatement_source: str
 
     @property
     def hours(self) -> float:
         return (self.window.end_ms - self.window.start_ms) / 3.6e6
 
+    def notes(self) -> list[str]:
+        """What a user should know about the window: cut to the data, steps without data."""
+        notes = []
+        if self.window.trimmed:
+            notes.append(
+                f"note: the store has data only from {format_timestamp(self.window.start_ms)} "
+                f"to {format_timestamp(self.window.end_ms)}; the window is cut to that"
+            )
+        for plant_id, gaps in self.window.gaps().items():
+            notes.append(f"note: {plant_id} has no readings in {gaps} of {self.window.steps} steps")
+        return notes
 
-def run_backtest(
+
+@dataclass(frozen=True)
+class BacktestRun:
+    """A backtest's result (``result.steps``, ``result.summary``) and what it ran on."""
+
+    setup: BacktestSetup
+    result: BacktestResult
+
+    @property
+    def hours(self) -> float:
+        return self.setup.hours
+
+    @property
+    def abatement_source(self) -> str:
+        return self.setup.abatement_source
+
+
+def prepare_backtest(
     settings: Settings,
     store: Store,
     policies: Sequence[Policy | str | Path],
@@ -63,16 +102,9 @@ def run_backtest(
     plants: Sequence[str] | None = None,
     journal: str | Path | None = None,
     reference: tuple[TimeLike, TimeLike] | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> BacktestRun:
-    """Replay ``policies`` (loaded or paths to policy files) on what ``store`` recorded.
-
-    ``start``/``end`` left out: the stored data's, rounded inward to whole steps. The
-    abatement already in the recording comes from the coordinator's ``journal`` or from a
-    baseline fitted on the ``reference`` (start, end) period; with neither, the window is
-    taken as unabated. ConfigError names the argument when the request makes no sense.
-    """
-    loaded = [p if isinstance(p, Policy) else load_policy(p) for p in policies]
+) -> BacktestSetup:
+    """Load the window and the recorded abatement ``run_backtest`` replays policies on."""
+    loaded = tuple(p if isinstance(p, Policy) else load_policy(p) for p in policies)
     for policy in loaded:
         policy.check_plants(settings.plants)
     if journal is not None and reference is not None:
@@ -98,15 +130,47 @@ def run_backtest(
         if ref_start is None or ref_end is None or ref_end <= ref_start:
             raise ConfigError(None, "reference", "expected (start, end) with end after start")
         added, source = abatement_from_reference(window, ref_start, ref_end), "reference"
-    result = backtest(
-        loaded,
-        window,
-        chosen,
-        recorded_abatement=added,
-        abatement_source=source,
+    return BacktestSetup(loaded, window, tuple(chosen), added, source)
+
+
+def run_backtest(
+    settings: Settings,
+    store: Store,
+    policies: Sequence[Policy | str | Path],
+    *,
+    start: TimeLike = None,
+    end: TimeLike = None,
+    step: str | float = "15m",
+    plants: Sequence[str] | None = None,
+    journal: str | Path | None = None,
+    reference: tuple[TimeLike, TimeLike] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> BacktestRun:
+    """Replay ``policies`` (loaded or paths to policy files) on what ``store`` recorded.
+
+    ``start``/``end`` left out: the stored data's, rounded inward to whole steps. The
+    abatement already in the recording comes from the coordinator's ``journal`` or from a
+    baseline fitted on the ``reference`` (start, end) period; with neither, the window is
+    taken as unabated. ConfigError names the argument when the request makes no sense.
+    ``progress`` is told the steps replayed so far (of ``setup.window.steps``).
+    """
+    setup = prepare_backtest(
+        settings, store, policies, start=start, end=end, step=step, plants=plants,
+        journal=journal, reference=reference,
+    )  # fmt: skip
+    return BacktestRun(setup, replay(setup, progress))
+
+
+def replay(setup: BacktestSetup, progress: Callable[[int], None] | None = None) -> BacktestResult:
+    """Every policy of ``setup`` over its window, side by side."""
+    return backtest(
+        setup.policies,
+        setup.window,
+        setup.plants,
+        recorded_abatement=setup.recorded_abatement,
+        abatement_source=setup.abatement_source,
         progress=progress,
     )
-    return BacktestRun(result, window, tuple(chosen), source)
 
 
 def window_bounds(

@@ -191,7 +191,9 @@ async def simulate(
         raise ValueError("batch_samples must be >= 1")
     stats = stats if stats is not None else SimulationStats()
     stats.wall_start = time.monotonic()
-    start = clock.now_ms()
+    # The clock's start, not "now": the time spent connecting (seconds, so simulated
+    # minutes at a high speed) must not shift the data, or a seed would not replay.
+    start = clock.start_ms
     end = start + duration_ms if duration_ms is not None else None
     fleet = Fleet(plants, seed, start, emission_factors(factor_set))
     _check_faults(plants, faults)
