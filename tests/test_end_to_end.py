@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiomqtt
@@ -28,10 +27,6 @@ from tests.waiting import async_wait_for, exited, wait_for
 NOW_MS = 1_795_420_800_000  # the agents' clock in these tests: 2026-11-23T08:00:00Z
 DEADLINE_S = 30.0
 STARTUP_S = 90.0  # a service process imports pandas, scipy and FastAPI: slow on a busy machine
-
-
-async def eventually(check: Callable[[], Awaitable[bool] | bool], what: str) -> None:
-    await async_wait_for(check, what, DEADLINE_S)
 
 
 def answer(url: str) -> dict[str, object]:
@@ -117,7 +112,9 @@ def test_mosquitto_pub_reading_lands_in_influxdb_with_right_co2e(
     async def scenario() -> None:
         async with Pipeline(settings, mosquitto_private, influxdb.store_url(influx_database)) as p:
             mosquitto_pub(mosquitto_private, f"carbonlink/v1/{plant}/meters/kiln-coal", message)
-            await eventually(lambda: p.platform.counters.stored == 1, "the reading to be stored")
+            await async_wait_for(
+                lambda: p.platform.counters.stored == 1, "the reading to be stored"
+            )
 
     asyncio.run(scenario())
     result = influxdb.query(influx_database, f"SELECT * FROM emissions WHERE plant = '{plant}'")[
@@ -178,7 +175,9 @@ def test_bad_messages_rejected_with_reasons_good_ones_kept(
             mosquitto_pub(
                 mosquitto_private, topic, json.dumps({"v": 1, "unit": "t", "samples": good[2:]})
             )
-            await eventually(lambda: p.platform.counters.stored == 3, "three good readings stored")
+            await async_wait_for(
+                lambda: p.platform.counters.stored == 3, "three good readings stored"
+            )
 
             async def all_dead_letters() -> bool:
                 with contextlib.suppress(TimeoutError):
@@ -187,7 +186,7 @@ def test_bad_messages_rejected_with_reasons_good_ones_kept(
                             dead_letters.append(json.loads(bytes(message.payload)))  # type: ignore[arg-type,unused-ignore]
                 return len(dead_letters) == len(bad_messages) + 2
 
-            await eventually(all_dead_letters, "every rejection dead-lettered")
+            await async_wait_for(all_dead_letters, "every rejection dead-lettered")
             agent = p.agents[plant]
             return {
                 "rejected": dict(agent.counters.rejected),
