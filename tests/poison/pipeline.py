@@ -41,7 +41,7 @@ from tests.servers import HOST, InfluxDBServer, MosquittoServer, free_port
 from tests.waiting import wait_for
 
 CANARY_TIMEOUT_S: Final = 20.0
-STARTUP_TIMEOUT_S: Final = 30.0
+STARTUP_TIMEOUT_S: Final = 90.0  # a service process imports pandas, FastAPI...: slow when busy
 MINUTE_MS: Final = 60_000
 
 
@@ -175,12 +175,11 @@ class Pipeline:
 
     def start_platform(self) -> None:
         self.platform.start()
-        wait_for(self.platform_health, "the platform's API", STARTUP_TIMEOUT_S)
         wait_for(
             lambda: (self.platform_health().get("ingestion") or {}).get("connected"),
-            "the platform to subscribe",
-            STARTUP_TIMEOUT_S,
-        )
+            "the platform to subscribe", STARTUP_TIMEOUT_S,
+            abort_if=lambda: not self.platform.running, detail=self.platform.log_tail,
+        )  # fmt: skip
 
     def restart_agent(self, *, fresh: bool = False) -> None:
         """Stop the agent and start it again; ``fresh``: with a new, empty outbox (so it
@@ -196,9 +195,9 @@ class Pipeline:
         self.agent.start()
         wait_for(
             lambda: (self.agent_view() or {}).get("connected"),
-            "the agent to subscribe",
-            STARTUP_TIMEOUT_S,
-        )
+            "the agent to subscribe", STARTUP_TIMEOUT_S,
+            abort_if=lambda: not self.agent.running, detail=self.agent.log_tail,
+        )  # fmt: skip
 
     def stop(self) -> None:
         for service in (self.simulator, self.agent, self.platform):

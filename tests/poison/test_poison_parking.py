@@ -69,7 +69,7 @@ def _ingestion(port: int) -> dict:
 
 def _start(rig: dict) -> None:
     rig["platform"].start()
-    wait_for(lambda: _ingestion(rig["port"]).get("connected"), "the platform to subscribe", 30)
+    wait_for(lambda: _ingestion(rig["port"]).get("connected"), "the platform to subscribe", 90)
 
 
 def _telemetry(ts: int, seq: int) -> bytes:
