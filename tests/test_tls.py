@@ -84,11 +84,9 @@ def test_mqtt_over_tls_trusts_the_private_ca_only_when_named(
         async with aiomqtt.Client(broker.host, broker.port) as plain:
             await plain.subscribe(topic, qos=1)
             await _publish_over_tls(tls_port, topic)
-            async with asyncio.timeout(10):
-                async for message in plain.messages:
-                    assert isinstance(message.payload, bytes)
-                    return message.payload
-        raise AssertionError("no message")
+            message = await async_wait_for(anext(plain.messages), "the message over TLS", 10)
+        assert isinstance(message.payload, bytes)
+        return message.payload
 
     assert asyncio.run(round_trip()) == b"over tls"
 
