@@ -16,7 +16,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -24,12 +23,13 @@ from typing import Any, Self
 
 import httpx
 
+from tests.waiting import WaitAbortedError, WaitTimeoutError, wait_for
+
 HOST = "127.0.0.1"
 
 # Module-level so a test can shrink them with monkeypatch (they are read at call time).
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 15.0
-POLL_INTERVAL_S = 0.02
 CONNECT_TIMEOUT_S = 0.5
 HTTP_TIMEOUT_S = 10.0
 LOG_TAIL_LINES = 40
@@ -224,26 +224,29 @@ class _Server:
         return dict(os.environ)
 
     def _wait_until_ready(self) -> None:
-        assert self._process is not None
+        process = self._process
+        assert process is not None
+
+        def exited() -> str | None:
+            code = process.poll()
+            return None if code is None else f"exited with code {code}"
+
+        what = f"{self.name} to accept clients on port {self._port}"
         timeout = self.start_timeout_s or START_TIMEOUT_S
-        deadline = time.monotonic() + timeout
-        while True:
-            if self._process.poll() is not None:
-                code = self._process.returncode
-                self._process = None
-                raise ServerError(
-                    f"{self.name} exited with code {code} while starting on port "
-                    f"{self._port}\n{self.log_tail()}"
-                )
-            if self._is_ready():
-                return
-            if time.monotonic() > deadline:
-                self.kill()
-                raise ServerError(
-                    f"{self.name} did not become ready on port {self._port} within "
-                    f"{timeout}s\n{self.log_tail()}"
-                )
-            time.sleep(POLL_INTERVAL_S)
+        try:
+            wait_for(self._is_ready, what, timeout, abort_if=exited)
+        except WaitAbortedError:
+            self._process = None
+            raise ServerError(
+                f"{self.name} exited with code {process.returncode} while starting on port "
+                f"{self._port}\n{self.log_tail()}"
+            ) from None
+        except WaitTimeoutError:
+            self.kill()
+            raise ServerError(
+                f"{self.name} did not become ready on port {self._port} within "
+                f"{timeout}s\n{self.log_tail()}"
+            ) from None
 
 
 class MosquittoServer(_Server):

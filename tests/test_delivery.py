@@ -20,7 +20,8 @@ from carbonlink.mqtt.client import parse_broker_url
 from carbonlink.platform import Ingestor, Platform, open_store
 from tests.configs import write_config
 from tests.servers import InfluxDBServer, MosquittoServer
-from tests.test_end_to_end import NOW_MS, Pipeline, eventually
+from tests.test_end_to_end import NOW_MS, Pipeline
+from tests.waiting import async_wait_for
 
 MINUTE: Final = 60_000
 SAMPLES_PER_MESSAGE: Final = 10
@@ -79,7 +80,7 @@ def test_n_published_n_stored_with_hand_computed_co2e(
     async def scenario() -> None:
         async with Pipeline(settings, mosquitto_private, url) as p:
             await publish_readings(mosquitto_private, plant, values)
-            await eventually(lambda: p.platform.counters.stored == len(values), "all stored")
+            await async_wait_for(lambda: p.platform.counters.stored == len(values), "all stored")
 
     asyncio.run(scenario())
     assert_exactly(url, plant, values)
@@ -98,14 +99,14 @@ def test_broker_restart_mid_stream_loses_nothing(
             await publish_readings(mosquitto_private, plant, values[:1_000])
             # Stop while readings are still moving through the agent and the platform.
             mosquitto_private.restart()  # from the main thread: see servers._die_with_parent
-            await eventually(lambda: p.platform.connected.is_set(), "platform reconnected")
-            await eventually(lambda: p.agents[plant].connected.is_set(), "agent reconnected")
+            await async_wait_for(p.platform.connected.wait(), "platform reconnected")
+            await async_wait_for(p.agents[plant].connected.wait(), "agent reconnected")
             await publish_readings(mosquitto_private, plant, values[1_000:])
-            await eventually(
+            await async_wait_for(
                 lambda: p.store.count_readings(plant) == len(values), "all stored after restart"
             )
             # Emptied once the agent resumes after its PUBACK: wait rather than race it.
-            await eventually(lambda: p.agents[plant].outbox_depth == 0, "the outbox emptied")
+            await async_wait_for(lambda: p.agents[plant].outbox_depth == 0, "the outbox emptied")
 
     asyncio.run(scenario())
     assert_exactly(url, plant, values)
@@ -126,18 +127,19 @@ def test_influxdb_down_for_30_s_loses_nothing(
         nonlocal spilled_at_peak
         async with Pipeline(settings, mosquitto_private, url) as p:
             await publish_readings(mosquitto_private, plant, values[:500])
-            await eventually(lambda: p.platform.counters.stored == 500, "first third stored")
+            await async_wait_for(lambda: p.platform.counters.stored == 500, "first third stored")
             influxdb_private.stop()
             loop = asyncio.get_running_loop()
             back_at = loop.time() + STORE_OUTAGE_S
             await publish_readings(mosquitto_private, plant, values[500:1_000])
-            await eventually(lambda: p.platform.counters.spilled == 500, "second third spilled")
+            await async_wait_for(lambda: p.platform.counters.spilled == 500, "second third spilled")
             spilled_at_peak = p.platform.counters.spilled
+            # The outage's length is what is tested: time passing, not a wait for an event.
             await asyncio.sleep(max(0.0, back_at - loop.time()))
             influxdb_private.start()
             await publish_readings(mosquitto_private, plant, values[1_000:])
             # The drainer counts a write as stored before it empties the spill: wait for both.
-            await eventually(
+            await async_wait_for(
                 lambda: (
                     p.platform.counters.stored == len(values) and p.platform.counters.spilled == 0
                 ),
@@ -168,7 +170,7 @@ def test_same_batch_delivered_twice_is_stored_once(
                 await client.publish(wire.telemetry_topic(plant), batch, qos=1)
             # The second copy is recognised as the same readings: counted, not stored again.
             counters = p.platform.counters
-            await eventually(
+            await async_wait_for(
                 lambda: (counters.stored, counters.repeats) == (50, 50), "both copies handled"
             )
 
@@ -223,7 +225,9 @@ def test_two_workers_on_a_shared_subscription_split_the_load(
                             wire.telemetry_topic(plant), wire.encode_telemetry(batch), qos=1
                         )
             total = len(settings.plants) * batches_per_plant * per_batch
-            await eventually(lambda: sum(w.counters.stored for w in workers) >= total, "all stored")
+            await async_wait_for(
+                lambda: sum(w.counters.stored for w in workers) >= total, "all stored"
+            )
             return [w.counters.stored for w in workers]
         finally:
             for task in tasks:
@@ -268,7 +272,9 @@ def test_agent_restart_keeps_counter_baseline_and_outbox(
             for minute in minutes:
                 await client.publish(topic, register(minute), qos=1)
             expected = before + len(minutes) - (1 if minutes.start == 0 else 0)
-            await eventually(lambda: p.store.count_readings(plant) == expected, "intervals stored")
+            await async_wait_for(
+                lambda: p.store.count_readings(plant) == expected, "intervals stored"
+            )
 
     asyncio.run(run_for(range(4)))  # baseline + 3 intervals
     asyncio.run(run_for(range(4, 7)))  # a new agent process: 3 more, none lost at the seam

@@ -9,11 +9,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiomqtt
+import httpx
 import pytest
 
 from carbonlink import wire
@@ -22,22 +21,18 @@ from carbonlink.config import Settings, load_config
 from carbonlink.mqtt.client import parse_broker_url
 from carbonlink.platform import Ingestor, Platform, open_store
 from tests.configs import write_config
-from tests.servers import InfluxDBServer, MosquittoServer
+from tests.servers import HOST, InfluxDBServer, MosquittoServer, free_port
+from tests.waiting import async_wait_for, exited, wait_for
 
 NOW_MS = 1_795_420_800_000  # the agents' clock in these tests: 2026-11-23T08:00:00Z
-DEADLINE_S = 20.0
+DEADLINE_S = 30.0
+STARTUP_S = 90.0  # a service process imports pandas, scipy and FastAPI: slow on a busy machine
 
 
-async def eventually(check: Callable[[], Awaitable[bool] | bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        result = check()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+def answer(url: str) -> dict[str, object]:
+    """A service's JSON answer; raises httpx.TransportError until it listens."""
+    body: dict[str, object] = httpx.get(url, timeout=5, trust_env=False).json()
+    return body
 
 
 def mosquitto_pub(broker: MosquittoServer, topic: str, message: str | bytes) -> None:
@@ -117,7 +112,9 @@ def test_mosquitto_pub_reading_lands_in_influxdb_with_right_co2e(
     async def scenario() -> None:
         async with Pipeline(settings, mosquitto_private, influxdb.store_url(influx_database)) as p:
             mosquitto_pub(mosquitto_private, f"carbonlink/v1/{plant}/meters/kiln-coal", message)
-            await eventually(lambda: p.platform.counters.stored == 1, "the reading to be stored")
+            await async_wait_for(
+                lambda: p.platform.counters.stored == 1, "the reading to be stored"
+            )
 
     asyncio.run(scenario())
     result = influxdb.query(influx_database, f"SELECT * FROM emissions WHERE plant = '{plant}'")[
@@ -163,6 +160,12 @@ def test_bad_messages_rejected_with_reasons_good_ones_kept(
             aiomqtt.Client(mosquitto_private.host, mosquitto_private.port) as watcher,
         ):
             await watcher.subscribe(wire.deadletter_topic(plant), qos=1)
+
+            async def collect() -> None:
+                async for message in watcher.messages:
+                    dead_letters.append(json.loads(bytes(message.payload)))  # type: ignore[arg-type,unused-ignore]
+
+            collecting = asyncio.create_task(collect())
             mosquitto_pub(
                 mosquitto_private, topic, json.dumps({"v": 1, "unit": "t", "samples": good[:1]})
             )
@@ -178,16 +181,14 @@ def test_bad_messages_rejected_with_reasons_good_ones_kept(
             mosquitto_pub(
                 mosquitto_private, topic, json.dumps({"v": 1, "unit": "t", "samples": good[2:]})
             )
-            await eventually(lambda: p.platform.counters.stored == 3, "three good readings stored")
-
-            async def all_dead_letters() -> bool:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(0.2):
-                        async for message in watcher.messages:
-                            dead_letters.append(json.loads(bytes(message.payload)))  # type: ignore[arg-type,unused-ignore]
-                return len(dead_letters) == len(bad_messages) + 2
-
-            await eventually(all_dead_letters, "every rejection dead-lettered")
+            await async_wait_for(
+                lambda: p.platform.counters.stored == 3, "three good readings stored"
+            )
+            await async_wait_for(
+                lambda: len(dead_letters) >= len(bad_messages) + 2,
+                "every rejection dead-lettered", detail=lambda: f"{dead_letters}",
+            )  # fmt: skip
+            collecting.cancel()
             agent = p.agents[plant]
             return {
                 "rejected": dict(agent.counters.rejected),
@@ -216,16 +217,28 @@ def test_services_run_as_commands_and_stop_cleanly(
     )  # fmt: skip
     carbonlink = [sys.executable, "-m", "carbonlink"]
     common = ["--config", str(config), "--broker", mosquitto_private.url]
+    platform_http, agent_http = f"{HOST}:{free_port()}", f"{HOST}:{free_port()}"
     services = [
         subprocess.Popen(
-            [*carbonlink, "platform", *common, "--store", influxdb.store_url(influx_database)]
+            [*carbonlink, "platform", *common, "--store", influxdb.store_url(influx_database),
+             "--http", platform_http]
         ),
-        subprocess.Popen([*carbonlink, "agent", *common, "--plant", plant]),
-    ]
+        subprocess.Popen([*carbonlink, "agent", *common, "--plant", plant, "--http", agent_http]),
+    ]  # fmt: skip
+    running = exited(*services)
     try:
-        time.sleep(2.0)  # both subscribed before the simulator publishes
-        for service in services:
-            assert service.poll() is None, "a service exited early"
+        # Both subscribed before the simulator publishes, as each one's HTTP answer says.
+        wait_for(
+            lambda: (answer(f"http://{platform_http}/api/v1/health").get("ingestion") or {})
+            .get("connected"),  # type: ignore[union-attr]
+            "the platform to subscribe", STARTUP_S,
+            ignoring=(httpx.TransportError,), abort_if=running,
+        )  # fmt: skip
+        wait_for(
+            lambda: answer(f"http://{agent_http}/view").get("connected"),
+            "the agent to subscribe", STARTUP_S,
+            ignoring=(httpx.TransportError,), abort_if=running,
+        )  # fmt: skip
         simulated = subprocess.run(
             [*carbonlink, "simulate", *common, "--plants", plant, "--speed", "max",
              "--duration", "30m"],
@@ -234,14 +247,17 @@ def test_services_run_as_commands_and_stop_cleanly(
         # 3 meters x 30 samples; the counter meter's first sample only sets its baseline.
         assert "published 90 samples" in simulated.stdout
         expected = 89
-        deadline = time.monotonic() + DEADLINE_S
-        counted = 0
-        while time.monotonic() < deadline and counted < expected:
-            time.sleep(0.2)
+
+        def counted() -> int:
             result = influxdb.query(influx_database, "SELECT count(value) FROM activity")
             series = result["results"][0].get("series")
-            counted = series[0]["values"][0][1] if series else 0
-        assert counted == expected
+            return int(series[0]["values"][0][1]) if series else 0
+
+        wait_for(
+            lambda: counted() >= expected, f"{expected} readings in InfluxDB", DEADLINE_S,
+            abort_if=running, detail=lambda: f"counted {counted()}",
+        )  # fmt: skip
+        assert counted() == expected
     finally:
         for service in services:
             service.send_signal(signal.SIGINT)

@@ -28,12 +28,11 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Self, TypeVar
+from typing import Final, Self
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -65,7 +64,7 @@ from tests.stack import (
     mqtt_users,
     password_variable,
 )
-from tests.test_end_to_end import eventually
+from tests.waiting import async_wait_for, wait_for
 
 pytestmark = pytest.mark.mosquitto
 
@@ -82,9 +81,6 @@ SHARED_TELEMETRY: Final = f"$share/{secrets.token_hex(8)}/{wire.TELEMETRY_SUBSCR
 NOT_AUTHORIZED: Final = 135  # MQTT 5 reason code 0x87
 ACCEPTED: Final = {0, 16}  # success; success, but nobody is subscribed
 WAIT_S: Final = 10.0
-# Coordination may read nothing, so no marker can reach it: after the platform has a
-# message, give the broker this long to have sent coordination a copy too.
-NOTHING_GRACE_S: Final = 0.5
 
 PASSWORDS: Final = {user: f"{user}-{secrets.token_hex(8)}" for user in mqtt_users()}
 
@@ -185,11 +181,12 @@ class Login:
     def publish(self, topic: str, payload: bytes = b"{}", *, retain: bool = False) -> int:
         """Publish at QoS 1 and return the PUBACK's reason code (see ACCEPTED)."""
         info = self._client.publish(topic, payload, qos=1, retain=retain)
-        return _wait_for(lambda: self._acks.get(info.mid), f"{self.user}: PUBACK on {topic}").value
+        what = f"{self.user}: PUBACK on {topic}"
+        return int(wait_for(lambda: self._acks.get(info.mid), what, WAIT_S).value)
 
     def subscribe(self, *topics: str) -> list[int]:
         _, mid = self._client.subscribe([(t, 1) for t in topics])
-        codes = _wait_for(lambda: self._subacks.get(mid), f"{self.user}: SUBACK")
+        codes = wait_for(lambda: self._subacks.get(mid), f"{self.user}: SUBACK", WAIT_S)
         return [code.value for code in codes]
 
     def until(self, topic: str, payload: bytes) -> list[tuple[str, bytes, bool]]:
@@ -203,26 +200,6 @@ class Login:
             got.append(message)
             if message[:2] == (topic, payload):
                 return got
-
-    def drain(self, seconds: float) -> list[tuple[str, bytes, bool]]:
-        got = []
-        with contextlib.suppress(queue.Empty):
-            while True:
-                got.append(self.messages.get(timeout=seconds))
-        return got
-
-
-T = TypeVar("T")
-
-
-def _wait_for(get: Callable[[], T | None], what: str) -> T:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        value = get()
-        if value is not None:
-            return value
-        time.sleep(0.01)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def marker() -> bytes:
@@ -334,7 +311,6 @@ def test_a_plant_cannot_publish_another_plants_telemetry_status_or_dead_letters(
     ):
         watcher = platform if kind == "telemetry" else monitor
         watcher.subscribe(SHARED_TELEMETRY if kind == "telemetry" else f"{ROOT}/+/{kind}")
-        watcher.drain(0.2)  # retained status messages of earlier tests
         assert cement.publish(topic, b'{"forged":true}') == NOT_AUTHORIZED
         end = marker()
         assert steel.publish(topic, end) in ACCEPTED
@@ -372,7 +348,6 @@ def test_a_plant_cannot_read_another_plants_readings_telemetry_or_directives(
         ]  # fmt: skip
         assert cement.subscribe(*foreign) == [NOT_AUTHORIZED] * len(foreign)
         cement.subscribe(wire.directive_topic(CEMENT))  # its own: where the marker comes
-        cement.drain(0.2)  # its own retained messages
         assert steel_meters.publish(wire.meter_topic(STEEL, "eaf-power"), b"{}") in ACCEPTED
         assert steel.publish(wire.telemetry_topic(STEEL), b"{}") in ACCEPTED
         assert steel.publish(wire.status_topic(STEEL), b"{}") in ACCEPTED
@@ -398,8 +373,10 @@ def test_a_plant_gets_no_retained_directive_but_its_own(
         # Every plant's directives at once: refused, so no retained copy is delivered.
         assert cement.subscribe(f"{ROOT}/+/directives") == [NOT_AUTHORIZED]
         cement.subscribe(wire.directive_topic(CEMENT))
-        got = [cement.messages.get(timeout=WAIT_S)]
-        got += cement.drain(NOTHING_GRACE_S)
+        end = directive(CEMENT, effort=5.0)  # not retained: the marker behind the retained
+        with Login(broker, COORDINATION) as coordination:
+            assert coordination.publish(wire.directive_topic(CEMENT), end) in ACCEPTED
+        *got, _ = cement.until(wire.directive_topic(CEMENT), end)
         assert topics_of(got) == {wire.directive_topic(CEMENT)}
         assert all(retained for _, _, retained in got)
 
@@ -459,13 +436,16 @@ def test_only_the_platform_reads_every_plants_telemetry(
         for login in (coordination, monitor):
             login.subscribe(wire.TELEMETRY_SUBSCRIPTION, f"{ROOT}/+/meters/+")
         monitor.subscribe(wire.STATUS_SUBSCRIPTION)
-        monitor.drain(0.2)  # retained status messages of earlier tests
         first, second = marker(), marker()
         assert cement.publish(wire.telemetry_topic(CEMENT), first) in ACCEPTED
         assert steel.publish(wire.telemetry_topic(STEEL), second) in ACCEPTED
         got = platform.until(wire.telemetry_topic(STEEL), second)
         assert (wire.telemetry_topic(CEMENT), first, False) in got
-        assert coordination.drain(NOTHING_GRACE_S) == []
+        coordination.subscribe(wire.LEDGER_ANCHOR_TOPIC)  # where its own marker comes back
+        mine = marker()
+        assert coordination.publish(wire.LEDGER_ANCHOR_TOPIC, mine) in ACCEPTED
+        seen = coordination.until(wire.LEDGER_ANCHOR_TOPIC, mine)
+        assert topics_of(seen) == {wire.LEDGER_ANCHOR_TOPIC}  # no telemetry, no readings
         status = marker()
         assert cement.publish(wire.status_topic(CEMENT), status) in ACCEPTED
         seen = monitor.until(wire.status_topic(CEMENT), status)
@@ -490,15 +470,15 @@ def test_no_login_but_the_platforms_can_join_its_shared_subscription(
         for intruder in (CEMENT, CEMENT_METERS, COORDINATION, MONITOR):
             with Login(broker, intruder) as member:
                 assert member.subscribe(group) == [NOT_AUTHORIZED], intruder
-        assert platform_2.subscribe(group) == [1]  # another worker joins (QoS 1 granted)
-        platform.drain(0.2)  # the retained status
+        # Another worker joins (QoS 1 granted); the status, not shared, brings the marker.
+        assert platform_2.subscribe(group, wire.status_topic(STEEL)) == [1, 1]
         sent = [marker() for _ in range(20)]
         for payload in sent:
             assert steel.publish(wire.telemetry_topic(STEEL), payload) in ACCEPTED
         end = marker()
         assert steel.publish(wire.status_topic(STEEL), end) in ACCEPTED
         got = [p for t, p, _ in platform.until(wire.status_topic(STEEL), end) if p in sent]
-        got += [p for _, p, _ in platform_2.drain(NOTHING_GRACE_S) if p in sent]
+        got += [p for _, p, _ in platform_2.until(wire.status_topic(STEEL), end) if p in sent]
     assert sorted(got) == sorted(sent), f"the platform's workers got {len(got)} of {len(sent)}"
 
 
@@ -585,7 +565,7 @@ def test_simulators_agents_platform_and_coordination_deliver_under_their_logins(
         try:
             for service in (*workers, *agents, coordinator):
                 await asyncio.wait_for(service.connected.wait(), WAIT_S)
-            await eventually(lambda: coordinator.periods >= 1, "the first directives")
+            await async_wait_for(lambda: coordinator.periods >= 1, "the first directives")
             runs = [
                 simulate(
                     [plant],
@@ -600,8 +580,10 @@ def test_simulators_agents_platform_and_coordination_deliver_under_their_logins(
             # A counter meter's first register value only sets the agent's baseline.
             counters = [sum(m.reading == "counter" for m in plant.meters) for plant in plants]
             expected = sum(s.published_samples for s in stats) - sum(counters)
-            await eventually(lambda: sum(w.counters.stored for w in workers) >= expected, "stored")
-            await eventually(
+            await async_wait_for(
+                lambda: sum(w.counters.stored for w in workers) >= expected, "stored"
+            )
+            await async_wait_for(
                 lambda: all(
                     w.agent_states().get(p.id) == "online" for w in workers for p in plants
                 ),

@@ -23,7 +23,8 @@ from carbonlink.mqtt.client import BrokerAddress, make_client, parse_broker_url
 from carbonlink.platform import Ingestor, Platform, open_store
 from tests.configs import write_config
 from tests.servers import HOST, InfluxDBServer, MosquittoServer, free_port
-from tests.test_end_to_end import NOW_MS, eventually
+from tests.test_end_to_end import NOW_MS
+from tests.waiting import async_wait_for
 
 CERT_DAYS: Final = "2"
 
@@ -83,11 +84,9 @@ def test_mqtt_over_tls_trusts_the_private_ca_only_when_named(
         async with aiomqtt.Client(broker.host, broker.port) as plain:
             await plain.subscribe(topic, qos=1)
             await _publish_over_tls(tls_port, topic)
-            async with asyncio.timeout(10):
-                async for message in plain.messages:
-                    assert isinstance(message.payload, bytes)
-                    return message.payload
-        raise AssertionError("no message")
+            message = await async_wait_for(anext(plain.messages), "the message over TLS", 10)
+        assert isinstance(message.payload, bytes)
+        return message.payload
 
     assert asyncio.run(round_trip()) == b"over tls"
 
@@ -115,14 +114,14 @@ def test_the_pipeline_runs_over_tls(
                       outbox_path=tmp_path / "outbox.sqlite", now_ms=lambda: NOW_MS)  # fmt: skip
         tasks = [asyncio.create_task(platform.run()), asyncio.create_task(agent.run())]
         try:
-            await eventually(platform.connected.is_set, "the platform over TLS")
-            await eventually(agent.connected.is_set, "the agent over TLS")
+            await async_wait_for(platform.connected.wait(), "the platform over TLS")
+            await async_wait_for(agent.connected.wait(), "the agent over TLS")
             payload = {"v": 1, "unit": "t", "ts": NOW_MS, "value": 0.38}
             await asyncio.to_thread(
                 mosquitto_pub_tls, broker, tls_port, certificates.ca,
                 wire.meter_topic(plant_id, "kiln-coal"), payload,
             )  # fmt: skip
-            await eventually(lambda: platform.counters.stored >= 1, "the reading stored")
+            await async_wait_for(lambda: platform.counters.stored >= 1, "the reading stored")
             return platform.counters.stored
         finally:
             for task in tasks:

@@ -42,7 +42,8 @@ from carbonlink.simulators import abatement_inflow, simulate
 from tests.configs import write_config
 from tests.coordination.conftest import REFERENCE_YAML
 from tests.servers import InfluxDBServer, MosquittoServer
-from tests.test_end_to_end import NOW_MS, Pipeline, eventually
+from tests.test_end_to_end import NOW_MS, Pipeline
+from tests.waiting import async_wait_for
 
 HOUR: Final = 3_600_000
 MINUTE: Final = 60_000
@@ -58,7 +59,6 @@ READ_LAG_S: Final = PERIOD_S
 # plant received; runs agree to within 1%. The margin covers boundary minutes of the
 # windows and readings still in flight.
 DROP_TOLERANCE: Final = 0.10
-STORE_QUIET_S: Final = 1.0
 KEY: Final = Ed25519PrivateKey.generate()  # the coordinator signs; the checks use its public half
 POLICY: Final = f"""
 name: stream-1-to-3
@@ -168,11 +168,11 @@ def test_switch_to_stage_3_lowers_emissions_as_predicted(
                     read_lag_s=READ_LAG_S, client_id=f"coordinator-{topic_prefix}",
                 )  # fmt: skip
                 coordinating = asyncio.create_task(coordinator.run())
-                await eventually(lambda: coordinator.periods >= 1, "the first directive")
+                await async_wait_for(lambda: coordinator.periods >= 1, "the first directive")
                 started = coordinator.periods and journal.load_state("coordinator")
                 assert started
                 run_start = int(started["start_ms"])
-                await simulating
+                published = (await simulating).published_samples
                 coordinating.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await coordinating
@@ -180,10 +180,20 @@ def test_switch_to_stage_3_lowers_emissions_as_predicted(
             watching.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watching
-            previous = -1
-            while (stored := pipeline.platform.counters.stored) != previous:
-                previous = stored
-                await asyncio.sleep(STORE_QUIET_S)
+            # Every published reading seen by the agent, forwarded, and stored.
+            agent = pipeline.agents[plant.id]
+            await async_wait_for(
+                lambda: (
+                    agent.counters.received == published
+                    and agent.outbox_depth == 0
+                    and pipeline.platform.counters.stored >= agent.counters.forwarded
+                ),
+                "every published reading stored",
+                detail=lambda: (
+                    f"published {published}, agent {agent.counters}, "
+                    f"outbox {agent.outbox_depth}, stored {pipeline.platform.counters.stored}"
+                ),
+            )
             frame = await asyncio.to_thread(store.emissions, plant.id)
             store.close()
             return frame, run_start

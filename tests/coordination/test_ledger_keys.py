@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Final
 
@@ -18,12 +17,12 @@ import yaml
 from carbonlink.coordination import Journal
 from tests.configs import REPO_CONFIG, write_config
 from tests.servers import MosquittoServer
+from tests.waiting import exited, wait_for
 
 pytestmark = pytest.mark.slow
 
 REPORTS_WANTED: Final = 2
 WAIT_S: Final = 60.0
-POLL_S: Final = 0.2
 # Generous: on a loaded two-core machine a process may take a while to wind down.
 STOP_WAIT_S: Final = 90.0
 
@@ -87,11 +86,11 @@ def test_keygen_prints_commands_that_work_when_pasted(
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + WAIT_S
-        while _reports(tmp_path / "journal.sqlite") < REPORTS_WANTED:
-            assert coordinator.poll() is None, coordinator.communicate()
-            assert time.monotonic() < deadline, "no signed reports in time"
-            time.sleep(POLL_S)
+        wait_for(
+            lambda: _reports(tmp_path / "journal.sqlite") >= REPORTS_WANTED,
+            f"{REPORTS_WANTED} signed reports", WAIT_S,
+            abort_if=exited(coordinator, log=lambda: coordinator.communicate()),
+        )  # fmt: skip
     finally:
         coordinator.send_signal(signal.SIGINT)  # Ctrl-C: it stops, committed
         printed, _ = coordinator.communicate(timeout=STOP_WAIT_S)

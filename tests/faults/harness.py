@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +29,11 @@ from carbonlink import wire
 from carbonlink.config import PlantConfig, ReadingKind
 from carbonlink.platform import open_store
 from tests.servers import HOST, _die_with_parent, free_port
+from tests.waiting import WaitTimeoutError, wait_for
 
 SETTLE_TIMEOUT_S: Final = 120.0
 # Every report of this session, for the run's summary (tests/faults/conftest.py).
 REPORTS: list[str] = []
-POLL_S: Final = 0.25
 STOP_TIMEOUT_S: Final = 15.0
 PUBLISH_RETRY_S: Final = 0.2
 CHUNK_BYTES: Final = 65_536
@@ -53,7 +52,8 @@ class TcpProxy:
     def __init__(self, target_port: int, target_host: str = HOST) -> None:
         self.port = free_port()
         self.delay_s = 0.0
-        self.hang_on: bytes | None = None
+        self._hang_on: bytes | None = None
+        self._held: set[asyncio.Event] = set()  # one per chunk held by hang_on
         self._target = (target_host, target_port)
         self._down = False
         self._writers: set[asyncio.StreamWriter] = set()
@@ -66,6 +66,20 @@ class TcpProxy:
     @property
     def url(self) -> str:
         return f"{HOST}:{self.port}"
+
+    @property
+    def hang_on(self) -> bytes | None:
+        return self._hang_on
+
+    @hang_on.setter
+    def hang_on(self, value: bytes | None) -> None:
+        # Set from the test's thread: the held chunks re-check it in the proxy's loop.
+        self._hang_on = value
+        self._loop.call_soon_threadsafe(self._wake_held)
+
+    def _wake_held(self) -> None:
+        for woken in self._held:
+            woken.set()
 
     def cut(self) -> None:
         self._call(self._cut)
@@ -96,6 +110,7 @@ class TcpProxy:
 
     def _cut(self) -> None:
         self._down = True
+        self._wake_held()
         for writer in list(self._writers):
             writer.transport.abort()  # no FIN, no goodbye: the cable is gone
         self._writers.clear()
@@ -123,16 +138,26 @@ class TcpProxy:
             self._writers.discard(w)
             w.transport.abort()
 
+    async def _hold(self) -> None:
+        """Until ``hang_on`` is cleared or the link is cut."""
+        woken = asyncio.Event()
+        self._held.add(woken)
+        try:
+            while self._hang_on is not None and not self._down:
+                await woken.wait()
+                woken.clear()
+        finally:
+            self._held.discard(woken)
+
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while not self._down:
             chunk = await reader.read(CHUNK_BYTES)
             if not chunk:
                 break
             if self.delay_s:
-                await asyncio.sleep(self.delay_s)
-            if self.hang_on is not None and self.hang_on in chunk:
-                while self.hang_on is not None and not self._down:  # noqa: ASYNC110 (set from the test's thread)
-                    await asyncio.sleep(0.05)
+                await asyncio.sleep(self.delay_s)  # the slow link is the fault under test
+            if self._hang_on is not None and self._hang_on in chunk:
+                await self._hold()
                 break  # never delivered: the connection ends as a reset
             if self._down:
                 break
@@ -274,9 +299,10 @@ async def publish(
                     await client.publish(topic, payload, qos=1)
                     sent += 1
                     index += 1
-                    if pace_s:
+                    if pace_s:  # meters report over time, so that a fault strikes mid-stream
                         await asyncio.sleep(pace_s)
         except aiomqtt.MqttError:
+            # A meter's pause before it reconnects, not a wait for anything to happen.
             await asyncio.sleep(PUBLISH_RETRY_S)
     return sent
 
@@ -373,18 +399,19 @@ def report(case: str, rows: Sequence[Account], note: str = "") -> str:
 def settle(
     store_url: str, plants: Iterable[str], expected: int, *, timeout_s: float = SETTLE_TIMEOUT_S
 ) -> set[Published]:
-    """Wait until the store holds ``expected`` readings and then stops changing."""
+    """Wait until the store holds ``expected`` readings; return what it holds then, or at
+    the timeout (the accounting then shows what is missing)."""
     plants = list(plants)
-    deadline = time.monotonic() + timeout_s
-    previous = -1
-    while True:
+
+    def complete() -> set[Published] | None:
         found = stored_readings(store_url, plants)
-        if len(found) >= expected and len(found) == previous:
-            return found
-        if time.monotonic() > deadline:
-            return found
-        previous = len(found)
-        time.sleep(POLL_S if len(found) < expected else 1.0)
+        return found if len(found) >= expected else None
+
+    try:
+        done: set[Published] = wait_for(complete, f"{expected} readings in the store", timeout_s)
+    except WaitTimeoutError:
+        return stored_readings(store_url, plants)
+    return done
 
 
 def platform_health(port: int) -> dict[str, object]:

@@ -17,8 +17,12 @@ from carbonlink.errors import BrokerConnectionError
 from carbonlink.mqtt.client import BrokerAddress, is_connection_loss, parse_broker_url
 from carbonlink.mqtt.consumer import ConsumerClient, Incoming
 from tests.servers import MosquittoServer, free_port
+from tests.waiting import async_stays, async_wait_for
 
-DEADLINE_S = 10.0
+DEADLINE_S = 20.0
+# "Nothing more arrives" has no event to wait on: for this long, nothing may.
+QUIET_S = 0.3
+MARKER = b"marker"
 
 
 class Inbox:
@@ -39,10 +43,25 @@ class Inbox:
 
 
 async def until(check: Callable[[], bool], what: str) -> None:
-    async with asyncio.timeout(DEADLINE_S):
-        while not check():  # noqa: ASYNC110 (polls state that several callbacks change)
-            await asyncio.sleep(0.02)
-    assert check(), what
+    await async_wait_for(check, what, DEADLINE_S)
+
+
+async def flushed(client: ConsumerClient, topic_prefix: str) -> None:
+    """Return once the broker has read everything ``client`` wrote before: PUBACK has no
+    answer, but the broker handles one connection's packets in order, so the PUBACK of a
+    QoS 1 publish sent after them says that the acks before it are in."""
+    await client.publish(f"{topic_prefix}/flush", b"", qos=1)
+
+
+async def caught_up(inbox: Inbox, broker: MosquittoServer, topic: str) -> list[bytes]:
+    """What ``inbox`` got before a marker published now: the broker delivers a session's
+    queued messages before newer ones on the same subscription, so once the marker is in,
+    anything the session still held has arrived too. Returns the payloads before it."""
+    await publish(broker, topic, [MARKER])
+    await until(lambda: MARKER in inbox.payloads(), "the marker behind the queued messages")
+    payloads = inbox.payloads()
+    assert payloads[-1] == MARKER, payloads
+    return payloads[:-1]
 
 
 async def publish(broker: MosquittoServer, topic: str, payloads: list[bytes]) -> None:
@@ -73,23 +92,22 @@ def test_unacknowledged_messages_come_back_on_the_next_connection(
             await until(lambda: len(first.messages) == 10, "all ten delivered")
             assert first.payloads() == sent
             client.ack(m[3] for m in first.messages[:4])  # the rest die with the connection
-            # PUBACK has no reply: give the broker time to read these before the same
-            # client id reconnects, or it may take the session over first.
-            await asyncio.sleep(0.2)
+            # In at the broker before the same client id reconnects and takes the session.
+            await flushed(client, topic_prefix)
         second = Inbox()
         async with consumer(address, second, topic_prefix, mqtt5) as client:
-            await until(lambda: len(second.messages) >= 6, "the six unacknowledged again")
-            await asyncio.sleep(0.3)  # and no more than those
-            assert second.payloads() == sent[4:]
+            # The six unacknowledged again, and no more than those.
+            assert await caught_up(second, mosquitto, topic) == sent[4:]
             # Sent before and never acknowledged: the broker marks them as a redelivery.
-            assert all(m.dup for m in second.received)
+            assert all(m.dup for m in second.received[:-1])
+            assert not second.received[-1].dup  # the marker is new
             assert not any(m.dup for m in first.received)
             client.ack(m[3] for m in second.messages)
-            await asyncio.sleep(0.2)  # the acks reach the broker before we disconnect
+            await flushed(client, topic_prefix)
         third = Inbox()
-        async with consumer(address, third, topic_prefix, mqtt5):
-            await asyncio.sleep(0.5)
-        assert third.messages == []
+        async with consumer(address, third, topic_prefix, mqtt5) as client:
+            assert await caught_up(third, mosquitto, topic) == []  # nothing came back
+            client.ack(m[3] for m in third.messages)
 
     asyncio.run(scenario())
 
@@ -106,8 +124,10 @@ def test_the_broker_respects_the_receive_maximum(
             await client.subscribe(topic)
             await publish(mosquitto, topic, [b"x"] * 12)
             await until(lambda: len(inbox.messages) == 5, "five in flight")
-            await asyncio.sleep(0.3)
-            assert len(inbox.messages) == 5, "no more than the window before an ack"
+            # The window is full, so no marker could pass: only time can show nothing more.
+            await async_stays(
+                lambda: len(inbox.messages) == 5, QUIET_S, "no more than the window before an ack"
+            )
             # Mosquitto 2.0 refills its window as acks arrive, not strictly one for one.
             client.ack(m[3] for m in inbox.messages)
             await until(lambda: len(inbox.messages) == 12, "the rest once acknowledged")
@@ -128,8 +148,8 @@ def test_a_paused_client_handles_nothing_until_resumed(
             await client.subscribe(topic)
             client.pause()
             await publish(mosquitto, topic, [f"m{n}".encode() for n in range(50)])
-            await asyncio.sleep(0.5)
-            assert inbox.messages == []
+            # A paused client reads nothing, markers included: only time can show it.
+            await async_stays(lambda: inbox.messages == [], QUIET_S, "nothing handled while paused")
             client.resume()
             await until(lambda: len(inbox.messages) == 50, "all fifty after resume")
             assert inbox.payloads() == [f"m{n}".encode() for n in range(50)]
@@ -238,10 +258,11 @@ def test_a_handler_that_keeps_tracebacks_or_fails_costs_no_connection(
             assert client.is_connected
             assert hoarder.payloads() == sent
             client.ack(m[3] for n, m in enumerate(hoarder.messages) if n % 2)
-            await asyncio.sleep(0.2)
+            await flushed(client, topic_prefix)
         again = Inbox()
-        async with consumer(address, again, topic_prefix, True):
-            await asyncio.sleep(0.5)
-        assert again.messages == []  # the failed ones were acknowledged by the consumer
+        async with consumer(address, again, topic_prefix, True) as client:
+            # None came back: the failed ones were acknowledged by the consumer.
+            assert await caught_up(again, mosquitto, topic) == []
+            client.ack(m[3] for m in again.messages)
 
     asyncio.run(scenario())

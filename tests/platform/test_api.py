@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import io
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,11 +20,12 @@ from carbonlink.storage import SqliteStore, StoredReading
 from carbonlink.web.api import create_app, serve
 from tests.configs import write_config
 from tests.servers import HOST, free_port
+from tests.waiting import wait_for
 
 T0 = 1_795_420_800_000  # 2026-11-23T08:00:00Z
 MINUTE = 60_000
 CEMENT, TEXTILES = "api-cement", "api-textiles"
-READY_TIMEOUT_S = 10.0
+READY_TIMEOUT_S = 30.0
 
 
 def reading(plant: str, meter: str, unit: str, minute: int, value: float) -> StoredReading:
@@ -216,12 +216,7 @@ def test_real_server_reads_straight_into_pandas(world: tuple[SqliteStore, Settin
 
 
 def _wait_until_up(url: str) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
-        try:
-            if httpx.get(url, trust_env=False).status_code == httpx.codes.OK:
-                return
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.02)
+    wait_for(
+        lambda: httpx.get(url, trust_env=False).status_code == httpx.codes.OK,
+        f"{url} to answer", READY_TIMEOUT_S, ignoring=(httpx.TransportError,),
+    )  # fmt: skip

@@ -21,7 +21,8 @@ from carbonlink.platform import Ingestor, Platform, open_store
 from carbonlink.storage import Store, StoredBatch, StoredReading
 from tests.configs import write_config
 from tests.servers import MosquittoServer
-from tests.test_end_to_end import NOW_MS, eventually
+from tests.test_end_to_end import NOW_MS
+from tests.waiting import async_wait_for
 
 MINUTE = 60_000
 MESSAGES, PER_MESSAGE = 60, 50
@@ -40,7 +41,7 @@ class SlowStore:
         self.write_batch(StoredBatch.from_readings(readings))
 
     def write_batch(self, batch: StoredBatch) -> None:
-        time.sleep(WRITE_DELAY_S)
+        time.sleep(WRITE_DELAY_S)  # a slow store is what is tested: not a wait on anything
         self.largest_write = max(self.largest_write, len(batch))
         self.inner.write_batch(batch)
 
@@ -90,7 +91,7 @@ def test_intake_stays_bounded_while_the_store_lags(
                 peak_intake = max(peak_intake, platform._intake_readings)
                 return platform.counters.stored == MESSAGES * PER_MESSAGE
 
-            await eventually(done, "everything stored")
+            await async_wait_for(done, "everything stored")
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

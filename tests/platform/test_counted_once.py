@@ -18,7 +18,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -32,6 +31,7 @@ from carbonlink.storage import Store, StoredReading, open_store
 from carbonlink.web.api import create_app
 from tests.configs import write_config
 from tests.servers import InfluxDBServer, MosquittoServer
+from tests.waiting import exited, wait_for
 
 REPO: Final = Path(__file__).resolve().parents[2]
 CARBONLINK: Final = str(Path(sys.executable).parent / "carbonlink")
@@ -107,11 +107,10 @@ def _platform_records_its_assignment(settings: Settings, store: Store) -> None:
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
-        deadline = time.monotonic() + DEADLINE_S
-        while PLANT not in store.assigned_factors():
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+        wait_for(
+            lambda: PLANT in store.assigned_factors(), "the platform to record the assignment",
+            DEADLINE_S, abort_if=exited(process), detail=log.read_text,
+        )  # fmt: skip
     finally:
         os.killpg(process.pid, signal.SIGINT)
         process.wait(timeout=30)

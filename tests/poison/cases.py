@@ -14,12 +14,14 @@ checked for each case:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from tests.poison.pipeline import CANARY_TIMEOUT_S, POLL_S, Pipeline
+from tests.poison.pipeline import CANARY_TIMEOUT_S, Pipeline
+from tests.waiting import WaitTimeoutError, wait_for
 
 DEADLETTER_TIMEOUT_S: Final = 10.0
 Path_ = Literal["meter", "telemetry"]
@@ -81,17 +83,23 @@ def run(pipe: Pipeline, messages: list[Message], expect: Expect, path: Path_) ->
     canary = pipe.send_meter_canary() if path == "meter" else pipe.send_telemetry_canary()
     pipe.wait_stored(canary, CANARY_TIMEOUT_S)
     wanted = {"agent": expect.agent, "platform": expect.platform}
-    deadline = time.monotonic() + DEADLETTER_TIMEOUT_S
-    while True:
-        refused_after = pipe.refusals()
-        refused = {s: _delta(refused_after[s], refused_before[s]) for s in refused_after}
+
+    def observed() -> tuple[dict[str, dict[str, int]], Counter[tuple[str, str]]]:
+        after = pipe.refusals()
+        refused = {s: _delta(after[s], refused_before[s]) for s in after}
         letters = Counter(
             (str(d.get("stage")), str(d.get("reason"))) for d in pipe.observer.since(letters_before)
         )
-        complete = refused == wanted and sum(letters.values()) >= expect.total
-        if complete or time.monotonic() > deadline:
-            break
-        time.sleep(POLL_S)
+        return refused, letters
+
+    # The canary is in, so the refusals are made; their counters and dead letters may
+    # still be on their way. If they never add up, check() below says what differs.
+    with contextlib.suppress(WaitTimeoutError):
+        wait_for(
+            lambda: (seen := observed())[0] == wanted and sum(seen[1].values()) >= expect.total,
+            "the refusals counted and dead-lettered", DEADLETTER_TIMEOUT_S,
+        )  # fmt: skip
+    refused, letters = observed()
     stored = {p: len(pipe.stored(p)) - rows_before[p] for p in plants}
     return Outcome(refused, letters, stored, pipe.alive(), time.monotonic() - started)
 

@@ -23,10 +23,10 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -38,24 +38,11 @@ from carbonlink.storage import epoch_ms
 from tests.configs import write_config
 from tests.faults.harness import Service, service_env
 from tests.servers import HOST, InfluxDBServer, MosquittoServer, free_port
+from tests.waiting import wait_for
 
 CANARY_TIMEOUT_S: Final = 20.0
-STARTUP_TIMEOUT_S: Final = 30.0
-POLL_S: Final = 0.02
+STARTUP_TIMEOUT_S: Final = 90.0  # a service process imports pandas, FastAPI...: slow when busy
 MINUTE_MS: Final = 60_000
-T = TypeVar("T")
-
-
-def wait_for(check: Callable[[], T | None], what: str, timeout_s: float) -> T:
-    """Poll ``check`` until it returns something other than None or False."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result is not None and result is not False:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(POLL_S)
 
 
 @dataclass
@@ -188,12 +175,11 @@ class Pipeline:
 
     def start_platform(self) -> None:
         self.platform.start()
-        wait_for(lambda: self.platform_health() or None, "the platform's API", STARTUP_TIMEOUT_S)
         wait_for(
             lambda: (self.platform_health().get("ingestion") or {}).get("connected"),
-            "the platform to subscribe",
-            STARTUP_TIMEOUT_S,
-        )
+            "the platform to subscribe", STARTUP_TIMEOUT_S,
+            abort_if=lambda: not self.platform.running, detail=self.platform.log_tail,
+        )  # fmt: skip
 
     def restart_agent(self, *, fresh: bool = False) -> None:
         """Stop the agent and start it again; ``fresh``: with a new, empty outbox (so it
@@ -209,9 +195,9 @@ class Pipeline:
         self.agent.start()
         wait_for(
             lambda: (self.agent_view() or {}).get("connected"),
-            "the agent to subscribe",
-            STARTUP_TIMEOUT_S,
-        )
+            "the agent to subscribe", STARTUP_TIMEOUT_S,
+            abort_if=lambda: not self.agent.running, detail=self.agent.log_tail,
+        )  # fmt: skip
 
     def stop(self) -> None:
         for service in (self.simulator, self.agent, self.platform):

@@ -33,7 +33,8 @@ from carbonlink import wire
 from carbonlink.config import load_config
 from carbonlink.platform import open_store
 from carbonlink.storage import epoch_ms
-from tests.poison.pipeline import CANARY_TIMEOUT_S, MINUTE_MS, Pipeline, wait_for
+from tests.poison.pipeline import CANARY_TIMEOUT_S, MINUTE_MS, Pipeline
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.influxdb, pytest.mark.slow]
 
@@ -232,11 +233,13 @@ def test_fuzzed_payloads_through_the_real_path(pipe: Pipeline) -> None:
         for stage in refused_after for r in refused_after[stage]
     )  # fmt: skip
 
-    def letters() -> int | None:
+    def letters() -> int:
         new = [d for d in pipe.observer.since(letters_before) if d.get("stage") != "simulator"]
-        return len(new) if len(new) >= counted else None
+        return len(new)
 
-    assert wait_for(letters, "every refusal dead-lettered", 20.0) == counted
+    wait_for(lambda: letters() >= counted, "every refusal dead-lettered", 20.0,
+             detail=lambda: f"{letters()} dead letters for {counted} refusals")  # fmt: skip
+    assert letters() == counted
     _nothing_invalid_stored(pipe)
     print(f"\nfuzz: {BUDGET.sent} payloads, {counted} refusals, "
           f"{len(BUDGET.canaries)} canaries stored; RSS growth {growth} KiB")  # fmt: skip

@@ -24,8 +24,9 @@ from carbonlink import wire
 from carbonlink.platform._poison import POISON_ATTEMPTS
 from tests.configs import write_config
 from tests.faults.harness import Service, TcpProxy, platform_health, service_env
-from tests.poison.pipeline import Observer, Publisher, wait_for
+from tests.poison.pipeline import Observer, Publisher
 from tests.servers import HOST, InfluxDBServer, MosquittoServer, free_port
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.influxdb, pytest.mark.slow]
 PLANT = f"poison-{uuid.uuid4().hex[:6]}"
@@ -68,7 +69,7 @@ def _ingestion(port: int) -> dict:
 
 def _start(rig: dict) -> None:
     rig["platform"].start()
-    wait_for(lambda: _ingestion(rig["port"]).get("connected"), "the platform to subscribe", 30)
+    wait_for(lambda: _ingestion(rig["port"]).get("connected"), "the platform to subscribe", 90)
 
 
 def _telemetry(ts: int, seq: int) -> bytes:

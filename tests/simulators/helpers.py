@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,10 +15,10 @@ import aiomqtt
 from carbonlink.config import PlantConfig, load_config
 from carbonlink.mqtt.client import BrokerAddress, parse_broker_url
 from tests.configs import write_config
+from tests.waiting import async_wait_for
 
 T = TypeVar("T")
-DRAIN_QUIET_S = 0.5  # no message for this long: the broker has delivered all
-DRAIN_MAX_S = 20.0
+DELIVERY_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -37,28 +38,35 @@ def plants_for(tmp_path: Path, mapping: dict[str, str], url: str) -> tuple[Plant
 async def record(
     url: str, topics: list[str], run: Callable[[BrokerAddress], Awaitable[T]]
 ) -> tuple[T, list[WireMessage]]:
-    """Subscribe to ``topics``, run, and return what arrived (in arrival order)."""
+    """Subscribe to ``topics``, run, and return what arrived (in arrival order).
+
+    Published is not yet received. The simulators publish at QoS 1 and ``run`` returns
+    once the broker has acknowledged all of it; a marker this client then publishes to
+    itself is queued behind all of it, so once the marker is back, everything is in."""
     address = parse_broker_url(url)
     seen: list[WireMessage] = []
+    marker_topic = f"carbonlink-test/marker/{uuid.uuid4().hex}"
+    marker_back = asyncio.Event()
     async with aiomqtt.Client(address.host, address.port, identifier=None) as client:
-        for topic in topics:
+        for topic in [*topics, marker_topic]:
             await client.subscribe(topic, qos=1)
 
         async def listen() -> None:
             async for message in client.messages:
                 assert isinstance(message.payload, bytes)
-                seen.append(WireMessage(str(message.topic), message.payload))
+                if message.topic.matches(marker_topic):
+                    marker_back.set()
+                else:
+                    seen.append(WireMessage(str(message.topic), message.payload))
 
         listener = asyncio.create_task(listen())
         try:
             result = await run(address)
-            # Published is not yet received: wait until the stream has gone quiet.
-            deadline = asyncio.get_running_loop().time() + DRAIN_MAX_S
-            while asyncio.get_running_loop().time() < deadline:
-                count = len(seen)
-                await asyncio.sleep(DRAIN_QUIET_S)
-                if len(seen) == count:
-                    break
+            await client.publish(marker_topic, b"end", qos=1)
+            await async_wait_for(
+                marker_back.wait(), "the marker behind the simulators' messages",
+                DELIVERY_TIMEOUT_S, detail=lambda: f"{len(seen)} messages so far",
+            )  # fmt: skip
         finally:
             listener.cancel()
     return result, seen

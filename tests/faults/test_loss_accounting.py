@@ -32,7 +32,6 @@ from carbonlink.core.clock import wall_clock_ms
 from carbonlink.mqtt.client import parse_broker_url
 from tests.configs import write_config
 from tests.faults.harness import (
-    POLL_S,
     REPORTS,
     Service,
     TcpProxy,
@@ -46,12 +45,13 @@ from tests.faults.harness import (
     stored_readings,
 )
 from tests.servers import HOST, InfluxDBServer, MosquittoServer, free_port
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
 PER_METER: Final = 200  # readings per interval meter: 5 meters, 1,000 readings a case
 INFLUX_DOWN_S: Final = 60.0
-READY_TIMEOUT_S: Final = 30.0
+READY_TIMEOUT_S: Final = 90.0  # processes import pandas, FastAPI...: slow on a busy machine
 
 
 @dataclass
@@ -87,14 +87,19 @@ class Rig:
 
     def wait_ready(self) -> None:
         """The platform answers, and has seen every agent come online."""
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
+
+        def states() -> dict[str, str]:
             agents = platform_health(self.http_port).get("ingestion") or {}
-            states = agents.get("agents", {}) if isinstance(agents, dict) else {}
-            if all(states.get(p) == "online" for p in self.plants):
-                return
-            time.sleep(0.2)
-        raise AssertionError("services did not come up:\n" + self.logs())
+            return agents.get("agents", {}) if isinstance(agents, dict) else {}  # type: ignore[no-any-return]
+
+        def stopped() -> list[str]:
+            return [s.name for s in (self.platform, *self.agents.values()) if not s.running]
+
+        wait_for(
+            lambda: all(states().get(p) == "online" for p in self.plants),
+            "the platform to see every agent online", READY_TIMEOUT_S,
+            abort_if=stopped, detail=lambda: f"{states()}\n{self.logs()}",
+        )  # fmt: skip
 
     def received(self) -> int:
         ingestion = platform_health(self.http_port).get("ingestion") or {}
@@ -199,10 +204,8 @@ def _restart_influx_after(rig: Rig, stopped: list[float]) -> None:
     def spilled() -> object:
         return (platform_health(rig.http_port).get("ingestion") or {}).get("spilled", 0)  # type: ignore[union-attr]
 
-    deadline = time.monotonic() + INFLUX_DOWN_S / 2
-    while not spilled() and time.monotonic() < deadline:
-        time.sleep(POLL_S)
-    assert spilled(), f"nothing went to the spill file while InfluxDB was down: {spilled()}"
+    wait_for(spilled, "readings in the spill file while InfluxDB is down", INFLUX_DOWN_S / 2)
+    # The outage's length is what is tested: time passing, not a wait for an event.
     time.sleep(max(0.0, stopped[0] + INFLUX_DOWN_S - time.monotonic()))
     rig.influx.start()  # from the main thread: the server must outlive this call
 
@@ -212,7 +215,11 @@ def _publish_then(
 ) -> None:
     plan = plan_readings(rig.settings.plants.values(), PER_METER, wall_clock_ms())
     asyncio.run(publish(HOST, rig.broker.port, plan.messages, during=during, pace_s=0.002))  # type: ignore[arg-type]
-    time.sleep(2)  # let the platform take in what the agents forward
+    wait_for(
+        lambda: rig.received() >= len(plan.readings),
+        "the platform to take in every reading the agents forward", INFLUX_DOWN_S / 2,
+        detail=lambda: f"received {rig.received()} of {len(plan.readings)}\n{rig.logs()}",
+    )  # fmt: skip
     then()  # type: ignore[operator]
     stored = settle(rig.store_url, rig.plants, len(plan.readings), timeout_s=180)
     rows = account(plan.readings, stored)
@@ -258,11 +265,15 @@ def test_agent_sigkill_with_readings_in_its_outbox(rig: Rig) -> None:
     rig.wait_ready()
     plan = plan_readings(rig.settings.plants.values(), PER_METER, wall_clock_ms())
     asyncio.run(publish(HOST, rig.broker.port, plan.messages, pace_s=0.002))
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    held = 0
-    while time.monotonic() < deadline and held < len(plan.readings):
-        held = sum(_outbox_depth(rig.work / f"{p}-outbox.sqlite") for p in rig.plants)
-        time.sleep(0.2)
+
+    def outboxes() -> int:
+        return sum(_outbox_depth(rig.work / f"{p}-outbox.sqlite") for p in rig.plants)
+
+    wait_for(
+        lambda: outboxes() >= len(plan.readings), "the outboxes to hold every reading",
+        READY_TIMEOUT_S, detail=lambda: f"outboxes hold {outboxes()} of {len(plan.readings)}",
+    )  # fmt: skip
+    held = outboxes()
     assert held == len(plan.readings), f"outboxes hold {held} of {len(plan.readings)}"
     assert not stored_readings(rig.store_url, rig.plants)  # nothing forwarded yet
     for plant in rig.plants:
