@@ -70,11 +70,11 @@ def co2e_kg_per_unit(settings: Settings, plant: str, meter_id: str) -> float:
 
 
 @contextlib.asynccontextmanager
-async def dead_letters(broker: MosquittoServer, plant: str) -> AsyncIterator[list[dict[str, Any]]]:
-    """Every dead letter the plant's agent publishes while the block runs."""
+async def collected(broker: MosquittoServer, topic: str) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every JSON message on ``topic`` (retained ones too) while the block runs."""
     received: list[dict[str, Any]] = []
     async with aiomqtt.Client(broker.host, broker.port) as client:
-        await client.subscribe(wire.deadletter_topic(plant), qos=1)
+        await client.subscribe(topic, qos=1)
 
         async def collect() -> None:
             async for message in client.messages:
@@ -87,3 +87,10 @@ async def dead_letters(broker: MosquittoServer, plant: str) -> AsyncIterator[lis
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def dead_letters(
+    broker: MosquittoServer, plant: str
+) -> contextlib.AbstractAsyncContextManager[list[dict[str, Any]]]:
+    """Every dead letter the plant's agent publishes while the block runs."""
+    return collected(broker, wire.deadletter_topic(plant))

@@ -1,38 +1,45 @@
 """A Sparkplug B edge node, another implementation in its own process, through a real
-Mosquitto into stored, correctly factored emissions; its seq gap ends in a rebirth."""
+Mosquitto and a real ``carbonlink agent`` process into stored, correctly factored
+emissions; a lost seq number ends in a rebirth, and the agent's STATE says where it is."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-import aiomqtt
+import httpx
 import pytest
 
 from carbonlink import wire
 from carbonlink.config import Settings
 from carbonlink.core.clock import wall_clock_ms
+from carbonlink.mqtt.client import parse_broker_url
+from carbonlink.platform import Ingestor, Platform, open_store
 from tests.plant.conftest import (
     PlantFile,
     co2e_kg_per_unit,
+    collected,
     dead_letters,
     eventually,
     meter,
     plant_settings,
 )
-from tests.servers import MosquittoServer
-from tests.test_end_to_end import Pipeline, mosquitto_pub
+from tests.servers import MosquittoServer, free_port
+from tests.test_end_to_end import mosquitto_pub
 
 pytestmark = pytest.mark.slow
 
 COAL_T = 0.005  # t of coal per NDATA: within kiln-coal's rating over its 1 s interval
 KWH_STEP = 4.0  # kWh the energy register moves per DDATA
 DATA_MESSAGES = 6  # one of them, the fourth, after a lost seq number
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def _with_sparkplug(group: str, node: str, host_id: str) -> object:
+def _with_sparkplug(group: str, node: str, host_id: str) -> Callable[[PlantFile], None]:
     def edit(plant: PlantFile) -> None:
         meter(plant, "kiln-coal")["sample_period_s"] = 1  # one NDATA per interval of 1 s
         plant["sparkplug"] = {
@@ -54,103 +61,120 @@ def test_edge_node_readings_land_as_emissions_and_a_seq_gap_asks_for_a_rebirth(
     plant, group, node = f"{topic_prefix}-spb", topic_prefix, "kiln-gateway"
     host_id = f"carbonlink-{topic_prefix}"
     settings: Settings = plant_settings(
-        tmp_path / "config",
-        mosquitto,
-        plant,
-        _with_sparkplug(group, node, host_id),  # type: ignore[arg-type]
+        tmp_path / "config", mosquitto, plant, _with_sparkplug(group, node, host_id)
     )
+    view_port = free_port()
+    agent_command = [
+        sys.executable, "-m", "carbonlink", "agent", "--config", str(settings.path),
+        "--plant", plant, "--broker", mosquitto.url, "--http", f"127.0.0.1:{view_port}",
+    ]  # fmt: skip
     edge_command = [
         sys.executable, "-m", "tests.plant.edge_node", "--host", mosquitto.host,
         "--port", str(mosquitto.port), "--group", group, "--node", node, "--device", "meter-1",
         "--host-id", host_id, "--count", str(DATA_MESSAGES), "--skip-after", "3",
         "--coal", str(COAL_T), "--kwh-step", str(KWH_STEP),
     ]  # fmt: skip
-    root = Path(__file__).resolve().parents[2]
+    store = open_store(f"sqlite:///{tmp_path / 'store.sqlite'}")
+    platform = Platform(
+        Ingestor.from_settings(settings), store, parse_broker_url(mosquitto.url),
+        settings.services.platform, spill_path=tmp_path / "spill.sqlite", now_ms=wall_clock_ms,
+    )  # fmt: skip
 
     async def scenario() -> dict[str, object]:
-        store = f"sqlite:///{tmp_path / 'store.sqlite'}"
+        running = asyncio.create_task(platform.run())
         async with (
-            Pipeline(settings, mosquitto, store, now_ms=wall_clock_ms) as pipeline,
             dead_letters(mosquitto, plant) as letters,
+            collected(mosquitto, wire.state_topic(host_id)) as states,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{view_port}") as http,
         ):
-            agent = pipeline.agents[plant]
             async with asyncio.timeout(30):
-                await agent.sparkplug_connected.wait()
-            # Hostile input on the node's own topics, before the node is even born.
-            spb = f"spBv1.0/{group}"
-            mosquitto_pub(mosquitto, f"{spb}/NDATA/{node}", b"\xff\x00 not protobuf")
-            mosquitto_pub(mosquitto, f"{spb}/DDATA/{node}/ghost", b"\x18\x05")  # seq 5
-            edge = await asyncio.create_subprocess_exec(
-                *edge_command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-            )
+                await platform.connected.wait()
+            agent = await asyncio.create_subprocess_exec(*agent_command, cwd=ROOT)
             try:
+                # STATE online comes once the agent has subscribed to the node's topics.
+                await eventually(lambda: {"online": True} in _online(states), "STATE online")
+                # Hostile input on the node's own topics, before the node is even born.
+                spb = f"spBv1.0/{group}"
+                mosquitto_pub(mosquitto, f"{spb}/NDATA/{node}", b"\xff\x00 not protobuf")
+                mosquitto_pub(mosquitto, f"{spb}/DDATA/{node}/ghost", b"\x18\x05")  # seq 5
+                edge = await asyncio.create_subprocess_exec(
+                    *edge_command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+                )
+                try:
+                    async with asyncio.timeout(120):
+                        output = (await edge.communicate())[0].decode()
+                finally:
+                    if edge.returncode is None:
+                        edge.kill()
+                        await edge.wait()
                 # Coal: every NDATA but the one after the gap. Energy: intervals between
                 # registers, the first only a baseline and the one after the gap refused.
                 expected = (DATA_MESSAGES - 1) + (DATA_MESSAGES - 2)
-                await eventually(
-                    lambda: pipeline.platform.counters.stored >= expected,
-                    "the edge node's readings stored",
-                    deadline_s=90,
-                )
-                async with asyncio.timeout(60):
-                    output = (await edge.communicate())[0].decode()
+                await eventually(lambda: platform.counters.stored >= expected, "all stored")
+                await eventually(lambda: len(letters) >= 4, "the refusals dead-lettered")
+                view: dict[str, object] = {}
+
+                async def node_dead() -> None:
+                    while True:
+                        view.update((await http.get("/view")).json())
+                        if not view["sparkplug"]["online"]:  # type: ignore[index]
+                            return
+                        await asyncio.sleep(0.1)
+
+                async with asyncio.timeout(30):
+                    await node_dead()
             finally:
-                if edge.returncode is None:
-                    edge.kill()
-                    await edge.wait()
-            await eventually(
-                lambda: not agent.view()["sparkplug"]["online"],  # type: ignore[index]
-                "the NDEATH taken",
-            )
-            await eventually(lambda: len(letters) >= 4, "the refusals dead-lettered")
-            retained = await _retained(mosquitto, wire.state_topic(host_id))
+                if agent.returncode is None:
+                    agent.send_signal(signal.SIGINT)
+                async with asyncio.timeout(30):
+                    exit_code = await agent.wait()
+            await eventually(lambda: _online(states)[-1:] == [{"online": False}], "STATE offline")
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
             return {
                 "edge": output,
-                "rejected": dict(agent.counters.rejected),
+                "exit": exit_code,
+                "view": view,
                 "letters": sorted(str(letter["reason"]) for letter in letters),
-                "coal": pipeline.store.series(plant, meter="kiln-coal", field="value"),
-                "coal_co2e": pipeline.store.series(plant, meter="kiln-coal", field="co2e_kg"),
-                "energy": pipeline.store.series(plant, meter="grid-main", field="value"),
-                "energy_co2e": pipeline.store.series(plant, meter="grid-main", field="co2e_kg"),
-                "view": agent.view()["sparkplug"],
-                "state": retained,
+                "states": _online(states),
             }
 
-    outcome = asyncio.run(scenario())
+    try:
+        outcome = asyncio.run(scenario())
+        series = {
+            (name, field): store.series(plant, meter=name, field=field)["value"].tolist()
+            for name in ("kiln-coal", "grid-main")
+            for field in ("value", "co2e_kg")
+        }
+    finally:
+        platform.close()
+        store.close()
     edge = str(outcome["edge"])
     assert edge.count("births sent") == 2, edge  # the first births and the rebirth
     assert "rebirth requested" in edge
-    assert outcome["rejected"] == {
+    assert outcome["exit"] == 0
+    view = outcome["view"]
+    assert view["counters"]["rejected"] == {  # type: ignore[index]
         "malformed_protobuf": 1,
         "no_birth": 2,  # the ghost device, and the DDATA right after the gap
         "seq_gap": 1,
     }, edge
+    assert view["sparkplug"]["births"] == 2  # type: ignore[index]
     assert outcome["letters"] == ["malformed_protobuf", "no_birth", "no_birth", "seq_gap"]
-    coal = outcome["coal"]["value"].tolist()  # type: ignore[index]
-    assert coal == [COAL_T] * (DATA_MESSAGES - 1)
-    # Coal: IPCC 2006 NCV 25.8 GJ/t, CO2 94,600 kg/TJ, CH4 10, N2O 1.5, AR5 GWPs.
-    energy_tj = COAL_T * 25.8e-3
-    coal_co2e = outcome["coal_co2e"]["value"].tolist()  # type: ignore[index]
-    assert coal_co2e == pytest.approx([energy_tj * (94_600 + 10 * 28 + 1.5 * 265)] * len(coal))
-    energy = outcome["energy"]["value"].tolist()  # type: ignore[index]
+    # The agent's STATE: online while it ran (once per connection), offline when it stopped.
+    assert outcome["states"][0] == {"online": True}  # type: ignore[index]
+    assert outcome["states"][-1] == {"online": False}  # type: ignore[index]
+    coal = series[("kiln-coal", "value")]
+    assert coal == [COAL_T] * (DATA_MESSAGES - 1)  # sent in `tonne`: the meter's `t`
+    # Coal: IPCC 2006 NCV 25.8 GJ/t, CO2 94,600 kg/TJ, CH4 10, N2O 1.5, AR5 GWPs 28, 265.
+    per_t = 25.8e-3 * (94_600 + 10 * 28 + 1.5 * 265)
+    assert series[("kiln-coal", "co2e_kg")] == pytest.approx([COAL_T * per_t] * len(coal))
+    energy = series[("grid-main", "value")]
+    assert len(energy) == DATA_MESSAGES - 2
     assert sum(energy) == pytest.approx(KWH_STEP * (DATA_MESSAGES - 1))  # register moved
     grid = co2e_kg_per_unit(settings, plant, "grid-main")
-    assert outcome["energy_co2e"]["value"].tolist() == pytest.approx(  # type: ignore[index]
-        [kwh * grid for kwh in energy]
-    )
-    view = outcome["view"]
-    assert view["births"] == 2
-    assert view["online"] is False
-    assert outcome["state"] == {"online": True}  # the retained STATE, while the agent runs
+    assert series[("grid-main", "co2e_kg")] == pytest.approx([kwh * grid for kwh in energy])
 
 
-async def _retained(broker: MosquittoServer, topic: str) -> dict[str, object]:
-    import json
-
-    async with aiomqtt.Client(broker.host, broker.port) as client:
-        await client.subscribe(topic, qos=1)
-        async with asyncio.timeout(10):
-            async for message in client.messages:
-                state = json.loads(bytes(message.payload))  # type: ignore[arg-type,unused-ignore]
-                return {"online": state["online"]}
-    raise AssertionError(f"nothing retained on {topic}")
+def _online(states: list[dict[str, object]]) -> list[dict[str, object]]:
+    return [{"online": state["online"]} for state in states]

@@ -51,6 +51,7 @@ from carbonlink.wire import Reason
 log = logging.getLogger(__name__)
 
 STATUS_INTERVAL_S: Final = 10.0
+STATE_OFFLINE_TIMEOUT_S: Final = 2.0  # Sparkplug STATE offline on the way out, best effort
 OUTBOX_FULL: Final = "outbox_full"
 OUTBOX_UNWRITABLE: Final = "outbox_unwritable"
 # On a full disk, drop_oldest frees at least this many readings' pages at once: freeing
@@ -219,9 +220,12 @@ class Agent:
         host = self.sparkplug
         assert host is not None
         state_id = host.config.host_id
+        # One timestamp for the session's STATE online and its will: Sparkplug 3.0 lets
+        # an edge node tell a late will from the current state by it.
+        stamp = self._now_ms()
         will = None
         if state_id is not None:
-            offline = wire.encode_state(False, self._now_ms())
+            offline = wire.encode_state(False, stamp)
             will = aiomqtt.Will(wire.state_topic(state_id), offline, qos=1, retain=True)
         client = make_client(self._broker, f"{self.identity}-sparkplug", will=will)
         manual_acks(client)
@@ -230,24 +234,35 @@ class Agent:
             for topic in host.subscriptions:
                 await client.subscribe(topic, qos=1)
             if state_id is not None:
-                # Spec 3.0: online once subscribed; edge nodes that wait for their
-                # primary host send their births now.
-                online = wire.encode_state(True, self._now_ms())
+                # Online once subscribed: edge nodes that wait for their primary host
+                # send their births now.
+                online = wire.encode_state(True, stamp)
                 await client.publish(wire.state_topic(state_id), online, qos=1, retain=True)
             self.sparkplug_connected.set()
-            config = host.config
-            async for message in client.messages:
-                rebirth = self.handle_sparkplug(
-                    str(message.topic), _payload_bytes(message.payload)
-                )
-                acknowledge(client, message)
-                if rebirth:
-                    log.warning("agent %s: asking edge node %s for a rebirth",
-                                self.plant.id, config.edge_node)  # fmt: skip
-                    await client.publish(
-                        wire.ncmd_topic(config.group, config.edge_node),
-                        wire.encode_rebirth(self._now_ms()), qos=0,
-                    )  # fmt: skip
+            try:
+                await self._serve_sparkplug(client, host)
+            finally:
+                if state_id is not None:
+                    # A clean disconnect sends no will: say offline ourselves.
+                    with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                        async with asyncio.timeout(STATE_OFFLINE_TIMEOUT_S):
+                            await client.publish(
+                                wire.state_topic(state_id), wire.encode_state(False, stamp),
+                                qos=1, retain=True,
+                            )  # fmt: skip
+
+    async def _serve_sparkplug(self, client: aiomqtt.Client, host: SparkplugHost) -> None:
+        config = host.config
+        async for message in client.messages:
+            rebirth = self.handle_sparkplug(str(message.topic), _payload_bytes(message.payload))
+            acknowledge(client, message)
+            if rebirth:
+                log.warning("agent %s: asking edge node %s for a rebirth",
+                            self.plant.id, config.edge_node)  # fmt: skip
+                await client.publish(
+                    wire.ncmd_topic(config.group, config.edge_node),
+                    wire.encode_rebirth(self._now_ms()), qos=0,
+                )  # fmt: skip
 
     def handle_sparkplug(self, topic: str, payload: bytes) -> bool:
         """One message of the edge node: its readings go through the meters' path, each
