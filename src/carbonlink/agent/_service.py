@@ -197,17 +197,24 @@ class Agent:
         } | ({"sparkplug": self.sparkplug.view()} if self.sparkplug is not None else {})
 
     async def run(self) -> None:
+        meters = keep_connected(
+            self._session, what=f"agent {self.plant.id}", log=log, lost=self.connected.clear
+        )
         try:
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(keep_connected(
-                    self._session, what=f"agent {self.plant.id}", log=log,
-                    lost=self.connected.clear,
-                ))  # fmt: skip
-                if self.sparkplug is not None:
-                    tasks.create_task(keep_connected(
-                        self._sparkplug_session, what=f"agent {self.plant.id} (Sparkplug B)",
-                        log=log, lost=self.sparkplug_connected.clear,
-                    ))  # fmt: skip
+            if self.sparkplug is None:
+                await meters
+                return
+            sparkplug = keep_connected(
+                self._sparkplug_session, what=f"agent {self.plant.id} (Sparkplug B)", log=log,
+                lost=self.sparkplug_connected.clear,
+            )  # fmt: skip
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(meters)
+                    tasks.create_task(sparkplug)
+            except BaseExceptionGroup as group:
+                # The service's own error, as callers (the CLI's one-line errors) expect it.
+                raise group.exceptions[0] from None
         finally:
             self.connected.clear()
             self.sparkplug_connected.clear()
