@@ -99,6 +99,7 @@ def test_bare_numbers_telegraf_and_thingsboard_json_land_mistakes_are_explained(
                 "co2e": co2e["value"].tolist(),
                 "grid_co2e": grid_co2e["value"].tolist(),
                 "rejected": dict(pipeline.agents[plant].counters.rejected),
+                "counters": pipeline.agents[plant].counters.as_dict(),
                 "letters": {str(letter["detail"]): str(letter["reason"]) for letter in letters},
             }
 
@@ -123,6 +124,10 @@ def test_bare_numbers_telegraf_and_thingsboard_json_land_mistakes_are_explained(
     for _, _, reason, _ in hostile:
         expected[reason] += 1
     assert outcome["rejected"] == expected
+    counters: dict[str, int] = outcome["counters"]  # type: ignore[assignment]
+    # Every reading is accounted for: accepted, refused, or a counter's first register.
+    assert counters["received"] == counters["accepted"] + len(hostile) + counters["baselines"]
+    assert (counters["accepted"], counters["baselines"]) == (5, 1)
     letters: dict[str, str] = outcome["letters"]  # type: ignore[assignment]
     for _, _, reason, hint in hostile:
         assert any(hint in detail and why == reason for detail, why in letters.items()), (

@@ -159,6 +159,12 @@ def test_edge_node_readings_land_as_emissions_and_a_seq_gap_asks_for_a_rebirth(
         "no_birth": 2,  # the ghost device, and the DDATA right after the gap
         "seq_gap": 1,
     }, edge
+    counters = view["counters"]  # type: ignore[index]
+    # Every reading is accounted for: accepted, refused, or a counter's first register.
+    assert counters["received"] == (
+        counters["accepted"] + sum(counters["rejected"].values()) + counters["baselines"]
+    )
+    assert counters["accepted"] == (DATA_MESSAGES - 1) + (DATA_MESSAGES - 2)
     assert view["sparkplug"]["births"] == 2  # type: ignore[index]
     assert outcome["letters"] == ["malformed_protobuf", "no_birth", "no_birth", "seq_gap"]
     # The agent's STATE: online while it ran (once per connection), offline when it stopped.
