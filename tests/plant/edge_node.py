@@ -7,7 +7,8 @@ births once the host's STATE says online, a rebirth on NCMD ``Node Control/Rebir
 and NDEATH when it stops. Every ``--every`` seconds it publishes an NDATA with the kiln's
 coal (Double, t per interval) and a DDATA with the meter device's energy register
 (Double, kWh), both by alias. After ``--skip-after`` data messages it skips one seq
-number, as a lost message would. Each line it prints is what it did, for the test's log.
+number, as a lost message would; after the second, it sends one NDATA with an alias its
+birth never declared. Each line it prints is what it did, for the test's log.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def main() -> None:
     coal = DynamicMetric(MetricDefinition(COAL, 1, "Double", 0.0))
     energy = DynamicMetric(MetricDefinition(ENERGY, 2, "Double", 1000.0))
     rebirth = DynamicMetric(MetricDefinition(REBIRTH, 3, "Boolean", False))
+    undeclared = DynamicMetric(MetricDefinition("Kiln/Secondary air", 99, "Double", 1.5))
     ready = threading.Event()
     births = threading.Event()
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edge-{args.node}")
@@ -102,6 +104,12 @@ def main() -> None:
         energy.update_value(register)
         node_data = NDataPacket(args.group, args.node, [coal])
         client.publish(node_data.topic, node_data.serialize(), qos=0)
+        if sent == 1:
+            # A metric its birth never declared (a misconfigured tag): in sequence, so
+            # only this message is refused, and the data after it must still land.
+            stray = NDataPacket(args.group, args.node, [undeclared])
+            client.publish(stray.topic, stray.serialize(), qos=0)
+            print("undeclared alias sent", flush=True)
         device_data = DDataPacket(args.group, args.node, args.device, [energy])
         client.publish(device_data.topic, device_data.serialize(), qos=0).wait_for_publish(10)
         print(f"data sent: coal {args.coal} t, register {register} kWh", flush=True)

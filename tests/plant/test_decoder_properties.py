@@ -4,6 +4,7 @@ arrives, a refusal with a known reason or a value, never another exception."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Final
 
 from hypothesis import HealthCheck, given, settings
@@ -99,10 +100,14 @@ def _payload(seq: int | None, found: list[tuple[Any, ...]]) -> bytes:
         elif kind == "Boolean":
             metric.boolean_value = bool(value)
         elif kind == "Int32":
-            metric.int_value = int(value) % 2**32
+            metric.int_value = _whole(value) % 2**32
         else:
-            metric.long_value = int(value) % 2**64
+            metric.long_value = _whole(value) % 2**64
     return bytes(built.SerializeToString())
+
+
+def _whole(value: float) -> int:
+    return int(value) if math.isfinite(value) else 0
 
 
 @PROPERTY

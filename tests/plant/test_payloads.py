@@ -48,6 +48,8 @@ def test_bare_numbers_telegraf_and_thingsboard_json_land_mistakes_are_explained(
         (topic("kiln-coal"), '{"v":1,"unit":"t","value":1}', "bad_schema", "payload.format: json"),
         (topic("kiln-coal"), "NaN", "not_finite", "NaN"),
         (topic("grid-main"), '{"ts":1,"values":{"kw":5}}', "bad_schema", "no value at values.kwh"),
+        (topic("grid-main"), json.dumps({"ts": now_s, "values": {"kwh": 5}}), "bad_timestamp",
+         "set payload.ts_unit: s"),
         (topic("kiln-biomass"), '{"unit":"t","ts":"2026-01-01T00:00:00Z","value":1}',
          "bad_schema", 'add "v": 1'),
         (topic("kiln-biomass"), json.dumps({"v": 1, "unit": "t", "ts": now_s, "value": 0.1}),

@@ -26,7 +26,7 @@ from jsonpath_ng import JSONPath
 from jsonpath_ng.parser import parse as parse_jsonpath
 
 from carbonlink.errors import RejectedReading
-from carbonlink.wire._bounds import MAX_PAYLOAD_BYTES
+from carbonlink.wire._bounds import MAX_EPOCH_MS, MAX_PAYLOAD_BYTES, MIN_EPOCH_MS
 from carbonlink.wire._json import number, parse_timestamp, shown
 from carbonlink.wire._meter import MeterMessage, Sample
 from carbonlink.wire._reasons import Reason
@@ -167,10 +167,28 @@ def _json(payload: bytes, mapping: PayloadMapping, arrival_ms: int) -> Sample:
         scaled = raw_ts * _MS_PER[mapping.ts_unit]
         if scaled != scaled or abs(scaled) > 2**62:  # NaN, or beyond any epoch in range
             raise RejectedReading(Reason.BAD_TIMESTAMP, f"timestamp {shown(raw_ts)}")
-        ts_ms = parse_timestamp(round(scaled))
+        try:
+            ts_ms = parse_timestamp(round(scaled))
+        except RejectedReading as exc:
+            unit = _likely_unit(round(raw_ts))
+            if unit is None or unit is mapping.ts_unit:
+                raise
+            raise RejectedReading(
+                exc.reason,
+                f"{shown(raw_ts)} read as {mapping.ts_unit} is out of range; "
+                f"it looks like epoch {unit}: set payload.ts_unit: {unit}",
+            ) from None
     else:
         ts_ms = parse_timestamp(raw_ts)
     return Sample(ts_ms, number(value, f"value at {mapping.value}"))
+
+
+def _likely_unit(epoch: int) -> EpochUnit | None:
+    """Which unit puts a numeric time within the wire's years, if one does."""
+    for unit in EpochUnit:
+        if MIN_EPOCH_MS <= epoch * _MS_PER[unit] < MAX_EPOCH_MS:
+            return unit
+    return None
 
 
 def _find(data: Any, path: str, what: str) -> Any:
