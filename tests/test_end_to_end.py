@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import aiomqtt
@@ -48,13 +49,19 @@ def mosquitto_pub(broker: MosquittoServer, topic: str, message: str | bytes) -> 
 class Pipeline:
     """A platform and one agent per plant, in this process, on the test's servers."""
 
-    def __init__(self, settings: Settings, broker: MosquittoServer, store_url: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        broker: MosquittoServer,
+        store_url: str,
+        now_ms: Callable[[], int] = lambda: NOW_MS,
+    ) -> None:
         address = parse_broker_url(broker.url)
         self.store = open_store(store_url)
         work = settings.path.parent.parent
         self.platform = Platform(
             Ingestor.from_settings(settings), self.store, address, settings.services.platform,
-            spill_path=work / "spill.sqlite", now_ms=lambda: NOW_MS,
+            spill_path=work / "spill.sqlite", now_ms=now_ms,
         )  # fmt: skip
         self.agents = {
             plant_id: Agent(
@@ -62,7 +69,7 @@ class Pipeline:
                 address,
                 settings.services.agent,
                 outbox_path=work / "outbox" / f"{plant_id}.sqlite",
-                now_ms=lambda: NOW_MS,
+                now_ms=now_ms,
             )
             for plant_id, plant in settings.plants.items()
         }

@@ -60,6 +60,41 @@ class ReadingKind(StrEnum):
     COUNTER = "counter"  # a cumulative register; the agent turns it into intervals
 
 
+class MeterPayload(StrictModel):
+    """What this meter's messages look like, when not carbonlink's envelope
+    (docs/wire-format.md, "What a plant can connect")."""
+
+    format: wire.PayloadFormat = Field(
+        default=wire.PayloadFormat.ENVELOPE,
+        description="envelope (carbonlink JSON), bare (one number, stamped on arrival) or "
+        "json (JSONPaths below find the value and the timestamp)",
+    )
+    value: str | None = Field(default=None, description="JSONPath of the value (json)")
+    ts: str | None = Field(
+        default=None, description="JSONPath of the timestamp (json); absent: stamped on arrival"
+    )
+    ts_unit: wire.EpochUnit = Field(
+        default=wire.EpochUnit.MS, description="What a numeric timestamp counts (s, ms, us, ns)"
+    )
+
+    @field_validator("value", "ts")
+    @classmethod
+    def _jsonpath(cls, path: str | None) -> str | None:
+        return None if path is None else wire.check_jsonpath(path)
+
+    @model_validator(mode="after")
+    def _paths_fit_format(self) -> Self:
+        if self.format is wire.PayloadFormat.JSON and self.value is None:
+            raise ValueError("format json needs `value`: the JSONPath of the reading's value")
+        if self.format is not wire.PayloadFormat.JSON and (self.value or self.ts):
+            raise ValueError(f"`value` and `ts` paths apply to format json, not {self.format}")
+        return self
+
+    @property
+    def mapping(self) -> wire.PayloadMapping:
+        return wire.PayloadMapping(self.format, self.value, self.ts, self.ts_unit)
+
+
 class MeterConfig(StrictModel):
     id: Identifier
     description: str = ""
@@ -82,6 +117,9 @@ class MeterConfig(StrictModel):
     )
     nominal_per_hour: float = Field(gt=0, description="Draw at full production, unit per hour")
     counter_rollover: float | None = Field(default=None, gt=0)
+    payload: MeterPayload = Field(
+        default=MeterPayload(), description="How its messages look (default: the envelope)"
+    )
     accuracy_pct: float = Field(
         default=DEFAULT_METER_ACCURACY_PCT,
         gt=0,
@@ -220,6 +258,48 @@ class EconomicsConfig(StrictModel):
         return self.output_price * self.value_added_share
 
 
+SparkplugId = Annotated[str, Field(pattern=r"^[^+#/]{1,64}$")]
+"""Sparkplug B group, edge node and device ids: topic levels, no MQTT wildcards."""
+
+
+class SparkplugMetric(StrictModel):
+    """One metric of an edge node (or of one of its devices) that is one of our meters."""
+
+    name: str = Field(min_length=1, description="The metric's name in its birth certificate")
+    device: SparkplugId | None = Field(default=None, description="Device id; absent: a node metric")
+    meter: Identifier
+    unit: str | None = Field(
+        default=None,
+        description="The metric's engineering unit, if another spelling than the meter's "
+        "(checked through pint: `tonne` for a meter in `t`); absent: the meter's unit",
+    )
+
+
+class SparkplugConfig(StrictModel):
+    """The plant's Sparkplug B edge node, read by its agent (docs/wire-format.md)."""
+
+    group: SparkplugId
+    edge_node: SparkplugId
+    host_id: SparkplugId | None = Field(
+        default=None,
+        description="Our Sparkplug host application id: the agent publishes its STATE "
+        "(spBv1.0/STATE/HOST_ID) for edge nodes that wait for their primary host",
+    )
+    metrics: tuple[SparkplugMetric, ...] = Field(min_length=1)
+
+    @field_validator("metrics")
+    @classmethod
+    def _one_meter_per_metric(
+        cls, metrics: tuple[SparkplugMetric, ...]
+    ) -> tuple[SparkplugMetric, ...]:
+        seen: set[tuple[str | None, str]] = set()
+        for metric in metrics:
+            if (metric.device, metric.name) in seen:
+                raise ValueError(f"metric {metric.name!r} of {metric.device or 'the node'} twice")
+            seen.add((metric.device, metric.name))
+        return metrics
+
+
 class PlantConfig(StrictModel):
     id: Identifier
     name: str
@@ -230,6 +310,7 @@ class PlantConfig(StrictModel):
     meters: tuple[MeterConfig, ...] = Field(min_length=1)
     simulation: SimulationConfig = SimulationConfig()
     economics: EconomicsConfig | None = None
+    sparkplug: SparkplugConfig | None = None
 
     @field_validator("timezone")
     @classmethod
@@ -260,6 +341,17 @@ class PlantConfig(StrictModel):
             if meter is None or meter.activity is None or meter.output:
                 raise ValueError(
                     f"simulation.abatement.fuel_switch: {name!r} is not a fuel meter of this plant"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _sparkplug_meters(self) -> Self:
+        if self.sparkplug is None:
+            return self
+        for index, metric in enumerate(self.sparkplug.metrics):
+            if self.meter(metric.meter) is None:
+                raise ValueError(
+                    f"sparkplug.metrics[{index}].meter: this plant has no meter {metric.meter!r}"
                 )
         return self
 

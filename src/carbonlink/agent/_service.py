@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import sqlite3
@@ -33,6 +34,7 @@ from typing import Final
 import aiomqtt
 
 from carbonlink import wire
+from carbonlink.agent._sparkplug import SparkplugHost, SparkplugOutcome
 from carbonlink.agent._validation import MeterValidator, Remembered, Verdict
 from carbonlink.config import AgentConfig, MqttVersion, OutboxFullPolicy, PlantConfig
 from carbonlink.core.clock import wall_clock_ms
@@ -60,6 +62,7 @@ UNHEARD_RETRY_MIN_S: Final = 0.5
 UNHEARD_RETRY_MAX_S: Final = 30.0
 LOG_FIRST_UNHEARD: Final = 3  # then one in LOG_EVERY_UNHEARD: the count stays exact
 LOG_EVERY_UNHEARD: Final = 100
+STATE_OFFLINE_TIMEOUT_S: Final = 2.0  # Sparkplug STATE offline on the way out, best effort
 OUTBOX_FULL: Final = "outbox_full"
 OUTBOX_UNWRITABLE: Final = "outbox_unwritable"
 # On a full disk, drop_oldest frees at least this many readings' pages at once: freeing
@@ -160,6 +163,14 @@ class Agent:
         self._seq = int(meta.get(_SEQ_KEY, "0"))
         self._restore_state(meta)
         self._factors = _local_factors(plant, factor_set)
+        # Meters whose payloads are not the envelope: a bare number or JSON of its own.
+        self._mapped = {
+            m.id: m for m in plant.meters if m.payload.format is not wire.PayloadFormat.ENVELOPE
+        }
+        self.sparkplug = (
+            SparkplugHost(plant, plant.sparkplug) if plant.sparkplug is not None else None
+        )
+        self.sparkplug_connected = asyncio.Event()
 
     def _restore_state(self, meta: dict[str, str]) -> None:
         for key, value in meta.items():
@@ -198,16 +209,103 @@ class Agent:
                 for meter, r in sorted(self.latest.items())
             },
             "counters": self.counters.as_dict(),
-        }
+        } | ({"sparkplug": self.sparkplug.view()} if self.sparkplug is not None else {})
 
     async def run(self) -> None:
+        meters = keep_connected(
+            self._session, what=f"agent {self.plant.id}", log=log, lost=self.connected.clear
+        )
         try:
-            await keep_connected(
-                self._session, what=f"agent {self.plant.id}", log=log, lost=self.connected.clear
-            )
+            if self.sparkplug is None:
+                await meters
+                return
+            sparkplug = keep_connected(
+                self._sparkplug_session, what=f"agent {self.plant.id} (Sparkplug B)", log=log,
+                lost=self.sparkplug_connected.clear,
+            )  # fmt: skip
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(meters)
+                    tasks.create_task(sparkplug)
+            except BaseExceptionGroup as group:
+                # The service's own error, as callers (the CLI's one-line errors) expect it.
+                raise group.exceptions[0] from None
         finally:
             self.connected.clear()
+            self.sparkplug_connected.clear()
             self._outbox.close()
+
+    async def _sparkplug_session(self, connected: Callable[[], None]) -> None:
+        """The agent as its edge node's Sparkplug B host application, on a connection of
+        its own: Sparkplug wants the host's STATE as that connection's will, and a clean
+        session (edge nodes publish data at QoS 0 and rebirth on request instead)."""
+        host = self.sparkplug
+        assert host is not None
+        state_id = host.config.host_id
+        # One timestamp for the session's STATE online and its will: Sparkplug 3.0 lets
+        # an edge node tell a late will from the current state by it.
+        stamp = self._now_ms()
+        will = None
+        if state_id is not None:
+            offline = wire.encode_state(False, stamp)
+            will = aiomqtt.Will(wire.state_topic(state_id), offline, qos=1, retain=True)
+        client = make_client(self._broker, f"{self.identity}-sparkplug", will=will)
+        manual_acks(client)
+        async with client:
+            connected()
+            for topic in host.subscriptions:
+                await client.subscribe(topic, qos=1)
+            if state_id is not None:
+                # Online once subscribed: edge nodes that wait for their primary host
+                # send their births now.
+                online = wire.encode_state(True, stamp)
+                await client.publish(wire.state_topic(state_id), online, qos=1, retain=True)
+            self.sparkplug_connected.set()
+            try:
+                await self._serve_sparkplug(client, host)
+            finally:
+                if state_id is not None:
+                    # A clean disconnect sends no will: say offline ourselves.
+                    with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                        async with asyncio.timeout(STATE_OFFLINE_TIMEOUT_S):
+                            await client.publish(
+                                wire.state_topic(state_id), wire.encode_state(False, stamp),
+                                qos=1, retain=True,
+                            )  # fmt: skip
+
+    async def _serve_sparkplug(self, client: aiomqtt.Client, host: SparkplugHost) -> None:
+        config = host.config
+        async for message in client.messages:
+            rebirth = self.handle_sparkplug(str(message.topic), _payload_bytes(message.payload))
+            acknowledge(client, message)
+            if rebirth:
+                log.warning("agent %s: asking edge node %s for a rebirth",
+                            self.plant.id, config.edge_node)  # fmt: skip
+                await client.publish(
+                    wire.ncmd_topic(config.group, config.edge_node),
+                    wire.encode_rebirth(self._now_ms()), qos=0,
+                )  # fmt: skip
+
+    def handle_sparkplug(self, topic: str, payload: bytes) -> bool:
+        """One message of the edge node: its readings go through the meters' path, each
+        refusal is counted and dead-lettered. True when the node should rebirth.
+
+        Never raises: anything unexpected is refused as ``internal_error``."""
+        assert self.sparkplug is not None
+        try:
+            outcome = self.sparkplug.handle(topic, payload, self._now_ms())
+        except Exception as exc:
+            log.exception("agent %s: failed on a Sparkplug message to %s", self.plant.id,
+                          wire.shown(topic))  # fmt: skip
+            outcome = SparkplugOutcome(refused=(RejectedReading(
+                wire.Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {wire.shown(str(exc))}"
+            ),))  # fmt: skip
+        for error in outcome.refused:
+            self.counters.received += 1  # as an unreadable meter message: one reading
+            self._reject(topic, error, payload)
+        for message in outcome.messages:
+            self._guarded(topic, payload, functools.partial(self._take, topic, payload, message))
+        return outcome.rebirth
 
     async def _session(self, connected: Callable[[], None]) -> None:
         will = aiomqtt.Will(
@@ -240,9 +338,12 @@ class Agent:
         """Validate one meter message; commit the good readings, dead-letter the rest.
 
         Never raises: anything unexpected is refused as ``internal_error``."""
+        self._guarded(topic, payload, lambda: self._handle(topic, payload))
+
+    def _guarded(self, topic: str, payload: bytes, work: Callable[[], None]) -> None:
         received_before = self.counters.received
         try:
-            self._handle(topic, payload)
+            work()
         except Exception as exc:
             log.exception("agent %s: failed on a message to %s", self.plant.id, wire.shown(topic))
             detail = f"{type(exc).__name__}: {wire.shown(str(exc))}"
@@ -251,13 +352,33 @@ class Agent:
             self._reject(topic, RejectedReading(wire.Reason.INTERNAL_ERROR, detail), payload)
 
     def _handle(self, topic: str, payload: bytes) -> None:
+        try:
+            message = self._decode(topic, payload)
+        except RejectedReading as exc:
+            self.counters.received += 1  # an unreadable message: one refused reading
+            self._reject(topic, exc, payload)
+            return
+        self._take(topic, payload, message)
+
+    def _decode(self, topic: str, payload: bytes) -> wire.MeterMessage:
+        """The envelope, or the meter's own payload shape when its plant file says so."""
+        if self._mapped:
+            meter = self._mapped.get(wire.address_of(topic).meter or "")
+            if meter is not None:
+                return wire.decode_mapped(
+                    topic, payload, meter.payload.mapping, unit=meter.unit,
+                    kind=meter.reading.value, arrival_ms=self._now_ms(),
+                )  # fmt: skip
+        return wire.decode_meter_message(topic, payload)
+
+    def _take(self, topic: str, payload: bytes, message: wire.MeterMessage) -> None:
+        """Validate a decoded message and keep what passes; count every reading in it."""
         refused_before = self.counters.rejected.total()
         accepted_before = self.counters.accepted
         try:
-            message = wire.decode_meter_message(topic, payload)
             verdict = self._validator.check(message, commit=False)
         except RejectedReading as exc:
-            self.counters.received += 1  # an unreadable message: one refused reading
+            self.counters.received += 1
             self._reject(topic, exc, payload)
             return
         readings = len(message.samples) + len(message.rejected)

@@ -15,11 +15,13 @@ it duplicate, conflict and overlap detection, survives a restart.
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
 from carbonlink.config import AgentConfig, MeterConfig, PlantConfig, ReadingKind
+from carbonlink.emissions import unit_ratio
 from carbonlink.errors import RejectedReading
 from carbonlink.wire import MeterMessage, Reading, Reason, Sample
 
@@ -156,11 +158,9 @@ class MeterValidator:
                 meter=message.meter,
             )
             return Verdict((), (error, *message.rejected))
-        if message.unit != meter.unit:
+        if message.unit != meter.unit and not _same_unit(message.unit, meter.unit):
             error = RejectedReading(
-                Reason.WRONG_UNIT,
-                f"meter {meter.id!r} reports {meter.unit!r}, got {message.unit!r}",
-                meter=meter.id,
+                Reason.WRONG_UNIT, _unit_problem(meter, message.unit), meter=meter.id
             )
             return Verdict((), (error, *message.rejected))
         if message.kind != meter.reading.value:
@@ -264,6 +264,22 @@ class MeterValidator:
         pending.add(sample.ts_ms, sample.value, 0)
         pending.last_counter = (sample.ts_ms, sample.value)
         return Reading(meter.id, sample.ts_ms, delta, meter.unit, duration_ms, sample.quality)
+
+
+def _same_unit(sent: str, configured: str) -> bool:
+    """Two spellings of one unit (``tonne`` for ``t``), as pint reads them."""
+    ratio = unit_ratio(sent, configured)
+    return ratio is not None and math.isclose(ratio, 1.0, rel_tol=1e-12)
+
+
+def _unit_problem(meter: MeterConfig, sent: str) -> str:
+    problem = f"meter {meter.id!r} reports {meter.unit!r}, got {sent!r}"
+    ratio = unit_ratio(sent, meter.unit)
+    if ratio is not None:
+        # Convertible but not the same: the sender is off by a scale, which the agent
+        # does not guess at (a kg meter sending t would be a thousandfold error).
+        return f"{problem} (1 {sent} = {ratio:g} {meter.unit}): send {meter.unit!r}"
+    return problem
 
 
 class _NewBaseline(RejectedReading):

@@ -14,8 +14,8 @@ from typing import Final
 
 from carbonlink.config import PlantConfig, Settings
 from carbonlink.coordination._backtest import (
-    FloatArray,
     BacktestResult,
+    FloatArray,
     RecordedWindow,
     abatement_from_journal,
     abatement_from_reference,

@@ -11,7 +11,7 @@ Typical use::
 from carbonlink.emissions._factor_set import FactorOverride, FactorSet
 from carbonlink.emissions._library import ActivityInfo, ActivityKind, FactorLibrary
 from carbonlink.emissions._result import DataQuality, EmissionResult, ResolvedFactor
-from carbonlink.emissions._units import UREG
+from carbonlink.emissions._units import UREG, unit_ratio
 
 __all__ = [
     "UREG",
@@ -23,4 +23,5 @@ __all__ = [
     "FactorOverride",
     "FactorSet",
     "ResolvedFactor",
+    "unit_ratio",
 ]

@@ -144,3 +144,16 @@ def _scaled_quantity(text: str) -> Any:
     if not isinstance(quantity, UREG.Quantity):
         raise UnitError(text, "not a unit")
     return quantity
+
+
+@functools.lru_cache(maxsize=_UNIT_CACHE_SIZE)
+def unit_ratio(from_unit: str, to_unit: str) -> float | None:
+    """How many ``to_unit`` one ``from_unit`` is, or None when either is unknown or they
+    measure different things. A ratio of exactly 1 means two spellings of one unit
+    (``tonne`` and ``t``, ``kW*h`` and ``kWh``): the agent accepts those as the same."""
+    if split_basis(from_unit)[1] != split_basis(to_unit)[1]:
+        return None  # GJ NCV and GJ GCV are not the same amount of fuel
+    try:
+        return conversion_factor(from_unit, to_unit)
+    except UnitError:
+        return None

@@ -3,10 +3,12 @@
 One decode boundary per message type, used by every service that reads it:
 
 - :func:`decode_meter_message`: a meter's readings, read by the agent;
+- :func:`decode_mapped`: a meter's bare number or JSON of another shape (``payload:``);
 - :func:`decode_telemetry_columns` / :func:`decode_telemetry`: an agent's batch, read by
   the platform (which checks it again: it does not trust agents);
 - :func:`decode_status`: an agent's retained status, read by the platform;
-- :func:`decode_directive`: coordination's retained directive, read by the plants.
+- :func:`decode_directive`: coordination's retained directive, read by the plants;
+- :func:`decode_sparkplug`: a Sparkplug B edge node's payload, read by the agent.
 
 Each bounds size, nesting, every number, text and list (``_bounds.py``) and returns a
 value or raises :class:`~carbonlink.RejectedReading` with a stable :class:`Reason`;
@@ -33,6 +35,13 @@ from carbonlink.wire._json import (
     parse_timestamp,
     shown,
 )
+from carbonlink.wire._mapped import (
+    EpochUnit,
+    PayloadFormat,
+    PayloadMapping,
+    check_jsonpath,
+    decode_mapped,
+)
 from carbonlink.wire._meter import (
     QUALITIES,
     READING_KINDS,
@@ -44,6 +53,23 @@ from carbonlink.wire._meter import (
     encode_samples,
 )
 from carbonlink.wire._reasons import REASONS, Reason
+from carbonlink.wire._sparkplug import (
+    BD_SEQ,
+    REBIRTH,
+    SEQ_MODULUS,
+    SPARKPLUG_NAMESPACE,
+    SparkplugMetricValue,
+    SparkplugPayload,
+    SparkplugTopic,
+    SparkplugType,
+    decode_sparkplug,
+    encode_rebirth,
+    encode_state,
+    ncmd_topic,
+    parse_sparkplug_topic,
+    sparkplug_subscription,
+    state_topic,
+)
 from carbonlink.wire._status import AgentStatus, decode_status, encode_status
 from carbonlink.wire._telemetry import (
     TELEMETRY_COLUMNS,
@@ -83,6 +109,7 @@ from carbonlink.wire._topics import (
 )
 
 __all__ = [
+    "BD_SEQ",
     "EVERYTHING",
     "LEDGER_ANCHOR_TOPIC",
     "MAX_EPOCH_MS",
@@ -98,7 +125,10 @@ __all__ = [
     "QUALITIES",
     "READING_KINDS",
     "REASONS",
+    "REBIRTH",
+    "SEQ_MODULUS",
     "SERVICE_TOPICS",
+    "SPARKPLUG_NAMESPACE",
     "STATUS_SUBSCRIPTION",
     "TELEMETRY_COLUMNS",
     "TELEMETRY_SUBSCRIPTION",
@@ -107,18 +137,28 @@ __all__ = [
     "Address",
     "AgentStatus",
     "Directive",
+    "EpochUnit",
     "Kind",
     "MeterMessage",
+    "PayloadFormat",
+    "PayloadMapping",
     "Reading",
     "Reason",
     "Sample",
+    "SparkplugMetricValue",
+    "SparkplugPayload",
+    "SparkplugTopic",
+    "SparkplugType",
     "TelemetryBatch",
     "TelemetryColumns",
     "address_of",
     "agent_id",
+    "check_jsonpath",
     "deadletter_topic",
     "decode_directive",
+    "decode_mapped",
     "decode_meter_message",
+    "decode_sparkplug",
     "decode_status",
     "decode_telemetry",
     "decode_telemetry_columns",
@@ -127,20 +167,26 @@ __all__ = [
     "encode_directive",
     "encode_meter_message",
     "encode_probe",
+    "encode_rebirth",
     "encode_rejection",
     "encode_samples",
+    "encode_state",
     "encode_status",
     "encode_telemetry",
     "fits",
     "format_timestamp",
     "meter_subscription",
     "meter_topic",
+    "ncmd_topic",
     "parse_query_time",
+    "parse_sparkplug_topic",
     "parse_timestamp",
     "parse_topic",
     "shared",
     "shown",
     "sim_status_topic",
+    "sparkplug_subscription",
+    "state_topic",
     "status_topic",
     "telemetry_reading",
     "telemetry_readings",

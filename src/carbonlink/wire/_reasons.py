@@ -37,6 +37,11 @@ class Reason:
     OVERLAP = "overlap"
     OUT_OF_ORDER = "out_of_order"
     COUNTER_RESET = "counter_reset"
+    # Sparkplug B sessions (an edge node's births, deaths and sequence numbers)
+    MALFORMED_PROTOBUF = "malformed_protobuf"
+    SEQ_GAP = "seq_gap"
+    NO_BIRTH = "no_birth"
+    UNKNOWN_METRIC = "unknown_metric"
     # The service's own trouble with one message: it is refused, never retried forever
     INTERNAL_ERROR = "internal_error"
     POISON = "poison"
