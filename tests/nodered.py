@@ -54,6 +54,7 @@ class NodeRedServer(_Server):
     name = "node-red"
     binary = "node"
     scheme = "http"
+    start_timeout_s = 120.0  # Node-RED loads its runtime and nodes: slow on a busy machine
 
     def __init__(self, directory: Path | str, flows: list[dict[str, Any]]) -> None:
         super().__init__(directory)

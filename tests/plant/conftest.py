@@ -20,19 +20,6 @@ from tests.configs import write_config
 from tests.servers import MosquittoServer
 
 PlantFile = dict[str, Any]
-DEADLINE_S = 60.0  # generous: the machine is shared, and Node-RED is slow to start
-
-
-async def eventually(
-    check: Callable[[], bool], what: str, *, deadline_s: float = DEADLINE_S
-) -> None:
-    """Wait until ``check()`` holds, or fail saying what never happened."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + deadline_s
-    while not check():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {deadline_s:g} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def plant_settings(

@@ -14,25 +14,23 @@ import pytest
 
 from carbonlink import wire
 from carbonlink.core.clock import wall_clock_ms
-from tests import servers
 from tests.nodered import NodeRedServer
 from tests.plant.conftest import (
     PlantFile,
     co2e_kg_per_unit,
     dead_letters,
-    eventually,
     meter,
     plant_settings,
 )
 from tests.servers import MosquittoServer, ServerNotInstalledError
 from tests.test_end_to_end import Pipeline, mosquitto_pub
+from tests.waiting import async_wait_for
 
 pytestmark = pytest.mark.slow
 
 PLANT = f"t-{uuid.uuid4().hex[:10]}-nodered"
 COAL_T = 0.006  # what the flow's inject node sends, bare, every 2 s: 1 s of kiln coal
 KWH_STEP = 5  # what the flow's function node adds to its register every 2 s
-START_TIMEOUT_S = 120.0  # Node-RED loads its runtime and nodes: slow on a shared machine
 
 
 def flows(broker: MosquittoServer, plant: str) -> list[dict[str, Any]]:
@@ -71,12 +69,10 @@ def node_red(
 ) -> Iterator[NodeRedServer]:
     """One Node-RED for the module (it takes seconds to start), running :func:`flows`."""
     server = NodeRedServer(tmp_path_factory.mktemp("node-red"), flows(mosquitto, PLANT))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(servers, "START_TIMEOUT_S", START_TIMEOUT_S)
-        try:
-            server.start()
-        except ServerNotInstalledError as exc:
-            pytest.skip(f"Node-RED unavailable: {exc}")
+    try:
+        server.start()
+    except ServerNotInstalledError as exc:
+        pytest.skip(f"Node-RED unavailable: {exc}")
     try:
         yield server
     finally:
@@ -108,11 +104,11 @@ def test_node_red_flow_readings_land_as_emissions(
                 counts = pipeline.store.series(PLANT, field="value")["meter"].value_counts()
                 return counts.get("kiln-coal", 0) >= 3 and counts.get("grid-main", 0) >= 2
 
-            await eventually(
-                lambda: stored.stored >= 5, "Node-RED's readings stored", deadline_s=90
+            await async_wait_for(
+                lambda: stored.stored >= 5, "Node-RED's readings stored", timeout_s=90
             )
-            await eventually(coal_and_intervals, "3 coal readings and 2 kWh intervals")
-            await eventually(lambda: len(letters) == 1, "the refusal dead-lettered")
+            await async_wait_for(coal_and_intervals, "3 coal readings and 2 kWh intervals")
+            await async_wait_for(lambda: len(letters) == 1, "the refusal dead-lettered")
             return {
                 "coal": pipeline.store.series(PLANT, meter="kiln-coal", field="value"),
                 "coal_co2e": pipeline.store.series(PLANT, meter="kiln-coal", field="co2e_kg"),

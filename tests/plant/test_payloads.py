@@ -14,12 +14,12 @@ from tests.plant.conftest import (
     PlantFile,
     co2e_kg_per_unit,
     dead_letters,
-    eventually,
     meter,
     plant_settings,
 )
 from tests.servers import MosquittoServer
 from tests.test_end_to_end import Pipeline, mosquitto_pub
+from tests.waiting import async_wait_for
 
 COAL_PERIOD_S = 0.1
 COAL_T = (0.0006, 0.0004)  # the bare reading and the canary, within the rating per 0.1 s
@@ -80,13 +80,17 @@ def test_bare_numbers_telegraf_and_thingsboard_json_land_mistakes_are_explained(
             # The canary goes last, on the bare meter, a sample period after the first
             # reading: stamped sooner, its interval would overlap that one's, and be refused.
             agent = pipeline.agents[plant]
-            await eventually(lambda: "kiln-coal" in agent.latest, "the bare reading taken")
+            await async_wait_for(lambda: "kiln-coal" in agent.latest, "the bare reading taken")
             first_end = agent.latest["kiln-coal"].ts_ms
             period_ms = COAL_PERIOD_S * 1000
-            await eventually(lambda: wall_clock_ms() > first_end + period_ms, "a period over")
+            await async_wait_for(lambda: wall_clock_ms() > first_end + period_ms, "a period over")
             mosquitto_pub(mosquitto, topic("kiln-coal"), str(COAL_T[1]))
-            await eventually(lambda: pipeline.platform.counters.stored == 5, "5 readings stored")
-            await eventually(lambda: len(letters) == len(hostile), "every refusal dead-lettered")
+            await async_wait_for(
+                lambda: pipeline.platform.counters.stored == 5, "5 readings stored"
+            )
+            await async_wait_for(
+                lambda: len(letters) == len(hostile), "every refusal dead-lettered"
+            )
             after = wall_clock_ms()
             series = {
                 name: pipeline.store.series(plant, meter=name, field=field)

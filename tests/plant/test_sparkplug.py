@@ -24,12 +24,12 @@ from tests.plant.conftest import (
     co2e_kg_per_unit,
     collected,
     dead_letters,
-    eventually,
     meter,
     plant_settings,
 )
 from tests.servers import MosquittoServer, free_port
 from tests.test_end_to_end import mosquitto_pub
+from tests.waiting import async_wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -92,7 +92,7 @@ def test_edge_node_readings_land_as_emissions_and_a_seq_gap_asks_for_a_rebirth(
             agent = await asyncio.create_subprocess_exec(*agent_command, cwd=ROOT)
             try:
                 # STATE online comes once the agent has subscribed to the node's topics.
-                await eventually(lambda: {"online": True} in _online(states), "STATE online")
+                await async_wait_for(lambda: {"online": True} in _online(states), "STATE online")
                 # Hostile input on the node's own topics, before the node is even born.
                 spb = f"spBv1.0/{group}"
                 mosquitto_pub(mosquitto, f"{spb}/NDATA/{node}", b"\xff\x00 not protobuf")
@@ -110,25 +110,23 @@ def test_edge_node_readings_land_as_emissions_and_a_seq_gap_asks_for_a_rebirth(
                 # Coal: every NDATA but the one after the gap. Energy: intervals between
                 # registers, the first only a baseline and the one after the gap refused.
                 expected = (DATA_MESSAGES - 1) + (DATA_MESSAGES - 2)
-                await eventually(lambda: platform.counters.stored >= expected, "all stored")
-                await eventually(lambda: len(letters) >= 5, "the refusals dead-lettered")
+                await async_wait_for(lambda: platform.counters.stored >= expected, "all stored")
+                await async_wait_for(lambda: len(letters) >= 5, "the refusals dead-lettered")
                 view: dict[str, object] = {}
 
-                async def node_dead() -> None:
-                    while True:
-                        view.update((await http.get("/view")).json())
-                        if not view["sparkplug"]["online"]:  # type: ignore[index]
-                            return
-                        await asyncio.sleep(0.1)
+                async def node_dead() -> bool:
+                    view.update((await http.get("/view")).json())
+                    return not view["sparkplug"]["online"]  # type: ignore[index]
 
-                async with asyncio.timeout(30):
-                    await node_dead()
+                await async_wait_for(node_dead, "the agent's view to show the NDEATH")
             finally:
                 if agent.returncode is None:
                     agent.send_signal(signal.SIGINT)
                 async with asyncio.timeout(30):
                     exit_code = await agent.wait()
-            await eventually(lambda: _online(states)[-1:] == [{"online": False}], "STATE offline")
+            await async_wait_for(
+                lambda: _online(states)[-1:] == [{"online": False}], "STATE offline"
+            )
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)
             return {
