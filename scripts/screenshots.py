@@ -95,7 +95,9 @@ def write_cast(path: Path, command: list[str], output: TimedOutput) -> None:
         "env": {"SHELL": "/bin/bash", "TERM": "xterm-256color"},
     }
     events = [[0.0, "o", f"$ {shlex.join(command)}\r\n"]]
-    events += [[round(t, 3), "o", f"{line}\r\n"] for t, line in output.lines]
+    # Paths relative to the repository, as a user reads them in a checkout of their own.
+    lines = [(t, line.replace(str(REPO), ".")) for t, line in output.lines]
+    events += [[round(t, 3), "o", f"{line}\r\n"] for t, line in lines]
     text = "\n".join(json.dumps(item, ensure_ascii=False) for item in [header, *events])
     path.write_text(text + "\n")
 
