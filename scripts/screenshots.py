@@ -43,7 +43,8 @@ CHROMIUM_ARGS: Final = [
 VIEWPORT: Final = {"width": 1440, "height": 900}
 PLANT: Final = "cement-01"
 START_TIMEOUT_S: Final = 60.0
-ADDRESS: Final = re.compile(r"dashboard (http://\S+?)/?$")
+# "  dashboard http://HOST:PORT/", whatever follows it on the line.
+ADDRESS: Final = re.compile(r"^\s+dashboard (http://[^\s/]+)")
 CAST_SIZE: Final = (110, 32)  # columns, rows: the player's terminal; longer lines wrap
 IDLE_LIMIT_S: Final = 2.0  # the player skips longer pauses (start-up, the table's period)
 KEEP: Final = "var/screenshots-demo"  # under the repository's ignored var/, as in the README

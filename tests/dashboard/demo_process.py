@@ -17,7 +17,8 @@ from typing import Final, Self
 from tests.servers import HOST, free_port
 
 REPO: Final = Path(__file__).resolve().parents[2]
-ADDRESS: Final = re.compile(r"^  dashboard (http://\S+?)/?$")
+# "  dashboard http://HOST:PORT/", whatever follows it on the line.
+ADDRESS: Final = re.compile(r"^\s+dashboard (http://[^\s/]+)")
 START_TIMEOUT_S: Final = 90.0  # two cores shared with other work: start-up can take a while
 STOP_TIMEOUT_S: Final = 60.0
 
