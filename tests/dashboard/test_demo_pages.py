@@ -32,9 +32,11 @@ from tests.servers import HOST, free_port
 pytestmark = pytest.mark.slow
 
 WAIT_MS: Final = 60_000  # two shared cores: generous deadlines
-# The last test stops the demo with Ctrl-C; the duration only bounds a run gone astray.
-# The switch the coordination test makes does not wait for the demo's own story.
-DEMO_OPTIONS: Final = ("--speed", "150", "--duration", "600", "--refresh", "3", "--seed", "5")
+# No duration: the demo replays the last day and runs until the last test stops it with
+# Ctrl-C, with the config's coordinator period (15 min, 6 s here). A duration would cut
+# the run into twelve periods of its length. The switch the coordination test makes
+# does not wait for the demo's own story.
+DEMO_OPTIONS: Final = ("--speed", "150", "--refresh", "3", "--seed", "5")
 TOKEN: Final = secrets.token_hex(16)  # the API's state-changing endpoints need one
 API_START_S: Final = 60.0
 NARROW: Final = {"width": 390, "height": 844}
