@@ -18,6 +18,7 @@ from carbonlink.cli._common import (
     time_option,
     user_errors,
 )
+from carbonlink.core.clock import wall_clock_ms
 from carbonlink.errors import ConfigError
 from carbonlink.platform.recompute import recompute as recompute_emissions
 from carbonlink.storage import open_store
@@ -33,11 +34,19 @@ DEFAULT_HTTP: Final = "127.0.0.1:8080"
 @config_option
 @store_option
 @click.option("--http", "http", default=DEFAULT_HTTP, help="HOST:PORT to listen on.")
+@click.option(
+    "--as-of",
+    "as_of",
+    default=None,
+    help="RFC 3339 time or epoch ms the dashboard takes as now (what 'today' means), "
+    "e.g. a kept demo run's end [default: the wall clock].",
+)
 @user_errors
-def api(config_path: Path | None, store_override: str | None, http: str) -> None:
+def api(config_path: Path | None, store_override: str | None, http: str, as_of: str | None) -> None:
     """Serve the read-only HTTP API over a store (OpenAPI at /openapi.json)."""
     settings = settings_from(config_path)
     host, port = parse_host_port(http)
+    now_ms = time_option(as_of, "--as-of")
     store = open_store(store_url(settings, store_override))
     try:
         click.echo(
@@ -46,7 +55,9 @@ def api(config_path: Path | None, store_override: str | None, http: str) -> None
             err=True,
         )
         app = create_app(store, settings, journal_path=settings.journal_path())
-        mount_dashboard(app, store, settings)
+        # A recorded run's "today" is its own last day, not the wall clock's.
+        clock = wall_clock_ms if now_ms is None else (lambda: now_ms)
+        mount_dashboard(app, store, settings, clock=clock)
         run_async(serve(app, host, port))
     except OSError as exc:
         raise ConfigError(None, "--http", f"cannot listen on {host}:{port}: {exc}") from exc

@@ -1,7 +1,7 @@
 """The live web dashboard, served by the platform's API app.
 
-``mount_dashboard(app, store, settings)`` adds the pages (fleet overview, one page per
-plant, coordination placeholder), their static files and plotly.js from the installed
+``mount_dashboard(app, store, settings)`` adds the pages (overview, fleet, one page per
+plant, coordination), their static files and plotly.js from the installed
 plotly package, and Server-Sent Event streams that push new window sums as they land.
 """
 

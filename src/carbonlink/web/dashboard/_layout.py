@@ -31,6 +31,9 @@ class PlantLayout:
     output_unit: str | None
     period_ms: int  # the longest sample period among its meters
     factor_version: str = ""  # "set version": what every figure is counted under
+    # Each carrier's source kind (fuel, electricity, heat): the energy chart colours a
+    # carrier like its source on the CO2e chart, so electricity is one colour everywhere.
+    carrier_sources: tuple[str, ...] = ()
 
     @property
     def grace_ms(self) -> int:
@@ -49,6 +52,7 @@ class PlantLayout:
             "sources": list(self.sources),
             "scopes": list(self.scopes),
             "carriers": list(self.carriers),
+            "carrier_sources": dict(zip(self.carriers, self.carrier_sources, strict=True)),
             "output_unit": self.output_unit,
             "factor_version": self.factor_version,
         }
@@ -59,14 +63,17 @@ def _layout(settings: Settings, plant: PlantConfig, library: FactorLibrary) -> P
     sources: set[str] = set()
     scopes: set[int] = set()
     carriers: list[str] = []
+    carrier_sources: list[str] = []
     for meter in plant.meters:
         if meter.activity is None:
             continue
         factor = factor_set.resolve(library, meter.activity, meter.unit, region=plant.grid_region)
-        sources.add(str(library.kind_of(meter.activity)))
+        kind = str(library.kind_of(meter.activity))
+        sources.add(kind)
         scopes.add(factor.scope)
         if factor.converted_unit in ENERGY_GJ_PER_UNIT and factor.activity not in carriers:
             carriers.append(factor.activity)
+            carrier_sources.append(kind)
     output_units = {m.unit for m in plant.meters if m.output}
     return PlantLayout(
         plant=plant.id,
@@ -75,6 +82,7 @@ def _layout(settings: Settings, plant: PlantConfig, library: FactorLibrary) -> P
         sources=tuple(s for s in SOURCE_ORDER if s in sources),
         scopes=tuple(sorted(scopes)),
         carriers=tuple(carriers),
+        carrier_sources=tuple(carrier_sources),
         output_unit=output_units.pop() if len(output_units) == 1 else None,
         period_ms=round(max(m.sample_period_s for m in plant.meters) * 1000),
         factor_version=factor_set.label,

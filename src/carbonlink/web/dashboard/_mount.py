@@ -114,6 +114,15 @@ def mount_dashboard(
     def coordination_page() -> FileResponse:
         return page("coordination.html")
 
+    @app.get(f"{DASHBOARD_PREFIX}/fleet", include_in_schema=False)
+    def fleet_page() -> FileResponse:
+        return page("fleet.html")
+
+    # Pages name their icon; browsers and tools that do not read the page still ask here.
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:
+        return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml")
+
     @app.get(f"{DASHBOARD_PREFIX}/layout", summary="Dashboard: plants and their chart traces")
     def layout() -> dict[str, object]:
         return {"plants": [layouts[p].as_record() for p in sorted(layouts)]}

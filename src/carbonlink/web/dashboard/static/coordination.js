@@ -3,7 +3,9 @@
 // coordination API; every value is written with textContent (policy names come from
 // user files). Times follow the dashboard's convention: the plants' own time zone (as on
 // the plant pages), or UTC when the plants are in different zones; the zone is named.
-import { fmt, loadLayout, renderNav, wallClock } from "./common.js";
+import {
+  DATE_AXIS, PARTY_COLORS, fmt, loadLayout, localTime, renderNav, wallClock,
+} from "./common.js";
 
 const API = "/api/v1/coordination";
 const REFRESH_MS = 2000;
@@ -71,7 +73,7 @@ const number = (value, digits) => {
   if (digits === "%") return `${fmt(100 * value, 1)}%`;
   return fmt(value, digits);
 };
-const time = (ms) => (ms ? `${wallClock(ms, zone).slice(0, 16)}` : "\u2013");
+const time = (ms) => (ms ? localTime(ms, zone) : "\u2013");
 const minutes = (s) => `${fmt(s / 60, 0)} min`;
 
 function showStatus(status, transfers) {
@@ -226,7 +228,7 @@ function drawPolicies(history, periodS) {
   }));
   Plotly.react("chart-policies", traces, {
     ...LAYOUT,
-    xaxis: { type: "date", title: { text: `time (${zone})` }, range: timeRange(history.map((r) => r.end_ms), periodS) },
+    xaxis: { ...DATE_AXIS, title: { text: `time (${zone})` }, range: timeRange(history.map((r) => r.end_ms), periodS) },
     yaxis: { title: { text: "emitted since the start, tCO\u2082e" }, rangemode: "tozero" },
   }, { displayModeBar: false, responsive: true });
 }
@@ -258,11 +260,11 @@ function drawTransfers(transfers, periodS) {
   const x = transfers.rows.map((r) => wallClock(r.period_end_ms, zone));
   const traces = Object.entries(PARTIES).map(([party, name]) => ({
     name, x, y: transfers.rows.map((r) => r[`cumulative_${party}`]), mode: "lines+markers",
-    marker: { size: 4 },
+    marker: { size: 4, color: PARTY_COLORS[party] }, line: { color: PARTY_COLORS[party] },
   }));
   Plotly.react("chart-transfers", traces, {
     ...LAYOUT,
-    xaxis: { type: "date", title: { text: `time (${zone})` }, range: timeRange(transfers.rows.map((r) => r.period_end_ms), periodS) },
+    xaxis: { ...DATE_AXIS, title: { text: `time (${zone})` }, range: timeRange(transfers.rows.map((r) => r.period_end_ms), periodS) },
     yaxis: { title: { text: `received (+) or paid (\u2212), ${money.label}` }, zeroline: true },
   }, { displayModeBar: false, responsive: true });
 }

@@ -1,11 +1,13 @@
 // Fleet overview: one card per plant, its figures replaced in place on each event.
 import { PREFIX, fmt, listen, loadLayout, localTime, renderNav } from "./common.js";
 
+// [key, label, unit]: each figure and its unit on one line that never wraps; what
+// qualifies it (the 95% interval, estimated and rejected readings) on a line below.
 const METRICS = [
   ["rate", "CO\u2082e rate (15 min)", "t CO\u2082e/h"],
   ["today", "Today", "t CO\u2082e"],
   ["intensity", "Carbon intensity", ""],
-  ["quality", "Readings today (estimated)", ""],
+  ["readings", "Readings today", ""],
 ];
 
 function card(plant) {
@@ -18,7 +20,8 @@ function card(plant) {
     <div class="tz"></div>
     <div class="metrics">${METRICS.map(([key, label, unit]) => `
       <div class="metric"><div class="label">${label}</div>
-        <span class="value" data-field="${key}">\u2013</span><span class="unit" data-unit="${key}">${unit}</span></div>`).join("")}
+        <span class="figure"><span class="value" data-field="${key}">\u2013</span><span class="unit" data-unit="${key}">${unit}</span></span>
+        <div class="range" data-detail="${key}"></div></div>`).join("")}
     </div>
     <div class="tz" data-field="newest"></div>
     <div class="tz" data-field="factors"></div>`;
@@ -37,15 +40,17 @@ function update(row) {
   set("rate", fmt(row.rate_tco2e_h, 1));
   set("today", fmt(row.today_tco2e, 1));
   const today = row.today_tco2e_interval;
-  el.querySelector('[data-unit="today"]').textContent = today && today[0] !== null
-    ? `t CO\u2082e (95%: ${fmt(today[0], 1)}\u2013${fmt(today[1], 1)})` : "t CO\u2082e";
+  el.querySelector('[data-detail="today"]').textContent = today && today[0] !== null
+    ? `95%: ${fmt(today[0], 1)}\u2013${fmt(today[1], 1)}` : "";
   set("factors", `factor set ${row.factor_version}`);
   set("intensity", fmt(row.carbon_intensity, 3));
   el.querySelector('[data-unit="intensity"]').textContent =
     row.output_unit ? `t CO\u2082e/${row.output_unit}` : "";
-  const rejected = row.rejected === null ? "" : `, ${row.rejected} rejected`;
-  set("quality", `${row.readings_today} (${row.estimated_today})${rejected}`);
-  set("newest", `newest data ${localTime(row.newest_ms, row.timezone)}`);
+  set("readings", fmt(row.readings_today, 0));
+  const rejected = row.rejected === null ? "" : ` \u00b7 ${fmt(row.rejected, 0)} rejected`;
+  el.querySelector('[data-detail="readings"]').textContent =
+    `${fmt(row.estimated_today, 0)} estimated${rejected}`;
+  set("newest", `newest data ${localTime(row.newest_ms, row.timezone)} (${row.timezone})`);
 }
 
 function showQuality(quality) {

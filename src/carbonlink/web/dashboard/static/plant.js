@@ -1,25 +1,30 @@
 // One plant: three stacked charts fed by the plant's event stream.
 // "history" draws them once; "append" only extends traces; "current" refreshes the KPIs.
-import { PREFIX, fmt, listen, loadLayout, localTime, renderNav } from "./common.js";
+import {
+  DATE_AXIS, PREFIX, SCOPE_COLORS, SOURCE_COLORS, carrierColor, fmt, labelTime, listen,
+  loadLayout, localTime, renderNav,
+} from "./common.js";
 
 const plantId = decodeURIComponent(location.pathname.split("/").pop());
 const CO2E_RATE = "t CO\u2082e/h";
 const CHARTS = [
-  // [element id, title, key in the windows record, y axis unit, trace label]
-  ["chart-source", "CO\u2082e by source", "source", CO2E_RATE, (k) => k],
-  ["chart-scope", "CO\u2082e by scope", "scope", CO2E_RATE, (k) => `Scope ${k}`],
-  ["chart-energy", "Energy mix", "energy", "GJ/h", (k) => k.replaceAll("_", " ")],
+  // [element id, title, key in the windows record, y axis unit, trace label, colour]
+  ["chart-source", "CO\u2082e by source", "source", CO2E_RATE, (k) => k,
+    (k) => SOURCE_COLORS[k]],
+  ["chart-scope", "CO\u2082e by scope", "scope", CO2E_RATE, (k) => `Scope ${k}`,
+    (k) => SCOPE_COLORS[k]],
+  ["chart-energy", "Energy mix", "energy", "GJ/h", (k) => k.replaceAll("_", " "),
+    (k) => carrierColor(k, plant.carrier_sources)],
 ];
-const PALETTE = ["#2f6f73", "#c08a3e", "#7b8fa6", "#8e5572", "#5b8c5a", "#b5654a"];
 const FONT = { family: "system-ui, sans-serif", size: 12, color: "#1f2933" };
 
 let plant;
 let stream;
 
-function traces(windows, key, label) {
-  return Object.keys(windows[key]).map((name, i) => ({
+function traces(windows, key, label, color) {
+  return Object.keys(windows[key]).map((name) => ({
     name: label(name), x: windows.x, y: windows[key][name], type: "scatter", mode: "lines",
-    stackgroup: key, line: { width: 1, color: PALETTE[i % PALETTE.length] },
+    stackgroup: key, line: { width: 1, color: color(name) }, fillcolor: `${color(name)}99`,
   }));
 }
 
@@ -27,16 +32,16 @@ function layout(title, unit) {
   return {
     title: { text: title, font: { size: 14 }, x: 0, xanchor: "left" }, font: FONT,
     margin: { l: 60, r: 20, t: 40, b: 40 }, paper_bgcolor: "#fff", plot_bgcolor: "#fff",
-    xaxis: { type: "date", title: { text: `time (${plant.timezone})` }, gridcolor: "#eef0f3" },
+    xaxis: { ...DATE_AXIS, title: { text: `time (${plant.timezone})` }, gridcolor: "#eef0f3" },
     yaxis: { title: { text: unit }, gridcolor: "#eef0f3", rangemode: "tozero" },
     legend: { orientation: "h", y: -0.25 }, hovermode: "x unified",
   };
 }
 
 function drawAll(history) {
-  for (const [id, title, key, unit, label] of CHARTS) {
+  for (const [id, title, key, unit, label, color] of CHARTS) {
     // react() reuses the same element; the first call after a selector change redraws.
-    Plotly.react(id, traces(history.windows, key, label), layout(title, unit),
+    Plotly.react(id, traces(history.windows, key, label, color), layout(title, unit),
       { displaylogo: false, responsive: true });
   }
 }
@@ -80,7 +85,7 @@ function showKpis(current) {
       ${range(interval, digits)}</div>`).join("");
   const open = current.open;
   const filling = open.x.length
-    ? `Window filling since ${open.x[open.x.length - 1]}: ` +
+    ? `Window filling since ${labelTime(open.x[open.x.length - 1])}: ` +
       `${fmt(Object.values(open.scope).reduce((sum, ys) => sum + ys[ys.length - 1], 0), 1)} ${CO2E_RATE}. `
     : "";
   document.getElementById("open").textContent =
