@@ -13,7 +13,6 @@ import re
 import secrets
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +27,7 @@ from carbonlink.config import load_config
 from carbonlink.platform import open_store
 from tests.dashboard.demo_process import REPO, DemoProcess
 from tests.servers import HOST, free_port
+from tests.waiting import exited, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -271,12 +271,10 @@ def test_fleet_page_shows_the_apis_totals_over_the_kept_store(
 
 
 def _wait_until_up(health: str, process: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + API_START_S
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stderr.read() if process.stderr else ""
-        try:
-            if httpx.get(health, timeout=2).is_success:
-                return
-        except httpx.TransportError:
-            time.sleep(0.2)  # a retry interval while the port opens, not synchronisation
-    raise TimeoutError(f"carbonlink api did not answer {health} within {API_START_S} s")
+    wait_for(
+        lambda: httpx.get(health, timeout=2).is_success,
+        f"carbonlink api to answer {health}",
+        API_START_S,
+        ignoring=(httpx.TransportError,),
+        abort_if=exited(process),
+    )
