@@ -15,6 +15,9 @@ EMISSIONS_MEASUREMENT: Final = "emissions"
 # The factor set and version each plant counts under now (one series per plant), so
 # readers without the config (Grafana, InfluxQL) pick the same points as the API.
 ASSIGNMENT_MEASUREMENT: Final = "factor_assignment"
+SEQUENCES_MEASUREMENT: Final = "telemetry_sequences"
+"""One point per telemetry batch received, keyed (agent, seq): whichever worker of a
+shared group received it, so that gaps are counted over all of them (``sequence_gaps``)."""
 
 # Half-widths of the 95% interval of co2e_kg from the emission factors (lower and upper
 # side: IPCC's ranges are asymmetric) and from the meter's accuracy. Stored per point so
@@ -324,6 +327,14 @@ class Store(Protocol):
     def assigned_factors(self) -> dict[str, tuple[str, str]]:
         """What ``assign_factors`` last recorded, per plant."""
 
+    def record_sequences(self, rows: Sequence[tuple[str, int]]) -> None:
+        """Record that telemetry batches ``(agent, seq)`` were received; a repeat is
+        recorded once (``SEQUENCES_MEASUREMENT``)."""
+
+    def sequence_gaps(self, max_gap: int) -> dict[str, int]:
+        """Per agent recorded, the batch numbers missing between the ones recorded
+        (:func:`count_gaps`)."""
+
     def count_readings(self, plant: str | None = None) -> int:
         """Stored activity readings (all plants when ``plant`` is None)."""
 
@@ -396,3 +407,16 @@ def check_field(field: str) -> str:
     if field not in SERIES_FIELDS:
         raise ValueError(f"unknown field {field!r}; expected one of {', '.join(SERIES_FIELDS)}")
     return field
+
+
+def count_gaps(seqs: Iterable[int], max_gap: int) -> int:
+    """Numbers missing between consecutive ones of ``seqs`` (sorted, distinct). A jump of
+    more than ``max_gap`` is an agent that started again with a new outbox (or a forged
+    number), not that many lost batches: it counts nothing."""
+    gaps = 0
+    previous: int | None = None
+    for seq in seqs:
+        if previous is not None and 1 < seq - previous <= max_gap + 1:
+            gaps += seq - previous - 1
+        previous = seq
+    return gaps

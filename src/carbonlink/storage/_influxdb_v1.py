@@ -34,11 +34,13 @@ from carbonlink.storage._base import (
     ASSIGNMENT_MEASUREMENT,
     EMISSION_COLUMNS,
     EMISSIONS_MEASUREMENT,
+    SEQUENCES_MEASUREMENT,
     EmissionTags,
     FactorVersions,
     StoredBatch,
     StoredReading,
     check_field,
+    count_gaps,
     empty_series,
     totals_frame,
     typed_frame,
@@ -91,6 +93,11 @@ def reading_lines(reading: StoredReading) -> list[str]:
             f"converted_unit={_text_field(e.converted_unit)} {r.ts_ms}"
         )
     return lines
+
+
+def sequence_lines(rows: Sequence[tuple[str, int]]) -> list[str]:
+    """A point per (agent, seq), at time ``seq`` ms: a repeat overwrites itself."""
+    return [f"{SEQUENCES_MEASUREMENT},agent={_tag(agent)} seq={seq}i {seq}" for agent, seq in rows]
 
 
 def assignment_lines(versions: FactorVersions, ts_ms: int) -> list[str]:
@@ -419,6 +426,17 @@ class InfluxDBV1Store:
             if plant not in latest or ts > latest[plant][0]:
                 latest[plant] = (ts, tags["factor_set"], tags["factor_version"])
         return {plant: (fs, fv) for plant, (_, fs, fv) in latest.items()}
+
+    def record_sequences(self, rows: Sequence[tuple[str, int]]) -> None:
+        if rows:
+            self._post_lines("\n".join(sequence_lines(rows)).encode())
+
+    def sequence_gaps(self, max_gap: int) -> dict[str, int]:
+        result = self._influxql(f'SELECT "seq" FROM "{SEQUENCES_MEASUREMENT}" GROUP BY "agent"')
+        return {
+            series["tags"]["agent"]: count_gaps((int(v[1]) for v in series["values"]), max_gap)
+            for series in result.get("series", [])
+        }
 
     def count_readings(self, plant: str | None = None) -> int:
         where = _where(plant, None, None, None)

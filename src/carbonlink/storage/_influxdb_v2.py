@@ -27,10 +27,12 @@ from carbonlink.storage._base import (
     ASSIGNMENT_MEASUREMENT,
     EMISSION_COLUMNS,
     EMISSIONS_MEASUREMENT,
+    SEQUENCES_MEASUREMENT,
     FactorVersions,
     StoredBatch,
     StoredReading,
     check_field,
+    count_gaps,
     empty_series,
     totals_frame,
     typed_frame,
@@ -39,6 +41,7 @@ from carbonlink.storage._influxdb_v1 import (
     WRITE_CHUNK_LINES,
     assignment_lines,
     batch_lines,
+    sequence_lines,
 )
 
 DEFAULT_TIMEOUT_S: Final = 10.0
@@ -205,6 +208,24 @@ class InfluxDBV2Store:
             for p, fs, fv in zip(
                 frame["plant"], frame["factor_set"], frame["factor_version"], strict=True
             )
+        }
+
+    def record_sequences(self, rows: Sequence[tuple[str, int]]) -> None:
+        # Never run against a real 2.x server (docs/operations.md): like every method here.
+        if rows:
+            self._call(
+                "write", self._write_api.write, bucket=self.bucket, org=self.org,
+                record=sequence_lines(rows), write_precision=WritePrecision.MS,
+            )  # fmt: skip
+
+    def sequence_gaps(self, max_gap: int) -> dict[str, int]:
+        flux = self._from(SEQUENCES_MEASUREMENT, None, None, {}, fields=("seq",))
+        frame = self._frame(flux + ' |> group(columns: ["agent"]) |> sort(columns: ["_value"])')
+        if frame.empty:
+            return {}
+        return {
+            str(agent): count_gaps((int(v) for v in rows["_value"]), max_gap)
+            for agent, rows in frame.groupby("agent")
         }
 
     def count_readings(self, plant: str | None = None) -> int:
