@@ -73,6 +73,9 @@ UNKNOWN: Final = "(unknown)"  # the one key under which refusals of unknown plan
 # forged number), not that many lost batches.
 MAX_SEQUENCE_GAP: Final = 100_000
 SEQUENCE_REFRESH_S: Final = 2.0  # how often received (agent, seq) go to the store, gaps back
+# The gap count reads every recorded number; as they pile up it is refreshed less often,
+# so that it takes at most 1/SEQUENCE_COST_SHARE of one store thread's time.
+SEQUENCE_COST_SHARE: Final = 20
 MAX_PENDING_SEQUENCES: Final = 100_000  # while the store is down; beyond, a gap may show
 # A probe that went to another member of the group (or to the stale session of a stopped
 # one) proves nothing to this worker: send another after this long, until the deadline.
@@ -512,8 +515,9 @@ class Platform:
     async def _sequence_loop(self) -> None:
         """Record received (agent, seq) in the store, then read every agent's gaps back."""
         loop = asyncio.get_running_loop()
+        pause = SEQUENCE_REFRESH_S
         while True:
-            await asyncio.sleep(SEQUENCE_REFRESH_S)
+            await asyncio.sleep(pause)
             rows = list(self._sequences_pending)
             try:
                 if rows:
@@ -522,9 +526,11 @@ class Platform:
                     )
                     for row in rows:
                         self._sequences_pending.pop(row, None)
+                started = loop.time()
                 gaps = await loop.run_in_executor(
                     self._store_thread, self.store.sequence_gaps, MAX_SEQUENCE_GAP
                 )
+                pause = max(SEQUENCE_REFRESH_S, SEQUENCE_COST_SHARE * (loop.time() - started))
             except Exception as exc:  # the store is down: readings spill; this waits
                 log.debug("platform: sequence numbers not recorded yet: %s", exc)
                 continue

@@ -332,8 +332,10 @@ class Store(Protocol):
         recorded once (``SEQUENCES_MEASUREMENT``)."""
 
     def sequence_gaps(self, max_gap: int) -> dict[str, int]:
-        """Per agent recorded, the batch numbers missing between the ones recorded
-        (:func:`count_gaps`)."""
+        """Per agent recorded, the batch numbers missing between consecutive recorded
+        ones. A jump of more than ``max_gap`` is an agent that started again with a new
+        outbox (or a forged number), not that many lost batches: it counts nothing.
+        Computed by the server, so the answer is a row per agent."""
 
     def count_readings(self, plant: str | None = None) -> int:
         """Stored activity readings (all plants when ``plant`` is None)."""
@@ -407,16 +409,3 @@ def check_field(field: str) -> str:
     if field not in SERIES_FIELDS:
         raise ValueError(f"unknown field {field!r}; expected one of {', '.join(SERIES_FIELDS)}")
     return field
-
-
-def count_gaps(seqs: Iterable[int], max_gap: int) -> int:
-    """Numbers missing between consecutive ones of ``seqs`` (sorted, distinct). A jump of
-    more than ``max_gap`` is an agent that started again with a new outbox (or a forged
-    number), not that many lost batches: it counts nothing."""
-    gaps = 0
-    previous: int | None = None
-    for seq in seqs:
-        if previous is not None and 1 < seq - previous <= max_gap + 1:
-            gaps += seq - previous - 1
-        previous = seq
-    return gaps

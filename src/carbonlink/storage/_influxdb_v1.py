@@ -40,7 +40,6 @@ from carbonlink.storage._base import (
     StoredBatch,
     StoredReading,
     check_field,
-    count_gaps,
     empty_series,
     totals_frame,
     typed_frame,
@@ -432,10 +431,26 @@ class InfluxDBV1Store:
             self._post_lines("\n".join(sequence_lines(rows)).encode())
 
     def sequence_gaps(self, max_gap: int) -> dict[str, int]:
-        result = self._influxql(f'SELECT "seq" FROM "{SEQUENCES_MEASUREMENT}" GROUP BY "agent"')
-        return {
-            series["tags"]["agent"]: count_gaps((int(v[1]) for v in series["values"]), max_gap)
+        # Gaps counted on the server (points come in seq order: their time is seq), so the
+        # answer is a row per agent however many batches were recorded.
+        steps = (
+            f'SELECT difference("seq") - 1 AS "gap" FROM "{SEQUENCES_MEASUREMENT}" GROUP BY "agent"'
+        )
+        result = self._influxql(
+            f'SELECT sum("gap") FROM ({steps}) WHERE "gap" > 0 AND "gap" <= {int(max_gap)} '
+            'GROUP BY "agent"'
+        )
+        gaps = {
+            series["tags"]["agent"]: int(series["values"][0][1] or 0)
             for series in result.get("series", [])
+        }
+        agents = self._influxql(
+            f'SHOW TAG VALUES FROM "{SEQUENCES_MEASUREMENT}" WITH KEY = "agent"'
+        )
+        return {
+            str(value): gaps.get(str(value), 0)
+            for series in agents.get("series", [])
+            for _, value in series.get("values", [])
         }
 
     def count_readings(self, plant: str | None = None) -> int:

@@ -32,7 +32,6 @@ from carbonlink.storage._base import (
     StoredBatch,
     StoredReading,
     check_field,
-    count_gaps,
     empty_series,
     totals_frame,
     typed_frame,
@@ -219,14 +218,16 @@ class InfluxDBV2Store:
             )  # fmt: skip
 
     def sequence_gaps(self, max_gap: int) -> dict[str, int]:
+        # Gaps counted on the server, as the 1.x store does: a row per agent comes back.
         flux = self._from(SEQUENCES_MEASUREMENT, None, None, {}, fields=("seq",))
-        frame = self._frame(flux + ' |> group(columns: ["agent"]) |> sort(columns: ["_value"])')
-        if frame.empty:
-            return {}
-        return {
-            str(agent): count_gaps((int(v) for v in rows["_value"]), max_gap)
-            for agent, rows in frame.groupby("agent")
-        }
+        flux += ' |> group(columns: ["agent"]) |> sort(columns: ["_value"])'
+        agents = self._frame(flux + " |> last()")
+        gaps = self._frame(
+            flux + " |> difference() |> map(fn: (r) => ({r with _value: r._value - 1}))"
+            f" |> filter(fn: (r) => r._value > 0 and r._value <= {int(max_gap)}) |> sum()"
+        )
+        found = {} if gaps.empty else dict(zip(gaps["agent"], gaps["_value"], strict=True))
+        return {} if agents.empty else {str(a): int(found.get(a, 0)) for a in agents["agent"]}
 
     def count_readings(self, plant: str | None = None) -> int:
         counts = self._per_plant(ACTIVITY_MEASUREMENT, "value", "count", None, None, plant)

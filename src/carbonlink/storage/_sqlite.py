@@ -252,7 +252,7 @@ class SqliteStore:
             raise StoreError(f"sqlite write failed: {exc}", retryable=True) from exc
 
     def sequence_gaps(self, max_gap: int) -> dict[str, int]:
-        # count_gaps in SQL: the step from each recorded number to the one before it.
+        # Gaps counted in SQL: the step from each recorded number to the one before it.
         query = """
             SELECT agent, SUM(CASE WHEN step > 1 AND step <= ? + 1 THEN step - 1 ELSE 0 END)
             FROM (SELECT agent, seq - LAG(seq) OVER (PARTITION BY agent ORDER BY seq) AS step
