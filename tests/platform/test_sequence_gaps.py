@@ -23,15 +23,15 @@ SENT = [s for s in range(1, 31) if s not in (7, 13, 14, 22)]  # 4 batches never 
 
 
 def test_two_workers_count_the_same_true_gaps_per_agent(
-    tmp_path: Path, topic_prefix: str, mosquitto: MosquittoServer
+    tmp_path: Path, topic_prefix: str, mosquitto_private: MosquittoServer
 ) -> None:
     plant = f"{topic_prefix}-cement"
     path = write_config(
-        tmp_path / "config", plants={plant: "cement-01"}, broker_url=mosquitto.url,
+        tmp_path / "config", plants={plant: "cement-01"}, broker_url=mosquitto_private.url,
         store=f"sqlite:///{tmp_path / 'store.sqlite'}", client_id=f"platform-{topic_prefix}",
     )  # fmt: skip
     settings = load_config(path)
-    address = parse_broker_url(mosquitto.url)
+    address = parse_broker_url(mosquitto_private.url)
     stores = [open_store(settings.services.platform.store) for _ in range(2)]
     workers = [
         Platform(
