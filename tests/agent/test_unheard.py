@@ -59,14 +59,14 @@ def make_agent(settings: Settings, tmp_path: Path) -> Agent:
 
 
 def test_mqtt5_agent_keeps_a_batch_nobody_subscribes_to_until_a_platform_does(
-    tmp_path: Path, topic_prefix: str, mosquitto: MosquittoServer
+    tmp_path: Path, topic_prefix: str, mosquitto_private: MosquittoServer
 ) -> None:
-    settings = settings_for(tmp_path, topic_prefix, mosquitto, "5")
+    settings = settings_for(tmp_path, topic_prefix, mosquitto_private, "5")
     (plant,) = settings.plants
     agent = make_agent(settings, tmp_path)
     store = open_store(settings.services.platform.store)
     platform = Platform(
-        Ingestor.from_settings(settings), store, parse_broker_url(mosquitto.url),
+        Ingestor.from_settings(settings), store, parse_broker_url(mosquitto_private.url),
         settings.services.platform, spill_path=tmp_path / "spill.sqlite", now_ms=lambda: NOW_MS,
     )  # fmt: skip
 
@@ -75,7 +75,7 @@ def test_mqtt5_agent_keeps_a_batch_nobody_subscribes_to_until_a_platform_does(
         try:
             async with asyncio.timeout(30):
                 await agent.connected.wait()
-            await publish_meter(mosquitto, plant, range(1, 4))
+            await publish_meter(mosquitto_private, plant, range(1, 4))
             # Taken by the broker, heard by nobody: counted, and still in the outbox.
             await eventually(lambda: agent.counters.unheard_batches >= 2, "two unheard sends")
             assert agent.outbox_depth == 3
@@ -106,10 +106,10 @@ def test_mqtt5_agent_keeps_a_batch_nobody_subscribes_to_until_a_platform_does(
 
 @pytest.mark.parametrize("version", ["3.1.1"])
 def test_mqtt311_cannot_tell_and_the_batch_leaves_the_outbox(
-    tmp_path: Path, topic_prefix: str, mosquitto: MosquittoServer, version: str
+    tmp_path: Path, topic_prefix: str, mosquitto_private: MosquittoServer, version: str
 ) -> None:
     """The limit, pinned: under 3.1.1 the broker acknowledges and drops the batch."""
-    settings = settings_for(tmp_path, topic_prefix, mosquitto, version)
+    settings = settings_for(tmp_path, topic_prefix, mosquitto_private, version)
     (plant,) = settings.plants
     agent = make_agent(settings, tmp_path)
 
@@ -118,7 +118,7 @@ def test_mqtt311_cannot_tell_and_the_batch_leaves_the_outbox(
         try:
             async with asyncio.timeout(30):
                 await agent.connected.wait()
-            await publish_meter(mosquitto, plant, range(1, 4))
+            await publish_meter(mosquitto_private, plant, range(1, 4))
             await eventually(lambda: agent.counters.forwarded == 3, "the batch to leave")
         finally:
             task.cancel()

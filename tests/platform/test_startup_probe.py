@@ -131,9 +131,9 @@ async def probe_then_canaries(
 
 @pytest.mark.parametrize("mqtt_version", ["5", "3.1.1"])
 def test_two_workers_pass_the_probe_on_mosquitto_and_ignore_hostile_probes(
-    tmp_path: Path, topic_prefix: str, mosquitto: MosquittoServer, mqtt_version: str
+    tmp_path: Path, topic_prefix: str, mosquitto_private: MosquittoServer, mqtt_version: str
 ) -> None:
-    settings = settings_for(tmp_path, topic_prefix, mosquitto.url, mqtt_version)
+    settings = settings_for(tmp_path, topic_prefix, mosquitto_private.url, mqtt_version)
     platforms = asyncio.run(
         probe_then_canaries(
             settings, tmp_path, workers=2, group=topic_prefix, mqtt5=mqtt_version == "5"

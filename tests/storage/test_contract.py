@@ -397,3 +397,11 @@ def test_read_only_influxdb_does_not_create_the_database(influxdb: InfluxDBServe
     shown = influxdb.query("_internal", "SHOW DATABASES")
     names = {row[0] for s in shown["results"][0].get("series", []) for row in s.get("values", [])}
     assert name not in names
+
+
+def test_sequence_gaps_count_missing_batch_numbers_per_agent(store: Store) -> None:
+    store.record_sequences([("agent-a", 1), ("agent-a", 2), ("agent-a", 5), ("agent-b", 10)])
+    # A repeat (a redelivery, or another worker) is recorded once; a jump beyond the
+    # limit is a new outbox, not lost batches.
+    store.record_sequences([("agent-a", 5), ("agent-a", 6), ("agent-b", 10 + 1_000)])
+    assert store.sequence_gaps(max_gap=100) == {"agent-a": 2, "agent-b": 0}

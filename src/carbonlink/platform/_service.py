@@ -20,6 +20,15 @@ Bad input never stops it (docs/reliability.md, "Bad input"):
 - with ``audit_topics``, a second subscription to every carbonlink topic counts and
   dead-letters what is published where no service listens (``misaddressed``).
 
+``sequence_gaps`` is counted from the store, not from what one worker sees: in a shared
+group each worker gets only some of an agent's batches, so the numbers it misses are
+mostly the other workers' share, not lost batches. Every worker records the
+``(agent, seq)`` of each batch it receives in the store (``Store.record_sequences``), and
+every few seconds reads back, per agent, the numbers missing between the recorded ones
+(``Store.sequence_gaps``): the same figure on every worker, correct for any number of
+them. A batch another worker holds but has not recorded yet (at most
+``SEQUENCE_REFRESH_S``) may show as a gap until it is.
+
 Nor does a subscription that silently delivers nothing let it run: at startup, before it
 says it is connected, the platform proves that its telemetry subscription (shared group
 included) delivers, by publishing probes to ``wire.PROBE_TOPIC`` until one (or any
@@ -63,6 +72,11 @@ UNKNOWN: Final = "(unknown)"  # the one key under which refusals of unknown plan
 # A jump in an agent's sequence numbers beyond this is a restart with a new outbox (or a
 # forged number), not that many lost batches.
 MAX_SEQUENCE_GAP: Final = 100_000
+SEQUENCE_REFRESH_S: Final = 2.0  # how often received (agent, seq) go to the store, gaps back
+# The gap count reads every recorded number; as they pile up it is refreshed less often,
+# so that it takes at most 1/SEQUENCE_COST_SHARE of one store thread's time.
+SEQUENCE_COST_SHARE: Final = 20
+MAX_PENDING_SEQUENCES: Final = 100_000  # while the store is down; beyond, a gap may show
 # A probe that went to another member of the group (or to the stale session of a stopped
 # one) proves nothing to this worker: send another after this long, until the deadline.
 PROBE_INTERVAL_S: Final = 0.5
@@ -79,8 +93,9 @@ class PlatformCounters:
     rejected: Counter[str] = field(default_factory=Counter)
     rejected_by_plant: Counter[str] = field(default_factory=Counter)
     store_failures: int = 0
-    sequence_gaps: int = 0
-    sequence_resets: int = 0
+    sequence_gaps: int = 0  # from the store: every worker's batches (module docstring)
+    sequence_gaps_by_agent: dict[str, int] = field(default_factory=dict)
+    sequence_resets: int = 0  # seen by this worker
     last_seq: dict[str, int] = field(default_factory=dict)  # per configured agent
     newest_stored_ms: dict[str, int] = field(default_factory=dict)  # per configured plant
     lag_s: float | None = None
@@ -115,6 +130,7 @@ class PlatformCounters:
             "agents": dict(self.agent_state),
             "store_failures": self.store_failures,
             "sequence_gaps": self.sequence_gaps,
+            "sequence_gaps_by_agent": dict(self.sequence_gaps_by_agent),
             "sequence_resets": self.sequence_resets,
             "lag_s": self.lag_s,
         }
@@ -189,6 +205,7 @@ class Platform:
         # Set once anything arrives through the telemetry subscription: a probe (this
         # worker's or another's) or telemetry. Either proves the subscription delivers.
         self._delivering = asyncio.Event()
+        self._sequences_pending: dict[tuple[str, int], None] = {}  # ordered set
         # Store calls run on these threads, so a blocking write never stalls the MQTT
         # loop; up to write_concurrency batches are written at once (every backend's
         # write_batch is safe to call from several threads).
@@ -206,6 +223,7 @@ class Platform:
                 tasks.create_task(self._write_loop())
                 tasks.create_task(self._drain_spill())
                 tasks.create_task(self._mqtt_loop())
+                tasks.create_task(self._sequence_loop())
                 if self._audit:
                     tasks.create_task(self._audit_loop())
         except* DeliveryProbeError as group:
@@ -483,18 +501,41 @@ class Platform:
         return guess if self._ingestor.plant(guess) is not None else UNKNOWN
 
     def _track_sequence(self, result: IngestResult) -> None:
+        """Queue (agent, seq) for the store, where gaps are counted; count resets here."""
         if result.agent is None or result.seq is None:
             return
+        if len(self._sequences_pending) < MAX_PENDING_SEQUENCES:
+            self._sequences_pending[(result.agent, result.seq)] = None
         last = self.counters.last_seq.get(result.agent)
-        if last is not None and result.seq > last + 1:
-            if result.seq - last - 1 <= MAX_SEQUENCE_GAP:
-                self.counters.sequence_gaps += result.seq - last - 1
-            else:
-                self.counters.sequence_resets += 1
-        elif last is not None and result.seq < last - MAX_SEQUENCE_GAP:
+        if last is not None and abs(result.seq - last) > MAX_SEQUENCE_GAP:
             self.counters.sequence_resets += 1  # a new outbox starts again from 1
         if last is None or result.seq > last or result.seq < last - MAX_SEQUENCE_GAP:
             self.counters.last_seq[result.agent] = result.seq
+
+    async def _sequence_loop(self) -> None:
+        """Record received (agent, seq) in the store, then read every agent's gaps back."""
+        loop = asyncio.get_running_loop()
+        pause = SEQUENCE_REFRESH_S
+        while True:
+            await asyncio.sleep(pause)
+            rows = list(self._sequences_pending)
+            try:
+                if rows:
+                    await loop.run_in_executor(
+                        self._store_thread, self.store.record_sequences, rows
+                    )
+                    for row in rows:
+                        self._sequences_pending.pop(row, None)
+                started = loop.time()
+                gaps = await loop.run_in_executor(
+                    self._store_thread, self.store.sequence_gaps, MAX_SEQUENCE_GAP
+                )
+                pause = max(SEQUENCE_REFRESH_S, SEQUENCE_COST_SHARE * (loop.time() - started))
+            except Exception as exc:  # the store is down: readings spill; this waits
+                log.debug("platform: sequence numbers not recorded yet: %s", exc)
+                continue
+            self.counters.sequence_gaps_by_agent = gaps
+            self.counters.sequence_gaps = sum(gaps.values())
 
     # --- writing -----------------------------------------------------------------------
 
@@ -685,6 +726,8 @@ class Platform:
             self.counters.lag_s = max(0.0, (self._now_ms() - max(newest.values())) / 1000)
 
     def close(self) -> None:
+        with contextlib.suppress(Exception):  # best effort: a lost row shows as a gap
+            self.store.record_sequences(list(self._sequences_pending))
         self._store_thread.shutdown(wait=True)
         self._spill.close()
         with contextlib.suppress(Exception):

@@ -15,6 +15,9 @@ EMISSIONS_MEASUREMENT: Final = "emissions"
 # The factor set and version each plant counts under now (one series per plant), so
 # readers without the config (Grafana, InfluxQL) pick the same points as the API.
 ASSIGNMENT_MEASUREMENT: Final = "factor_assignment"
+SEQUENCES_MEASUREMENT: Final = "telemetry_sequences"
+"""One point per telemetry batch received, keyed (agent, seq): whichever worker of a
+shared group received it, so that gaps are counted over all of them (``sequence_gaps``)."""
 
 # Half-widths of the 95% interval of co2e_kg from the emission factors (lower and upper
 # side: IPCC's ranges are asymmetric) and from the meter's accuracy. Stored per point so
@@ -323,6 +326,16 @@ class Store(Protocol):
 
     def assigned_factors(self) -> dict[str, tuple[str, str]]:
         """What ``assign_factors`` last recorded, per plant."""
+
+    def record_sequences(self, rows: Sequence[tuple[str, int]]) -> None:
+        """Record that telemetry batches ``(agent, seq)`` were received; a repeat is
+        recorded once (``SEQUENCES_MEASUREMENT``)."""
+
+    def sequence_gaps(self, max_gap: int) -> dict[str, int]:
+        """Per agent recorded, the batch numbers missing between consecutive recorded
+        ones. A jump of more than ``max_gap`` is an agent that started again with a new
+        outbox (or a forged number), not that many lost batches: it counts nothing.
+        Computed by the server, so the answer is a row per agent."""
 
     def count_readings(self, plant: str | None = None) -> int:
         """Stored activity readings (all plants when ``plant`` is None)."""

@@ -34,6 +34,7 @@ from carbonlink.storage._base import (
     ASSIGNMENT_MEASUREMENT,
     EMISSION_COLUMNS,
     EMISSIONS_MEASUREMENT,
+    SEQUENCES_MEASUREMENT,
     ClosedOnExit,
     EmissionTags,
     FactorVersions,
@@ -92,6 +93,11 @@ def reading_lines(reading: StoredReading) -> list[str]:
             f"converted_unit={_text_field(e.converted_unit)} {r.ts_ms}"
         )
     return lines
+
+
+def sequence_lines(rows: Sequence[tuple[str, int]]) -> list[str]:
+    """A point per (agent, seq), at time ``seq`` ms: a repeat overwrites itself."""
+    return [f"{SEQUENCES_MEASUREMENT},agent={_tag(agent)} seq={seq}i {seq}" for agent, seq in rows]
 
 
 def assignment_lines(versions: FactorVersions, ts_ms: int) -> list[str]:
@@ -420,6 +426,33 @@ class InfluxDBV1Store(ClosedOnExit):
             if plant not in latest or ts > latest[plant][0]:
                 latest[plant] = (ts, tags["factor_set"], tags["factor_version"])
         return {plant: (fs, fv) for plant, (_, fs, fv) in latest.items()}
+
+    def record_sequences(self, rows: Sequence[tuple[str, int]]) -> None:
+        if rows:
+            self._post_lines("\n".join(sequence_lines(rows)).encode())
+
+    def sequence_gaps(self, max_gap: int) -> dict[str, int]:
+        # Gaps counted on the server (points come in seq order: their time is seq), so the
+        # answer is a row per agent however many batches were recorded.
+        steps = (
+            f'SELECT difference("seq") - 1 AS "gap" FROM "{SEQUENCES_MEASUREMENT}" GROUP BY "agent"'
+        )
+        result = self._influxql(
+            f'SELECT sum("gap") FROM ({steps}) WHERE "gap" > 0 AND "gap" <= {int(max_gap)} '
+            'GROUP BY "agent"'
+        )
+        gaps = {
+            series["tags"]["agent"]: int(series["values"][0][1] or 0)
+            for series in result.get("series", [])
+        }
+        agents = self._influxql(
+            f'SHOW TAG VALUES FROM "{SEQUENCES_MEASUREMENT}" WITH KEY = "agent"'
+        )
+        return {
+            str(value): gaps.get(str(value), 0)
+            for series in agents.get("series", [])
+            for _, value in series.get("values", [])
+        }
 
     def count_readings(self, plant: str | None = None) -> int:
         where = _where(plant, None, None, None)

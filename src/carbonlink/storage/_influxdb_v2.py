@@ -27,6 +27,7 @@ from carbonlink.storage._base import (
     ASSIGNMENT_MEASUREMENT,
     EMISSION_COLUMNS,
     EMISSIONS_MEASUREMENT,
+    SEQUENCES_MEASUREMENT,
     ClosedOnExit,
     FactorVersions,
     StoredBatch,
@@ -40,6 +41,7 @@ from carbonlink.storage._influxdb_v1 import (
     WRITE_CHUNK_LINES,
     assignment_lines,
     batch_lines,
+    sequence_lines,
 )
 
 DEFAULT_TIMEOUT_S: Final = 10.0
@@ -207,6 +209,26 @@ class InfluxDBV2Store(ClosedOnExit):
                 frame["plant"], frame["factor_set"], frame["factor_version"], strict=True
             )
         }
+
+    def record_sequences(self, rows: Sequence[tuple[str, int]]) -> None:
+        # Never run against a real 2.x server (docs/operations.md): like every method here.
+        if rows:
+            self._call(
+                "write", self._write_api.write, bucket=self.bucket, org=self.org,
+                record=sequence_lines(rows), write_precision=WritePrecision.MS,
+            )  # fmt: skip
+
+    def sequence_gaps(self, max_gap: int) -> dict[str, int]:
+        # Gaps counted on the server, as the 1.x store does: a row per agent comes back.
+        flux = self._from(SEQUENCES_MEASUREMENT, None, None, {}, fields=("seq",))
+        flux += ' |> group(columns: ["agent"]) |> sort(columns: ["_value"])'
+        agents = self._frame(flux + " |> last()")
+        gaps = self._frame(
+            flux + " |> difference() |> map(fn: (r) => ({r with _value: r._value - 1}))"
+            f" |> filter(fn: (r) => r._value > 0 and r._value <= {int(max_gap)}) |> sum()"
+        )
+        found = {} if gaps.empty else dict(zip(gaps["agent"], gaps["_value"], strict=True))
+        return {} if agents.empty else {str(a): int(found.get(a, 0)) for a in agents["agent"]}
 
     def count_readings(self, plant: str | None = None) -> int:
         counts = self._per_plant(ACTIVITY_MEASUREMENT, "value", "count", None, None, plant)

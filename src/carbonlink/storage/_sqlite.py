@@ -48,6 +48,9 @@ CREATE TABLE IF NOT EXISTS factor_assignment (
     plant TEXT NOT NULL PRIMARY KEY, factor_set TEXT NOT NULL, factor_version TEXT NOT NULL,
     assigned_ms INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS telemetry_sequences (
+    agent TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (agent, seq)
+) WITHOUT ROWID;
 """
 _EMISSION_INSERT = (
     "INSERT OR REPLACE INTO emissions (plant, meter, ts_ms, factor_set, factor_version, gwp, "
@@ -236,6 +239,32 @@ class SqliteStore(ClosedOnExit):
             except sqlite3.OperationalError:  # a read-only store from before the table
                 return {}
         return {str(p): (str(fs), str(fv)) for p, fs, fv in rows}
+
+    def record_sequences(self, rows: Sequence[tuple[str, int]]) -> None:
+        try:
+            with self._lock:
+                self._db.execute("BEGIN")
+                self._db.executemany("INSERT OR IGNORE INTO telemetry_sequences VALUES (?,?)", rows)
+                self._db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            with self._lock:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+            raise StoreError(f"sqlite write failed: {exc}", retryable=True) from exc
+
+    def sequence_gaps(self, max_gap: int) -> dict[str, int]:
+        # Gaps counted in SQL: the step from each recorded number to the one before it.
+        query = """
+            SELECT agent, SUM(CASE WHEN step > 1 AND step <= ? + 1 THEN step - 1 ELSE 0 END)
+            FROM (SELECT agent, seq - LAG(seq) OVER (PARTITION BY agent ORDER BY seq) AS step
+                  FROM telemetry_sequences)
+            GROUP BY agent"""
+        with self._lock:
+            try:
+                rows = self._db.execute(query, (max_gap,)).fetchall()
+            except sqlite3.OperationalError:  # a read-only store from before the table
+                return {}
+        return {str(agent): int(gaps or 0) for agent, gaps in rows}
 
     def count_readings(self, plant: str | None = None) -> int:
         sql, params = "SELECT count(*) FROM activity", []
