@@ -47,7 +47,8 @@ def reports_note(status: Mapping[str, Any], reports: int) -> str:
     delay_s = float(rule.get("delay_s") or 0.0)
     every_s = rule.get("every_s")
     if every_s is None:
-        return f"no report yet: each period is reported {delay_s:g} s after it ends"
+        when = "as soon as it is recorded" if delay_s == 0 else f"{_span(delay_s)} after it ends"
+        return f"no report yet: each period is reported {when}"
     every_ms = round(float(every_s) * 1000)
     window_end = (int(start) // every_ms + 1) * every_ms  # windows are aligned to UTC
     due = window_end + round(delay_s * 1000)
