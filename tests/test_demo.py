@@ -148,7 +148,16 @@ def test_the_first_minute_shows_the_whole_loop(tmp_path: Path) -> None:
 
     # Pasted: the backtest prints the same figures, and the ledger checks out.
     backtest = out.split("backtest it with:\n", 1)[1].splitlines()[0].strip()
-    assert backtest.split()[0] == ".venv/bin/carbonlink"  # the README's setup
+    # The program as a path, never a bare name: after the README's setup
+    # (.venv/bin/carbonlink) nothing is on PATH.
+    program = Path(backtest.split()[0])
+    script = Path(sys.executable).parent / "carbonlink"
+    assert (REPO / program).absolute() == script.absolute()
+    assert str(program) == (
+        str(script.absolute().relative_to(REPO))
+        if script.absolute().is_relative_to(REPO)
+        else str(script.absolute())
+    )
     assert backtest.count("--policy ") == 4
     replayed = _pasted(backtest, env)
     assert replayed.returncode == 0, replayed.stderr
