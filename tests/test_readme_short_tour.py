@@ -153,7 +153,7 @@ def _counters_add_up(agent: dict[str, Any]) -> None:
 
 def test_the_factor_commands_print_what_the_readme_says(tour: Tour) -> None:
     assert "other_bituminous_coal" in tour.run("factors list").stdout
-    coal = tour.run("factors compute other_bituminous_coal 1 t --json").stdout
+    coal = tour.run("factors compute other_bituminous_coal 1 t --format json").stdout
     # 1 t x 25.8 GJ/t x (94,600 + 10 x 28 + 1.5 x 265) kg/TJ, AR5 plain CH4 GWP.
     assert '"co2e_kg": 2458.1595' in coal
     grid = tour.run("factors compute electricity 1000 kWh --region CN-East --year 2023").stdout

@@ -321,8 +321,14 @@ class _Coordination:
         self, store: Store, versions: FactorVersions, start_ms: int, end_ms: int, out: TextIO
     ) -> None:
         drop = self.drop(store, versions, start_ms, end_ms)
-        if drop is None:
+        if self.switched_ms is None:
             print("\nno stage switch in this run: nothing to compare before and after", file=out)
+        elif drop is None:
+            print(
+                "\nno emission drop to show: too little was stored on one side of the switch "
+                "(readings lag the clock when the machine is busy; a longer run helps)",
+                file=out,
+            )
         else:
             print(f"\n{drop_line(drop)}", file=out)
         out.flush()

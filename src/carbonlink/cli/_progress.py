@@ -3,8 +3,9 @@ terminal, plain periodic lines when the output is a file or a pipe (a log, CI), 
 redrawn bar would be a smear of carriage returns.
 
 click's progress bar draws the bar: click is the CLI's library already, so it costs no
-import at all, where tqdm or rich.progress would add one for a single bar (measured in
-docs/performance.md).
+import at all, where tqdm or rich.progress would add one for a single bar. Measured with
+``python -X importtime -c "import M"`` in a fresh venv (2026-12-07, a loaded 2-core
+machine), cumulative: click 38 ms, tqdm 82 ms, rich.progress 71 ms.
 """
 
 from __future__ import annotations

@@ -185,8 +185,10 @@ def demo(
         if keep_dir is not None:
             with_journal = ["--journal", shown_path(journal)] if policy_path else []
             with_policies = [w for p in compared for w in ("--policy", shown_path(p))]
+            # The steps of the comparison above, so that the pasted command prints it again.
+            with_step = ["--step", _duration_text(period_s)] if period_s else []
             backtest = command_line(
-                "policy", "backtest", "--store", url, *with_journal, *with_policies
+                "policy", "backtest", "--store", url, *with_journal, *with_policies, *with_step
             )
             click.echo(
                 f"\nkept {work}: store {url}" + (f", journal {journal}" if policy_path else "")
@@ -200,6 +202,10 @@ def demo(
                 click.echo(f"check its ledger with:\n  {verify}")
         elif finished is not None:
             click.echo("\n(run with --keep DIR to keep the recording and its ledger)")
+
+
+def _duration_text(seconds: float) -> str:
+    return f"{seconds / 60:g}m" if seconds % 60 == 0 else f"{seconds:g}s"
 
 
 def _compare_policies(

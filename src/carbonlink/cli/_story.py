@@ -9,6 +9,8 @@ journal) and the store: it prints, it decides nothing.
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -29,6 +31,7 @@ STAGE_MEANING: Final[dict[int, str]] = {
 S_PER_H: Final = 3600.0
 MS_PER_H: Final = 3_600_000
 KG_PER_T: Final = 1000.0
+MIN_PLACEBO_PERIODS: Final = 3  # fewer give no spread worth the name
 
 
 def stage_phrase(stage: int, name: str) -> str:
@@ -47,7 +50,8 @@ def reports_note(status: Mapping[str, Any], reports: int) -> str:
     delay_s = float(rule.get("delay_s") or 0.0)
     every_s = rule.get("every_s")
     if every_s is None:
-        return f"no report yet: each period is reported {delay_s:g} s after it ends"
+        when = "as soon as it is recorded" if delay_s == 0 else f"{_span(delay_s)} after it ends"
+        return f"no report yet: each period is reported {when}"
     every_ms = round(float(every_s) * 1000)
     window_end = (int(start) // every_ms + 1) * every_ms  # windows are aligned to UTC
     due = window_end + round(delay_s * 1000)
@@ -98,6 +102,9 @@ class Drop:
     projected_after_t_per_h: float
     hours_before: float
     hours_after: float
+    #: One standard error of ``measured``: the spread of the same measure over the
+    #: periods before the switch, where nothing changed (None: too few periods).
+    noise: float | None = None
 
     @property
     def predicted(self) -> float:
@@ -131,15 +138,43 @@ def measured_drop(
     sides = [_emitted(store, versions, plants, a, b) for a, b in
              ((start_ms, switch_ms), (switch_ms, end_ms))]  # fmt: skip
     hours = [(switch_ms - start_ms) / MS_PER_H, (end_ms - switch_ms) / MS_PER_H]
-    measured = 0.0
-    for plant in plants:
-        (co2e_b, out_b), (co2e_a, out_a) = sides[0][plant], sides[1][plant]
-        if out_b > 0 and out_a > 0:
-            measured += (co2e_b / out_b - co2e_a / out_a) * out_a / hours[1]
+    measured = _drop_against(sides[0], sides[1], hours[1])
+    # The same measure on each period before the switch against the whole of before:
+    # its spread is what the measure shows when nothing changes.
+    periods = sorted({(r.start_ms, r.end_ms) for r in rows if r.end_ms <= switch_ms})
+    placebo = [
+        _drop_against(sides[0], _emitted(store, versions, plants, a, b), (b - a) / MS_PER_H,
+                      at=sides[1], at_hours=hours[1])
+        for a, b in periods
+        if a >= start_ms
+    ]  # fmt: skip
+    noise = None
+    if len(placebo) >= MIN_PLACEBO_PERIODS:
+        period_h = statistics.mean((b - a) / MS_PER_H for a, b in periods)
+        noise = statistics.stdev(placebo) * math.sqrt(period_h / hours[0] + period_h / hours[1])
     before = sum(c for c, _ in sides[0].values()) / hours[0]
     after = sum(c for c, _ in sides[1].values()) / hours[1]
     means = [sum(v.values()) / len(v) for v in (projected[False], projected[True])]
-    return Drop(before, after, measured, means[0], means[1], hours[0], hours[1])
+    return Drop(before, after, measured, means[0], means[1], hours[0], hours[1], noise)
+
+
+def _drop_against(
+    base: Mapping[str, tuple[float, float]],
+    then: Mapping[str, tuple[float, float]],
+    then_hours: float,
+    *,
+    at: Mapping[str, tuple[float, float]] | None = None,
+    at_hours: float | None = None,
+) -> float:
+    """tCO2e/h: the plants' intensity in ``base`` less that in ``then``, times the
+    output rate ``at`` (default: ``then``'s), summed over plants."""
+    rate_of, rate_hours = (then, then_hours) if at is None else (at, at_hours or then_hours)
+    drop = 0.0
+    for plant, (co2e_b, out_b) in base.items():
+        co2e_t, out_t = then.get(plant, (0.0, 0.0))
+        if out_b > 0 and out_t > 0:
+            drop += (co2e_b / out_b - co2e_t / out_t) * rate_of[plant][1] / rate_hours
+    return drop
 
 
 def _emitted(
@@ -161,8 +196,13 @@ def _emitted(
 
 
 def drop_line(drop: Drop) -> str:
+    noise = (
+        ""
+        if drop.noise is None
+        else f" (+/- {drop.noise:,.2f}: one standard error, from the periods before it)"
+    )
     return (
-        f"emission drop since the switch: measured {drop.measured:,.2f} tCO2e/h, the model "
+        f"emission drop since the switch: measured {drop.measured:,.2f} tCO2e/h{noise}, the model "
         f"predicted {drop.predicted:,.2f} tCO2e/h (its abatement X went from "
         f"{drop.projected_before_t_per_h:,.2f} to {drop.projected_after_t_per_h:,.2f} "
         f"tCO2e/h); measured at the plants' output since the switch, on their emissions per "
