@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import ssl
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
@@ -22,6 +23,7 @@ import pandas as pd
 from carbonlink.core.clock import wall_clock_ms
 from carbonlink.core.tls import client_context
 from carbonlink.errors import StoreError
+from carbonlink.storage import _rollup_influxql as rollup
 from carbonlink.storage._base import (
     ACTIVITY_COLUMNS,
     ACTIVITY_FIELDS,
@@ -38,6 +40,7 @@ from carbonlink.storage._base import (
     totals_frame,
     typed_frame,
 )
+from carbonlink.storage._buckets import DAY_MS, HOUR_MS, hours_touched
 
 DEFAULT_TIMEOUT_S: Final = 10.0
 # Above ~5,000 lines per request InfluxDB's own guidance sees no further gain.
@@ -199,10 +202,14 @@ class InfluxDBV1Store:
         self._writers = ThreadPoolExecutor(
             max(1, write_concurrency), thread_name_prefix="carbonlink-influxdb"
         )
+        # Re-rolls run one at a time: each reads the raw points after its own batch
+        # landed, so the last one to run sees every batch written before it.
+        self._reroll_lock = threading.Lock()
         if read_only:
             self._check_database()
         else:
             self._influxql(f'CREATE DATABASE "{database}"', method="POST")
+        self._has_rollups = self._rollups_ready(read_only)
 
     def _check_database(self) -> None:
         shown = self._influxql("SHOW DATABASES")
@@ -226,16 +233,94 @@ class InfluxDBV1Store:
         ]
         if len(bodies) == 1:
             self._post_lines(bodies[0])
+        else:
+            # Every chunk is attempted; the first failure is raised once all have ended,
+            # so a retry (or the spill) covers the whole batch. Points are idempotent.
+            failures = [
+                error
+                for error in self._writers.map(self._post_lines_catching, bodies)
+                if error is not None
+            ]
+            if failures:
+                raise failures[0]
+        # After the raw points: a failure here is retried with the batch (idempotent).
+        self._reroll(hours_touched(batch.plant, batch.ts_ms))
+
+    def _reroll(self, touched: dict[str, set[int]]) -> None:
+        """Re-roll the hours a batch touched, then their days (``_rollup_influxql``):
+        four requests per batch, whatever the number of plants and hours."""
+        if not touched:
             return
-        # Every chunk is attempted; the first failure is raised once all have ended, so a
-        # retry (or the spill) covers the whole batch. Points are idempotent.
-        failures = [
-            error
-            for error in self._writers.map(self._post_lines_catching, bodies)
-            if error is not None
+        with self._reroll_lock:
+            for make in (rollup.hour_queries, rollup.day_queries):
+                jobs = [
+                    (plant, target, query)
+                    for plant, hours in sorted(touched.items())
+                    for target, query in make(_quote_literal(plant), hours)
+                ]
+                results = self._influxql_all(";".join(query for _, _, query in jobs))
+                lines = [
+                    line
+                    for (plant, target, _), result in zip(jobs, results, strict=True)
+                    for line in rollup.rollup_lines(target, plant, result, _tag, _text_field)
+                ]
+                for start in range(0, len(lines), WRITE_CHUNK_LINES):
+                    self._post_lines(b"\n".join(lines[start : start + WRITE_CHUNK_LINES]))
+
+    def _rollups_ready(self, read_only: bool) -> bool:
+        """Whether the rollups cover the stored points: a database written before they
+        existed is rolled up now, or, read-only, read raw (None from ``rollups``)."""
+        shown = self._influxql("SHOW MEASUREMENTS")
+        names = {row[0] for series in shown.get("series", []) for row in series["values"]}
+        if (
+            ACTIVITY_MEASUREMENT not in names
+            or rollup.measurement(ACTIVITY_MEASUREMENT, HOUR_MS) in names
+        ):
+            return True
+        if read_only:
+            return False
+        plants = self._influxql(f'SHOW TAG VALUES FROM "{ACTIVITY_MEASUREMENT}" WITH KEY = "plant"')
+        for series in plants.get("series", []):
+            for _, plant in series["values"]:
+                span = self.time_range(plant)
+                if span is None:
+                    continue
+                first = (span[0] - 1) // HOUR_MS * HOUR_MS
+                for chunk in range(first, span[1], 30 * DAY_MS):
+                    hours = range(chunk, min(chunk + 30 * DAY_MS, span[1]), HOUR_MS)
+                    self._reroll({plant: set(hours)})
+        return True
+
+    def rollups(
+        self,
+        kind: str,
+        step_ms: int,
+        plant: str | None,
+        first_ms: int,
+        end_ms: int | None,
+        *,
+        factor_set: str | None = None,
+        factor_version: str | None = None,
+    ) -> pd.DataFrame | None:
+        """Rollup rows of buckets of ``step_ms`` starting in [first_ms, end_ms), stamped
+        with the bucket's end; None when the rollups do not cover the stored points."""
+        if not self._has_rollups:
+            return None
+        where = _where(plant, None, first_ms, end_ms)
+        if kind == EMISSIONS_MEASUREMENT:
+            where += _factor_where(factor_set, factor_version)
+        result = self._influxql(rollup.select(kind, step_ms, where))
+        frames = [
+            pd.DataFrame(series["values"], columns=series["columns"])
+            for series in result.get("series", [])
         ]
-        if failures:
-            raise failures[0]
+        if not frames:
+            return pd.DataFrame()
+        frame = pd.concat(frames, ignore_index=True)
+        frame["time"] = frame["time"] + step_ms
+        if kind == EMISSIONS_MEASUREMENT:
+            frame["scope"] = frame["scope"].astype(int)
+        return frame
 
     def _post_lines_catching(self, body: bytes) -> StoreError | None:
         try:
@@ -423,6 +508,21 @@ class InfluxDBV1Store:
         if "error" in statement:
             raise StoreError(f"influxdb query: {statement['error']}", retryable=False)
         return statement
+
+    def _influxql_all(self, query: str) -> list[dict[str, Any]]:
+        """Several statements in one request; their results in order."""
+        params = {"db": self.database, "epoch": "ms", **self._params}
+        response = self._request("POST", "/query", params=params, data={"q": query})
+        if response.status_code != 200:
+            raise StoreError(
+                f"influxdb query: HTTP {response.status_code}: {response.text[:300]}",
+                retryable=response.status_code >= 500,
+            )
+        statements: list[dict[str, Any]] = response.json()["results"]
+        for statement in statements:
+            if "error" in statement:
+                raise StoreError(f"influxdb query: {statement['error']}", retryable=False)
+        return statements
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
