@@ -20,7 +20,8 @@ from carbonlink.config import PlantConfig, Settings
 from carbonlink.coordination import Ed25519PublicKey, settings_public_key
 from carbonlink.core.clock import wall_clock_ms
 from carbonlink.errors import CarbonlinkError
-from carbonlink.storage import EMISSION_COLUMNS, SERIES_FIELDS, Store
+from carbonlink.storage import SERIES_FIELDS, Store
+from carbonlink.storage.rollups import activity_points, emission_points
 from carbonlink.storage.series import series_table
 from carbonlink.storage.uncertainty import LOWER_SUFFIX, UPPER_SUFFIX
 from carbonlink.storage.windows import aggregate, ncv_ranges_of, plant_kpis
@@ -133,14 +134,20 @@ def create_app(
             raise UnknownPlantError(plant, sorted(settings.plants))
         return config
 
-    def plant_emissions(plant: str, span: _Range, factor_version: str | None) -> pd.DataFrame:
+    def plant_emissions(
+        plant: str, span: _Range, factor_version: str | None, window: str | None = None
+    ) -> pd.DataFrame:
+        # Whole hours and days from the store's rollups, raw points at the edges only:
+        # a year costs about what a day does (storage.rollups).
         factor_set = current[plant]
-        return store.emissions(
+        return emission_points(
+            store,
             plant,
             start_ms=span.start_ms,
             end_ms=span.end_ms,
             factor_set=factor_set.name,
             factor_version=factor_version or factor_set.version,
+            window=window,
         )
 
     @app.exception_handler(UnknownPlantError)
@@ -230,7 +237,7 @@ def create_app(
         fmt: Format = "json",
     ) -> Response:
         plant_config(plant)
-        emissions = plant_emissions(plant, _range(start, end), factor_version)
+        emissions = plant_emissions(plant, _range(start, end), factor_version, window)
         frame = aggregate(emissions, by, window).assign(
             factor_set=current[plant].name,
             factor_version=factor_version or current[plant].version,
@@ -252,7 +259,7 @@ def create_app(
         config = plant_config(plant)
         span = _range(start, end)
         emissions = plant_emissions(plant, span, factor_version)
-        activity = store.activity(plant, start_ms=span.start_ms, end_ms=span.end_ms)
+        activity = activity_points(store, plant, start_ms=span.start_ms, end_ms=span.end_ms)
         record = {
             "start": start,
             "end": end,
@@ -274,13 +281,14 @@ def create_app(
         fmt: Format = "json",
     ) -> Response:
         span = _range(start, end)
-        emissions = store.emissions(start_ms=span.start_ms, end_ms=span.end_ms)
         # Each plant counts under its own current factor set version, never twice.
         chosen = pd.DataFrame(
             [(p, f.name, f.version) for p, f in current.items()],
             columns=["plant", "factor_set", "factor_version"],
         )
-        emissions = emissions.merge(chosen, on=list(chosen.columns))[list(EMISSION_COLUMNS)]
+        emissions = pd.concat(
+            [plant_emissions(p, span, None, window) for p in sorted(current)], ignore_index=True
+        )
         frame = aggregate(emissions, by, window)
         if by != "source":  # activity across sources has no common unit
             frame = frame.drop(columns=["activity", "activity_unit"])
