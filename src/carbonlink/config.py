@@ -293,6 +293,14 @@ class AgentConfig(StrictModel):
     outbox_dir: str = Field(default="../var/outbox", description="Relative to the config file")
     outbox_max_readings: int = Field(default=2_000_000, ge=1)
     outbox_full_policy: OutboxFullPolicy = OutboxFullPolicy.REJECT_NEW
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Serve Prometheus metrics at http://metrics_host:PORT/metrics (0: any "
+        "free port); unset: off",
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address the metrics bind to")
 
 
 class MqttVersion(StrEnum):
@@ -361,6 +369,14 @@ class CoordinationConfig(StrictModel):
         description="Public key file (PEM) verifiers check signatures with, relative to "
         "this file [default: the signing key's public half, where it is set]",
     )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Serve Prometheus metrics at http://metrics_host:PORT/metrics (0: any "
+        "free port); unset: off",
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address the metrics bind to")
 
 
 class ApiConfig(StrictModel):

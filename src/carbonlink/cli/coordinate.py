@@ -26,6 +26,7 @@ from carbonlink.cli._common import (
     parse_duration_s,
     parse_host_port,
     run_async,
+    serving_metrics,
     settings_from,
     shown_path,
     store_option,
@@ -349,7 +350,11 @@ def coordinate(
     )
     try:
         public = None if signing_key is None else signing_key.public_key()
-        run_async(_run(service, store, journal.path, listen, public))
+        with serving_metrics(
+            service.metrics, config.metrics_host, config.metrics_port,
+            "coordination.metrics_port",
+        ):  # fmt: skip
+            run_async(_run(service, store, journal.path, listen, public))
     finally:
         journal.close()
         store.close()
