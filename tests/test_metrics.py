@@ -4,6 +4,8 @@ after real messages went through Mosquitto: a refused reading and then a valid c
 
 from __future__ import annotations
 
+import json
+import re
 import signal
 import subprocess
 import sys
@@ -22,6 +24,7 @@ from tests.configs import REPO_CONFIG, write_config
 from tests.servers import MosquittoServer, free_port
 from tests.test_end_to_end import mosquitto_pub
 
+PIPELINE_DASHBOARD = REPO_CONFIG / "grafana" / "dashboards" / "carbonlink-pipeline.json"
 DEADLINE_S = 120.0  # generous: the machine is shared, and three processes start
 
 
@@ -143,3 +146,16 @@ def test_processes_count_what_went_through_the_broker(
     assert isinstance(coordinator, dict)
     age = value(coordinator, "carbonlink_coordinator_directive_age_seconds", plant=plant)
     assert 0 <= age < DEADLINE_S + 60
+
+    # The Grafana pipeline dashboard asks only for what these processes expose.
+    exposed = {name for samples in (platform, agent, coordinator) for name, _ in samples}
+    exposed |= {name for name, _ in scrape(urls["platform"])}
+    dashboard = json.loads(PIPELINE_DASHBOARD.read_text())
+    asked = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"carbonlink_\w+", target["expr"])
+    }
+    assert asked, "no metrics in the pipeline dashboard"
+    assert asked <= exposed, f"asked for but not exposed: {sorted(asked - exposed)}"
