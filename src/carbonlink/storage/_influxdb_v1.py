@@ -7,6 +7,7 @@ timestamp, so writing the same reading again overwrites it: idempotent by design
 
 from __future__ import annotations
 
+import logging
 import math
 import ssl
 import threading
@@ -42,6 +43,8 @@ from carbonlink.storage._base import (
 )
 from carbonlink.storage._buckets import DAY_MS, HOUR_MS, hours_touched
 
+log = logging.getLogger(__name__)
+
 DEFAULT_TIMEOUT_S: Final = 10.0
 # Above ~5,000 lines per request InfluxDB's own guidance sees no further gain.
 WRITE_CHUNK_LINES: Final = 5_000
@@ -50,6 +53,11 @@ WRITE_CHUNK_LINES: Final = 5_000
 # took it from ~33,000 to ~59,000 readings/s on the benchmark machine, four no further
 # (docs/performance.md).
 DEFAULT_WRITE_CONCURRENCY: Final = 2
+# Re-rolls of the hours written are gathered this long and run together, off the write
+# path: re-rolling per batch doubled the cost of a 10,000-reading batch of 1 s data
+# (each re-roll reads its whole hour). Other processes see rollups this much behind
+# (plus the re-roll's own time); this store's own queries re-roll first.
+ROLLUP_COALESCE_S: Final = 2.0
 
 _TAG_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "=": r"\="})
 
@@ -204,7 +212,15 @@ class InfluxDBV1Store:
         )
         # Re-rolls run one at a time: each reads the raw points after its own batch
         # landed, so the last one to run sees every batch written before it.
-        self._reroll_lock = threading.Lock()
+        self._reroll_lock = threading.RLock()
+        # Hours written and not yet re-rolled, per plant: re-rolled together by a
+        # background thread every ROLLUP_COALESCE_S (one re-roll per hour, not per
+        # batch), and before this store answers any rollup query.
+        self._dirty: dict[str, set[int]] = {}
+        self._dirty_lock = threading.Lock()
+        self._dirty_event = threading.Event()
+        self._closing = threading.Event()
+        self._roller: threading.Thread | None = None
         if read_only:
             self._check_database()
         else:
@@ -243,15 +259,48 @@ class InfluxDBV1Store:
             ]
             if failures:
                 raise failures[0]
-        # After the raw points: a failure here is retried with the batch (idempotent).
-        self._reroll(hours_touched(batch.plant, batch.ts_ms))
+        # Marked only once the raw points are in: a re-roll that takes them reads them.
+        with self._dirty_lock:
+            for plant, hours in hours_touched(batch.plant, batch.ts_ms).items():
+                self._dirty.setdefault(plant, set()).update(hours)
+            if self._roller is None:
+                self._roller = threading.Thread(
+                    target=self._roll_in_background, name="carbonlink-rollups", daemon=True
+                )
+                self._roller.start()
+        self._dirty_event.set()
+
+    def flush_rollups(self) -> None:
+        """Re-roll every hour written since the last re-roll (and its day), now."""
+        with self._reroll_lock:
+            with self._dirty_lock:
+                taken, self._dirty = self._dirty, {}
+                self._dirty_event.clear()
+            try:
+                self._reroll(taken)
+            except BaseException:
+                with self._dirty_lock:  # still to do: kept for the next attempt
+                    for plant, hours in taken.items():
+                        self._dirty.setdefault(plant, set()).update(hours)
+                    self._dirty_event.set()
+                raise
+
+    def _roll_in_background(self) -> None:
+        while not self._closing.is_set():
+            self._dirty_event.wait()
+            if self._closing.wait(ROLLUP_COALESCE_S):
+                return
+            try:
+                self.flush_rollups()
+            except StoreError as exc:  # kept dirty; the next round tries again
+                log.warning("influxdb rollups: re-roll failed, retrying: %s", exc)
 
     def _reroll(self, touched: dict[str, set[int]]) -> None:
-        """Re-roll the hours a batch touched, then their days (``_rollup_influxql``):
-        four requests per batch, whatever the number of plants and hours."""
+        """Re-roll ``touched`` hours, then their days (``_rollup_influxql``): four
+        requests, whatever the number of plants and hours."""
         if not touched:
             return
-        with self._reroll_lock:
+        with self._reroll_lock:  # reentrant callers hold it already (RLock)
             for make in (rollup.hour_queries, rollup.day_queries):
                 jobs = [
                     (plant, target, query)
@@ -272,10 +321,11 @@ class InfluxDBV1Store:
         existed is rolled up now, or, read-only, read raw (None from ``rollups``)."""
         shown = self._influxql("SHOW MEASUREMENTS")
         names = {row[0] for series in shown.get("series", []) for row in series["values"]}
-        if (
-            ACTIVITY_MEASUREMENT not in names
-            or rollup.measurement(ACTIVITY_MEASUREMENT, HOUR_MS) in names
-        ):
+        if ACTIVITY_MEASUREMENT not in names:
+            return True
+        if rollup.measurement(ACTIVITY_MEASUREMENT, HOUR_MS) in names:
+            if not read_only:  # a writer that stopped before its last re-roll: redo it
+                self._reroll_recent()
             return True
         if read_only:
             return False
@@ -290,6 +340,17 @@ class InfluxDBV1Store:
                     hours = range(chunk, min(chunk + 30 * DAY_MS, span[1]), HOUR_MS)
                     self._reroll({plant: set(hours)})
         return True
+
+    def _reroll_recent(self) -> None:
+        plants = self._influxql(f'SHOW TAG VALUES FROM "{ACTIVITY_MEASUREMENT}" WITH KEY = "plant"')
+        recent: dict[str, set[int]] = {}
+        for series in plants.get("series", []):
+            for _, plant in series["values"]:
+                span = self.time_range(plant)
+                if span is not None:
+                    last = (span[1] - 1) // HOUR_MS * HOUR_MS
+                    recent[plant] = {last - HOUR_MS, last}
+        self._reroll(recent)
 
     def rollups(
         self,
@@ -306,6 +367,7 @@ class InfluxDBV1Store:
         with the bucket's end; None when the rollups do not cover the stored points."""
         if not self._has_rollups:
             return None
+        self.flush_rollups()  # what this process wrote is in the answer
         where = _where(plant, None, first_ms, end_ms)
         if kind == EMISSIONS_MEASUREMENT:
             where += _factor_where(factor_set, factor_version)
@@ -482,6 +544,14 @@ class InfluxDBV1Store:
         return ends[0], ends[1]
 
     def close(self) -> None:
+        self._closing.set()
+        self._dirty_event.set()
+        if self._roller is not None:
+            self._roller.join()
+            try:
+                self.flush_rollups()
+            except StoreError as exc:  # the raw points are stored; a later write re-rolls
+                log.warning("influxdb rollups: hours left unrolled at close: %s", exc)
         self._writers.shutdown(wait=True)
         self._http.close()
 
