@@ -40,7 +40,11 @@ CREATE TABLE IF NOT EXISTS activity_rollup (
     readings INTEGER NOT NULL, value REAL NOT NULL, duration_s REAL NOT NULL,
     PRIMARY KEY (plant, step_ms, bucket_ms, meter, unit)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS activity_by_time ON activity (ts_ms);
+-- A plant's points over a time range: the primary keys start (plant, meter, ...), so
+-- without these a range read (a re-roll, a query's ragged edge) walks the plant's whole
+-- history.
+CREATE INDEX IF NOT EXISTS emissions_by_plant_time ON emissions (plant, ts_ms);
+CREATE INDEX IF NOT EXISTS activity_by_plant_time ON activity (plant, ts_ms);
 """
 ROLLUP_TABLES: Final = ("emissions_rollup", "activity_rollup")
 
@@ -76,12 +80,12 @@ def rebuild(db: sqlite3.Connection) -> None:
 
 def _reroll_hours(db: sqlite3.Connection, plant: str, first: int, end: int) -> None:
     bucket = f"(ts_ms - 1) / {HOUR_MS} * {HOUR_MS}"
-    # INDEXED BY: the primary key starts (plant, meter, ...), so without statistics the
-    # planner would walk a plant's whole history; the time index reads one hour.
+    # INDEXED BY: without statistics the planner prefers the primary key's (plant=?),
+    # which walks the plant's whole history; (plant, ts_ms) reads the hours only.
     for table, source, keys, sums in (
-        ("emissions_rollup", "emissions INDEXED BY emissions_by_time", _EMISSION_KEYS,
+        ("emissions_rollup", "emissions INDEXED BY emissions_by_plant_time", _EMISSION_KEYS,
          f"count(*), {_UNKNOWN}, " + ", ".join(f"total({c})" for c in _SUMMED)),
-        ("activity_rollup", "activity INDEXED BY activity_by_time", _ACTIVITY_KEYS,
+        ("activity_rollup", "activity INDEXED BY activity_by_plant_time", _ACTIVITY_KEYS,
          "count(*), total(value), total(duration_s)"),
     ):  # fmt: skip
         db.execute(
