@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from benchmarks import backtest, limits
+from benchmarks import backtest, limits, queries
 from benchmarks import simulators as sim
 from benchmarks._common import AGENT_BATCH, Workload, load_average, servers
 from benchmarks.ingest import IngestResult, platform_process, throughput
@@ -52,12 +52,15 @@ class Sizes:
     soak_per_s: float
     sim_meters: int
     sim_seconds: int
+    query_days: int  # history the query-cost benchmark writes (a year in the full run)
 
 
 # InfluxDB's raw rate is measured over as many readings as the batched run writes: its
 # cache snapshots and compactions are part of what a sustained write costs.
-FULL = Sizes(100_000, 1_000_000, 4_000, 100_000, 1_000_000, 20.0, 120.0, 20_000, 10_000, 20)
-QUICK = Sizes(5_000, 50_000, 500, 5_000, 50_000, 4.0, 10.0, 5_000, 1_000, 3)
+FULL = Sizes(
+    100_000, 1_000_000, 4_000, 100_000, 1_000_000, 20.0, 120.0, 20_000, 10_000, 20, 365
+)
+QUICK = Sizes(5_000, 50_000, 500, 5_000, 50_000, 4.0, 10.0, 5_000, 1_000, 3, 14)
 
 
 @dataclass(slots=True)
@@ -157,6 +160,11 @@ def measure(scratch: Path, sizes: Sizes, run: Run) -> None:
         figures["soak"] = _soak_figures(soaked, soak_verdict(soaked.rss_samples))
 
         figures["simulators"] = _step("simulators", _simulators, broker.url, sizes)
+        influxdb.create_database("queries")
+        figures["queries"] = _step(
+            f"query cost, {sizes.query_days} days of {len(queries.PLANTS)} plants",
+            _queries, scratch, influxdb.store_url("queries"), sizes.query_days,
+        )  # fmt: skip
     measured, why = backtest.measure()
     figures["backtest"] = None if measured is None else {
         "policy_plant_hours_per_s": measured.rate,
@@ -177,6 +185,19 @@ def _simulators(broker_url: str, sizes: Sizes) -> dict[str, float]:
         "publish_samples_per_s": samples,
         "publish_messages_per_s": messages,
     }
+
+
+def _queries(scratch: Path, influx_url: str, days: int) -> dict[str, dict[str, float]]:
+    results = queries.measure_both(scratch / "queries", influx_url, days, say=_say)
+    return {
+        r.store: {
+            "days": days, "readings": r.readings, "write_readings_per_s": r.readings / r.write_s,
+            "kpis_s": r.kpis_s, "kpis_cpu_s": r.kpis_cpu_s, "kpis_raw_s": r.kpis_raw_s,
+            "totals_s": r.totals_s, "totals_cpu_s": r.totals_cpu_s,
+            "totals_raw_s": r.totals_raw_s,
+        }
+        for r in results
+    }  # fmt: skip
 
 
 def _ingest_figures(result: IngestResult) -> dict[str, float]:
@@ -264,6 +285,7 @@ def _table(f: dict[str, Any], r: dict[str, float]) -> str:
         ("generation (meters x Hz per core)", f"{sims['generation_meter_hz_per_core']:,.0f}", ""),
         ("generation + publish, 60 samples/msg", f"{sims['publish_samples_per_s']:,.0f} samples/s",
          f"{sims['publish_messages_per_s']:,.0f} msg/s"),
+        *_query_rows(f["queries"]),
         ("backtest (policy x plant x sim-hours / s)",
          "n/a" if f["backtest"] is None else f"{f['backtest']['policy_plant_hours_per_s']:,.0f}",
          "not available in this build" if f["backtest"] is None else
@@ -281,6 +303,11 @@ def _table(f: dict[str, Any], r: dict[str, float]) -> str:
         ("p99_s", r["p99_s"], f"< {TARGET_P99_S:.0f} s at {LATENCY_OFFERED_PER_S:,}/s",
          r["p99_s"] < TARGET_P99_S and lat["offered_per_s"] >= 0.95 * LATENCY_OFFERED_PER_S),
         ("memory flat (soak)", soak["upper95_mib_per_10min"], "no growth trend", soak["flat"]),
+        *(
+            (f"{store} {what}, {q['days']} days (s)", q[f"{what}_s"],
+             f"< {queries.TARGET_S:.0f} s", q[f"{what}_s"] < queries.TARGET_S)
+            for store, q in f["queries"].items() for what in ("kpis", "totals")
+        ),
     ]  # fmt: skip
     lines += ["", "RATIOS (same run)", *(
         f"{name:<46} {value:>26.2f}  target {target}: {_verdict(met)}"
@@ -291,6 +318,20 @@ def _table(f: dict[str, Any], r: dict[str, float]) -> str:
               f"{machine['load_start']} at start, {machine['load_end']} at end; "
               f"run took {machine['wall_s']:.0f} s"]  # fmt: skip
     return "\n".join(lines)
+
+
+def _query_rows(figures: dict[str, dict[str, float]]) -> list[tuple[str, str, str]]:
+    rows = [("QUERIES (a year of five plants; rollups vs raw scan)", "", "")]
+    for store, q in figures.items():
+        rows += [
+            (f"{store}: KPIs, one plant", f"{q['kpis_s']:.3f} s",
+             f"raw scan {q['kpis_raw_s']:.2f} s; {q['kpis_cpu_s']:.3f} s CPU"),
+            (f"{store}: totals, five plants", f"{q['totals_s']:.3f} s",
+             f"raw scan {q['totals_raw_s']:.2f} s; {q['totals_cpu_s']:.3f} s CPU"),
+            (f"{store}: write with rollups", f"{q['write_readings_per_s']:,.0f} readings/s",
+             f"{q['readings']:,.0f} readings, {q['days']:.0f} days"),
+        ]  # fmt: skip
+    return rows
 
 
 def _cost(figures: dict[str, float]) -> str:

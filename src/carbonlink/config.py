@@ -396,6 +396,14 @@ class AgentConfig(StrictModel):
         "subscribers' (nobody would ever get it) and send it again; 3.1.1 brokers (the "
         "demo's, NATS, RabbitMQ 3.10) cannot say so",
     )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Serve Prometheus metrics at http://metrics_host:PORT/metrics (0: any "
+        "free port); unset: off",
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address the metrics bind to")
 
 
 class PlatformConfig(StrictModel):
@@ -466,6 +474,14 @@ class CoordinationConfig(StrictModel):
         description="Public key file (PEM) verifiers check signatures with, relative to "
         "this file [default: the signing key's public half, where it is set]",
     )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Serve Prometheus metrics at http://metrics_host:PORT/metrics (0: any "
+        "free port); unset: off",
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address the metrics bind to")
 
 
 class ApiConfig(StrictModel):

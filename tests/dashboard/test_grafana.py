@@ -23,7 +23,10 @@ from carbonlink.storage._base import ACTIVITY_FIELDS
 from carbonlink.storage._influxdb_v1 import assignment_lines, reading_lines
 
 GRAFANA: Final = Path(__file__).resolve().parents[2] / "config" / "grafana"
-DASHBOARDS: Final = sorted((GRAFANA / "dashboards").glob("*.json"))
+# The emissions dashboards (InfluxQL); the pipeline's health reads Prometheus and is
+# checked against the services' real /metrics (tests/test_metrics.py).
+PIPELINE: Final = GRAFANA / "dashboards" / "carbonlink-pipeline.json"
+DASHBOARDS: Final = sorted(p for p in (GRAFANA / "dashboards").glob("*.json") if p != PIPELINE)
 # Text fields: written, but not in the numeric field lists.
 TEXT_FIELDS: Final = {
     ACTIVITY_MEASUREMENT: {"unit", "quality"},
@@ -151,6 +154,12 @@ def test_dashboards_cover_sources_scopes_energy_and_quality() -> None:
 
 def test_provisioning_points_at_the_dashboards_and_influxql() -> None:
     datasources = yaml.safe_load((GRAFANA / "provisioning/datasources/carbonlink.yaml").read_text())
+    prometheus = yaml.safe_load(
+        (GRAFANA / "provisioning/datasources/prometheus.yaml").read_text()
+    )["datasources"]
+    assert [s["uid"] for s in prometheus] == ["carbonlink-prometheus"]
+    assert {t["datasource"]["uid"] for p in json.loads(PIPELINE.read_text())["panels"]
+            for t in p["targets"]} == {"carbonlink-prometheus"}  # fmt: skip
     (source,) = datasources["datasources"]
     assert source["type"] == "influxdb"
     assert source["jsonData"]["version"] == "InfluxQL"

@@ -26,7 +26,7 @@ import json
 import logging
 import sqlite3
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -38,6 +38,7 @@ from carbonlink.agent._sparkplug import SparkplugHost, SparkplugOutcome
 from carbonlink.agent._validation import MeterValidator, Remembered, Verdict
 from carbonlink.config import AgentConfig, MqttVersion, OutboxFullPolicy, PlantConfig
 from carbonlink.core.clock import wall_clock_ms
+from carbonlink.core.metrics import Metric, counter, gauge, registry_reading
 from carbonlink.emissions import FactorLibrary, FactorSet, ResolvedFactor
 from carbonlink.errors import CarbonlinkError, RejectedReading
 from carbonlink.mqtt.client import (
@@ -171,6 +172,33 @@ class Agent:
             SparkplugHost(plant, plant.sparkplug) if plant.sparkplug is not None else None
         )
         self.sparkplug_connected = asyncio.Event()
+        self.metrics = registry_reading(self._metric_families)
+
+    def _metric_families(self) -> Iterator[Metric]:
+        """Prometheus: the counters, read when scraped (labelled with the plant, so one
+        Prometheus job can hold every agent)."""
+        c, plant = self.counters, (self.plant.id,)
+        labels = ("plant",)
+        for name, help_text, value in (
+            ("received", "Meter readings received", c.received),
+            ("accepted", "Readings accepted into the outbox", c.accepted),
+            ("forwarded", "Readings the broker acknowledged as telemetry", c.forwarded),
+            ("dropped_oldest", "Unsent readings dropped for room (drop_oldest)",
+             c.dropped_oldest),
+        ):  # fmt: skip
+            yield counter(f"carbonlink_agent_readings_{name}", help_text, {plant: value}, labels)
+        yield counter(
+            "carbonlink_agent_readings_rejected", "Readings refused, by reason",
+            {(self.plant.id, r): float(n) for r, n in c.rejected.items()}, ("plant", "reason"),
+        )  # fmt: skip
+        yield gauge(
+            "carbonlink_agent_outbox_readings", "Readings in the outbox, not yet acknowledged",
+            {plant: self.outbox_depth}, labels,
+        )  # fmt: skip
+        yield gauge(
+            "carbonlink_agent_connected", "1 when connected to the broker",
+            {plant: self.connected.is_set()}, labels,
+        )  # fmt: skip
 
     def _restore_state(self, meta: dict[str, str]) -> None:
         for key, value in meta.items():

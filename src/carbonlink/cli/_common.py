@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import shlex
 import shutil
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, Final, ParamSpec, TypeVar
 
@@ -16,6 +17,7 @@ import click
 
 from carbonlink.config import Settings, load_config
 from carbonlink.core.durations import parse_duration_s as _parse_duration_s
+from carbonlink.core.metrics import CollectorRegistry, MetricsServer
 from carbonlink.errors import CarbonlinkError, ConfigError
 from carbonlink.wire import parse_query_time
 
@@ -66,6 +68,26 @@ def _leaves(group: BaseExceptionGroup[CarbonlinkError]) -> list[CarbonlinkError]
     for error in group.exceptions:
         leaves.extend(_leaves(error) if isinstance(error, BaseExceptionGroup) else [error])
     return leaves
+
+
+@contextlib.contextmanager
+def serving_metrics(
+    registry: CollectorRegistry, host: str, port: int | None, key: str
+) -> Iterator[None]:
+    """Serve ``registry`` at /metrics while the block runs, when the config's ``key``
+    names a port; a port in use is a ConfigError naming the key."""
+    if port is None:
+        yield
+        return
+    try:
+        server = MetricsServer(registry, host, port)
+    except OSError as exc:
+        raise ConfigError(None, key, f"cannot serve metrics on {host}:{port}: {exc}") from exc
+    click.echo(f"metrics at http://{host}:{server.port}/metrics", err=True)
+    try:
+        yield
+    finally:
+        server.close()
 
 
 def run_async(main: Coroutine[Any, Any, T]) -> T | None:

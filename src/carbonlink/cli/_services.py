@@ -23,6 +23,7 @@ from carbonlink.cli._common import (
     http_option,
     parse_host_port,
     run_async,
+    serving_metrics,
     settings_from,
     shown_path,
     store_option,
@@ -271,7 +272,11 @@ def agent(
         factor_set=settings.factor_set(plant.id),
     )
     view = create_view_app(service) if listen else None
-    run_async(_with_http(service.run(), view, listen))
+    config = settings.services.agent
+    with serving_metrics(
+        service.metrics, config.metrics_host, config.metrics_port, "agent.metrics_port"
+    ):
+        run_async(_with_http(service.run(), view, listen))
 
 
 @click.command()
@@ -331,7 +336,11 @@ def platform(
     api = None
     if listen:
         api = create_app(
-            store, settings, health=service.health, journal_path=settings.journal_path()
+            store,
+            settings,
+            health=service.health,
+            journal_path=settings.journal_path(),
+            metrics=service.metrics,
         )
         mount_dashboard(api, store, settings, health=service.health, status=service.agent_states)
     try:

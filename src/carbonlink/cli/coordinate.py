@@ -27,6 +27,7 @@ from carbonlink.cli._common import (
     http_option,
     parse_host_port,
     run_async,
+    serving_metrics,
     settings_from,
     shown_path,
     store_option,
@@ -356,7 +357,11 @@ def coordinate(
     )
     try:
         public = None if signing_key is None else signing_key.public_key()
-        run_async(_run(service, store, journal, listen, public, quiet=quiet))
+        with serving_metrics(
+            service.metrics, config.metrics_host, config.metrics_port,
+            "coordination.metrics_port",
+        ):  # fmt: skip
+            run_async(_run(service, store, journal, listen, public, quiet=quiet))
     finally:
         journal.close()
         store.close()

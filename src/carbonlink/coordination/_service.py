@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
@@ -56,6 +56,7 @@ from carbonlink.coordination.model import (
     decide,
 )
 from carbonlink.core.clock import wall_clock_ms
+from carbonlink.core.metrics import Metric, counter, gauge, registry_reading
 from carbonlink.errors import CarbonlinkError
 from carbonlink.mqtt.client import BrokerAddress, make_client
 from carbonlink.mqtt.reconnect import keep_connected
@@ -122,6 +123,11 @@ class Coordinator:
         self._wall_period_s = period_s if wall_period_s is None else wall_period_s
         self._client_id = client_id
         self._shadow_policies = tuple(shadows)
+        # Wall-clock time each plant's latest directive was published, and how many:
+        # Prometheus' directive age (a stalled coordinator shows as a growing age).
+        self._directive_wall_ms: dict[str, int] = {}
+        self._directives_sent: dict[str, int] = {}
+        self.metrics = registry_reading(self._metric_families)
         self._versions = {}
         for plant in self._plants:
             factor_set = settings.factor_set(plant)
@@ -302,6 +308,21 @@ class Coordinator:
 
     # --- the loop --------------------------------------------------------------------------
 
+    def _metric_families(self) -> Iterator[Metric]:
+        now = wall_clock_ms()
+        yield counter("carbonlink_coordinator_periods", "Periods stepped", self.periods)
+        yield counter(
+            "carbonlink_coordinator_directives", "Directives published, per plant",
+            {(p,): float(n) for p, n in self._directives_sent.items()}, ("plant",),
+        )  # fmt: skip
+        yield gauge(
+            "carbonlink_coordinator_directive_age_seconds",
+            "Wall-clock seconds since the plant's latest directive was published",
+            {(p,): (now - ms) / MS_PER_S for p, ms in self._directive_wall_ms.items()},
+            ("plant",),
+        )  # fmt: skip
+        yield gauge("carbonlink_coordinator_connected", "1 when connected", self.connected.is_set())
+
     async def run(self) -> None:
         try:
             await keep_connected(
@@ -372,6 +393,8 @@ class Coordinator:
             await client.publish(
                 wire.directive_topic(plant), wire.encode_directive(directive), qos=1, retain=True
             )
+            self._directive_wall_ms[plant] = wall_clock_ms()
+            self._directives_sent[plant] = self._directives_sent.get(plant, 0) + 1
         self._last_ms, self._in_force = boundary, decisions_now
         self.periods += 1
         with self.journal.transaction():

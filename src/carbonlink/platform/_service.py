@@ -43,7 +43,7 @@ import contextlib
 import logging
 import secrets
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +52,7 @@ from typing import Final
 from carbonlink import wire
 from carbonlink.config import MqttVersion, PlatformConfig
 from carbonlink.core.clock import wall_clock_ms
+from carbonlink.core.metrics import Metric, counter, gauge, registry_reading, store_latency
 from carbonlink.errors import DeliveryProbeError, RejectedReading, StoreError
 from carbonlink.mqtt.client import BrokerAddress
 from carbonlink.mqtt.consumer import ConsumerClient, Incoming, PublishRefusedError
@@ -212,6 +213,9 @@ class Platform:
         self._store_thread = ThreadPoolExecutor(
             self.config.write_concurrency, thread_name_prefix="carbonlink-store"
         )
+        # Prometheus: the counters above, read when scraped; store latency observed.
+        self.metrics = registry_reading(self._metric_families)
+        self._store_seconds = store_latency(self.metrics)
 
     async def run(self) -> None:
         """Run until cancelled; raise DeliveryProbeError (bare, not in a group) if the
@@ -232,6 +236,51 @@ class Platform:
     def health(self) -> dict[str, object]:
         """The counters, and whether the platform is subscribed now (the API's health)."""
         return self.counters.as_dict() | {"connected": self.connected.is_set()}
+
+    def _metric_families(self) -> Iterator[Metric]:
+        c = self.counters
+        yield counter("carbonlink_platform_messages", "Telemetry messages handled", c.messages)
+        yield counter("carbonlink_platform_readings_received", "Readings received", c.received)
+        yield counter("carbonlink_platform_readings_stored", "Readings written", c.stored)
+        yield counter(
+            "carbonlink_platform_readings_repeated", "Readings received again, stored once",
+            c.repeats,
+        )  # fmt: skip
+        refused: dict[tuple[str, ...], float] = {
+            ("platform", r): float(n) for r, n in c.rejected.items()
+        }
+        for counts in c.agent_rejected.values():
+            for reason, n in counts.items():
+                refused["agent", reason] = refused.get(("agent", reason), 0.0) + n
+        yield counter(
+            "carbonlink_readings_rejected",
+            "Readings refused, by where (agent statuses, platform) and reason",
+            refused, ("at", "reason"),
+        )  # fmt: skip
+        yield counter(
+            "carbonlink_platform_store_failures", "Store writes that failed", c.store_failures
+        )
+        yield gauge(
+            "carbonlink_platform_intake_readings",
+            "Readings received and not yet written (the intake queue)", self._intake_readings,
+        )  # fmt: skip
+        yield gauge(
+            "carbonlink_platform_intake_messages", "Messages in the intake queue",
+            len(self._intake),
+        )  # fmt: skip
+        yield gauge(
+            "carbonlink_platform_spill_readings", "Readings waiting in the spill file", c.spilled
+        )
+        if c.lag_s is not None:
+            yield gauge(
+                "carbonlink_platform_lag_seconds",
+                "Wall clock minus the newest stored reading's time, seconds", c.lag_s,
+            )  # fmt: skip
+        yield gauge("carbonlink_platform_connected", "1 when subscribed", self.connected.is_set())
+
+    def _timed_write(self, batch: StoredBatch) -> None:
+        with self._store_seconds.time():
+            self.store.write_batch(batch)
 
     def agent_states(self) -> dict[str, str]:
         """Each plant's agent as last reported: online, offline (its last will), or absent."""
@@ -641,7 +690,7 @@ class Platform:
     async def _write_admitted(self, batch: StoredBatch) -> None:
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._store_thread, self.store.write_batch, batch)
+            await loop.run_in_executor(self._store_thread, self._timed_write, batch)
         except StoreError:
             self.counters.store_failures += 1
             raise

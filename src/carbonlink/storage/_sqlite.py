@@ -12,6 +12,7 @@ import pandas as pd
 
 from carbonlink.core.clock import wall_clock_ms
 from carbonlink.errors import StoreError
+from carbonlink.storage import _rollup_sql as rollup
 from carbonlink.storage._base import (
     ACTIVITY_COLUMNS,
     ACTIVITY_FIELDS,
@@ -26,6 +27,7 @@ from carbonlink.storage._base import (
     totals_frame,
     typed_frame,
 )
+from carbonlink.storage._buckets import hours_touched
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS activity (
@@ -82,8 +84,11 @@ class SqliteStore(ClosedOnExit):
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
             _add_missing_columns(self._db)
+            _add_rollups(self._db)
         # A read-only store written by an older carbonlink may lack columns: read NULLs.
         present = {row[1] for row in self._db.execute("PRAGMA table_info(emissions)")}
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
+        self._has_rollups = set(rollup.ROLLUP_TABLES) <= tables
         self._emission_select = ", ".join(
             "ts_ms AS time" if c == "time" else (c if c in present else f"NULL AS {c}")
             for c in EMISSION_COLUMNS
@@ -110,6 +115,7 @@ class SqliteStore(ClosedOnExit):
             )
             if e is not None
         ]  # fmt: skip
+        touched = hours_touched(b.plant, b.ts_ms)
         try:
             with self._lock:
                 self._db.execute("BEGIN")
@@ -118,6 +124,7 @@ class SqliteStore(ClosedOnExit):
                         "INSERT OR REPLACE INTO activity VALUES (?,?,?,?,?,?,?)", activity_rows
                     )
                     self._db.executemany(_EMISSION_INSERT, emission_rows)
+                    rollup.reroll(self._db, touched)
                     self._db.execute("COMMIT")
                 except BaseException:
                     if self._db.in_transaction:  # a failed COMMIT has rolled back already
@@ -181,6 +188,26 @@ class SqliteStore(ClosedOnExit):
             f"SELECT {columns} FROM activity WHERE plant = ?", [plant], meter, start_ms, end_ms
         )
         return typed_frame(ACTIVITY_COLUMNS, self._frame(sql, params))
+
+    def rollups(
+        self,
+        kind: str,
+        step_ms: int,
+        plant: str | None,
+        first_ms: int,
+        end_ms: int | None,
+        *,
+        factor_set: str | None = None,
+        factor_version: str | None = None,
+    ) -> pd.DataFrame | None:
+        """Rollup rows of buckets of ``step_ms`` starting in [first_ms, end_ms), or None
+        for a read-only store written before rollups existed (read raw points instead)."""
+        if not self._has_rollups:
+            return None
+        sql, params = rollup.select(
+            kind, step_ms, plant, first_ms, end_ms, factor_set, factor_version
+        )
+        return self._frame(sql, params)
 
     def _frame(self, sql: str, params: list[object]) -> pd.DataFrame:
         with self._lock:
@@ -316,6 +343,22 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
     for column in UNCERTAINTY_FIELDS:
         if column not in present:
             db.execute(f"ALTER TABLE emissions ADD COLUMN {column} REAL")
+
+
+def _add_rollups(db: sqlite3.Connection) -> None:
+    """Rollup tables, built from the raw rows when a store from before them has data."""
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    db.executescript(rollup.SCHEMA)
+    if set(rollup.ROLLUP_TABLES) <= tables:
+        return
+    db.execute("BEGIN")
+    try:
+        rollup.rebuild(db)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
 
 
 def _factor_filtered(

@@ -18,7 +18,8 @@ import pandas as pd
 from carbonlink.config import PlantConfig, Settings
 from carbonlink.emissions import FactorSet
 from carbonlink.errors import QueryError, RejectedReading, UnknownPlantError
-from carbonlink.storage._base import EMISSION_COLUMNS, SERIES_FIELDS, Store
+from carbonlink.storage._base import SERIES_FIELDS, Store
+from carbonlink.storage.rollups import activity_points, emission_points
 from carbonlink.storage.series import series_table
 from carbonlink.storage.uncertainty import LOWER_SUFFIX, UPPER_SUFFIX
 from carbonlink.storage.windows import Window, aggregate, ncv_ranges_of, plant_kpis
@@ -153,7 +154,7 @@ class Figures:
         """Sums per UTC window (start-labelled, left-closed on interval ends)."""
         current = self.factor_set(plant)
         version = factor_version or current.version
-        emissions = self._emissions(plant, _span(start, end), current, version)
+        emissions = self._emissions(plant, _span(start, end), current, version, window)
         return aggregate(emissions, by, window).assign(
             factor_set=current.name, factor_version=version
         )
@@ -172,7 +173,7 @@ class Figures:
         version = factor_version or current.version
         span = _span(start, end)
         emissions = self._emissions(plant, span, current, version)
-        activity = self.store.activity(plant, start_ms=span.start_ms, end_ms=span.end_ms)
+        activity = activity_points(self.store, plant, start_ms=span.start_ms, end_ms=span.end_ms)
         kpis = plant_kpis(config, emissions, activity, ncv_ranges_of(config, current))
         record = {
             "start": None if start is None else str(start),
@@ -194,12 +195,15 @@ class Figures:
         version (named in the frame), in kg and t CO2e with 95% intervals."""
         span = _span(start, end)
         current = {p: self.settings.factor_set(p) for p in self.settings.plants}
-        emissions = self.store.emissions(start_ms=span.start_ms, end_ms=span.end_ms)
+        # Each plant under its own current version, never twice.
+        emissions = pd.concat(
+            [self._emissions(p, span, f, f.version, window) for p, f in sorted(current.items())],
+            ignore_index=True,
+        )
         chosen = pd.DataFrame(
             [(p, f.name, f.version) for p, f in current.items()],
             columns=["plant", "factor_set", "factor_version"],
         )
-        emissions = emissions.merge(chosen, on=list(chosen.columns))[list(EMISSION_COLUMNS)]
         frame = aggregate(emissions, by, window)
         if by != "source":  # activity across sources has no common unit
             frame = frame.drop(columns=["activity", "activity_unit"])
@@ -212,11 +216,22 @@ class Figures:
         )
         return frame
 
-    def _emissions(self, plant: str, span: _Span, current: FactorSet, version: str) -> pd.DataFrame:
-        return self.store.emissions(
+    def _emissions(
+        self,
+        plant: str,
+        span: _Span,
+        current: FactorSet,
+        version: str,
+        window: str | None = None,
+    ) -> pd.DataFrame:
+        # Whole hours and days from the store's rollups, raw points at the edges only:
+        # a year costs about what a day does (storage.rollups).
+        return emission_points(
+            self.store,
             plant,
             start_ms=span.start_ms,
             end_ms=span.end_ms,
             factor_set=current.name,
             factor_version=version,
+            window=window,
         )

@@ -1,12 +1,10 @@
 """Windowed sums and per-plant KPIs, computed at query time from stored points.
 
-Design: the store returns raw emission points (``Store.emissions``) and pandas does the
-grouping, on every backend alike. One implementation means one set of window rules
+Design: pandas does the grouping, on every backend alike: one set of window rules
 (interval-end timestamps, UTC, left-closed, start-labelled) and the same numbers from
-SQLite and InfluxDB, without a second copy of the data to keep consistent on write or
-after a recompute. The price is moving raw points out of the store: fine for the
-minutes-to-months ranges a plant dashboard asks for; pushing ``GROUP BY time()`` down to
-InfluxDB is the optimisation to make when ranges of years become common.
+SQLite and InfluxDB. What it groups is either raw emission points (``Store.emissions``)
+or the pseudo-points of ``storage.rollups``: whole hours and days summed by the store as
+data lands, raw points only at the ragged edges, so a year costs about what a day does.
 """
 
 from __future__ import annotations
@@ -103,7 +101,10 @@ def aggregate(emissions: pd.DataFrame, by: Grouping, window: str | None = None) 
         "activity": pd.NamedAgg("converted_amount", "sum"),
         "activity_unit": pd.NamedAgg("converted_unit", "first"),
         "units": pd.NamedAgg("converted_unit", "nunique"),
-        "readings": pd.NamedAgg("co2e_kg", "size"),
+        # Rolled-up pseudo-points (storage.rollups) carry how many readings each sums.
+        "readings": pd.NamedAgg("readings", "sum")
+        if "readings" in frame.columns
+        else pd.NamedAgg("co2e_kg", "size"),
     }
     if keys:
         result = frame.groupby(keys, sort=True).agg(**named).reset_index()

@@ -18,6 +18,7 @@ from carbonlink import __version__ as _version
 from carbonlink.config import Settings
 from carbonlink.coordination import Ed25519PublicKey, settings_public_key
 from carbonlink.core.clock import wall_clock_ms
+from carbonlink.core.metrics import CONTENT_TYPE_LATEST, CollectorRegistry, exposition
 from carbonlink.errors import QueryError, UnknownPlantError
 from carbonlink.storage import SERIES_FIELDS, Store
 from carbonlink.storage.figures import Figures
@@ -68,13 +69,14 @@ def create_app(
     journal_path: Path | None = None,
     clock_ms: Callable[[], int] = wall_clock_ms,
     ledger_public_key: Ed25519PublicKey | None = None,
+    metrics: CollectorRegistry | None = None,
 ) -> FastAPI:
     """The API over ``store`` for the plants in ``settings``; with ``journal_path``, the
     coordinator's ledger, decisions and shadow policies too. Reads are open unless the
     config says otherwise; every state-changing endpoint needs the API token.
 
     ``ledger_public_key`` checks the reports' signatures [default: the one the config
-    names, ``settings_public_key``]."""
+    names, ``settings_public_key``]. ``metrics``: served at ``/metrics`` for Prometheus."""
     app = FastAPI(
         title="carbonlink",
         version=_version,
@@ -182,6 +184,12 @@ def create_app(
         key = ledger_public_key or settings_public_key(settings)
         add_coordination_routes(app, journal_path, store, public_key=key)
     add_control_routes(app, store, settings, access, journal_path=journal_path, clock_ms=clock_ms)
+
+    if metrics is not None:
+
+        @app.get("/metrics", include_in_schema=False)
+        def metrics_endpoint() -> Response:
+            return Response(exposition(metrics), media_type=CONTENT_TYPE_LATEST)
 
     @app.get(f"{API_PREFIX}/health", summary="Ingestion counters and store")
     def health_endpoint() -> dict[str, object]:
