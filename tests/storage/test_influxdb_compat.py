@@ -61,6 +61,17 @@ def stub() -> Iterator[Stub]:
             self.end_headers()
             self.wfile.write(payload)
 
+        def do_GET(self) -> None:
+            # Reads (the store asks which measurements exist, for its rollups): an empty
+            # database, as 2.x's 1.x compatibility API answers for a new bucket.
+            assert urlsplit(self.path).path == "/query"
+            payload = json.dumps({"results": [{"statement_id": 0}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
         def log_message(self, format: str, *args: object) -> None:
             pass  # pytest shows the store's own log
 
