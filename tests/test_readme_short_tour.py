@@ -204,9 +204,14 @@ def test_the_short_tour_stores_everything_in_the_past_and_counts_once(tour: Tour
     assert kpis["total_tco2e"] == pytest.approx(table["co2e_kg"].sum() / 1000)
     assert kpis["total_tco2e_lower95"] < kpis["total_tco2e"] < kpis["total_tco2e_upper95"]
 
+    # The backfill's newest reading, before the hand-sent one below (stamped later).
+    backfill_last = _time_range(tour)[1]
+    assert backfill_last <= after_ms + FUTURE_TOLERANCE_MS, "backfilled data in the future"
+
     # One reading by hand, as docs/wire-format.md describes: accepted, and counted once.
     accepted = tour.get(agent_url)["counters"]["accepted"]
     tour.run("mosquitto_pub -h 127.0.0.1 -q 1 -t carbonlink/v1/cement-01/meters/kiln-coal")
+    sent_ms = wall_clock_ms()
     _until(
         lambda: tour.get(agent_url)["counters"]["accepted"] == accepted + 1,
         "the hand-sent reading",
@@ -215,11 +220,17 @@ def test_the_short_tour_stores_everything_in_the_past_and_counts_once(tour: Tour
     assert "3 advanced symbiosis" in tour.run("policy solve --params").stdout
 
     tour.stop()
-    store = open_store(f"sqlite:///{tour.work / 'var' / 'carbonlink.sqlite'}", read_only=True)
-    first, last = store.time_range("cement-01") or (0, 0)
-    store.close()
+    first, last = _time_range(tour)
     assert first >= before_ms - 24 * 3600 * 1000 - 60_000
-    assert last <= after_ms + FUTURE_TOLERANCE_MS, "data in the future"
+    assert last <= sent_ms + FUTURE_TOLERANCE_MS, "data in the future"
+
+
+def _time_range(tour: Tour) -> tuple[int, int]:
+    store = open_store(f"sqlite:///{tour.work / 'var' / 'carbonlink.sqlite'}", read_only=True)
+    try:
+        return store.time_range("cement-01") or (0, 0)
+    finally:
+        store.close()
 
 
 def test_query_of_a_mistyped_store_fails_and_creates_nothing(tour: Tour) -> None:
