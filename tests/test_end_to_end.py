@@ -28,6 +28,8 @@ from tests.waiting import async_wait_for, exited, wait_for
 NOW_MS = 1_795_420_800_000  # the agents' clock in these tests: 2026-11-23T08:00:00Z
 DEADLINE_S = 30.0
 STARTUP_S = 90.0  # a service process imports pandas, scipy and FastAPI: slow on a busy machine
+# Modules written beside this one import the name they knew: it is tests/waiting's waiter.
+eventually = async_wait_for
 
 
 def answer(url: str) -> dict[str, object]:

@@ -17,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -29,11 +28,11 @@ import pytest
 from carbonlink.core.clock import wall_clock_ms
 from carbonlink.platform import open_store
 from tests.servers import MosquittoServer, free_port
+from tests.waiting import wait_for
 
 REPO: Final = Path(__file__).resolve().parents[1]
 CARBONLINK: Final = str(Path(sys.executable).parent / "carbonlink")
 DEADLINE_S: Final = 60.0
-SETTLE_S: Final = 0.2
 # The agent stamps readings with its wall clock and the platform stores them as they come;
 # a backfill ending now leaves its newest reading at most one sample period ahead of the
 # moment it was published, never hours.
@@ -92,18 +91,17 @@ class Tour:
             )  # fmt: skip
 
     def get(self, url: str) -> Any:
-        deadline = time.monotonic() + DEADLINE_S
-        while True:
-            try:
-                response = httpx.get(url, timeout=5, trust_env=False)
-                if response.status_code == httpx.codes.OK:
-                    return response.json()
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                logs = "\n".join(p.read_text()[-2000:] for p in self.work.glob("*.log"))
-                raise AssertionError(f"{url} did not answer\n{logs}")
-            time.sleep(SETTLE_S)
+        def answer() -> Any:
+            response = httpx.get(url, timeout=5, trust_env=False)
+            return response.json() if response.status_code == httpx.codes.OK else None
+
+        return wait_for(
+            answer, f"{url} to answer", DEADLINE_S,
+            ignoring=(httpx.TransportError,), detail=self.logs,
+        )  # fmt: skip
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text()[-2000:] for p in self.work.glob("*.log"))
 
     def stop(self) -> None:
         for process in self.background:
@@ -134,14 +132,7 @@ def tour(tmp_path: Path, mosquitto_private: MosquittoServer) -> Iterator[Tour]:
 
 
 def _until(check: Any, what: str, shown: Any = None) -> Any:
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}: {shown() if shown else ''}")
-        time.sleep(SETTLE_S)
+    return wait_for(check, what, DEADLINE_S, detail=shown)
 
 
 def _counters_add_up(agent: dict[str, Any]) -> None:
@@ -213,9 +204,14 @@ def test_the_short_tour_stores_everything_in_the_past_and_counts_once(tour: Tour
     assert kpis["total_tco2e"] == pytest.approx(table["co2e_kg"].sum() / 1000)
     assert kpis["total_tco2e_lower95"] < kpis["total_tco2e"] < kpis["total_tco2e_upper95"]
 
+    # The backfill's newest reading, before the hand-sent one below (stamped later).
+    backfill_last = _time_range(tour)[1]
+    assert backfill_last <= after_ms + FUTURE_TOLERANCE_MS, "backfilled data in the future"
+
     # One reading by hand, as docs/wire-format.md describes: accepted, and counted once.
     accepted = tour.get(agent_url)["counters"]["accepted"]
     tour.run("mosquitto_pub -h 127.0.0.1 -q 1 -t carbonlink/v1/cement-01/meters/kiln-coal")
+    sent_ms = wall_clock_ms()
     _until(
         lambda: tour.get(agent_url)["counters"]["accepted"] == accepted + 1,
         "the hand-sent reading",
@@ -224,11 +220,17 @@ def test_the_short_tour_stores_everything_in_the_past_and_counts_once(tour: Tour
     assert "3 advanced symbiosis" in tour.run("policy solve --params").stdout
 
     tour.stop()
-    store = open_store(f"sqlite:///{tour.work / 'var' / 'carbonlink.sqlite'}", read_only=True)
-    first, last = store.time_range("cement-01") or (0, 0)
-    store.close()
+    first, last = _time_range(tour)
     assert first >= before_ms - 24 * 3600 * 1000 - 60_000
-    assert last <= after_ms + FUTURE_TOLERANCE_MS, "data in the future"
+    assert last <= sent_ms + FUTURE_TOLERANCE_MS, "data in the future"
+
+
+def _time_range(tour: Tour) -> tuple[int, int]:
+    store = open_store(f"sqlite:///{tour.work / 'var' / 'carbonlink.sqlite'}", read_only=True)
+    try:
+        return store.time_range("cement-01") or (0, 0)
+    finally:
+        store.close()
 
 
 def test_query_of_a_mistyped_store_fails_and_creates_nothing(tour: Tour) -> None:
