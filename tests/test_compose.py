@@ -330,7 +330,7 @@ def test_one_agent_and_one_simulator_per_plant() -> None:
     assert agents == PLANTS, f"agents for {agents}, plants in config/plants: {PLANTS}"
     assert simulated == PLANTS, f"simulators for {simulated}, plants in config/plants: {PLANTS}"
     for run in by_command("simulate"):
-        assert run.params["speed"] == "1", f"{run.service}: agents check a wall-clock skew"
+        assert float(run.params["speed"]) == 1.0, f"{run.service}: agents check a wall-clock skew"
         assert "," not in str(run.params["plants"]), f"{run.service}: one plant per login"
 
 
