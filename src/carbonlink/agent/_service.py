@@ -30,8 +30,9 @@ from typing import Final
 import aiomqtt
 
 from carbonlink import wire
+from carbonlink.agent._jetstream import EPOCH_KEY, JetStreamUplink, Send, new_epoch
 from carbonlink.agent._validation import MeterValidator, Remembered, Verdict
-from carbonlink.config import AgentConfig, OutboxFullPolicy, PlantConfig
+from carbonlink.config import AgentConfig, JetStreamConfig, OutboxFullPolicy, PlantConfig, Uplink
 from carbonlink.core.clock import wall_clock_ms
 from carbonlink.emissions import FactorLibrary, FactorSet, ResolvedFactor
 from carbonlink.errors import CarbonlinkError, RejectedReading
@@ -125,6 +126,7 @@ class Agent:
         outbox_path: Path,
         factor_set: FactorSet | None = None,
         now_ms: Callable[[], int] = wall_clock_ms,
+        jetstream: JetStreamConfig | None = None,
     ) -> None:
         self.plant = plant
         self.config = config or AgentConfig()
@@ -145,6 +147,15 @@ class Agent:
         self._seq = int(meta.get(_SEQ_KEY, "0"))
         self._restore_state(meta)
         self._factors = _local_factors(plant, factor_set)
+        self._uplink: JetStreamUplink | None = None
+        if self.config.uplink is Uplink.JETSTREAM:
+            if jetstream is None or not jetstream.servers:
+                raise ValueError("agent.uplink is jetstream: pass the jetstream settings")
+            epoch = meta.get(EPOCH_KEY)
+            if epoch is None:  # a new outbox: its message ids must not repeat an old one's
+                epoch = new_epoch()
+                self._outbox.append([], {EPOCH_KEY: epoch})
+            self._uplink = JetStreamUplink(jetstream, plant.id, self.identity, epoch)
 
     def _restore_state(self, meta: dict[str, str]) -> None:
         for key, value in meta.items():
@@ -187,9 +198,13 @@ class Agent:
 
     async def run(self) -> None:
         try:
-            await keep_connected(
-                self._session, what=f"agent {self.plant.id}", log=log, lost=self.connected.clear
-            )
+            async with asyncio.TaskGroup() as tasks:
+                if self._uplink is not None:  # forwards whether or not MQTT is connected
+                    tasks.create_task(self._uplink.run(self._forward))
+                await keep_connected(
+                    self._session, what=f"agent {self.plant.id}", log=log,
+                    lost=self.connected.clear,
+                )  # fmt: skip
         finally:
             self.connected.clear()
             self._outbox.close()
@@ -211,7 +226,8 @@ class Agent:
         await client.subscribe(wire.meter_subscription(self.plant.id), qos=1)
         self.connected.set()
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._forward(client))
+            if self._uplink is None:
+                tasks.create_task(self._forward(_mqtt_sender(client, self.plant.id)))
             tasks.create_task(self._rejections.publish(client))
             tasks.create_task(self._report_status(client))
             async for message in client.messages:
@@ -349,14 +365,14 @@ class Agent:
     def _reject(self, topic: str, error: RejectedReading, payload: bytes) -> None:
         self._rejections.record(self.plant.id, topic, error, payload)
 
-    async def _forward(self, client: aiomqtt.Client) -> None:
-        topic = wire.telemetry_topic(self.plant.id)
+    async def _forward(self, send: Send) -> None:
+        """Send batches from the outbox; ``send`` returns once the next hop holds one."""
         while True:
             if self._unsent is None:
                 self._unsent = self._next_batch(await self._next_rows())
             last_id, batch = self._unsent
             # A batch cut off by a disconnect is sent again (same seq) after reconnecting.
-            await client.publish(topic, wire.encode_telemetry(batch), qos=1)
+            await send(batch, wire.encode_telemetry(batch))
             # The sequence number moves with the readings it sent: a restart continues it.
             self._outbox.remove_through(last_id, {_SEQ_KEY: str(batch.seq)})
             self.counters.forwarded += len(batch.readings)
@@ -414,6 +430,15 @@ class Agent:
                 self.outbox_depth,
             )
         )  # fmt: skip
+
+
+def _mqtt_sender(client: aiomqtt.Client, plant: str) -> Send:
+    topic = wire.telemetry_topic(plant)
+
+    async def send(_batch: wire.TelemetryBatch, payload: bytes) -> None:
+        await client.publish(topic, payload, qos=1)  # returns on the broker's PUBACK
+
+    return send
 
 
 def _local_factors(plant: PlantConfig, factor_set: FactorSet | None) -> dict[str, ResolvedFactor]:
