@@ -453,7 +453,8 @@ class ServicesFile(StrictModel):
     platform: PlatformConfig = PlatformConfig()
     coordination: CoordinationConfig = CoordinationConfig()
     api: ApiConfig = ApiConfig()
-    jetstream: JetStreamConfig = JetStreamConfig()
+    # validate_default: the check below must run when the section is left out, too.
+    jetstream: JetStreamConfig = Field(default_factory=JetStreamConfig, validate_default=True)
 
     @field_validator("jetstream")
     @classmethod

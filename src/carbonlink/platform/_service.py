@@ -171,8 +171,9 @@ class Platform:
         self._broker = broker
         self._shared_group = shared_group
         # One auditor is enough: in a group, only the worker asked to audits.
+        # With JetStream, workers are a group too: none audits unless asked to.
         self._audit = audit_topics if audit_topics is not None else (
-            self.config.audit_topics and shared_group is None
+            self.config.audit_topics and shared_group is None and self._jetstream is None
         )  # fmt: skip
         self._now_ms = now_ms
         self._spill = SpillFile(spill_path)
@@ -187,6 +188,7 @@ class Platform:
         self._intake_readings = 0
         self._intake_ready = asyncio.Event()
         self._room_made = asyncio.Event()  # JetStream pulls again once this is set
+        self._jetstream_intake: JetStreamIntake | None = None
         self._sequence = SequenceGaps(self._known_agent)
         self._max_readings = self.config.queue_max_readings
         self._max_messages = self.config.queue_max_messages
@@ -215,7 +217,8 @@ class Platform:
     def health(self) -> dict[str, object]:
         """The counters, and whether the platform is subscribed now (the API's health)."""
         self._update_sequence()
-        return self.counters.as_dict() | {"connected": self.connected.is_set()}
+        pulling = self._jetstream_intake is None or self._jetstream_intake.connected.is_set()
+        return self.counters.as_dict() | {"connected": self.connected.is_set() and pulling}
 
     def agent_states(self) -> dict[str, str]:
         """Each plant's agent as last reported: online, offline (its last will), or absent."""
@@ -306,11 +309,11 @@ class Platform:
 
     async def _jetstream_loop(self) -> None:
         assert self._jetstream is not None
-        intake = JetStreamIntake(
+        self._jetstream_intake = JetStreamIntake(
             self._jetstream, self.client_id, self._receive_jetstream, self._has_room,
             self._room_made, self._sequence,
         )  # fmt: skip
-        await intake.run()
+        await self._jetstream_intake.run()
 
     def _known_agent(self, agent: str) -> bool:
         """Whether ``agent`` is a configured plant's agent (only those are tracked)."""
