@@ -65,6 +65,7 @@ class PlatformCounters:
     received: int = 0
     stored: int = 0
     repeats: int = 0  # readings received again and stored once (redeliveries)
+    redelivered: int = 0  # messages delivered again (MQTT DUP, JetStream's delivery count)
     spilled: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     rejected_by_plant: Counter[str] = field(default_factory=Counter)
@@ -92,6 +93,7 @@ class PlatformCounters:
             "received": self.received,
             "stored": self.stored,
             "repeats": self.repeats,
+            "redelivered": self.redelivered,
             "spilled": self.spilled,
             "rejected": dict(by_reason),
             "rejected_by_plant": {
@@ -280,6 +282,7 @@ class Platform:
         key = None
         try:
             if message.dup and message.qos:
+                self.counters.redelivered += 1
                 key = message_key(message.topic, message.payload)
                 # The first delivery carries no DUP flag: this is delivery attempt + 1.
                 if self._poison.attempt(key) + 1 >= POISON_ATTEMPTS:
@@ -334,6 +337,7 @@ class Platform:
         assert self._jetstream is not None
         topic = wire.telemetry_topic(plant) if plant is not None else wire.EVERYTHING
         try:
+            self.counters.redelivered += delivered > 1
             if delivered >= min(POISON_ATTEMPTS, self._jetstream.max_deliver):
                 self._park(message_key(topic, payload), topic, payload)
                 acks.term(tag)
