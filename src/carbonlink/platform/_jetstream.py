@@ -11,7 +11,9 @@
   deliveries across workers, so nothing needs counting on disk): kept whole beside the
   spill file, dead-lettered as ``poison``, terminated.
 - **A stopped worker takes nothing**: it pulls nothing, so nothing is dealt to it.
-- **Backpressure** is not pulling: a worker asks for more only while its intake has room.
+- **Backpressure** is not pulling: a worker asks for no more messages than its intake
+  has room for (by the readings per message seen so far), so it never holds more than it
+  writes within ``ack_wait_s``.
 - **Sequence gaps per agent** need every message, but each worker sees only its share.
   So each worker also reads the stream's message ids (headers only, no payloads) through
   an ordered consumer of its own, in stream order, and counts the gaps in each agent's
@@ -135,14 +137,14 @@ class JetStreamIntake:
         config: JetStreamConfig,
         name: str,
         deliver: Deliver,
-        has_room: Callable[[], bool],
+        room: Callable[[], int],
         room_made: asyncio.Event,
         sequence: SequenceGaps,
     ) -> None:
         self._config = config
         self._name = name
         self._deliver = deliver
-        self._has_room = has_room
+        self._room = room
         self._room_made = room_made
         self._sequence = sequence
         self.connected = asyncio.Event()
@@ -167,11 +169,14 @@ class JetStreamIntake:
             log.info("platform %s: pulling from JetStream %s/%s", self._name,
                      self._config.stream, self._config.durable)  # fmt: skip
             while True:
-                while not self._has_room():
+                while (room := self._room()) <= 0:
                     self._room_made.clear()
                     await self._room_made.wait()
+                # Never more than the intake holds: what a worker takes must be written
+                # well within ack_wait, or JetStream hands it to another worker as well.
+                want = min(self._config.fetch_batch, room)
                 try:
-                    messages = await pull.fetch(self._config.fetch_batch, timeout=FETCH_WAIT_S)
+                    messages = await pull.fetch(want, timeout=FETCH_WAIT_S)
                 except (nats.errors.TimeoutError, TimeoutError):
                     continue  # nothing to take now
                 except nats.errors.Error as exc:  # a node lost, a leader election: ask again

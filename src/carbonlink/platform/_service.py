@@ -313,7 +313,7 @@ class Platform:
     async def _jetstream_loop(self) -> None:
         assert self._jetstream is not None
         self._jetstream_intake = JetStreamIntake(
-            self._jetstream, self.client_id, self._receive_jetstream, self._has_room,
+            self._jetstream, self.client_id, self._receive_jetstream, self._room,
             self._room_made, self._sequence,
         )  # fmt: skip
         await self._jetstream_intake.run()
@@ -323,11 +323,16 @@ class Platform:
         plant = agent.removeprefix(wire.agent_id(""))
         return self._ingestor.plant(plant) is not None and wire.agent_id(plant) == agent
 
-    def _has_room(self) -> bool:
-        return (
-            self._intake_readings < self._max_readings // 2
-            and len(self._intake) < self._max_messages // 2
+    def _room(self) -> int:
+        """Messages the intake has room for, by the readings per message seen so far."""
+        counted = self.counters
+        per_message = (
+            max(1, counted.received // counted.messages)
+            if counted.messages
+            else wire.MAX_TELEMETRY_READINGS  # nothing seen yet: assume the largest
         )
+        readings = (self._max_readings // 2 - self._intake_readings) // per_message
+        return min(readings, self._max_messages // 2 - len(self._intake))
 
     def _receive_jetstream(
         self, acks: JetStreamAcks, tag: int, plant: str | None, payload: bytes, delivered: int
