@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from benchmarks import backtest, limits, queries
+from benchmarks import backtest, limits, queries, scaling
 from benchmarks import simulators as sim
 from benchmarks._common import AGENT_BATCH, Workload, load_average, servers
 from benchmarks.ingest import IngestResult, platform_process, throughput
@@ -37,6 +37,7 @@ TARGET_P99_S: Final = 2.0
 LATENCY_OFFERED_PER_S: Final = 50_000
 SOAK_SHARE_OF_BATCHED: Final = 0.5  # soak load: this share of the batched rate measured
 INGEST_TIMEOUT_S: Final = 240.0
+SCALING_SHARE_OF_BATCHED: Final = 4  # each of the six scaling runs takes a quarter as many
 T = TypeVar("T")
 
 
@@ -57,9 +58,7 @@ class Sizes:
 
 # InfluxDB's raw rate is measured over as many readings as the batched run writes: its
 # cache snapshots and compactions are part of what a sustained write costs.
-FULL = Sizes(
-    100_000, 1_000_000, 4_000, 100_000, 1_000_000, 20.0, 120.0, 20_000, 10_000, 20, 365
-)
+FULL = Sizes(100_000, 1_000_000, 4_000, 100_000, 1_000_000, 20.0, 120.0, 20_000, 10_000, 20, 365)
 QUICK = Sizes(5_000, 50_000, 500, 5_000, 50_000, 4.0, 10.0, 5_000, 1_000, 3, 14)
 
 
@@ -138,6 +137,12 @@ def measure(scratch: Path, sizes: Sizes, run: Run) -> None:
             )  # fmt: skip
         figures["batched"] = _ingest_figures(result)
         batched_lines.clear()
+
+        # 1, 2 and 3 workers on JetStream and on Mosquitto shared subscriptions.
+        figures["scaling"] = scaling.figures(_step(
+            "intake scaling (JetStream, MQTT shared)", scaling.measure, scratch / "scaling",
+            broker, influxdb, sizes.batched_readings // SCALING_SHARE_OF_BATCHED,
+        ))  # fmt: skip
 
         with platform_process(scratch / "latency", broker, influxdb) as platform:
             latency = _step(
@@ -281,6 +286,8 @@ def _table(f: dict[str, Any], r: dict[str, float]) -> str:
          f"{soak['slope_mib_per_10min']:+.1f} MiB/10 min",
          f"RSS floor; 95% upper {soak['upper95_mib_per_10min']:+.1f}; median RSS "
          f"{soak['median_rss_mib']:.0f} MiB; {'flat' if soak['flat'] else 'GROWING'}"),
+        ("INTAKE SCALING (publish -> queryable, batched)", "", ""),
+        *scaling.table(f["scaling"]),
         ("SIMULATORS", "", ""),
         ("generation (meters x Hz per core)", f"{sims['generation_meter_hz_per_core']:,.0f}", ""),
         ("generation + publish, 60 samples/msg", f"{sims['publish_samples_per_s']:,.0f} samples/s",

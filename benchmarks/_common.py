@@ -32,6 +32,7 @@ DURATION_MS: Final = 1_000
 POLL_INTERVAL_S: Final = 0.05
 POLL_WINDOW_BUCKETS: Final = 8
 HTTP_TIMEOUT_S: Final = 30.0
+WORKLOAD_RATED_PER_HOUR: Final = 1e6  # above any reading of the workload, per hour
 PLATFORM_START_TIMEOUT_S: Final = 60.0
 AGENT_BATCH: Final = AgentConfig().batch_max_readings  # readings per message an agent sends
 CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
@@ -104,6 +105,13 @@ def write_bench_config(
         directory, plants={PLANT: "cement-01"}, broker_url=broker_url, store=store_url,
         client_id=f"bench-platform-{directory.name}",
     )  # fmt: skip
+    # The workload's amounts (0.2-0.36 of a unit a second) are arbitrary: rate the meters
+    # so that the plausibility check passes them all, or every reading is refused.
+    plant_file = directory / "plants" / f"{PLANT}.yaml"
+    plant = yaml.safe_load(plant_file.read_text())
+    for meter in plant["meters"]:
+        meter["rated_per_hour"] = WORKLOAD_RATED_PER_HOUR
+    plant_file.write_text(yaml.safe_dump(plant))
     services = yaml.safe_load(path.read_text())
     services["platform"]["spill_path"] = str(directory / "spill.sqlite")
     services["platform"].update(platform)

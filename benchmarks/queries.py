@@ -178,8 +178,13 @@ def _totals(store: Store, start: int, end: int, *, raw: bool) -> pd.DataFrame:
     emissions = pd.concat(
         [
             emission_points(
-                store, plant, start_ms=start, end_ms=end, factor_set=FACTOR_SET[0],
-                factor_version=FACTOR_SET[1], raw=raw,
+                store,
+                plant,
+                start_ms=start,
+                end_ms=end,
+                factor_set=FACTOR_SET[0],
+                factor_version=FACTOR_SET[1],
+                raw=raw,
             )
             for plant in PLANTS
         ],
@@ -188,9 +193,7 @@ def _totals(store: Store, start: int, end: int, *, raw: bool) -> pd.DataFrame:
     return aggregate(emissions, "plant")
 
 
-def _timed(
-    action: Callable[[], pd.DataFrame], repeats: int
-) -> tuple[float, float, pd.DataFrame]:
+def _timed(action: Callable[[], pd.DataFrame], repeats: int) -> tuple[float, float, pd.DataFrame]:
     """Median wall and CPU seconds of ``repeats`` runs, and the last answer."""
     times, cpu, result = [], [], pd.DataFrame()
     for _ in range(repeats):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import InfluxDBServer, MosquittoServer
+from tests.servers import InfluxDBServer, MosquittoServer, NatsCluster
 
 # A test using one of these fixtures gets the matching marker, so `-m "not influxdb"`
 # deselects it even if its author forgot the mark.
@@ -23,6 +23,7 @@ _MARKER_FOR_FIXTURE = {
     "influxdb": "influxdb",
     "influxdb_private": "influxdb",
     "influx_database": "influxdb",
+    "nats_cluster": "nats",
 }
 
 
@@ -80,3 +81,11 @@ def influx_database(influxdb: InfluxDBServer) -> Iterator[str]:
     yield name
     if influxdb.is_running:
         influxdb.drop_database(name)
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    """A three-node NATS JetStream cluster of this test's own, on loopback ports: kill and
+    restart its nodes freely (``nats_cluster.nodes[i]``)."""
+    with NatsCluster(tmp_path / "nats") as cluster:
+        yield cluster

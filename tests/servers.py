@@ -474,10 +474,121 @@ class InfluxDBServer(_Server):
             return False
 
 
+class NatsServer(_Server):
+    """One nats-server with JetStream (file storage in its directory), optionally a node
+    of a cluster: ``routes`` are the cluster ports of every node, its own included."""
+
+    name = "nats"
+    binary = "nats-server"
+    scheme = "nats"
+
+    def __init__(
+        self,
+        directory: Path | str,
+        port: int | None = None,
+        *,
+        server_name: str = "n1",
+        cluster: str | None = None,
+        cluster_port: int | None = None,
+        routes: Sequence[int] = (),
+    ) -> None:
+        super().__init__(directory, port)
+        self.server_name = server_name
+        self.cluster = cluster
+        self.cluster_port = cluster_port if cluster_port is not None else free_port()
+        self.routes = list(routes)
+        self.monitor_port = free_port()
+        self.config_path = self.directory / "nats.conf"
+
+    def _write_config(self) -> list[str]:
+        lines = [
+            f"server_name: {self.server_name}",
+            f"listen: {HOST}:{self._port}",
+            f"http: {HOST}:{self.monitor_port}",
+            f'jetstream {{ store_dir: "{self.directory / "js"}" }}',
+        ]
+        if self.cluster is not None:
+            routes = ", ".join(f"nats-route://{HOST}:{p}" for p in self.routes)
+            lines.append(
+                f"cluster {{ name: {self.cluster}, listen: {HOST}:{self.cluster_port}, "
+                f"routes: [{routes}] }}"
+            )
+        self.config_path.write_text("\n".join(lines) + "\n")
+        return ["-c", str(self.config_path)]
+
+    def _is_ready(self) -> bool:
+        # Accepting clients is enough here: a cluster's JetStream is ready only once a
+        # quorum of nodes is up, which NatsCluster waits for.
+        return _port_accepts(self._port)
+
+    def jetstream_healthy(self) -> bool:
+        try:
+            with httpx.Client(timeout=CONNECT_TIMEOUT_S, trust_env=False) as client:
+                answer = client.get(f"http://{HOST}:{self.monitor_port}/healthz")
+                return answer.status_code == httpx.codes.OK
+        except httpx.HTTPError:
+            return False
+
+
+class NatsCluster:
+    """A JetStream cluster of ``size`` nats-server nodes on loopback ports, each in its
+    own directory. ``nodes[i].kill()`` crashes one; ``nodes[i].start()`` brings it back
+    with its data."""
+
+    def __init__(self, directory: Path, size: int = 3, name: str = "carbonlink-test") -> None:
+        cluster_ports = [free_port() for _ in range(size)]
+        self.nodes = [
+            NatsServer(directory / f"n{i + 1}", server_name=f"n{i + 1}", cluster=name,
+                       cluster_port=cluster_ports[i], routes=cluster_ports)
+            for i in range(size)
+        ]  # fmt: skip
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        self.wait_healthy()
+
+    def wait_healthy(self, timeout_s: float = 60.0) -> None:
+        """Until every running node says JetStream is healthy (a meta leader is elected)."""
+        try:
+            wait_for(
+                lambda: all(n.jetstream_healthy() for n in self.nodes if n.is_running),
+                "every NATS node to report JetStream healthy",
+                timeout_s,
+            )
+        except WaitTimeoutError:
+            tails = "\n".join(n.log_tail() for n in self.nodes)
+            raise ServerError(f"the NATS cluster did not become healthy\n{tails}") from None
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            try:
+                node.stop()
+            finally:
+                node.kill()
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 __all__ = [
     "HOST",
     "InfluxDBServer",
     "MosquittoServer",
+    "NatsCluster",
+    "NatsServer",
     "ServerError",
     "ServerNotInstalledError",
     "free_port",

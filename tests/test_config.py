@@ -103,6 +103,27 @@ def replace_in(path: Path, old: str, new: str) -> None:
             "agent.batch_max_readings",
             "valid integer",
         ),
+        (
+            "carbonlink.yaml",
+            "uplink: mqtt",
+            "uplink: jetstream",
+            "jetstream",
+            "no NATS server given, but agent.uplink: jetstream",
+        ),
+        (
+            "carbonlink.yaml",
+            "servers: []",
+            "servers: [mqtt://127.0.0.1:4222]",
+            "jetstream.servers",
+            "nats://HOST:PORT",
+        ),
+        (
+            "carbonlink.yaml",
+            "stream: CARBONLINK_TELEMETRY",
+            "stream: carbon.telemetry",
+            "jetstream.stream",
+            "should match pattern",
+        ),
     ],
 )
 def test_broken_file_names_file_key_and_problem(

@@ -109,9 +109,11 @@ def test_processes_count_what_went_through_the_broker(
                   f'"samples":[{{"ts":"{now}","value":0.38}}]}}')  # fmt: skip
 
     platform = until(
-        lambda: (s := scrape(urls["platform"]))
-        and value(s, "carbonlink_platform_readings_stored_total") >= 1
-        and s,
+        lambda: (
+            (s := scrape(urls["platform"]))
+            and value(s, "carbonlink_platform_readings_stored_total") >= 1
+            and s
+        ),
         "the canary to be stored",
     )
     assert isinstance(platform, dict)
@@ -122,9 +124,11 @@ def test_processes_count_what_went_through_the_broker(
     assert ("carbonlink_platform_intake_readings", ()) in platform
 
     agent = until(
-        lambda: (s := scrape(urls["agent"]))
-        and value(s, "carbonlink_agent_readings_forwarded_total", plant=plant) >= 1
-        and s,
+        lambda: (
+            (s := scrape(urls["agent"]))
+            and value(s, "carbonlink_agent_readings_forwarded_total", plant=plant) >= 1
+            and s
+        ),
         "the agent to forward the canary",
     )
     assert isinstance(agent, dict)
@@ -138,9 +142,11 @@ def test_processes_count_what_went_through_the_broker(
           "the platform to count the agent's refusal")  # fmt: skip
 
     coordinator = until(
-        lambda: (s := scrape(urls["coordinator"]))
-        and value(s, "carbonlink_coordinator_directives_total", plant=plant) >= 1
-        and s,
+        lambda: (
+            (s := scrape(urls["coordinator"]))
+            and value(s, "carbonlink_coordinator_directives_total", plant=plant) >= 1
+            and s
+        ),
         "the coordinator's first directive",
     )
     assert isinstance(coordinator, dict)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from carbonlink import wire
 from carbonlink.core.durations import Duration
@@ -382,7 +382,69 @@ class MqttVersion(StrEnum):
     V311 = "3.1.1"
 
 
+class Uplink(StrEnum):
+    """How telemetry travels from the agents to the platform (docs/operations.md,
+    "Which intake path")."""
+
+    MQTT = "mqtt"  # the broker's telemetry topics; workers share them as an MQTT 5 group
+    JETSTREAM = "jetstream"  # a replicated NATS JetStream stream, one durable pull consumer
+
+
+NATS_URL_PATTERN = r"nats://[^:/\s]+(:\d{1,5})?/?"
+# JetStream names: no dots (a dot separates subject tokens), no wildcards, no spaces.
+JETSTREAM_NAME = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+class JetStreamConfig(StrictModel):
+    """The NATS JetStream path between agents and platform (``uplink: jetstream``)."""
+
+    servers: tuple[str, ...] = Field(
+        default=(), description="Seed URLs nats://HOST:PORT of the cluster's nodes"
+    )
+    stream: JETSTREAM_NAME = "CARBONLINK_TELEMETRY"
+    subject_prefix: str = Field(
+        default="carbonlink.v1",
+        pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$",
+        description="Telemetry subjects are PREFIX.PLANT.telemetry",
+    )
+    replicas: int | None = Field(
+        default=None,
+        ge=1,
+        le=5,
+        description="Stream replicas [default: 3 on a cluster of three or more nodes, else 1]",
+    )
+    # A re-sent batch carries the message id it had: JetStream drops it if the first copy
+    # landed within this window. It must outlast the agent's longest retry of one batch
+    # (a publish times out after publish_timeout_s, then backs off up to 10 s).
+    duplicate_window_s: Duration = Field(default=600.0, gt=0)
+    # What the stream keeps (limits retention): a platform stopped for less loses nothing.
+    max_age_s: Duration = Field(default=7 * 86_400.0, gt=0)
+    durable: JETSTREAM_NAME = Field(
+        default="carbonlink-platform", description="The platform workers' one pull consumer"
+    )
+    # Longer than a worker's worst fetch-to-ack time (a full intake written through the
+    # spill file: seconds), short enough that a dead worker's messages move on quickly.
+    ack_wait_s: Duration = Field(default=30.0, gt=0)
+    # A backstop only: workers park a message as poison on its 5th delivery (or on this
+    # one, if smaller), so JetStream never gives up on a message silently before that.
+    max_deliver: int = Field(default=8, ge=2)
+    max_ack_pending: int = Field(
+        default=20_000, ge=1, description="Unacknowledged messages across all workers"
+    )
+    fetch_batch: int = Field(default=256, ge=1, le=10_000, description="Messages per pull")
+    publish_timeout_s: Duration = Field(default=5.0, gt=0)
+
+    @field_validator("servers")
+    @classmethod
+    def _nats_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for url in value:
+            if not re.fullmatch(NATS_URL_PATTERN, url):
+                raise ValueError(f"expected nats://HOST:PORT, got {url!r}")
+        return value
+
+
 class AgentConfig(StrictModel):
+    uplink: Uplink = Field(default=Uplink.MQTT, description="mqtt or jetstream (see `jetstream`)")
     max_clock_skew_s: float = Field(default=300.0, gt=0)
     # At most what the platform takes in one message: a larger batch would be refused.
     batch_max_readings: int = Field(default=500, ge=1, le=wire.MAX_TELEMETRY_READINGS)
@@ -407,6 +469,9 @@ class AgentConfig(StrictModel):
 
 
 class PlatformConfig(StrictModel):
+    intake: Uplink = Field(
+        default=Uplink.MQTT, description="Where telemetry is read: mqtt or jetstream"
+    )
     store: str = "sqlite:///../var/carbonlink.sqlite"
     write_batch_max: int = Field(default=10_000, ge=1, description="Readings per store write")
     write_concurrency: int = Field(
@@ -509,6 +574,20 @@ class ServicesFile(StrictModel):
     platform: PlatformConfig = PlatformConfig()
     coordination: CoordinationConfig = CoordinationConfig()
     api: ApiConfig = ApiConfig()
+    # validate_default: the check below must run when the section is left out, too.
+    jetstream: JetStreamConfig = Field(default_factory=JetStreamConfig, validate_default=True)
+
+    @field_validator("jetstream")
+    @classmethod
+    def _jetstream_servers(cls, value: JetStreamConfig, info: ValidationInfo) -> JetStreamConfig:
+        users = [
+            f"{section}.{key}: jetstream"
+            for section, key in (("agent", "uplink"), ("platform", "intake"))
+            if getattr(info.data.get(section), key, None) is Uplink.JETSTREAM
+        ]
+        if users and not value.servers:
+            raise ValueError(f"servers: no NATS server given, but {' and '.join(users)}")
+        return value
 
 
 @dataclass(frozen=True, slots=True)

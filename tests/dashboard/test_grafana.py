@@ -154,9 +154,9 @@ def test_dashboards_cover_sources_scopes_energy_and_quality() -> None:
 
 def test_provisioning_points_at_the_dashboards_and_influxql() -> None:
     datasources = yaml.safe_load((GRAFANA / "provisioning/datasources/carbonlink.yaml").read_text())
-    prometheus = yaml.safe_load(
-        (GRAFANA / "provisioning/datasources/prometheus.yaml").read_text()
-    )["datasources"]
+    prometheus = yaml.safe_load((GRAFANA / "provisioning/datasources/prometheus.yaml").read_text())[
+        "datasources"
+    ]
     assert [s["uid"] for s in prometheus] == ["carbonlink-prometheus"]
     assert {t["datasource"]["uid"] for p in json.loads(PIPELINE.read_text())["panels"]
             for t in p["targets"]} == {"carbonlink-prometheus"}  # fmt: skip

@@ -34,9 +34,17 @@ from typing import Final
 import aiomqtt
 
 from carbonlink import wire
+from carbonlink.agent._jetstream import EPOCH_KEY, JetStreamUplink, Send, new_epoch
 from carbonlink.agent._sparkplug import SparkplugHost, SparkplugOutcome
 from carbonlink.agent._validation import MeterValidator, Remembered, Verdict
-from carbonlink.config import AgentConfig, MqttVersion, OutboxFullPolicy, PlantConfig
+from carbonlink.config import (
+    AgentConfig,
+    JetStreamConfig,
+    MqttVersion,
+    OutboxFullPolicy,
+    PlantConfig,
+    Uplink,
+)
 from carbonlink.core.clock import wall_clock_ms
 from carbonlink.core.metrics import Metric, counter, gauge, registry_reading
 from carbonlink.emissions import FactorLibrary, FactorSet, ResolvedFactor
@@ -144,6 +152,7 @@ class Agent:
         outbox_path: Path,
         factor_set: FactorSet | None = None,
         now_ms: Callable[[], int] = wall_clock_ms,
+        jetstream: JetStreamConfig | None = None,
     ) -> None:
         self.plant = plant
         self.config = config or AgentConfig()
@@ -164,6 +173,15 @@ class Agent:
         self._seq = int(meta.get(_SEQ_KEY, "0"))
         self._restore_state(meta)
         self._factors = _local_factors(plant, factor_set)
+        self._uplink: JetStreamUplink | None = None
+        if self.config.uplink is Uplink.JETSTREAM:
+            if jetstream is None or not jetstream.servers:
+                raise ValueError("agent.uplink is jetstream: pass the jetstream settings")
+            epoch = meta.get(EPOCH_KEY)
+            if epoch is None:  # a new outbox: its message ids must not repeat an old one's
+                epoch = new_epoch()
+                self._outbox.append([], {EPOCH_KEY: epoch})
+            self._uplink = JetStreamUplink(jetstream, plant.id, self.identity, epoch)
         # Meters whose payloads are not the envelope: a bare number or JSON of its own.
         self._mapped = {
             m.id: m for m in plant.meters if m.payload.format is not wire.PayloadFormat.ENVELOPE
@@ -244,17 +262,23 @@ class Agent:
             self._session, what=f"agent {self.plant.id}", log=log, lost=self.connected.clear
         )
         try:
-            if self.sparkplug is None:
+            if self.sparkplug is None and self._uplink is None:
                 await meters
                 return
-            sparkplug = keep_connected(
-                self._sparkplug_session, what=f"agent {self.plant.id} (Sparkplug B)", log=log,
-                lost=self.sparkplug_connected.clear,
-            )  # fmt: skip
             try:
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(meters)
-                    tasks.create_task(sparkplug)
+                    if self._uplink is not None:  # forwards whether or not MQTT is connected
+                        tasks.create_task(self._uplink.run(self._forward))
+                    if self.sparkplug is not None:
+                        tasks.create_task(
+                            keep_connected(
+                                self._sparkplug_session,
+                                what=f"agent {self.plant.id} (Sparkplug B)",
+                                log=log,
+                                lost=self.sparkplug_connected.clear,
+                            )
+                        )
             except BaseExceptionGroup as group:
                 # The service's own error, as callers (the CLI's one-line errors) expect it.
                 raise group.exceptions[0] from None
@@ -355,7 +379,8 @@ class Agent:
         await client.subscribe(wire.meter_subscription(self.plant.id), qos=1)
         self.connected.set()
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._forward(client))
+            if self._uplink is None:
+                tasks.create_task(self._forward(self._mqtt_sender(client)))
             tasks.create_task(self._rejections.publish(client))
             tasks.create_task(self._report_status(client))
             async for message in client.messages:
@@ -516,21 +541,14 @@ class Agent:
     def _reject(self, topic: str, error: RejectedReading, payload: bytes) -> None:
         self._rejections.record(self.plant.id, topic, error, payload)
 
-    async def _forward(self, client: aiomqtt.Client) -> None:
-        topic = wire.telemetry_topic(self.plant.id)
-        unheard = Backoff(UNHEARD_RETRY_MIN_S, UNHEARD_RETRY_MAX_S)
+    async def _forward(self, send: Send) -> None:
+        """Send batches from the outbox; ``send`` returns once the next hop holds one."""
         while True:
             if self._unsent is None:
                 self._unsent = self._next_batch(await self._next_rows())
             last_id, batch = self._unsent
             # A batch cut off by a disconnect is sent again (same seq) after reconnecting.
-            payload = wire.encode_telemetry(batch)
-            if self.config.mqtt_version is not MqttVersion.V5:
-                await client.publish(topic, payload, qos=1)
-            elif await publish_with_reason(client, topic, payload) == NO_MATCHING_SUBSCRIBERS:
-                await self._unheard(batch, unheard.next())
-                continue  # the same batch, same seq: it never reached anyone
-            unheard.reset()
+            await send(batch, wire.encode_telemetry(batch))
             # The sequence number moves with the readings it sent: a restart continues it.
             self._outbox.remove_through(last_id, {_SEQ_KEY: str(batch.seq)})
             self.counters.forwarded += len(batch.readings)
@@ -567,6 +585,23 @@ class Agent:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._appended.wait()
+
+    def _mqtt_sender(self, client: aiomqtt.Client) -> Send:
+        """Publish to the telemetry topic, returning on the broker's PUBACK. On MQTT 5 a
+        PUBACK saying "no matching subscribers" means nobody got the batch: it is sent
+        again (same seq) after a growing delay, and stays in the outbox meanwhile."""
+        topic = wire.telemetry_topic(self.plant.id)
+        unheard = Backoff(UNHEARD_RETRY_MIN_S, UNHEARD_RETRY_MAX_S)
+
+        async def send(batch: wire.TelemetryBatch, payload: bytes) -> None:
+            if self.config.mqtt_version is not MqttVersion.V5:
+                await client.publish(topic, payload, qos=1)
+                return
+            while await publish_with_reason(client, topic, payload) == NO_MATCHING_SUBSCRIBERS:
+                await self._unheard(batch, unheard.next())
+            unheard.reset()
+
+        return send
 
     async def _unheard(self, batch: wire.TelemetryBatch, delay: float) -> None:
         self.counters.unheard_batches += 1

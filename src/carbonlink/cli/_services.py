@@ -270,6 +270,7 @@ def agent(
         settings.services.agent,
         outbox_path=outbox or settings.outbox_path(plant_id),
         factor_set=settings.factor_set(plant.id),
+        jetstream=settings.services.jetstream,
     )
     view = create_view_app(service) if listen else None
     config = settings.services.agent
@@ -332,6 +333,7 @@ def platform(
         shared_group=shared_group,
         client_id=f"{config.client_id}-{worker}" if worker else None,
         audit_topics=audit,
+        jetstream=settings.services.jetstream,
     )
     api = None
     if listen:

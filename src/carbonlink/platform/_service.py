@@ -43,14 +43,14 @@ import contextlib
 import logging
 import secrets
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 from carbonlink import wire
-from carbonlink.config import MqttVersion, PlatformConfig
+from carbonlink.config import JetStreamConfig, MqttVersion, PlatformConfig, Uplink
 from carbonlink.core.clock import wall_clock_ms
 from carbonlink.core.metrics import Metric, counter, gauge, registry_reading, store_latency
 from carbonlink.errors import DeliveryProbeError, RejectedReading, StoreError
@@ -60,6 +60,7 @@ from carbonlink.mqtt.reconnect import keep_connected
 from carbonlink.mqtt.rejections import Rejections
 from carbonlink.platform._identity import IdentityIndex
 from carbonlink.platform._ingest import Ingestor, IngestResult
+from carbonlink.platform._jetstream import JetStreamAcks, JetStreamIntake, SequenceGaps
 from carbonlink.platform._poison import POISON_ATTEMPTS, PoisonGuard, message_key
 from carbonlink.platform._spill import SpillFile
 from carbonlink.storage import Store, StoredBatch
@@ -90,6 +91,7 @@ class PlatformCounters:
     received: int = 0
     stored: int = 0
     repeats: int = 0  # readings received again and stored once (redeliveries)
+    redelivered: int = 0  # messages delivered again (MQTT DUP, JetStream's delivery count)
     spilled: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     rejected_by_plant: Counter[str] = field(default_factory=Counter)
@@ -118,6 +120,7 @@ class PlatformCounters:
             "received": self.received,
             "stored": self.stored,
             "repeats": self.repeats,
+            "redelivered": self.redelivered,
             "spilled": self.spilled,
             "rejected": dict(by_reason),
             "rejected_by_plant": {
@@ -137,12 +140,18 @@ class PlatformCounters:
         }
 
 
+class _Acknowledger(Protocol):
+    """Where a message came from: an MQTT connection (packet ids) or JetStream (tags)."""
+
+    def ack(self, packet_ids: Iterable[int]) -> None: ...
+
+
 @dataclass(slots=True)
 class _Received:
     """One telemetry message, held until its readings are safe, then acknowledged."""
 
     batch: StoredBatch
-    client: ConsumerClient
+    client: _Acknowledger
     packet_id: int  # 0 for QoS 0: nothing to acknowledge
     plant: str
     topic: str
@@ -176,8 +185,14 @@ class Platform:
         client_id: str | None = None,
         audit_topics: bool | None = None,
         now_ms: Callable[[], int] = wall_clock_ms,
+        jetstream: JetStreamConfig | None = None,
     ) -> None:
         self.config = config or PlatformConfig()
+        self._jetstream: JetStreamConfig | None = None
+        if self.config.intake is Uplink.JETSTREAM:
+            if jetstream is None or not jetstream.servers:
+                raise ValueError("platform.intake is jetstream: pass the jetstream settings")
+            self._jetstream = jetstream
         self.counters = PlatformCounters()
         self.store = store
         self.client_id = client_id or self.config.client_id
@@ -186,18 +201,25 @@ class Platform:
         self._broker = broker
         self._shared_group = shared_group
         # One auditor is enough: in a group, only the worker asked to audits.
+        # With JetStream, workers are a group too: none audits unless asked to.
         self._audit = audit_topics if audit_topics is not None else (
-            self.config.audit_topics and shared_group is None
+            self.config.audit_topics and shared_group is None and self._jetstream is None
         )  # fmt: skip
         self._now_ms = now_ms
         self._spill = SpillFile(spill_path)
         self._poison = PoisonGuard(spill_path.with_name(spill_path.name + ".poison"))
+        # Exact when other workers write to the same store (a group, or JetStream).
         self._identity = IdentityIndex(
-            store, ingestor.longest_interval_ms, exact=shared_group is not None
+            store,
+            ingestor.longest_interval_ms,
+            exact=shared_group is not None or self._jetstream is not None,
         )
         self._intake: deque[_Received] = deque()
         self._intake_readings = 0
         self._intake_ready = asyncio.Event()
+        self._room_made = asyncio.Event()  # JetStream pulls again once this is set
+        self._jetstream_intake: JetStreamIntake | None = None
+        self._sequence = SequenceGaps(self._known_agent)
         self._max_readings = self.config.queue_max_readings
         self._max_messages = self.config.queue_max_messages
         self._client: ConsumerClient | None = None
@@ -227,7 +249,11 @@ class Platform:
                 tasks.create_task(self._write_loop())
                 tasks.create_task(self._drain_spill())
                 tasks.create_task(self._mqtt_loop())
-                tasks.create_task(self._sequence_loop())
+                if self._jetstream is not None:
+                    # Gaps come from the stream's own order there (_update_sequence).
+                    tasks.create_task(self._jetstream_loop())
+                else:
+                    tasks.create_task(self._sequence_loop())
                 if self._audit:
                     tasks.create_task(self._audit_loop())
         except* DeliveryProbeError as group:
@@ -235,7 +261,9 @@ class Platform:
 
     def health(self) -> dict[str, object]:
         """The counters, and whether the platform is subscribed now (the API's health)."""
-        return self.counters.as_dict() | {"connected": self.connected.is_set()}
+        self._update_sequence()
+        pulling = self._jetstream_intake is None or self._jetstream_intake.connected.is_set()
+        return self.counters.as_dict() | {"connected": self.connected.is_set() and pulling}
 
     def _metric_families(self) -> Iterator[Metric]:
         c = self.counters
@@ -308,7 +336,8 @@ class Platform:
         async with client:
             self._client = client
             self._hold_back()  # still full from before the reconnect?
-            await client.subscribe(subscription, qos=1)
+            if self._jetstream is None:  # else telemetry comes from JetStream
+                await client.subscribe(subscription, qos=1)
             # Not shared: every worker wants every agent's status.
             await client.subscribe(wire.STATUS_SUBSCRIPTION, qos=1)
             if not self._delivering.is_set():  # once per process: at startup
@@ -383,10 +412,11 @@ class Platform:
             if not message.topic.endswith("/status"):
                 self._delivering.set()  # only the telemetry subscription brings anything else
             if message.dup and message.qos:
+                self.counters.redelivered += 1
                 key = message_key(message.topic, message.payload)
                 # The first delivery carries no DUP flag: this is delivery attempt + 1.
                 if self._poison.attempt(key) + 1 >= POISON_ATTEMPTS:
-                    self._park(key, message)
+                    self._park(key, message.topic, message.payload)
                     client.ack((message.packet_id,))
                     return
             if message.topic.endswith("/status"):
@@ -408,19 +438,75 @@ class Platform:
             self._internal_error(message.topic, message.payload, exc)
             client.ack((message.packet_id,))
 
+    # --- JetStream ---------------------------------------------------------------------
+
+    async def _jetstream_loop(self) -> None:
+        assert self._jetstream is not None
+        self._jetstream_intake = JetStreamIntake(
+            self._jetstream, self.client_id, self._receive_jetstream, self._room,
+            self._room_made, self._sequence,
+        )  # fmt: skip
+        await self._jetstream_intake.run()
+
+    def _known_agent(self, agent: str) -> bool:
+        """Whether ``agent`` is a configured plant's agent (only those are tracked)."""
+        plant = agent.removeprefix(wire.agent_id(""))
+        return self._ingestor.plant(plant) is not None and wire.agent_id(plant) == agent
+
+    def _room(self) -> int:
+        """Messages the intake has room for, by the readings per message seen so far."""
+        counted = self.counters
+        per_message = (
+            max(1, counted.received // counted.messages)
+            if counted.messages
+            else wire.MAX_TELEMETRY_READINGS  # nothing seen yet: assume the largest
+        )
+        readings = (self._max_readings // 2 - self._intake_readings) // per_message
+        return min(readings, self._max_messages // 2 - len(self._intake))
+
+    def _receive_jetstream(
+        self, acks: JetStreamAcks, tag: int, plant: str | None, payload: bytes, delivered: int
+    ) -> None:
+        """Handle one message pulled from JetStream. Never raises (see the module
+        docstring); refused and poison messages are terminated, never redelivered."""
+        assert self._jetstream is not None
+        topic = wire.telemetry_topic(plant) if plant is not None else wire.EVERYTHING
+        try:
+            self.counters.redelivered += delivered > 1
+            if delivered >= min(POISON_ATTEMPTS, self._jetstream.max_deliver):
+                self._park(message_key(topic, payload), topic, payload)
+                acks.term(tag)
+                return
+            result = self.handle(topic, payload)
+            if not len(result.batch):  # every reading refused, each dead-lettered
+                acks.term(tag)
+                return
+            self._intake.append(
+                _Received(result.batch, acks, tag, result.plant, topic, payload, None)
+            )
+            self._intake_readings += len(result.batch)
+            self._intake_ready.set()
+        except Exception as exc:
+            self._internal_error(topic, payload, exc)
+            acks.term(tag)
+
+    def _update_sequence(self) -> None:
+        if self._jetstream is not None:
+            self.counters.sequence_gaps = self._sequence.gaps
+            self.counters.sequence_resets = self._sequence.resets
+
     def _settled(self, client: ConsumerClient, packet_id: int, key: str | None) -> None:
         client.ack((packet_id,))
         if key is not None:
             self._poison.succeeded(key)
 
-    def _park(self, key: str, message: Incoming) -> None:
-        self._poison.park(key, message.topic, message.payload)
+    def _park(self, key: str, topic: str, payload: bytes) -> None:
+        self._poison.park(key, topic, payload)
         error = RejectedReading(
             wire.Reason.POISON,
             f"delivered {POISON_ATTEMPTS} times without being handled to the end; parked",
         )
-        self._record(self._plant_of(message.topic), message.topic, error,
-                                message.payload)  # fmt: skip
+        self._record(self._plant_of(topic), topic, error, payload)
 
     def _internal_error(self, topic: str, payload: bytes, exc: Exception) -> None:
         log.error("platform: failed on a message to %s", wire.shown(topic), exc_info=exc)
@@ -468,7 +554,8 @@ class Platform:
         plant = result.plant if self._ingestor.plant(result.plant) is not None else UNKNOWN
         self.counters.messages += 1
         self.counters.received += len(result.batch) + len(result.rejected)
-        self._track_sequence(result)
+        if self._jetstream is None:  # JetStream: from the stream's own order (_jetstream.py)
+            self._track_sequence(result)
         self.counters.rejected_by_plant[plant] += len(result.rejected)
         for error in result.rejected:
             self._record(plant, topic, error, payload)
@@ -553,7 +640,7 @@ class Platform:
         """Queue (agent, seq) for the store, where gaps are counted; count resets here."""
         if result.agent is None or result.seq is None:
             return
-        if len(self._sequences_pending) < MAX_PENDING_SEQUENCES:
+        if self._jetstream is None and len(self._sequences_pending) < MAX_PENDING_SEQUENCES:
             self._sequences_pending[(result.agent, result.seq)] = None
         last = self.counters.last_seq.get(result.agent)
         if last is not None and abs(result.seq - last) > MAX_SEQUENCE_GAP:
@@ -630,11 +717,12 @@ class Platform:
             self._intake_readings -= len(batch)
             self._acknowledge(taken)
             self._let_in()
+            self._room_made.set()
         finally:
             slots.release()
 
     def _acknowledge(self, taken: list[_Received]) -> None:
-        by_client: dict[ConsumerClient, list[int]] = {}
+        by_client: dict[_Acknowledger, list[int]] = {}
         for item in taken:
             by_client.setdefault(item.client, []).append(item.packet_id)
         for client, packet_ids in by_client.items():
