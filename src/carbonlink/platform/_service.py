@@ -340,7 +340,8 @@ class Platform:
                 await client.subscribe(subscription, qos=1)
             # Not shared: every worker wants every agent's status.
             await client.subscribe(wire.STATUS_SUBSCRIPTION, qos=1)
-            if not self._delivering.is_set():  # once per process: at startup
+            # Once per process, at startup; on JetStream the stream's acks prove delivery.
+            if self._jetstream is None and not self._delivering.is_set():
                 await self._prove_delivery(client, subscription)
             self.connected.set()
             connected()
