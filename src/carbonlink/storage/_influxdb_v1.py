@@ -8,8 +8,9 @@ timestamp, so writing the same reading again overwrites it: idempotent by design
 from __future__ import annotations
 
 import math
+import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
@@ -47,6 +48,15 @@ WRITE_CHUNK_LINES: Final = 5_000
 # took it from ~33,000 to ~59,000 readings/s on the benchmark machine, four no further
 # (docs/performance.md).
 DEFAULT_WRITE_CONCURRENCY: Final = 2
+# A write request's body goes to the socket in pieces of this many lines (~70 KiB),
+# never joined into one buffer. A joined 5,000-line body is ~1.5 MiB, and httpcore
+# sends a bytes body by slicing off what each send() took (``buffer = buffer[n:]``), so
+# every request made a dozen transient allocations of 0.1-1.5 MiB on the writer
+# threads. glibc serves those from its heaps once its dynamic mmap threshold has risen,
+# and the heaps fragmented: the platform's RSS grew ~5-9 MiB per 10 minutes for as long
+# as it wrote, with Python's heap and the live malloc'd bytes (heaptrack) flat. Small
+# pieces keep every transient allocation small; measured in docs/performance.md.
+BODY_PIECE_LINES: Final = 256
 
 _TAG_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "=": r"\="})
 
@@ -195,7 +205,13 @@ class InfluxDBV1Store:
         self._params: dict[str, str] = {k: v for k, v in auth.items() if v is not None}
         # Verify against $CARBONLINK_CA_FILE when named, like every other connection.
         verify: ssl.SSLContext | bool = client_context() if base_url.startswith("https") else True
-        self._http = httpx.Client(base_url=base_url, timeout=timeout_s, verify=verify)
+        # TCP_NODELAY: a body goes out in pieces (BODY_PIECE_LINES); with Nagle's
+        # algorithm each piece's last partial segment waited for the server's delayed
+        # ACK, ~40 ms a piece, which cut the write rate to a tenth.
+        transport = httpx.HTTPTransport(
+            verify=verify, socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+        )
+        self._http = httpx.Client(base_url=base_url, timeout=timeout_s, transport=transport)
         self._writers = ThreadPoolExecutor(
             max(1, write_concurrency), thread_name_prefix="carbonlink-influxdb"
         )
@@ -220,33 +236,40 @@ class InfluxDBV1Store:
 
     def write_batch(self, batch: StoredBatch) -> None:
         lines = batch_lines(batch)
-        bodies = [
-            b"\n".join(lines[start : start + WRITE_CHUNK_LINES])
+        chunks = [
+            lines[start : start + WRITE_CHUNK_LINES]
             for start in range(0, len(lines), WRITE_CHUNK_LINES)
         ]
-        if len(bodies) == 1:
-            self._post_lines(bodies[0])
+        if len(chunks) == 1:
+            self._post_chunk(chunks[0])
             return
         # Every chunk is attempted; the first failure is raised once all have ended, so a
         # retry (or the spill) covers the whole batch. Points are idempotent.
         failures = [
             error
-            for error in self._writers.map(self._post_lines_catching, bodies)
+            for error in self._writers.map(self._post_chunk_catching, chunks)
             if error is not None
         ]
         if failures:
             raise failures[0]
 
-    def _post_lines_catching(self, body: bytes) -> StoreError | None:
+    def _post_chunk_catching(self, lines: list[bytes]) -> StoreError | None:
         try:
-            self._post_lines(body)
+            self._post_chunk(lines)
         except StoreError as exc:
             return exc
         return None
 
-    def _post_lines(self, body: bytes) -> None:
+    def _post_chunk(self, lines: list[bytes]) -> None:
+        """One write request for ``lines``, its body streamed in BODY_PIECE_LINES pieces
+        with the length stated up front (no chunked encoding: one request as before)."""
+        length = sum(map(len, lines)) + len(lines)  # each line and its newline
+        self._post_lines(_body_pieces(lines), length)
+
+    def _post_lines(self, body: bytes | Iterator[bytes], length: int | None = None) -> None:
         params = {"db": self.database, "precision": "ms", **self._params}
-        response = self._request("POST", "/write", params=params, content=body)
+        headers = {"Content-Length": str(length)} if length is not None else None
+        response = self._request("POST", "/write", params=params, content=body, headers=headers)
         if response.status_code != 204:
             raise StoreError(
                 f"influxdb write: HTTP {response.status_code}: {response.text[:300]}",
@@ -429,6 +452,11 @@ class InfluxDBV1Store:
             return self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise StoreError(f"influxdb unreachable: {exc}", retryable=True) from exc
+
+
+def _body_pieces(lines: list[bytes]) -> Iterator[bytes]:
+    for start in range(0, len(lines), BODY_PIECE_LINES):
+        yield b"\n".join(lines[start : start + BODY_PIECE_LINES]) + b"\n"
 
 
 def _factor_where(factor_set: str | None, factor_version: str | None) -> str:
