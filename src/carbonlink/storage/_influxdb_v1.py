@@ -49,13 +49,12 @@ WRITE_CHUNK_LINES: Final = 5_000
 # (docs/performance.md).
 DEFAULT_WRITE_CONCURRENCY: Final = 2
 # A write request's body goes to the socket in pieces of this many lines (~70 KiB),
-# never joined into one buffer. A joined 5,000-line body is ~1.5 MiB, and httpcore
-# sends a bytes body by slicing off what each send() took (``buffer = buffer[n:]``), so
-# every request made a dozen transient allocations of 0.1-1.5 MiB on the writer
-# threads. glibc serves those from its heaps once its dynamic mmap threshold has risen,
-# and the heaps fragmented: the platform's RSS grew ~5-9 MiB per 10 minutes for as long
-# as it wrote, with Python's heap and the live malloc'd bytes (heaptrack) flat. Small
-# pieces keep every transient allocation small; measured in docs/performance.md.
+# never joined into one buffer. Joined 5,000-line bodies (~1.5 MiB each, which httpcore
+# sends by slicing off what each send() took: a dozen more transient buffers of up to
+# 1.5 MiB) made the platform's RSS grow 5-9 MiB per 10 minutes for as long as it wrote,
+# while Python's heap and the live malloc'd bytes (heaptrack) stayed flat. Neither
+# MALLOC_ARENA_MAX=1 nor a fixed mmap threshold stopped it; not making the big buffers
+# did. Bisection and figures: docs/performance.md, "Flat memory".
 BODY_PIECE_LINES: Final = 256
 
 _TAG_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "=": r"\="})
