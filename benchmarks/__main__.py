@@ -1,6 +1,6 @@
 """`benchmarks/run`: limits, the naive baseline and carbonlink, measured in one run.
 
-  benchmarks/run                 the whole run (under 10 minutes on 2 cores)
+  benchmarks/run                 the whole run (15-20 minutes on 2 cores)
   benchmarks/run --json out.json and the figures and ratios as JSON
   benchmarks/run --soak-minutes 30  the full 30-minute memory soak (default 5 minutes)
   benchmarks/run --quick         small sizes, to check the harness (figures meaningless)
