@@ -77,7 +77,9 @@ class Workload:
             wire.Reading(
                 self.meters[k % width][0],
                 BASE_TS_MS + (k // width) * ROW_STEP_MS,
-                round(0.2 + (k % 17) * 0.01, 2),
+                # 1.8-4.7 units/h: under every meter's rated_per_hour (the lowest,
+                # kiln-petcoke, is 7 t/h), so the platform's plausibility check passes.
+                round(0.0005 + (k % 17) * 0.00005, 6),
                 self.meters[k % width][1],
                 DURATION_MS,
             )

@@ -103,7 +103,11 @@ class PlatformProcess:
     def __enter__(self) -> PlatformProcess:
         self._influxdb.create_database(self.database)
         self._process = subprocess.Popen(self._command, stdout=self._log, stderr=subprocess.STDOUT)
-        self._warm_up()
+        try:
+            self._warm_up()
+        except BaseException:
+            self.__exit__()  # __exit__ is not called when __enter__ raises: no orphan
+            raise
         return self
 
     def _warm_up(self) -> None:

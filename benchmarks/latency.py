@@ -1,4 +1,4 @@
-"""Latency at a fixed offered load, and the memory soak.
+"""Latency at a fixed offered load (what the capacity ramp and the memory soak run).
 
 Agent-sized telemetry messages go to the broker on a fixed schedule (the offered load);
 each message's readings fill one InfluxDB time bucket, polled every 50 ms. A message's
@@ -6,37 +6,25 @@ latency is from the moment its line went to `mosquitto_pub` until the poll that 
 found all its readings queryable, so it includes up to one poll interval and the
 query's own time: an upper bound.
 
-The soak offers a steady load for a while and samples the platform's RSS once a second;
-memory is flat if the slope of its floor (the lowest RSS of each 5 s) over time, fitted
-after a warm-up, has a 95% upper bound below SOAK_GROWTH_LIMIT of the median RSS per ten
-minutes. RSS samples a second
-apart are autocorrelated, which makes the bound narrower than it should be: a "flat"
-close to the limit deserves the full ``--soak 600``.
+The platform's RSS is sampled once a second throughout, for the soak's verdict
+(benchmarks/soak.py).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
-from scipy import stats
+import numpy.typing as npt
 from tests.servers import InfluxDBServer, MosquittoServer
 
 from benchmarks._common import POLL_INTERVAL_S, CpuWindow, Feeder, Queryable, memory_bytes
 from benchmarks.ingest import PlatformProcess
 
 DRAIN_TIMEOUT_S: Final = 60.0
-# RSS climbs for a while as pools, buffers and allocator arenas fill; the fit starts
-# after max(SOAK_WARMUP_S, SOAK_WARMUP_SHARE of the run).
-SOAK_WARMUP_S: Final = 30.0
-SOAK_WARMUP_SHARE: Final = 0.3
-SOAK_WINDOW_S: Final = 5.0
-SOAK_GROWTH_LIMIT: Final = 0.05  # of median RSS per 10 minutes, upper 95% bound
-TEN_MINUTES_S: Final = 600.0
 RSS_SAMPLE_S: Final = 1.0
 # Latency runs send pre-built messages; longer soaks build them as they go.
 PREBUILT_MESSAGES: Final = 5_000
@@ -54,15 +42,9 @@ class LatencyResult:
     wall_s: float
     peak_rss: int
     rss_samples: tuple[tuple[float, int], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class SoakVerdict:
-    seconds: float
-    slope_mib_per_10min: float
-    upper_mib_per_10min: float  # upper 95% bound of the slope
-    median_rss_mib: float
-    flat: bool
+    # Median latency of the last quarter of messages minus that of the first: near 0
+    # while the pipeline keeps up, growing with the run while a backlog builds.
+    backlog_growth_s: float = 0.0
 
 
 def offered_load(
@@ -121,41 +103,16 @@ def offered_load(
         wall_s=cpu.wall_s,
         peak_rss=memory_bytes(platform.pid)[1],
         rss_samples=tuple(samples),
+        backlog_growth_s=_backlog_growth(latencies),
     )
+
+
+def _backlog_growth(latencies: npt.NDArray[np.float64]) -> float:
+    quarter = max(1, len(latencies) // 4)
+    return float(np.median(latencies[-quarter:]) - np.median(latencies[:quarter]))
 
 
 def _lines(platform: PlatformProcess, messages: int, per_message: int) -> Iterator[bytes]:
     """Built as they are sent: a long soak would not fit in memory pre-built."""
     for n in range(messages):
         yield from platform.workload.messages(n * per_message, per_message, per_message, n + 1)
-
-
-def soak_verdict(samples: tuple[tuple[float, int], ...]) -> SoakVerdict:
-    """Is RSS flat? Fit its floor against time after the warm-up, bound the slope.
-
-    The floor is the lowest RSS in each SOAK_WINDOW_S: batches in flight make RSS jump
-    up and down by tens of MiB, a leak raises the floor.
-    """
-    start = min(max(SOAK_WARMUP_S, samples[-1][0] * SOAK_WARMUP_SHARE), samples[-1][0] / 2)
-    windows: dict[int, tuple[float, int]] = {}
-    for t_s, rss in samples:
-        if t_s >= start:
-            window = int((t_s - start) // SOAK_WINDOW_S)
-            if window not in windows or rss < windows[window][1]:
-                windows[window] = (t_s, rss)
-    kept = sorted(windows.values())
-    if len(kept) < 3:  # too short a run to fit a line
-        return SoakVerdict(float(samples[-1][0]), math.nan, math.nan, math.nan, False)
-    t = np.array([s[0] for s in kept])
-    rss_mib = np.array([s[1] for s in kept]) / 2**20
-    fit = stats.linregress(t, rss_mib)
-    t_crit = stats.t.ppf(0.975, len(kept) - 2)
-    upper = (fit.slope + t_crit * fit.stderr) * TEN_MINUTES_S
-    median = float(np.median(rss_mib))
-    return SoakVerdict(
-        seconds=float(samples[-1][0]),
-        slope_mib_per_10min=float(fit.slope * TEN_MINUTES_S),
-        upper_mib_per_10min=float(upper),
-        median_rss_mib=median,
-        flat=bool(upper < SOAK_GROWTH_LIMIT * median),
-    )

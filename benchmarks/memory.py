@@ -41,7 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import AGENT_BATCH, proc_status, servers
 from benchmarks.ingest import PlatformProcess
-from benchmarks.latency import offered_load, soak_verdict
+from benchmarks.latency import offered_load
+from benchmarks.soak import describe, verdict
 
 SAMPLE_S: Final = 30.0
 WARMUP_S: Final = 90.0
@@ -194,7 +195,7 @@ def main() -> None:
             heap = compare_snapshots(sorted((scratch / "traces").glob("*.snapshot")))
     report(samples, pymalloc_series(log), result.p50_s, result.p99_s)
     print(heap, end="")
-    print(soak_verdict(result.rss_samples))
+    print(describe(verdict(result.rss_samples, WARMUP_S), result.offered_per_s))
 
 
 def compare_snapshots(paths: list[Path]) -> str:

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 import ssl
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
@@ -66,6 +67,15 @@ DEFAULT_WRITE_CONCURRENCY: Final = 2
 # (each re-roll reads its whole hour). Other processes see rollups this much behind
 # (plus the re-roll's own time); this store's own queries re-roll first.
 ROLLUP_COALESCE_S: Final = 2.0
+
+# A write request's body goes to the socket in pieces of this many lines (~70 KiB),
+# never joined into one buffer. Joined 5,000-line bodies (~1.5 MiB each, which httpcore
+# sends by slicing off what each send() took: a dozen more transient buffers of up to
+# 1.5 MiB) made the platform's RSS grow 5-9 MiB per 10 minutes for as long as it wrote,
+# while Python's heap and the live malloc'd bytes (heaptrack) stayed flat. Neither
+# MALLOC_ARENA_MAX=1 nor a fixed mmap threshold stopped it; not making the big buffers
+# did. Bisection and figures: docs/performance.md, "Flat memory".
+BODY_PIECE_LINES: Final = 256
 
 _TAG_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "=": r"\="})
 
@@ -223,7 +233,13 @@ class InfluxDBV1Store(ClosedOnExit):
         self._params: dict[str, str] = {k: v for k, v in auth.items() if v is not None}
         # Verify against $CARBONLINK_CA_FILE when named, like every other connection.
         verify: ssl.SSLContext | bool = client_context() if base_url.startswith("https") else True
-        self._http = httpx.Client(base_url=base_url, timeout=timeout_s, verify=verify)
+        # TCP_NODELAY: a body goes out in pieces (BODY_PIECE_LINES); with Nagle's
+        # algorithm each piece's last partial segment waited for the server's delayed
+        # ACK, ~40 ms a piece, which cut the write rate to a tenth.
+        transport = httpx.HTTPTransport(
+            verify=verify, socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+        )
+        self._http = httpx.Client(base_url=base_url, timeout=timeout_s, transport=transport)
         self._writers = ThreadPoolExecutor(
             max(1, write_concurrency), thread_name_prefix="carbonlink-influxdb"
         )
@@ -293,18 +309,18 @@ class InfluxDBV1Store(ClosedOnExit):
 
     def write_batch(self, batch: StoredBatch) -> None:
         lines = batch_lines(batch)
-        bodies = [
-            b"\n".join(lines[start : start + WRITE_CHUNK_LINES])
+        chunks = [
+            lines[start : start + WRITE_CHUNK_LINES]
             for start in range(0, len(lines), WRITE_CHUNK_LINES)
         ]
-        if len(bodies) == 1:
-            self._post_lines(bodies[0])
+        if len(chunks) == 1:
+            self._post_chunk(chunks[0])
         else:
             # Every chunk is attempted; the first failure is raised once all have ended,
             # so a retry (or the spill) covers the whole batch. Points are idempotent.
             failures = [
                 error
-                for error in self._writers.map(self._post_lines_catching, bodies)
+                for error in self._writers.map(self._post_chunk_catching, chunks)
                 if error is not None
             ]
             if failures:
@@ -364,7 +380,7 @@ class InfluxDBV1Store(ClosedOnExit):
                     for line in rollup.rollup_lines(target, plant, result, _tag, _text_field)
                 ]
                 for start in range(0, len(lines), WRITE_CHUNK_LINES):
-                    self._post_lines(b"\n".join(lines[start : start + WRITE_CHUNK_LINES]))
+                    self._post_chunk(lines[start : start + WRITE_CHUNK_LINES])
 
     def _rollups_ready(self, read_only: bool) -> bool:
         """Whether the rollups cover the stored points: a database written before they
@@ -434,16 +450,23 @@ class InfluxDBV1Store(ClosedOnExit):
             frame["scope"] = frame["scope"].astype(int)
         return frame
 
-    def _post_lines_catching(self, body: bytes) -> StoreError | None:
+    def _post_chunk_catching(self, lines: list[bytes]) -> StoreError | None:
         try:
-            self._post_lines(body)
+            self._post_chunk(lines)
         except StoreError as exc:
             return exc
         return None
 
-    def _post_lines(self, body: bytes) -> None:
+    def _post_chunk(self, lines: list[bytes]) -> None:
+        """One write request for ``lines``, its body streamed in BODY_PIECE_LINES pieces
+        with the length stated up front (no chunked encoding: one request as before)."""
+        length = sum(map(len, lines)) + len(lines)  # each line and its newline
+        self._post_lines(_body_pieces(lines), length)
+
+    def _post_lines(self, body: bytes | Iterator[bytes], length: int | None = None) -> None:
         params = {"db": self.database, "precision": "ms", **self._params}
-        response = self._request("POST", "/write", params=params, content=body)
+        headers = {"Content-Length": str(length)} if length is not None else None
+        response = self._request("POST", "/write", params=params, content=body, headers=headers)
         if response.status_code != 204:
             raise StoreError(
                 f"influxdb write: HTTP {response.status_code}: {response.text[:300]}",
@@ -676,6 +699,11 @@ class InfluxDBV1Store(ClosedOnExit):
             return self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise StoreError(f"influxdb unreachable: {exc}", retryable=True) from exc
+
+
+def _body_pieces(lines: list[bytes]) -> Iterator[bytes]:
+    for start in range(0, len(lines), BODY_PIECE_LINES):
+        yield b"\n".join(lines[start : start + BODY_PIECE_LINES]) + b"\n"
 
 
 def _factor_where(factor_set: str | None, factor_version: str | None) -> str:
