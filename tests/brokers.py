@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tests.servers import (
@@ -27,6 +26,9 @@ from tests.servers import (
     find_binary,
     free_port,
 )
+from tests.waiting import WaitTimeoutError, wait_for
+
+EPMD_START_S = 10.0  # epmd is a small C program: it listens at once on a quiet machine
 
 
 class NatsServer(_Server):
@@ -122,12 +124,11 @@ class RabbitMQServer(_Server):
             stderr=subprocess.DEVNULL,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
-        deadline = time.monotonic() + 10
-        while not _port_accepts(self.epmd_port):
-            if time.monotonic() > deadline:
-                self._stop_epmd()
-                raise ServerError(f"epmd did not listen on port {self.epmd_port}")
-            time.sleep(0.05)
+        try:
+            wait_for(lambda: _port_accepts(self.epmd_port), "epmd to listen", EPMD_START_S)
+        except WaitTimeoutError:
+            self._stop_epmd()
+            raise ServerError(f"epmd did not listen on port {self.epmd_port}") from None
         try:
             super().start()
         except BaseException:

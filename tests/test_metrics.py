@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from carbonlink.core.clock import wall_clock_ms
 from tests.configs import REPO_CONFIG, write_config
 from tests.servers import MosquittoServer, free_port
 from tests.test_end_to_end import mosquitto_pub
+from tests.waiting import wait_for
 
 PIPELINE_DASHBOARD = REPO_CONFIG / "grafana" / "dashboards" / "carbonlink-pipeline.json"
 DEADLINE_S = 120.0  # generous: the machine is shared, and three processes start
@@ -44,12 +44,7 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def until(check: Callable[[], object], what: str) -> object:
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_for(check, what, DEADLINE_S)
 
 
 def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str,

@@ -443,7 +443,21 @@ class JetStreamConfig(StrictModel):
         return value
 
 
-class AgentConfig(StrictModel):
+class MetricsEndpoint(StrictModel):
+    """Where a service serves its Prometheus metrics (agents and the coordinator; the
+    platform serves them on its HTTP API)."""
+
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Serve Prometheus metrics at http://metrics_host:PORT/metrics (0: any "
+        "free port); unset: off",
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address the metrics bind to")
+
+
+class AgentConfig(MetricsEndpoint):
     uplink: Uplink = Field(default=Uplink.MQTT, description="mqtt or jetstream (see `jetstream`)")
     max_clock_skew_s: float = Field(default=300.0, gt=0)
     # At most what the platform takes in one message: a larger batch would be refused.
@@ -458,14 +472,6 @@ class AgentConfig(StrictModel):
         "subscribers' (nobody would ever get it) and send it again; 3.1.1 brokers (the "
         "demo's, NATS, RabbitMQ 3.10) cannot say so",
     )
-    metrics_port: int | None = Field(
-        default=None,
-        ge=0,
-        le=65535,
-        description="Serve Prometheus metrics at http://metrics_host:PORT/metrics (0: any "
-        "free port); unset: off",
-    )
-    metrics_host: str = Field(default="127.0.0.1", description="Address the metrics bind to")
 
 
 class PlatformConfig(StrictModel):
@@ -509,7 +515,7 @@ class PlatformConfig(StrictModel):
     )
 
 
-class CoordinationConfig(StrictModel):
+class CoordinationConfig(MetricsEndpoint):
     """Defaults of ``carbonlink coordinate``; the platform's API reads the same journal."""
 
     journal: str = Field(
@@ -539,14 +545,6 @@ class CoordinationConfig(StrictModel):
         description="Public key file (PEM) verifiers check signatures with, relative to "
         "this file [default: the signing key's public half, where it is set]",
     )
-    metrics_port: int | None = Field(
-        default=None,
-        ge=0,
-        le=65535,
-        description="Serve Prometheus metrics at http://metrics_host:PORT/metrics (0: any "
-        "free port); unset: off",
-    )
-    metrics_host: str = Field(default="127.0.0.1", description="Address the metrics bind to")
 
 
 class ApiConfig(StrictModel):

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -50,6 +50,7 @@ from tests.faults.harness import (
     stored_readings,
 )
 from tests.servers import HOST, InfluxDBServer, MosquittoServer, NatsCluster, free_port
+from tests.waiting import WaitTimeoutError, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -85,19 +86,21 @@ class Rig:
 
     def wait_ready(self, workers: list[int] | None = None) -> None:
         """Each worker answers, pulls from JetStream and has seen every agent online."""
-        deadline = time.monotonic() + READY_TIMEOUT_S
+
+        def ready(worker: int) -> bool:
+            health = self.health(worker)
+            states = health.get("agents")
+            online = isinstance(states, dict) and all(
+                states.get(p) == "online" for p in self.plants
+            )
+            return bool(health.get("connected")) and online
+
         for worker in range(len(self.workers)) if workers is None else workers:
-            while True:
-                health = self.health(worker)
-                states = health.get("agents")
-                online = isinstance(states, dict) and all(
-                    states.get(p) == "online" for p in self.plants
-                )
-                if health.get("connected") and online:
-                    break
-                if time.monotonic() > deadline:
-                    raise AssertionError("services did not come up:\n" + self.logs())
-                time.sleep(0.2)
+            wait_for(
+                functools.partial(ready, worker),
+                f"worker {worker + 1} to pull and see every agent",
+                READY_TIMEOUT_S, detail=self.logs,
+            )  # fmt: skip
 
     def logs(self) -> str:
         services = [*self.workers, *self.agents.values()]
@@ -200,12 +203,16 @@ async def _leader(cluster: NatsCluster) -> int:
 
 def _settled_stream(rig: Rig) -> StreamState:
     """Wait until every message the stream holds is acknowledged by a worker."""
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
-        state = asyncio.run(_stream_state(rig.cluster, rig.plants))
-        if (state.pending == 0 and state.unacknowledged == 0) or time.monotonic() > deadline:
-            return state
-        time.sleep(0.25)
+    states: list[StreamState] = []
+
+    def settled() -> bool:
+        states.append(asyncio.run(_stream_state(rig.cluster, rig.plants)))
+        return states[-1].pending == 0 and states[-1].unacknowledged == 0
+
+    # Not settling is for the caller to report, with the counts: return the last state.
+    with contextlib.suppress(WaitTimeoutError):
+        wait_for(settled, "every message in the stream acknowledged", READY_TIMEOUT_S)
+    return states[-1]
 
 
 def _plan(rig: Rig, now_ms: int, since_ms: int) -> Plan:
@@ -326,10 +333,10 @@ def test_hostile_messages_through_jetstream_are_dead_lettered_and_the_canary_lan
     letters = asyncio.run(send())
     reasons = sorted(str(letter["reason"]) for letter in letters)
     assert reasons == ["bad_quality", "bad_schema", "malformed_json", "unknown_agent"]
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while (meter.id, at, 0.001) not in _stored_at(rig, plant, at):
-        assert time.monotonic() < deadline, "the canary never landed:\n" + rig.logs()
-        time.sleep(0.25)
+    wait_for(
+        lambda: (meter.id, at, 0.001) in _stored_at(rig, plant, at), "the canary to land",
+        READY_TIMEOUT_S, detail=rig.logs,
+    )  # fmt: skip
     assert _stored_at(rig, plant, at) == {(meter.id, at, 0.001)}
     state = _settled_stream(rig)
     assert (state.pending, state.unacknowledged) == (0, 0)  # refused ones are terminated
@@ -377,10 +384,11 @@ def test_a_nats_node_and_a_worker_killed_mid_stream(rig: Rig) -> None:
     def kill_worker_holding_messages() -> None:
         """SIGKILL worker 1 once it holds messages it has not acknowledged (received,
         not yet stored: its writes are slowed down); those go to worker 2."""
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while _counter(rig, 0, "received") <= _counter(rig, 0, "stored") + received_before:
-            assert time.monotonic() < deadline, "worker 1 never held a message:\n" + rig.logs()
-            time.sleep(0.05)
+        wait_for(
+            lambda: _counter(rig, 0, "received") > _counter(rig, 0, "stored") + received_before,
+            "worker 1 to hold a message it has not acknowledged", READY_TIMEOUT_S,
+            detail=rig.logs,
+        )  # fmt: skip
         rig.workers[0].kill()
         done.add("worker")
 
