@@ -259,7 +259,8 @@ def _publish_and_account(
     asyncio.run(publish(HOST, rig.broker.port, plan.messages, during=during, pace_s=pace_s))  # type: ignore[arg-type]
     if then is not None:
         then()
-    stored = settle(rig.store_url, rig.plants, before + len(plan.readings), timeout_s=120)
+    # Generous: under load a worker may spill a batch and store it on its next drain.
+    stored = settle(rig.store_url, rig.plants, before + len(plan.readings), timeout_s=300)
     stored = {r for r in stored if r.ts_ms >= first_ms}
     state = _settled_stream(rig)
     rows = account(plan.readings, stored)

@@ -360,6 +360,8 @@ class InfluxDBV1Store(ClosedOnExit):
                 self.flush_rollups()
             except StoreError as exc:  # kept dirty; the next round tries again
                 log.warning("influxdb rollups: re-roll failed, retrying: %s", exc)
+            except Exception:  # a bug must not end the re-rolls for good: say it, go on
+                log.exception("influxdb rollups: re-roll failed, retrying")
 
     def _reroll(self, touched: dict[str, set[int]]) -> None:
         """Re-roll ``touched`` hours, then their days (``_rollup_influxql``): four

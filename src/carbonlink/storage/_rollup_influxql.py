@@ -99,7 +99,7 @@ def rollup_lines(
             stamp = int(values.pop("time")) - (1 if hourly else 0)
             if hourly and "known_u95_meter_kg" in values:
                 known = min(int(values.pop(f"known_{c}") or 0) for c in _UNCERTAINTY)
-                values["unknown"] = int(values["readings"]) - known
+                values["unknown"] = int(values["readings"] or 0) - known
             fields = []
             for name, value in values.items():
                 if name in ("readings", "unknown"):
