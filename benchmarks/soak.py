@@ -19,6 +19,7 @@ import argparse
 import math
 import sys
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -55,6 +56,20 @@ class SoakVerdict:
     flat: bool
 
 
+def rss_floors(
+    samples: Iterable[tuple[float, int]], warmup_s: float, window_s: float = FLOOR_WINDOW_S
+) -> list[tuple[float, int]]:
+    """The lowest (time, RSS) sample of each ``window_s`` after ``warmup_s``, in time order:
+    RSS jumps with each batch in flight, and a leak lifts the floor."""
+    floors: dict[int, tuple[float, int]] = {}
+    for t_s, rss in samples:
+        if t_s >= warmup_s:
+            window = int((t_s - warmup_s) // window_s)
+            if window not in floors or rss < floors[window][1]:
+                floors[window] = (t_s, rss)
+    return sorted(floors.values())
+
+
 def verdict(
     samples: tuple[tuple[float, int], ...],
     warmup_s: float = DEFAULT_WARMUP_S,
@@ -62,13 +77,7 @@ def verdict(
 ) -> SoakVerdict:
     """Fit the floor of RSS (bytes, sampled at seconds) after ``warmup_s``."""
     end = samples[-1][0] if samples else 0.0
-    windows: dict[int, tuple[float, int]] = {}
-    for t_s, rss in samples:
-        if t_s >= warmup_s:
-            window = int((t_s - warmup_s) // FLOOR_WINDOW_S)
-            if window not in windows or rss < windows[window][1]:
-                windows[window] = (t_s, rss)
-    kept = sorted(windows.values())
+    kept = rss_floors(samples, warmup_s)
     if len(kept) < 3:  # too short a run to fit a line: never called flat
         nan = math.nan
         return SoakVerdict(end, warmup_s, nan, nan, nan, nan, nan, nan, False)

@@ -24,6 +24,7 @@ from typing import Final
 
 import numpy as np
 import pytest
+from benchmarks.soak import rss_floors
 
 from carbonlink.storage import open_store
 from tests.servers import InfluxDBServer
@@ -46,13 +47,7 @@ ROOT: Final = Path(__file__).resolve().parents[2]
 def floor_growth_mib(samples: list[tuple[float, int]], warmup_s: float) -> float:
     """Growth of the RSS floor from the end of the warm-up to the end, by a line fitted
     to the lowest RSS of each FLOOR_WINDOW_S."""
-    floors: dict[int, tuple[float, int]] = {}
-    for t_s, rss in samples:
-        if t_s >= warmup_s:
-            window = int((t_s - warmup_s) // FLOOR_WINDOW_S)
-            if window not in floors or rss < floors[window][1]:
-                floors[window] = (t_s, rss)
-    kept = sorted(floors.values())
+    kept = rss_floors(samples, warmup_s, FLOOR_WINDOW_S)
     assert len(kept) >= 3, f"too few samples after the warm-up: {kept}"
     t = np.array([s[0] for s in kept])
     slope, _ = np.polyfit(t, np.array([s[1] for s in kept]) / MIB, 1)
