@@ -9,12 +9,11 @@ from typing import Any, Final
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tahutils.tahu import sparkplug_b_pb2 as pb
 
 from carbonlink import wire
 from carbonlink.agent import SparkplugHost
 from carbonlink.errors import RejectedReading
-from tests.plant.test_rules import NOW, host
+from tests.plant.test_rules import NOW, host, payload
 
 REASONS: Final = {v for k, v in vars(wire.Reason).items() if not k.startswith("_")}
 PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -83,27 +82,20 @@ metrics = st.lists(
 
 
 def _payload(seq: int | None, found: list[tuple[Any, ...]]) -> bytes:
-    built = pb.Payload(timestamp=NOW)
-    if seq is not None:
-        built.seq = seq
-    for name, alias, kind, value in found:
-        metric = built.metrics.add()
-        if name is not None:
-            metric.name = name
-        if alias is not None:
-            metric.alias = alias
-        metric.datatype = pb.DataType.Value(kind)
-        if kind == "Double":
-            metric.double_value = float(value)
-        elif kind == "String":
-            metric.string_value = str(value)
-        elif kind == "Boolean":
-            metric.boolean_value = bool(value)
-        elif kind == "Int32":
-            metric.int_value = _whole(value) % 2**32
-        else:
-            metric.long_value = _whole(value) % 2**64
-    return bytes(built.SerializeToString())
+    """``found``'s values made to fit each datatype (any float or int was drawn)."""
+    return payload(
+        seq, *((name, alias, kind, _fit(kind, value)) for name, alias, kind, value in found)
+    )
+
+
+def _fit(kind: str, value: float) -> object:
+    if kind == "Double":
+        return float(value)
+    if kind == "String":
+        return str(value)
+    if kind == "Boolean":
+        return bool(value)
+    return _whole(value) % (2**32 if kind == "Int32" else 2**64)
 
 
 def _whole(value: float) -> int:

@@ -41,6 +41,16 @@ def host() -> SparkplugHost:
     return SparkplugHost(config, config.sparkplug)
 
 
+# Where each Sparkplug datatype's value goes in a metric (Tahu's protobuf).
+_VALUE_FIELDS = {
+    "Double": "double_value",
+    "Int64": "long_value",
+    "Int32": "int_value",
+    "String": "string_value",
+    "Boolean": "boolean_value",
+}
+
+
 def payload(seq: int | None, *metrics: tuple[str | None, int | None, str, Any]) -> bytes:
     """A Sparkplug payload of (name, alias, datatype, value) metrics."""
     built = pb.Payload(timestamp=NOW)
@@ -53,8 +63,7 @@ def payload(seq: int | None, *metrics: tuple[str | None, int | None, str, Any]) 
         if alias is not None:
             metric.alias = alias
         metric.datatype = pb.DataType.Value(kind)
-        field = {"Double": "double_value", "Int64": "long_value", "String": "string_value"}
-        setattr(metric, field[kind], value)
+        setattr(metric, _VALUE_FIELDS[kind], value)
     return bytes(built.SerializeToString())
 
 
