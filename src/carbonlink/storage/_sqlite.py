@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -132,15 +133,19 @@ class SqliteStore(ClosedOnExit):
             if e is not None
         ]  # fmt: skip
         touched = hours_touched(b.plant, b.ts_ms)
+        with self._writing() as db:
+            db.executemany("INSERT OR REPLACE INTO activity VALUES (?,?,?,?,?,?,?)", activity_rows)
+            db.executemany(_EMISSION_INSERT, emission_rows)
+            rollup.reroll(db, touched)
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction under the lock, rolled back on any error."""
         try:
             with self._lock:
                 self._db.execute("BEGIN")
                 try:
-                    self._db.executemany(
-                        "INSERT OR REPLACE INTO activity VALUES (?,?,?,?,?,?,?)", activity_rows
-                    )
-                    self._db.executemany(_EMISSION_INSERT, emission_rows)
-                    rollup.reroll(self._db, touched)
+                    yield self._db
                     self._db.execute("COMMIT")
                 except BaseException:
                     if self._db.in_transaction:  # a failed COMMIT has rolled back already
@@ -260,18 +265,8 @@ class SqliteStore(ClosedOnExit):
     def assign_factors(self, versions: FactorVersions) -> None:
         now = wall_clock_ms()
         rows = [(p, fs, fv, now) for p, (fs, fv) in versions.items()]
-        try:
-            with self._lock:
-                self._db.execute("BEGIN")
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO factor_assignment VALUES (?,?,?,?)", rows
-                )
-                self._db.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            with self._lock:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-            raise StoreError(f"sqlite write failed: {exc}", retryable=True) from exc
+        with self._writing() as db:
+            db.executemany("INSERT OR REPLACE INTO factor_assignment VALUES (?,?,?,?)", rows)
 
     def assigned_factors(self) -> dict[str, tuple[str, str]]:
         with self._lock:
@@ -284,21 +279,13 @@ class SqliteStore(ClosedOnExit):
         return {str(p): (str(fs), str(fv)) for p, fs, fv in rows}
 
     def record_sequences(self, rows: Sequence[tuple[str, int]]) -> None:
-        try:
-            with self._lock:
-                self._db.execute("BEGIN")
-                for agent, seq in rows:
-                    added = self._db.execute(
-                        "INSERT OR IGNORE INTO telemetry_sequences VALUES (?,?)", (agent, seq)
-                    ).rowcount
-                    if added:
-                        _join_run(self._db, agent, seq)
-                self._db.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            with self._lock:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-            raise StoreError(f"sqlite write failed: {exc}", retryable=True) from exc
+        with self._writing() as db:
+            for agent, seq in rows:
+                added = db.execute(
+                    "INSERT OR IGNORE INTO telemetry_sequences VALUES (?,?)", (agent, seq)
+                ).rowcount
+                if added:
+                    _join_run(db, agent, seq)
 
     def sequence_gaps(self, max_gap: int) -> dict[str, int]:
         # Gaps counted in SQL: the step from each recorded number to the one before it.
