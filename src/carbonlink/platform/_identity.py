@@ -22,6 +22,7 @@ part of it, so the index then asks the store for every batch (``exact=True``).
 from __future__ import annotations
 
 import bisect
+import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -160,6 +161,11 @@ class IdentityIndex:
         for meter, ts, value, seconds in zip(
             stored["meter"], ms, stored["value"], stored["duration_s"], strict=True
         ):
+            if math.isnan(value) or math.isnan(seconds):
+                # InfluxDB 1.x writes a point's fields one by one: a reading another worker
+                # is writing right now can be read half there. Its write decides; the
+                # store's keys are idempotent, so admitting ours too stores it once.
+                continue
             found.setdefault(str(meter), _MeterHistory()).add(
                 int(ts), float(value), round(float(seconds) * 1000)
             )
