@@ -17,6 +17,11 @@ from carbonlink.cli._demo import DEMO_SWITCH_PERIOD
 from carbonlink.coordination import Journal, key_id
 
 REPO = Path(__file__).resolve().parents[1]
+# How far the measured drop may fall short of the model's: a directive takes effect at a
+# plant when it arrives, up to a second or two of wall time (a minute or two simulated,
+# of the half hour after the switch) after the period it is for began; a busy machine
+# delays it more. Seen quiet: 2.47 measured, 2.38 predicted (seed 3).
+DROP_AGREEMENT = 0.25
 
 
 @pytest.mark.slow
@@ -116,19 +121,24 @@ def test_the_first_minute_shows_the_whole_loop(tmp_path: Path) -> None:
 
     # The drop, measured and predicted, in tCO2e/h; the model's X grew after the switch.
     drop = re.search(
-        r"^emission drop since the switch: measured (-?[\d,.]+) tCO2e/h"
-        r"(?: \(\+/- [\d,.]+: one standard error, from the periods before it\))?,"
+        r"^emission drop since the switch: measured (-?[\d,.]+) tCO2e/h,"
         r" the model predicted (-?[\d,.]+) tCO2e/h"
-        r" \(its abatement X went from ([\d,.]+) to ([\d,.]+) tCO2e/h\)",
+        r" \(its abatement X went from ([\d,.]+) to ([\d,.]+) tCO2e/h\);"
+        r" measured on the ([\d,]+) emission readings stored",
         out, re.M,
     )  # fmt: skip
     assert drop is not None, out
-    measured, predicted, x_before, x_after = (float(g.replace(",", "")) for g in drop.groups())
-    assert predicted == pytest.approx(x_after - x_before, abs=0.011)
+    measured, predicted, x_before, x_after, readings = (
+        float(g.replace(",", "")) for g in drop.groups()
+    )
+    assert x_after > x_before
     assert predicted > 0
-    # Plausible: a fraction of what the plants emit (a measure on rates, not intensity,
-    # once showed -159 of 230 tCO2e/h as the plants ramped up).
-    assert abs(measured) < 0.1 * sum(float(r) for r in _final_rates(out))
+    assert readings > 0
+    # Measured against the exact counterfactual (the same seeded plants without the
+    # switch), so it agrees with the model but for what the model does not see: the
+    # directive reaches a plant a moment after the period starts. (A measure on output
+    # intensity once showed 30.7 +/- 5.8 against 16.4 predicted; on rates, -159.)
+    assert measured == pytest.approx(predicted, rel=DROP_AGREEMENT)
 
     # The end-of-run comparison: the four shipped policies and the recording, in kCNY.
     table = out.split("comparing 4 policies on what was just recorded", 1)[1]
@@ -173,11 +183,6 @@ def test_the_first_minute_shows_the_whole_loop(tmp_path: Path) -> None:
     assert "OK: every report re-derives from sqlite:///" in verified.stdout
     with Journal.open_readonly(kept / "coordination-journal.sqlite") as journal:
         assert len(journal.ledger) >= reports > 0
-
-
-def _final_rates(out: str) -> list[str]:
-    final = out.split("final totals", 1)[1].split("\n\n", 1)[0]
-    return re.findall(r"^\s+\S+-\d+\s+\d+\s+([\d.]+)", final, re.M)
 
 
 def test_a_key_that_is_no_key_stops_the_demo_before_it_starts() -> None:

@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Final, TextIO
 
 from carbonlink.agent import Agent
-from carbonlink.cli._story import Drop, drop_line, measured_drop, period_line, stage_phrase
+from carbonlink.cli._story import (
+    Drop,
+    drop_line,
+    measured_drop,
+    period_line,
+    stage_phrase,
+    switch_ms,
+)
 from carbonlink.config import MqttVersion, PlantConfig, Settings
 from carbonlink.coordination import (
     STATUS_STATE_KEY,
@@ -39,7 +46,12 @@ from carbonlink.errors import ConfigError
 from carbonlink.mqtt.broker import EmbeddedBroker, free_port
 from carbonlink.mqtt.client import BrokerAddress, parse_broker_url
 from carbonlink.platform import Ingestor, Platform, Store
-from carbonlink.simulators import SimulationStats, simulate
+from carbonlink.simulators import (
+    SimulationStats,
+    emission_factors,
+    simulate,
+    without_changes_from,
+)
 from carbonlink.storage import FactorVersions
 from carbonlink.web.api import create_app
 from carbonlink.web.dashboard import DASHBOARD_PREFIX, mount_dashboard
@@ -230,7 +242,7 @@ async def run_demo(
         _print_table(summaries, clock.now_ms(), platform.counters.stored, out, final=True)
         if coordination is not None:
             newest = min(platform.counters.newest_stored_ms.values(), default=clock.start_ms)
-            coordination.final_lines(store, versions, clock.start_ms, newest, out)
+            coordination.final_lines(stats, store, versions, clock.start_ms, newest, out)
             coordination.close()
         store.close()
         return summaries
@@ -258,10 +270,11 @@ class _Coordination:
     public_key: Ed25519PublicKey
     public_key_path: Path
     plants: dict[str, PlantConfig]
+    seed: int  # the simulators', so that the drop since the switch replays them
     switch_note: str = ""
     periods_shown: int = 0
     stage_shown: int | None = None
-    switched_ms: int | None = None  # the grid time of the first period under the new stage
+    switched_ms: int | None = None  # when the switch was first seen in the status
 
     def describe(self) -> str:
         policy = self.coordinator.policy
@@ -303,24 +316,47 @@ class _Coordination:
                 for plant, link in zip(self.plants, stats.links, strict=False)
             )
             lines.append(f"  directives received by the plants so far: {received}")
-            drop = self.drop(store, versions, start_ms, newest_ms)
+            drop = self.drop(stats, store, versions, start_ms, newest_ms)
             if drop is not None:
                 lines.append(f"  {drop_line(drop)}")
         return lines
 
     def drop(
-        self, store: Store, versions: FactorVersions, start_ms: int, end_ms: int
+        self,
+        stats: SimulationStats,
+        store: Store,
+        versions: FactorVersions,
+        start_ms: int,
+        end_ms: int,
     ) -> Drop | None:
-        if self.switched_ms is None:
-            return None
         rows = self.journal.period_rows()
-        window = (start_ms, self.switched_ms, end_ms)
-        return measured_drop(store, versions, self.plants, rows, window)
+        switch = switch_ms(rows)
+        if switch is None or end_ms <= switch:
+            return None
+        # The plants' samples since the switch, as run and as they would have been
+        # without it: the same seeded fleet, replayed with the directives it applied.
+        without = without_changes_from(
+            list(self.plants.values()),
+            emission_factors(None),  # what `simulate` calibrates abatement with
+            seed=self.seed,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            changes_ms=switch,
+            inflows=list(stats.inflows),
+        )
+        window = (start_ms, switch, end_ms)
+        return measured_drop(store, versions, self.plants, rows, window, without)
 
     def final_lines(
-        self, store: Store, versions: FactorVersions, start_ms: int, end_ms: int, out: TextIO
+        self,
+        stats: SimulationStats,
+        store: Store,
+        versions: FactorVersions,
+        start_ms: int,
+        end_ms: int,
+        out: TextIO,
     ) -> None:
-        drop = self.drop(store, versions, start_ms, end_ms)
+        drop = self.drop(stats, store, versions, start_ms, end_ms)
         if self.switched_ms is None:
             print("\nno stage switch in this run: nothing to compare before and after", file=out)
         elif drop is None:
@@ -382,6 +418,7 @@ def _coordination(
         signing_key.public_key(),
         public_key_path,
         dict(settings.plants),
+        options.seed,
         switch_note,
     )
 

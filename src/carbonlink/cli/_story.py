@@ -9,18 +9,23 @@ journal) and the store: it prints, it decides nothing.
 
 from __future__ import annotations
 
-import math
-import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import pandas as pd
+
+from carbonlink.abatement import exact_step
 from carbonlink.config import PlantConfig
 from carbonlink.coordination import PeriodRow
-from carbonlink.storage import FactorVersions, Store
+from carbonlink.simulators import abatement_inflow
+from carbonlink.storage import FactorVersions, Store, epoch_ms
 from carbonlink.wire import format_timestamp
 
-__all__ = ["STAGE_MEANING", "Drop", "drop_line", "measured_drop", "period_line", "reports_note"]
+__all__ = [
+    "STAGE_MEANING", "Drop", "drop_line", "measured_drop", "period_line", "reports_note",
+    "switch_ms",
+]  # fmt: skip
 
 #: Each stage in one phrase (docs/coordination.md has the model behind it).
 STAGE_MEANING: Final[dict[int, str]] = {
@@ -31,7 +36,6 @@ STAGE_MEANING: Final[dict[int, str]] = {
 S_PER_H: Final = 3600.0
 MS_PER_H: Final = 3_600_000
 KG_PER_T: Final = 1000.0
-MIN_PLACEBO_PERIODS: Final = 3  # fewer give no spread worth the name
 
 
 def stage_phrase(stage: int, name: str) -> str:
@@ -86,29 +90,35 @@ def _span(seconds: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Drop:
-    """Emissions before and after a stage switch, all plants together, in tCO2e/h.
+    """What a stage switch changed in the plants' emissions, all plants together, in
+    tCO2e/h over the coordinator's periods since it.
 
-    Measured: read back from storage. Plants change their output as they run (start-up
-    ramps, daily swings), so the drop is measured on the emission intensity (tCO2e per
-    unit of output, per plant) and taken at the output after the switch: what the plants
-    would emit now at their intensity before it, less what they do emit. Predicted: the
-    abatement X the model projected, mean over the coordinator's periods on each side.
+    Measured: the CO2e stored since the switch against what the same plants would have
+    emitted without it. The simulators are seeded and their randomness never depends on
+    abatement, so "without it" is exact: the same fleet replayed with only the
+    directives from before the switch (``simulators.without_changes_from``), valued at
+    the factors each stored reading was counted under. No noise, no baseline to fit.
+    Predicted: the model's abatement X since the switch (``x_projected``) less the X its
+    own dynamics give under the efforts from before it, from the same starting X.
     """
 
     before_t_per_h: float  # emission rate the plants had before the switch
-    after_t_per_h: float  # ... and since
-    measured: float  # intensity before minus after, times output since, summed
-    projected_before_t_per_h: float
-    projected_after_t_per_h: float
+    after_t_per_h: float  # ... and since (over the same window as ``measured``)
+    measured: float
+    predicted: float
+    projected_before_t_per_h: float  # the model's X, mean over the periods before
+    projected_after_t_per_h: float  # ... and after the switch
     hours_before: float
     hours_after: float
-    #: One standard error of ``measured``: the spread of the same measure over the
-    #: periods before the switch, where nothing changed (None: too few periods).
-    noise: float | None = None
+    readings: int  # stored emission readings since the switch that were compared
 
-    @property
-    def predicted(self) -> float:
-        return self.projected_after_t_per_h - self.projected_before_t_per_h
+
+def switch_ms(rows: Sequence[PeriodRow]) -> int | None:
+    """When the stage first changed: the start of the first period under another stage
+    than the first period's (the model's switch; a plant applies its new directive when
+    the directive reaches it, a little later)."""
+    ordered = sorted(rows, key=lambda r: r.start_ms)
+    return next((r.start_ms for r in ordered if r.stage != ordered[0].stage), None)
 
 
 def measured_drop(
@@ -117,96 +127,112 @@ def measured_drop(
     plants: Mapping[str, PlantConfig],
     rows: Sequence[PeriodRow],
     window: tuple[int, int, int],
+    without: pd.DataFrame,
 ) -> Drop | None:
-    """``window`` is (run start, switch, end) in epoch ms. None until both sides hold
-    data and a coordinator period."""
-    start_ms, switch_ms, end_ms = window
+    """``window`` is (run start, switch, newest stored) in epoch ms; ``without`` the
+    amounts as run and without the switch (``COUNTERFACTUAL_COLUMNS``). None until
+    both sides of the switch hold a coordinator period."""
+    start_ms, switch_ms, newest_ms = window
+    by_plant: dict[str, list[PeriodRow]] = {}
+    for row in sorted(rows, key=lambda r: r.start_ms):
+        if row.plant in plants:
+            by_plant.setdefault(row.plant, []).append(row)
+    end_ms = min(
+        [newest_ms] + [max(r.end_ms for r in plant_rows) for plant_rows in by_plant.values()]
+    )
     if not start_ms < switch_ms < end_ms:
         return None
-    projected: dict[bool, dict[int, float]] = {False: {}, True: {}}
-    for row in rows:
-        config = plants.get(row.plant)
-        if config is None:
-            continue
-        abate = config.simulation.abatement
-        # X is tCO2e per model period (abate.period_s) per model unit (abate.scale).
-        rate = max(0.0, row.x_projected) * abate.scale * S_PER_H / abate.period_s
-        side = projected[row.start_ms >= switch_ms]
-        side[row.start_ms] = side.get(row.start_ms, 0.0) + rate
-    if not projected[False] or not projected[True]:
+    sides = (
+        _model_sides(plants[p], plant_rows, switch_ms, end_ms) for p, plant_rows in by_plant.items()
+    )
+    model = [m for m in sides if m is not None]
+    if not model:
         return None
-    sides = [_emitted(store, versions, plants, a, b) for a, b in
-             ((start_ms, switch_ms), (switch_ms, end_ms))]  # fmt: skip
-    hours = [(switch_ms - start_ms) / MS_PER_H, (end_ms - switch_ms) / MS_PER_H]
-    measured = _drop_against(sides[0], sides[1], hours[1])
-    # The same measure on each period before the switch against the whole of before:
-    # its spread is what the measure shows when nothing changes.
-    periods = sorted({(r.start_ms, r.end_ms) for r in rows if r.end_ms <= switch_ms})
-    placebo = [
-        _drop_against(sides[0], _emitted(store, versions, plants, a, b), (b - a) / MS_PER_H,
-                      at=sides[1], at_hours=hours[1])
-        for a, b in periods
-        if a >= start_ms
-    ]  # fmt: skip
-    noise = None
-    if len(placebo) >= MIN_PLACEBO_PERIODS:
-        period_h = statistics.mean((b - a) / MS_PER_H for a, b in periods)
-        noise = statistics.stdev(placebo) * math.sqrt(period_h / hours[0] + period_h / hours[1])
-    before = sum(c for c, _ in sides[0].values()) / hours[0]
-    after = sum(c for c, _ in sides[1].values()) / hours[1]
-    means = [sum(v.values()) / len(v) for v in (projected[False], projected[True])]
-    return Drop(before, after, measured, means[0], means[1], hours[0], hours[1], noise)
+    hours = ((switch_ms - start_ms) / MS_PER_H, (end_ms - switch_ms) / MS_PER_H)
+    measured_kg, compared = 0.0, 0
+    for plant in by_plant:
+        name, version = versions[plant]
+        stored = store.emissions(
+            plant, start_ms=switch_ms, end_ms=end_ms, factor_set=name, factor_version=version
+        )
+        if stored.empty:
+            continue
+        paired = pd.DataFrame({
+            "ts_ms": epoch_ms(stored["time"]), "meter": stored["meter"].astype(str),
+            "co2e_kg": stored["co2e_kg"].to_numpy(dtype=float),
+        }).merge(without[without["plant"] == plant], on=["ts_ms", "meter"])  # fmt: skip
+        paired = paired[paired["as_run"] != 0.0]
+        compared += len(paired)
+        measured_kg += float(
+            (paired["co2e_kg"] * (paired["without"] / paired["as_run"] - 1.0)).sum()
+        )
+    rates = [
+        _rate(store, versions, a, b, h)
+        for a, b, h in ((start_ms, switch_ms, hours[0]), (switch_ms, end_ms, hours[1]))
+    ]
+    return Drop(
+        rates[0],
+        rates[1],
+        measured_kg / KG_PER_T / hours[1],
+        sum(m[0] for m in model),
+        sum(m[1] for m in model),
+        sum(m[2] for m in model),
+        hours[0],
+        hours[1],
+        compared,
+    )
 
 
-def _drop_against(
-    base: Mapping[str, tuple[float, float]],
-    then: Mapping[str, tuple[float, float]],
-    then_hours: float,
-    *,
-    at: Mapping[str, tuple[float, float]] | None = None,
-    at_hours: float | None = None,
+def _model_sides(
+    config: PlantConfig, rows: Sequence[PeriodRow], switch_ms: int, end_ms: int
+) -> tuple[float, float, float] | None:
+    """tCO2e/h for one plant: the model's predicted drop, its X before and after the
+    switch (time-weighted means over the periods on each side)."""
+    abate = config.simulation.abatement
+    # X is tCO2e per model period (abate.period_s) per model unit (abate.scale).
+    per_h = abate.scale * S_PER_H / abate.period_s
+    before = [r for r in rows if r.end_ms <= switch_ms]
+    after = [r for r in rows if r.start_ms >= switch_ms and r.end_ms <= end_ms]
+    if not before or not after or after[0].x_start is None:
+        return None
+    last = before[-1]
+    kept = abatement_inflow(abate, last.effort_firm, last.effort_platform, last.sigma)
+    x, gap, span = after[0].x_start, 0.0, 0.0
+    for row in after:
+        ms = row.end_ms - row.start_ms
+        periods = row.model_periods or ms / 1000 / abate.period_s
+        mean_without, x = exact_step(x, kept, abate.delta, periods)
+        gap += (max(0.0, row.x_projected) - max(0.0, mean_without)) * ms
+        span += ms
+    return (
+        gap / span * per_h,
+        _time_mean(before) * per_h,
+        _time_mean(after) * per_h,
+    )
+
+
+def _time_mean(rows: Sequence[PeriodRow]) -> float:
+    weights = [r.end_ms - r.start_ms for r in rows]
+    return sum(max(0.0, r.x_projected) * w for r, w in zip(rows, weights, strict=True)) / sum(
+        weights
+    )
+
+
+def _rate(
+    store: Store, versions: FactorVersions, start_ms: int, end_ms: int, hours: float
 ) -> float:
-    """tCO2e/h: the plants' intensity in ``base`` less that in ``then``, times the
-    output rate ``at`` (default: ``then``'s), summed over plants."""
-    rate_of, rate_hours = (then, then_hours) if at is None else (at, at_hours or then_hours)
-    drop = 0.0
-    for plant, (co2e_b, out_b) in base.items():
-        co2e_t, out_t = then.get(plant, (0.0, 0.0))
-        if out_b > 0 and out_t > 0:
-            drop += (co2e_b / out_b - co2e_t / out_t) * rate_of[plant][1] / rate_hours
-    return drop
-
-
-def _emitted(
-    store: Store,
-    versions: FactorVersions,
-    plants: Mapping[str, PlantConfig],
-    start_ms: int,
-    end_ms: int,
-) -> dict[str, tuple[float, float]]:
-    """Per plant: tCO2e and output (in its output meters' units) in [start, end)."""
-    totals = store.totals(versions, start_ms=start_ms, end_ms=end_ms).set_index("plant")
-    result = {}
-    for plant_id, config in plants.items():
-        outputs = {m.id for m in config.meters if m.output}
-        activity = store.activity(plant_id, start_ms=start_ms, end_ms=end_ms)
-        output = float(activity[activity["meter"].isin(outputs)]["value"].sum())
-        result[plant_id] = (float(totals["co2e_kg"].get(plant_id, 0.0)) / KG_PER_T, output)
-    return result
+    """tCO2e/h all plants emitted in [start, end)."""
+    totals = store.totals(versions, start_ms=start_ms, end_ms=end_ms)
+    return float(totals["co2e_kg"].sum()) / KG_PER_T / hours
 
 
 def drop_line(drop: Drop) -> str:
-    noise = (
-        ""
-        if drop.noise is None
-        else f" (+/- {drop.noise:,.2f}: one standard error, from the periods before it)"
-    )
     return (
-        f"emission drop since the switch: measured {drop.measured:,.2f} tCO2e/h{noise}, the model "
+        f"emission drop since the switch: measured {drop.measured:,.2f} tCO2e/h, the model "
         f"predicted {drop.predicted:,.2f} tCO2e/h (its abatement X went from "
         f"{drop.projected_before_t_per_h:,.2f} to {drop.projected_after_t_per_h:,.2f} "
-        f"tCO2e/h); measured at the plants' output since the switch, on their emissions per "
-        f"unit of output over {drop.hours_before:.2g} h before and {drop.hours_after:.2g} h "
-        f"after (all plants emitted {drop.before_t_per_h:,.1f} tCO2e/h before, "
-        f"{drop.after_t_per_h:,.1f} since)"
+        f"tCO2e/h); measured on the {drop.readings:,} emission readings stored over the "
+        f"{drop.hours_after:.2g} h since the switch, against the same seeded plants replayed "
+        f"without it (all plants emitted {drop.before_t_per_h:,.1f} tCO2e/h over the "
+        f"{drop.hours_before:.2g} h before, {drop.after_t_per_h:,.1f} since)"
     )

@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, NamedTuple
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -49,11 +49,22 @@ def plant_rng(seed: int, plant_id: str) -> np.random.Generator:
 
 @dataclass(frozen=True, slots=True)
 class Tick:
-    """The samples of one simulated instant: ``values[i]`` belongs to meter ``meters[i]``."""
+    """The samples of one simulated instant: ``values[i]`` belongs to meter ``meters[i]``;
+    ``amounts[i]`` is what it measured over its interval (a counter shows its register
+    in ``values``, the amount added to it here)."""
 
     ts_ms: int
     meters: IntArray
     values: FloatArray
+    amounts: FloatArray
+
+
+class InflowChange(NamedTuple):
+    """A plant's abatement inflow as the fleet applied it: from ``at_ms`` on."""
+
+    plant: str
+    at_ms: int
+    inflow: float
 
 
 class Fleet:
@@ -133,6 +144,9 @@ class Fleet:
         self.x = np.zeros(n_plants)
         self.inflow = np.zeros(n_plants)
         self._pending_inflow: dict[int, list[tuple[int, float]]] = {}
+        #: Every inflow change as applied, in order: replaying them (``set_inflow``) on a
+        #: fleet of the same plants, seed and start reproduces this run's samples.
+        self.applied: list[InflowChange] = []
         self._zones = [ZoneInfo(p.timezone) for p in self.plants]
         self._offset_ms = np.zeros(n_plants, dtype=np.int64)
         self._offset_until = -1
@@ -194,6 +208,7 @@ class Fleet:
         reduction = np.maximum(reduction, -self._switch_cap_per_hour[due] * hours)
         amount = gross - np.minimum(reduction, self.max_reduction[due] * gross)
         values = np.round(amount, VALUE_DECIMALS)
+        amounts = values.copy()
         counters = self.is_counter[due]
         if counters.any():
             index = due[counters]
@@ -203,7 +218,7 @@ class Fleet:
             self.register[index] = register
             values[counters] = np.round(register, VALUE_DECIMALS)
         self.next_ms[due] += self.period_ms[due]
-        return Tick(ts, due, values)
+        return Tick(ts, due, values, amounts)
 
     def _noise_rows(self, active: npt.NDArray[np.bool_]) -> FloatArray:
         """One row of standard normals per plant (rows of inactive plants are unused)."""
@@ -255,6 +270,7 @@ class Fleet:
                 )
                 self._last_ms[plant_index] = at
                 self.inflow[plant_index] = inflow
+                self.applied.append(InflowChange(self.plants[plant_index].id, at, inflow))
             if not pending:
                 del self._pending_inflow[plant_index]
 

@@ -14,7 +14,7 @@ from carbonlink.core.clock import SimClock
 from carbonlink.emissions import FactorLibrary, ResolvedFactor
 from carbonlink.mqtt.client import BrokerAddress
 from carbonlink.simulators._faults import SAMPLE_FAULTS, Fault, FaultKind
-from carbonlink.simulators._fleet import EmissionFactor, Fleet, Tick
+from carbonlink.simulators._fleet import EmissionFactor, Fleet, InflowChange, Tick
 from carbonlink.simulators._link import LinkCounters, Outgoing, PlantLink
 from carbonlink.simulators._models import MS_PER_HOUR, abatement_inflow
 
@@ -33,6 +33,8 @@ class SimulationStats:
     sim_time_ms: int = 0
     faults: dict[str, int] = field(default_factory=dict)
     links: list[LinkCounters] = field(default_factory=list)
+    #: The directives as the plants applied them (``simulators.counterfactual`` replays them).
+    inflows: list[InflowChange] = field(default_factory=list)
     wall_start: float = field(default_factory=time.monotonic)
 
     def refresh(self) -> None:
@@ -196,6 +198,7 @@ async def simulate(
     start = clock.start_ms
     end = start + duration_ms if duration_ms is not None else None
     fleet = Fleet(plants, seed, start, emission_factors(factor_set))
+    fleet.applied = stats.inflows
     _check_faults(plants, faults)
     links: list[PlantLink] = []
     for index, plant in enumerate(fleet.plants):
