@@ -42,6 +42,13 @@ API_START_S: Final = 60.0
 NARROW: Final = {"width": 390, "height": 844}
 WIDE: Final = {"width": 1440, "height": 900}
 STAGE_LINE: Final = re.compile(r"coordination: .*?stage (\d) \(")
+TERMINAL_DROP: Final = re.compile(
+    r"emission drop since the switch: measured (-?[\d,.]+) tCO2e/h, "
+    r"the model predicted (-?[\d,.]+) tCO2e/h"
+)
+PAGE_DROP: Final = re.compile(
+    r"measured (-?[\d,.]+) tCO\u2082e/h, the model predicted (-?[\d,.]+) tCO\u2082e/h"
+)
 CARDS: Final = ("/", "/dashboard/fleet")  # the pages with cards of figures
 PLANTS: Final = ("cement-01", "chemicals-01")  # fuel, process, electricity; fuel, electricity, heat
 # What each page shows once its data is in.
@@ -195,6 +202,15 @@ def test_coordination_page_shows_a_stage_switch_made_through_the_api(
     printed = [m[1] for line in demo.lines if (m := STAGE_LINE.search(line))]
     assert printed[0] != "2", printed
     assert printed[-1] == "2", printed
+    # The emission drop since the switch: the figures the terminal printed.
+    expect(page.locator("#drop")).to_be_visible(timeout=WAIT_MS)
+
+    def page_figures_printed() -> bool:
+        shown = PAGE_DROP.search(page.locator("#drop-line").text_content() or "")
+        printed = {m.groups() for line in demo.lines if (m := TERMINAL_DROP.search(line))}
+        return shown is not None and shown.groups() in printed
+
+    wait_for(page_figures_printed, "the page's drop figures in the terminal", WAIT_MS / 1000)
     commands = httpx.get(f"{demo.url}/api/v1/coordination/commands").json()
     assert len(commands) == 1, commands
     assert commands[0]["applied_ms"] is not None, commands

@@ -27,6 +27,7 @@ from carbonlink.cli._story import (
 )
 from carbonlink.config import MqttVersion, PlantConfig, Settings
 from carbonlink.coordination import (
+    DROP_STATE_KEY,
     STATUS_STATE_KEY,
     Coordinator,
     Ed25519PrivateKey,
@@ -345,7 +346,12 @@ class _Coordination:
             inflows=list(stats.inflows),
         )
         window = (start_ms, switch, end_ms)
-        return measured_drop(store, versions, self.plants, rows, window, without)
+        drop = measured_drop(store, versions, self.plants, rows, window, without)
+        if drop is not None:  # the coordination page shows the same figures
+            self.journal.save_state(
+                DROP_STATE_KEY, dataclasses.asdict(drop) | {"switch_ms": switch, "end_ms": end_ms}
+            )
+        return drop
 
     def final_lines(
         self,
@@ -482,7 +488,11 @@ async def _report(
         _print_table(summaries, clock.now_ms(), platform.counters.stored, out, final=False)
         if coordination is not None:
             newest = min(platform.counters.newest_stored_ms.values(), default=clock.start_ms)
-            for line in coordination.news(stats, store, versions, clock.start_ms, newest):
+            # In a thread: replaying the plants for the drop takes a moment on a long run.
+            news = await asyncio.to_thread(
+                coordination.news, stats, store, versions, clock.start_ms, newest
+            )
+            for line in news:
                 print(line, file=out, flush=True)
 
 

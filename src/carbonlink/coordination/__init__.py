@@ -105,7 +105,7 @@ from carbonlink.coordination._signing import (
     settings_public_key,
     settings_signing_key,
 )
-from carbonlink.coordination._status import STAGE_WIRE_NAMES, STATUS_STATE_KEY
+from carbonlink.coordination._status import DROP_STATE_KEY, STAGE_WIRE_NAMES, STATUS_STATE_KEY
 from carbonlink.coordination._stream import PeriodData, PlantStream, emission_weights
 from carbonlink.coordination._sweep import PlantBasis, parse_vary, plot, sweep, trends
 from carbonlink.coordination._verify import Finding, Verification, verify_journal
@@ -148,6 +148,7 @@ __all__ = [
     "ABATEMENT_SOURCE_TEXT",
     "DEFAULT_PERIOD_S",
     "DEFAULT_SHARING",
+    "DROP_STATE_KEY",
     "FIELDS_BY_LEVEL",
     "GENESIS_HASH",
     "INDICATORS",

@@ -16,9 +16,13 @@ from carbonlink.coordination._sharing import SharingGate
 from carbonlink.coordination._stream import PlantStream
 from carbonlink.coordination.model import core_split, settlement_reason
 
-__all__ = ["STAGE_WIRE_NAMES", "STATUS_STATE_KEY", "StatusSource", "status_view"]
+__all__ = ["DROP_STATE_KEY", "STAGE_WIRE_NAMES", "STATUS_STATE_KEY", "StatusSource", "status_view"]
 
 STATUS_STATE_KEY: Final = "status"
+#: The emission drop since the last stage switch, measured beside the model's prediction,
+#: saved by whoever can measure it (the demo, which can replay its seeded plants without
+#: the switch); the API adds it to the status as ``drop``.
+DROP_STATE_KEY: Final = "drop_since_switch"
 STAGE_WIRE_NAMES: Final[dict[int, str]] = {
     1: "primary_neutrality",
     2: "intermediate_dependence",

@@ -22,6 +22,7 @@ from fastapi.responses import Response
 
 from carbonlink import __version__ as _version
 from carbonlink.coordination import (
+    DROP_STATE_KEY,
     PARTIES,
     STATUS_STATE_KEY,
     Ed25519PublicKey,
@@ -99,11 +100,13 @@ def add_coordination_routes(
     def status() -> Response:
         with journal() as book:
             state = book.load_state(STATUS_STATE_KEY)
+            drop = book.load_state(DROP_STATE_KEY)
             head = book.ledger.head()
             reports = len(book.ledger)
         if state is None:
             raise HTTPException(503, "the coordinator has not completed a period yet")
         state["ledger"] = {"reports": reports, "next_index": head[0], "head": head[1]}
+        state["drop"] = drop  # None unless the demo measured one
         return _json(state)
 
     @app.get(

@@ -105,6 +105,7 @@ function showStatus(status, transfers) {
     plant, d.stage, fmt(d.effort_firm, 2), fmt(d.effort_platform, 2),
     `\u00d7${fmt(d.sigma, 2)}`, number(d.subsidy_rate_firm, "%"), number(d.subsidy_rate_platform, "%"),
   ]));
+  showDrop(status.drop);
   showSettlement(status.settlement ?? {}, status.stage);
   const estimates = Object.entries(status.estimates);
   table("estimates", [
@@ -128,6 +129,21 @@ function showStatus(status, transfers) {
     table("estimates", ["This policy uses its parameter file as given: nothing is estimated."], []);
   }
   showGovernment(status.government, transfers);
+}
+
+// The emission drop since the last switch, when the run can measure it (the demo).
+function showDrop(drop) {
+  const panel = document.getElementById("drop");
+  panel.hidden = !drop;
+  if (!drop) return;
+  document.getElementById("drop-line").textContent =
+    `Emission drop since the switch at ${time(drop.switch_ms)}: measured ` +
+    `${fmt(drop.measured, 2)} tCO\u2082e/h, the model predicted ${fmt(drop.predicted, 2)} ` +
+    `tCO\u2082e/h (its abatement X went from ${fmt(drop.projected_before_t_per_h, 2)} to ` +
+    `${fmt(drop.projected_after_t_per_h, 2)} tCO\u2082e/h), on the ${fmt(drop.readings, 0)} ` +
+    `emission readings stored over the ${fmt(drop.hours_after, 2)} h since the switch. All ` +
+    `plants emitted ${fmt(drop.before_t_per_h, 1)} tCO\u2082e/h before it, ` +
+    `${fmt(drop.after_t_per_h, 1)} since.`;
 }
 
 function showSettlement(settlement, stage) {
