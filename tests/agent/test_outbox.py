@@ -115,6 +115,13 @@ def test_counters_count_readings_and_add_up(tmp_path: Path) -> None:
     a.handle(TOPIC, wrong_unit)  # refused as a whole: both readings refused
     assert a.counters.rejected["wrong_unit"] == 2
     assert adds_up()
+    both_wrong = json.dumps({"v": 1, "unit": "kg", "samples": [
+        {"ts": "yesterday", "value": 1.0},
+    ]}).encode()  # fmt: skip
+    a.handle(TOPIC, both_wrong)  # one reading, two faults: refused once
+    assert a.counters.rejected["wrong_unit"] == 2
+    assert a.counters.rejected["bad_timestamp"] == 1
+    assert adds_up()
     grid = wire.meter_topic("cement-01", "grid-main")
     register = json.dumps({"v": 1, "unit": "kWh", "kind": "counter", "samples": [
         {"ts": NOW_MS - 2 * MINUTE, "value": 1000.0}, {"ts": NOW_MS - MINUTE, "value": 1400.0},
@@ -123,5 +130,5 @@ def test_counters_count_readings_and_add_up(tmp_path: Path) -> None:
     assert a.counters.baselines == 1
     assert adds_up()
     a.handle(TOPIC, b"{not json")
-    assert a.counters.received == 11
+    assert a.counters.received == 12
     assert adds_up()

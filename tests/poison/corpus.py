@@ -130,6 +130,24 @@ def meter_cases() -> list[Case]:
         envelope("unit-long", "bad_schema", unit=long_text),
         envelope("unit-other", "wrong_unit", unit="kg"),
         envelope("unit-case", "wrong_unit", unit="T"),
+        # Two faults, one reading: refused once (was counted twice, once per fault).
+        Case(
+            "meter/unit-other-and-ts-words",
+            "meter",
+            lambda p: [
+                meter_message(
+                    p,
+                    meter_body(
+                        p,
+                        unit="kg",
+                        samples=[
+                            sample(p, ts="yesterday"),
+                        ],
+                    ),
+                )
+            ],
+            Expect(agent={"bad_timestamp": 1}),
+        ),
         envelope("kind-unknown", "bad_schema", kind="gauge"),
         envelope("kind-number", "bad_schema", kind=1),
         envelope("kind-counter-on-interval-meter", "wrong_kind", kind="counter"),

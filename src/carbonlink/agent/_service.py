@@ -451,7 +451,12 @@ class Agent:
     def _keep(
         self, topic: str, payload: bytes, message: wire.MeterMessage, verdict: Verdict
     ) -> None:
-        for error in verdict.rejected:
+        errors = verdict.rejected
+        if not message.samples:
+            # Every reading was refused by the decoder already: a refusal of the message
+            # as a whole (its unit, say) would count one of them twice.
+            errors = errors[len(errors) - len(message.rejected) :]
+        for error in errors:
             self._reject(topic, error, payload)
         accepted = self._make_room(topic, payload, list(verdict.accepted))
         kept = {(r.meter, r.ts_ms) for r in accepted}
