@@ -24,9 +24,14 @@ from carbonlink.config import AgentConfig, load_config
 PLANT: Final = "bench-cement"
 TOPIC: Final = wire.telemetry_topic(PLANT)
 AGENT: Final = f"agent-{PLANT}"
-# Readings are laid out in rows: one reading per meter per row, rows one second apart.
-# Midnight UTC, so InfluxDB's GROUP BY time() buckets start on a row boundary.
-BASE_TS_MS: Final = 1_795_392_000_000  # 2026-11-23T00:00:00Z
+# Readings are laid out in rows: one reading per meter per row, rows one second apart,
+# from midnight UTC (so InfluxDB's GROUP BY time() buckets start on a row boundary) far
+# enough back that a long run stays in the past: the platform refuses readings from the
+# future, and a 30-minute soak at 5,000 readings/s needs 23 days of rows. (A fixed date
+# two weeks back once made a soak stall after 14 days of rows, as readings turned future.)
+DAY_MS: Final = 86_400_000
+HISTORY_DAYS: Final = 90  # 7.8 million rows: 38.9 million readings of five meters
+BASE_TS_MS: Final = (time.time_ns() // 1_000_000 // DAY_MS - HISTORY_DAYS) * DAY_MS
 ROW_STEP_MS: Final = 1_000
 DURATION_MS: Final = 1_000
 POLL_INTERVAL_S: Final = 0.05

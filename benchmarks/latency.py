@@ -59,6 +59,12 @@ def offered_load(
     workload = platform.workload
     bucket_rows = per_message // workload.per_row
     messages = max(1, round(rate_per_s * duration_s / per_message))
+    ahead_h = (workload.row_ms(messages * per_message) - time.time() * 1000) / 3.6e6
+    if ahead_h > 0:
+        raise ValueError(
+            f"{messages * per_message:,} readings reach {ahead_h:,.0f} h into the future, "
+            "which the platform refuses: a shorter run or a lower rate"
+        )
     queryable = Queryable(influxdb, platform.database, workload, bucket_rows)
     feeder = Feeder(broker)
     cpu = CpuWindow(platform.pid)
