@@ -254,8 +254,9 @@ def _dashboard_lines(address: tuple[str, int]) -> str:
     return (
         f"  dashboard {base}/ (Overview: a card per plant; click one for its sources)\n"
         f"  coordination {base}{DASHBOARD_PREFIX}/coordination: the stage in force at the "
-        "top, 'What each plant is told to do' for the directives, 'Policies compared on the "
-        "same stream', 'Reports to the government'\n"
+        "top, 'Since the stage switch' for the drop measured beside the model's, 'What each "
+        "plant is told to do' for the directives, 'Policies compared on the same stream', "
+        "'Reports to the government'\n"
     )
 
 
