@@ -92,9 +92,10 @@ async def _js_publish(urls: list[str], subject: str, lines: Sequence[bytes]) -> 
     client = await nats.connect(urls)
     try:
         js = client.jetstream(publish_async_max_pending=JS_PUBLISH_WINDOW)
-        for line in lines:
-            await js.publish_async(subject, line)
-        await js.publish_async_completed()
+        acks = [await js.publish_async(subject, line) for line in lines]
+        # A publish the stream did not take (no leader yet, while warming up) is sent
+        # again by the caller's warm-up loop; gathered here so none goes unretrieved.
+        await asyncio.gather(*acks, return_exceptions=True)
     finally:
         await client.close()
 
