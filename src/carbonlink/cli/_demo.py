@@ -188,7 +188,7 @@ async def run_demo(
             if options.policy is None or signing_key is None
             else _coordination(
                 shown, options, options.policy, address, clock, journal_path, open_store,
-                signing_key,
+                signing_key, versions, stats,
             )
         )  # fmt: skip
         if coordination is not None:
@@ -243,7 +243,7 @@ async def run_demo(
         _print_table(summaries, clock.now_ms(), platform.counters.stored, out, final=True)
         if coordination is not None:
             newest = min(platform.counters.newest_stored_ms.values(), default=clock.start_ms)
-            coordination.final_lines(stats, store, versions, clock.start_ms, newest, out)
+            coordination.final_lines(clock.start_ms, newest, out)
             coordination.close()
         store.close()
         return summaries
@@ -272,6 +272,8 @@ class _Coordination:
     public_key: Ed25519PublicKey
     public_key_path: Path
     plants: dict[str, PlantConfig]
+    versions: FactorVersions  # what the plants' CO2e is counted under
+    stats: SimulationStats  # the simulators': directives received and applied
     seed: int  # the simulators', so that the drop since the switch replays them
     switch_note: str = ""
     periods_shown: int = 0
@@ -287,14 +289,7 @@ class _Coordination:
             f"{self.public_key_path})"
         )
 
-    def news(
-        self,
-        stats: SimulationStats,
-        store: Store,
-        versions: FactorVersions,
-        start_ms: int,
-        newest_ms: int,
-    ) -> list[str]:
+    def news(self, start_ms: int, newest_ms: int) -> list[str]:
         """What happened since the last call: a line per new period, the stage switch
         with the directives the plants received, the drop since the switch."""
         status = self.journal.load_state(STATUS_STATE_KEY)
@@ -312,25 +307,18 @@ class _Coordination:
             )
         self.stage_shown = stage
         if self.switched_ms is not None:
-            stats.refresh()
+            self.stats.refresh()
             received = ", ".join(
                 f"{plant} {link.directives}"
-                for plant, link in zip(self.plants, stats.links, strict=False)
+                for plant, link in zip(self.plants, self.stats.links, strict=False)
             )
             lines.append(f"  directives received by the plants so far: {received}")
-            drop = self.drop(stats, store, versions, start_ms, newest_ms)
+            drop = self.drop(start_ms, newest_ms)
             if drop is not None:
                 lines.append(f"  {drop_line(drop)}")
         return lines
 
-    def drop(
-        self,
-        stats: SimulationStats,
-        store: Store,
-        versions: FactorVersions,
-        start_ms: int,
-        end_ms: int,
-    ) -> Drop | None:
+    def drop(self, start_ms: int, end_ms: int) -> Drop | None:
         rows = self.journal.period_rows()
         switch = switch_ms(rows)
         if switch is None or end_ms <= switch:
@@ -344,26 +332,18 @@ class _Coordination:
             start_ms=start_ms,
             end_ms=end_ms,
             changes_ms=switch,
-            inflows=list(stats.inflows),
+            inflows=list(self.stats.inflows),
         )
         window = (start_ms, switch, end_ms)
-        drop = measured_drop(store, versions, self.plants, rows, window, without)
+        drop = measured_drop(self.store, self.versions, self.plants, rows, window, without)
         if drop is not None:  # the coordination page shows the same figures
             self.journal.save_state(
                 DROP_STATE_KEY, dataclasses.asdict(drop) | {"switch_ms": switch, "end_ms": end_ms}
             )
         return drop
 
-    def final_lines(
-        self,
-        stats: SimulationStats,
-        store: Store,
-        versions: FactorVersions,
-        start_ms: int,
-        end_ms: int,
-        out: TextIO,
-    ) -> None:
-        drop = self.drop(stats, store, versions, start_ms, end_ms)
+    def final_lines(self, start_ms: int, end_ms: int, out: TextIO) -> None:
+        drop = self.drop(start_ms, end_ms)
         if self.switched_ms is None:
             print("\nno stage switch in this run: nothing to compare before and after", file=out)
         elif drop is None:
@@ -390,6 +370,8 @@ def _coordination(
     journal_path: Path,
     open_store: Callable[[str], Store],
     signing_key: Ed25519PrivateKey,
+    versions: FactorVersions,
+    stats: SimulationStats,
 ) -> _Coordination:
     policy, switch_note = _demo_policy(load_policy(policy_path), options.switch_s)
     shadows = [load_policy(p) for p in options.shadows]
@@ -425,6 +407,8 @@ def _coordination(
         signing_key.public_key(),
         public_key_path,
         dict(settings.plants),
+        versions,
+        stats,
         options.seed,
         switch_note,
     )
@@ -490,9 +474,7 @@ async def _report(
         if coordination is not None:
             newest = min(platform.counters.newest_stored_ms.values(), default=clock.start_ms)
             # In a thread: replaying the plants for the drop takes a moment on a long run.
-            news = await asyncio.to_thread(
-                coordination.news, stats, store, versions, clock.start_ms, newest
-            )
+            news = await asyncio.to_thread(coordination.news, clock.start_ms, newest)
             for line in news:
                 print(line, file=out, flush=True)
 
