@@ -99,7 +99,10 @@ def test_mqtt5_agent_keeps_a_batch_nobody_subscribes_to_until_a_platform_does(
     assert agent.counters.accepted == 3
     # Each hostile message refused with its reason; the canary's readings all landed.
     assert agent.counters.rejected["malformed_json"] == 2
-    assert agent.counters.rejected["wrong_unit"] == 1
+    # The third has a wrong unit and its only sample a bad timestamp: one reading, so
+    # one refusal, for the sample's own fault.
+    assert agent.counters.rejected["bad_timestamp"] == 1
+    assert agent.counters.rejected["wrong_unit"] == 0
     assert platform.counters.rejected.total() == 0
     print(f"unheard sends before the platform subscribed: {agent.counters.unheard_batches}")
 
