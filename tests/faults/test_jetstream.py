@@ -59,6 +59,7 @@ BATCH_READINGS: Final = 25  # small batches: many messages for the workers to sh
 # Generous: four Python services start at once on a machine shared with other jobs.
 READY_TIMEOUT_S: Final = 150.0
 ACK_WAIT_S: Final = 4.0  # short, so a dead worker's messages move on within the test
+FETCH_BATCH: Final = 4  # messages per pull (see the rig)
 STREAM: Final = "CARBONLINK_TELEMETRY"
 DURABLE: Final = "carbonlink-platform"
 
@@ -126,7 +127,14 @@ def rig(
     raw["platform"]["intake"] = "jetstream"
     nats_cluster = NatsCluster(tmp_path / "nats")
     nats_cluster.start()
-    raw["jetstream"] = {"servers": nats_cluster.urls, "ack_wait_s": ACK_WAIT_S}
+    # Small pulls: JetStream serves waiting pull requests in order, so with the default
+    # (256) the first worker's pending pull takes every batch of a plan this small and the
+    # other takes nothing (CI saw [0, 600]). Sharing a light load needs pulls that end.
+    raw["jetstream"] = {
+        "servers": nats_cluster.urls,
+        "ack_wait_s": ACK_WAIT_S,
+        "fetch_batch": FETCH_BATCH,
+    }
     config.write_text(yaml.safe_dump(raw))
     settings = load_config(config)
     store = influxdb.store_url(influx_database)
