@@ -132,7 +132,7 @@ def measured_drop(
     """``window`` is (run start, switch, newest stored) in epoch ms; ``without`` the
     amounts as run and without the switch (``COUNTERFACTUAL_COLUMNS``). None until
     both sides of the switch hold a coordinator period."""
-    start_ms, switch_ms, newest_ms = window
+    start_ms, switched_ms, newest_ms = window
     by_plant: dict[str, list[PeriodRow]] = {}
     for row in sorted(rows, key=lambda r: r.start_ms):
         if row.plant in plants:
@@ -140,20 +140,21 @@ def measured_drop(
     end_ms = min(
         [newest_ms] + [max(r.end_ms for r in plant_rows) for plant_rows in by_plant.values()]
     )
-    if not start_ms < switch_ms < end_ms:
+    if not start_ms < switched_ms < end_ms:
         return None
     sides = (
-        _model_sides(plants[p], plant_rows, switch_ms, end_ms) for p, plant_rows in by_plant.items()
+        _model_sides(plants[p], plant_rows, switched_ms, end_ms)
+        for p, plant_rows in by_plant.items()
     )
     model = [m for m in sides if m is not None]
     if not model:
         return None
-    hours = ((switch_ms - start_ms) / MS_PER_H, (end_ms - switch_ms) / MS_PER_H)
+    hours = ((switched_ms - start_ms) / MS_PER_H, (end_ms - switched_ms) / MS_PER_H)
     measured_kg, compared = 0.0, 0
     for plant in by_plant:
         name, version = versions[plant]
         stored = store.emissions(
-            plant, start_ms=switch_ms, end_ms=end_ms, factor_set=name, factor_version=version
+            plant, start_ms=switched_ms, end_ms=end_ms, factor_set=name, factor_version=version
         )
         if stored.empty:
             continue
@@ -168,7 +169,7 @@ def measured_drop(
         )
     rates = [
         _rate(store, versions, a, b, h)
-        for a, b, h in ((start_ms, switch_ms, hours[0]), (switch_ms, end_ms, hours[1]))
+        for a, b, h in ((start_ms, switched_ms, hours[0]), (switched_ms, end_ms, hours[1]))
     ]
     return Drop(
         rates[0],
@@ -184,15 +185,15 @@ def measured_drop(
 
 
 def _model_sides(
-    config: PlantConfig, rows: Sequence[PeriodRow], switch_ms: int, end_ms: int
+    config: PlantConfig, rows: Sequence[PeriodRow], switched_ms: int, end_ms: int
 ) -> tuple[float, float, float] | None:
     """tCO2e/h for one plant: the model's predicted drop, its X before and after the
     switch (time-weighted means over the periods on each side)."""
     abate = config.simulation.abatement
     # X is tCO2e per model period (abate.period_s) per model unit (abate.scale).
     per_h = abate.scale * S_PER_H / abate.period_s
-    before = [r for r in rows if r.end_ms <= switch_ms]
-    after = [r for r in rows if r.start_ms >= switch_ms and r.end_ms <= end_ms]
+    before = [r for r in rows if r.end_ms <= switched_ms]
+    after = [r for r in rows if r.start_ms >= switched_ms and r.end_ms <= end_ms]
     if not before or not after or after[0].x_start is None:
         return None
     last = before[-1]
