@@ -52,6 +52,7 @@ from typing import Final, Protocol
 from carbonlink import wire
 from carbonlink.config import JetStreamConfig, MqttVersion, PlatformConfig, Uplink
 from carbonlink.core.clock import wall_clock_ms
+from carbonlink.core.memory import AllocatorTrim
 from carbonlink.core.metrics import Metric, counter, gauge, registry_reading, store_latency
 from carbonlink.errors import DeliveryProbeError, RejectedReading, StoreError
 from carbonlink.mqtt.client import BrokerAddress
@@ -237,6 +238,8 @@ class Platform:
         )
         # Prometheus: the counters above, read when scraped; store latency observed.
         self.metrics = registry_reading(self._metric_families)
+        # glibc keeps freed pages for reuse and RSS creeps up without this (core.memory).
+        self._trim = AllocatorTrim(self.config.memory_trim_s)
         self._store_seconds = store_latency(self.metrics)
 
     async def run(self) -> None:
@@ -248,6 +251,7 @@ class Platform:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._write_loop())
                 tasks.create_task(self._drain_spill())
+                tasks.create_task(self._trim.run())
                 tasks.create_task(self._mqtt_loop())
                 if self._jetstream is not None:
                     # Gaps come from the stream's own order there (_update_sequence).
@@ -305,6 +309,19 @@ class Platform:
                 "Wall clock minus the newest stored reading's time, seconds", c.lag_s,
             )  # fmt: skip
         yield gauge("carbonlink_platform_connected", "1 when subscribed", self.connected.is_set())
+        trimmed = self._trim.counts
+        yield counter(
+            "carbonlink_platform_memory_trims", "Freed memory handed back to the OS (malloc_trim)",
+            trimmed.trims,
+        )  # fmt: skip
+        yield counter(
+            "carbonlink_platform_memory_trim_seconds", "Time spent in malloc_trim, seconds",
+            trimmed.seconds,
+        )  # fmt: skip
+        yield counter(
+            "carbonlink_platform_memory_released_bytes",
+            "Fall in resident memory across the trims, bytes", trimmed.released_bytes,
+        )  # fmt: skip
 
     def _timed_write(self, batch: StoredBatch) -> None:
         with self._store_seconds.time():
