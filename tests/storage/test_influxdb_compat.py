@@ -35,6 +35,7 @@ class Stub:
     status: int = 200
     body: object = field(default_factory=lambda: NOT_IMPLEMENTED)
     writes: list[tuple[str, bytes]] = field(default_factory=list)  # (db, line protocol)
+    select: dict[str, object] | None = None  # what /query answers to a SELECT (None: an empty result)
     port: int = 0
 
 
@@ -64,8 +65,11 @@ def stub() -> Iterator[Stub]:
         def do_GET(self) -> None:
             # Reads (the store asks which measurements exist, for its rollups): an empty
             # database, as 2.x's 1.x compatibility API answers for a new bucket.
-            assert urlsplit(self.path).path == "/query"
-            payload = json.dumps({"results": [{"statement_id": 0}]}).encode()
+            url = urlsplit(self.path)
+            assert url.path == "/query"
+            selecting = parse_qs(url.query)["q"][0].startswith("SELECT")
+            answer = state.select if selecting and state.select is not None else {}
+            payload = json.dumps({"results": [{"statement_id": 0} | answer]}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
@@ -131,3 +135,22 @@ def test_any_other_refusal_stops_the_opening_naming_the_store(
     assert str(caught.value).startswith(f"influxdb {url}: CREATE DATABASE: ")
     assert caught.value.retryable is retryable
     assert stub.writes == []
+
+
+def test_a_point_read_while_it_is_written_is_not_shown(stub: Stub) -> None:
+    """InfluxDB 1.x writes a point's fields one by one; a read racing another worker's
+    write can get ``value`` without ``duration_s`` (CI saw it with two workers). The
+    real server shows this only by chance, so the stub answers exactly that."""
+    stub.status, stub.body = 200, {"results": [{"statement_id": 0}]}
+    columns = ["time", "plant", "meter", "value", "unit", "duration_s", "quality"]
+    stub.select = {"series": [{"name": "activity", "columns": columns, "values": [
+        [60_000, "p1", "kiln-coal", 0.25, "t", 60.0, "good"],
+        [120_000, "p1", "kiln-coal", 0.25, None, None, None],  # being written
+    ]}]}  # fmt: skip
+    store = open_store(f"influxdb://127.0.0.1:{stub.port}/carbonlink")
+    try:
+        frame = store.activity("p1")
+    finally:
+        store.close()
+    assert frame["duration_s"].tolist() == [60.0]
+    assert frame["unit"].tolist() == ["t"]

@@ -163,8 +163,10 @@ class IdentityIndex:
         ):
             if math.isnan(value) or math.isnan(seconds):
                 # InfluxDB 1.x writes a point's fields one by one: a reading another worker
-                # is writing right now can be read half there. Its write decides; the
-                # store's keys are idempotent, so admitting ours too stores it once.
+                # is writing right now can be read half there. The InfluxDB store hides
+                # such points (its activity()); this keeps any other store's from failing
+                # the batch. Its write decides; the store's keys are idempotent, so
+                # admitting ours too stores it once.
                 continue
             found.setdefault(str(meter), _MeterHistory()).add(
                 int(ts), float(value), round(float(seconds) * 1000)

@@ -76,6 +76,8 @@ ROLLUP_COALESCE_S: Final = 2.0
 # MALLOC_ARENA_MAX=1 nor a fixed mmap threshold stopped it; not making the big buffers
 # did. Bisection and figures: docs/performance.md, "Flat memory".
 BODY_PIECE_LINES: Final = 256
+# An activity point read with any of these missing is one still being written (activity).
+HALF_WRITTEN_FIELDS: Final = ("value", "duration_s", "unit")
 
 _TAG_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "=": r"\="})
 
@@ -537,9 +539,14 @@ class InfluxDBV1Store(ClosedOnExit):
         end_ms: int | None = None,
     ) -> pd.DataFrame:
         where = _where(plant, meter, start_ms, end_ms)
-        return typed_frame(
-            ACTIVITY_COLUMNS, self._select(ACTIVITY_MEASUREMENT, ACTIVITY_COLUMNS, where)
-        )
+        frame = self._select(ACTIVITY_MEASUREMENT, ACTIVITY_COLUMNS, where)
+        if not frame.empty:
+            # InfluxDB 1.x keeps each field of a point as a series of its own and writes
+            # them one by one, so a read racing a write (another worker's) can see a
+            # point with a field still missing. Such a point is not stored yet, and its
+            # write decides what it holds: it is not shown.
+            frame = frame.dropna(subset=[f for f in HALF_WRITTEN_FIELDS if f in frame])
+        return typed_frame(ACTIVITY_COLUMNS, frame)
 
     def _select(self, measurement: str, columns: dict[str, str], where: str) -> pd.DataFrame:
         # Without GROUP BY, InfluxQL returns one series whose columns hold tags and fields.
