@@ -35,7 +35,7 @@ class Stub:
     status: int = 200
     body: object = field(default_factory=lambda: NOT_IMPLEMENTED)
     writes: list[tuple[str, bytes]] = field(default_factory=list)  # (db, line protocol)
-    select: dict[str, object] | None = None  # what /query answers to a SELECT (None: an empty result)
+    select: dict[str, object] | None = None  # /query's answer to a SELECT (None: empty)
     port: int = 0
 
 
