@@ -236,6 +236,12 @@ class AbatementConfig(StrictModel):
     )
     fuel_switch: FuelSwitchConfig | None = None
 
+    def tonnes(self, x: float, seconds: float) -> float:
+        """tCO2e avoided over ``seconds`` at capability ``x`` (model units; X is
+        ``scale`` tCO2e per ``period_s`` for each unit): the one conversion every
+        surface uses between the model's X and measured tonnes."""
+        return x * self.scale * seconds / self.period_s
+
 
 class SimulationConfig(StrictModel):
     shift: ShiftConfig = ShiftConfig()

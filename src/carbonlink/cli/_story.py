@@ -190,8 +190,7 @@ def _model_sides(
     """tCO2e/h for one plant: the model's predicted drop, its X before and after the
     switch (time-weighted means over the periods on each side)."""
     abate = config.simulation.abatement
-    # X is tCO2e per model period (abate.period_s) per model unit (abate.scale).
-    per_h = abate.scale * S_PER_H / abate.period_s
+    per_h = abate.tonnes(1.0, S_PER_H)  # tCO2e/h for one unit of X
     before = [r for r in rows if r.end_ms <= switched_ms]
     after = [r for r in rows if r.start_ms >= switched_ms and r.end_ms <= end_ms]
     if not before or not after or after[0].x_start is None:

@@ -200,7 +200,7 @@ def abatement_from_journal(
                 start, end = window.bounds(k)
                 overlap_ms = min(end, end_ms) - max(start, start_ms)
                 if overlap_ms > 0:
-                    avoided[k] += x_mean * abate.scale * overlap_ms / MS_PER_S / abate.period_s
+                    avoided[k] += abate.tonnes(x_mean, overlap_ms / MS_PER_S)
         result[plant] = _realisable(avoided, window.abatable_t[plant], abate.max_reduction)
     return result
 

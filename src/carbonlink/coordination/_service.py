@@ -531,7 +531,7 @@ class Coordinator:
             # the model's projection.
             x = row.x_observed if row.x_observed is not None else row.x_projected
             abate = config.simulation.abatement
-            avoided_t = max(0.0, x) * abate.scale * (end_ms - start_ms) / MS_PER_S / abate.period_s
+            avoided_t = abate.tonnes(max(0.0, x), (end_ms - start_ms) / MS_PER_S)
             baseline[row.plant] = StepInput(abatable_t + avoided_t, fixed_t)
         measured = sum(d.tco2e for d in data.values())
         return bank.step(start_ms, end_ms, baseline, measured)

@@ -305,7 +305,7 @@ class Fleet:
             }
             factors = {i: emission_factor(plant, self.meter_refs[i][1]) for i in indices.values()}
             abate = plant.simulation.abatement
-            kg_per_hour = abate.scale * 1000.0 * 3600.0 / abate.period_s
+            kg_per_hour = abate.tonnes(1.0, 3600.0) * 1000.0
             switch = abate.fuel_switch
             if switch is not None:
                 source, target = (
