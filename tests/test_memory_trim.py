@@ -16,7 +16,7 @@ import textwrap
 
 import pytest
 
-from carbonlink.core.memory import AllocatorTrim
+from carbonlink.core.memory import MALLOC_ARENAS, AllocatorTrim
 
 glibc = pytest.mark.skipif(not AllocatorTrim().available, reason="no glibc malloc_trim here")
 
@@ -82,3 +82,31 @@ def test_an_interval_of_zero_never_trims() -> None:
     trim = AllocatorTrim(interval_s=0)
     asyncio.run(asyncio.wait_for(trim.run(), timeout=5))  # returns at once
     assert trim.counts.trims == 0
+
+
+ARENAS = textwrap.dedent("""
+    import threading
+    from carbonlink.core.memory import limit_arenas
+    assert limit_arenas(COUNT)
+    def work():
+        blocks = [bytearray(4000) for _ in range(2_000)]
+        del blocks
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    import ctypes
+    ctypes.CDLL("libc.so.6").malloc_stats()  # per arena, to stderr
+""")
+
+
+@glibc
+def test_limited_arenas_are_shared_by_every_thread() -> None:
+    def arenas(count: int) -> int:
+        out = subprocess.run(
+            [sys.executable, "-c", ARENAS.replace("COUNT", str(count))],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return out.stderr.count("Arena ")
+
+    assert arenas(MALLOC_ARENAS) == MALLOC_ARENAS
+    assert arenas(64) > MALLOC_ARENAS  # six threads at once: arenas of their own

@@ -52,7 +52,7 @@ from typing import Final, Protocol
 from carbonlink import wire
 from carbonlink.config import JetStreamConfig, MqttVersion, PlatformConfig, Uplink
 from carbonlink.core.clock import wall_clock_ms
-from carbonlink.core.memory import AllocatorTrim
+from carbonlink.core.memory import AllocatorTrim, limit_arenas
 from carbonlink.core.metrics import Metric, counter, gauge, registry_reading, store_latency
 from carbonlink.errors import DeliveryProbeError, RejectedReading, StoreError
 from carbonlink.mqtt.client import BrokerAddress
@@ -238,8 +238,11 @@ class Platform:
         )
         # Prometheus: the counters above, read when scraped; store latency observed.
         self.metrics = registry_reading(self._metric_families)
-        # glibc keeps freed pages for reuse and RSS creeps up without this (core.memory).
+        # glibc keeps freed pages for reuse and gives each new thread an arena of its own:
+        # RSS creeps up without these two (core.memory; docs/performance.md "Flat memory").
         self._trim = AllocatorTrim(self.config.memory_trim_s)
+        if self.config.memory_trim_s > 0:
+            limit_arenas()
         self._store_seconds = store_latency(self.metrics)
 
     async def run(self) -> None:
