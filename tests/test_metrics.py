@@ -65,6 +65,7 @@ def services(
     services_yaml = yaml.safe_load(config.read_text())
     services_yaml["agent"]["metrics_port"] = ports["agent"]
     services_yaml.setdefault("coordination", {})["metrics_port"] = ports["coordinator"]
+    services_yaml["platform"]["memory_trim_s"] = 0.2  # trims within the test's seconds
     config.write_text(yaml.safe_dump(services_yaml))
     store = f"sqlite:///{tmp_path / 'store.sqlite'}"
     carbonlink = [sys.executable, "-m", "carbonlink"]
@@ -117,6 +118,13 @@ def test_processes_count_what_went_through_the_broker(
     assert value(platform, "carbonlink_store_write_seconds_sum") > 0
     assert value(platform, "carbonlink_platform_spill_readings") == 0
     assert ("carbonlink_platform_intake_readings", ()) in platform
+    # Freed memory is handed back to the OS while the platform runs (glibc here).
+    trimmed = until(
+        lambda: value(scrape(urls["platform"]), "carbonlink_platform_memory_trims_total") >= 2,
+        "the platform to trim its heap",
+    )
+    assert trimmed
+    assert value(scrape(urls["platform"]), "carbonlink_platform_memory_trim_seconds_total") > 0
 
     agent = until(
         lambda: (

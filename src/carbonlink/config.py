@@ -22,6 +22,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from carbonlink import wire
 from carbonlink.core.durations import Duration
+from carbonlink.core.memory import DEFAULT_TRIM_INTERVAL_S
 from carbonlink.core.yamlfiles import StrictModel, load_yaml_model
 
 if TYPE_CHECKING:
@@ -518,6 +519,12 @@ class PlatformConfig(StrictModel):
         default=True,
         description="Count what is published under carbonlink/v1/ where no service listens "
         "(one worker of a group audits: `carbonlink platform --audit`)",
+    )
+    memory_trim_s: Duration = Field(
+        default=DEFAULT_TRIM_INTERVAL_S,
+        ge=0,
+        description="How often the platform hands the memory it freed back to the "
+        "operating system (glibc malloc_trim; docs/performance.md, 'Flat memory'); 0: never",
     )
 
 

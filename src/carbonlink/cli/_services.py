@@ -44,6 +44,7 @@ from carbonlink.cli._demo import (
 )
 from carbonlink.cli.policy import BacktestWindow, backtest_warnings, render_backtest, run_backtest
 from carbonlink.config import Settings
+from carbonlink.core.memory import AllocatorTrim, limit_arenas
 from carbonlink.errors import ConfigError
 from carbonlink.mqtt.client import parse_broker_url
 from carbonlink.platform import Ingestor, Platform, open_store, record_assignment
@@ -324,6 +325,12 @@ def platform(
         if worker:
             spill = spill.with_name(f"{spill.stem}-{worker}{spill.suffix}")
     store = open_store(store_url(settings, store_override))
+    # This process is the platform: it may tune the allocator for all of it. glibc keeps
+    # freed pages and gives each new thread an arena of its own, and RSS creeps up
+    # without these two (core.memory; docs/performance.md, "Flat memory").
+    memory = AllocatorTrim(config.memory_trim_s)
+    if config.memory_trim_s > 0:
+        limit_arenas()
     service = Platform(
         Ingestor.from_settings(settings),
         store,
@@ -334,6 +341,7 @@ def platform(
         client_id=f"{config.client_id}-{worker}" if worker else None,
         audit_topics=audit,
         jetstream=settings.services.jetstream,
+        memory=memory,
     )
     api = None
     if listen:
