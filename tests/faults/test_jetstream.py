@@ -173,6 +173,8 @@ class StreamState:
     numbered: int  # batches the agents numbered (the sum of each agent's last seq)
     pending: int  # not yet delivered to any worker
     unacknowledged: int  # delivered, not acknowledged
+    waiting: int  # pull requests the consumer holds (each pulling worker keeps one)
+    leader: str  # the node that leads the consumer (its pulls go there)
 
 
 async def _stream_state(cluster: NatsCluster, plants: list[str]) -> StreamState:
@@ -192,6 +194,8 @@ async def _stream_state(cluster: NatsCluster, plants: list[str]) -> StreamState:
             numbered,
             consumer.num_pending or 0,
             consumer.num_ack_pending or 0,
+            consumer.num_waiting or 0,
+            str(consumer.cluster.leader if consumer.cluster else None),
         )
     finally:
         await client.close()
@@ -288,10 +292,14 @@ def _counter(rig: Rig, worker: int, name: str) -> int:
 
 def test_two_workers_share_the_stream_and_store_each_reading_once(rig: Rig) -> None:
     before = [(_counter(rig, w, "received"), _counter(rig, w, "stored")) for w in (0, 1)]
-    published, _ = _publish_and_account(rig, "JetStream: agents -> stream -> 2 workers")
+    # Paced so that the batches reach the stream over ~2 s, many 1-s pulls of 4: with
+    # everything at once a pull-based queue owes no worker a share.
+    published, state = _publish_and_account(
+        rig, "JetStream: agents -> stream -> 2 workers", pace_s=0.03
+    )
     received = [_counter(rig, w, "received") - before[w][0] for w in (0, 1)]
     stored = [_counter(rig, w, "stored") - before[w][1] for w in (0, 1)]
-    assert all(received), f"a worker took nothing: {received}\n{rig.logs()}"
+    assert all(received), f"a worker took nothing: {received}; {state}\n{rig.logs()}"
     assert sum(received) == published, "a reading reached the workers twice"
     assert sum(stored) == published
     # Every batch numbered, none missing: each worker counts the same, from the stream.

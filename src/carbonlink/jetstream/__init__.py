@@ -52,6 +52,7 @@ MSG_ID_HEADER: Final = "Nats-Msg-Id"
 CLUSTER_REPLICAS: Final = 3
 """Replicas on a cluster: a quorum (2 of 3) survives the loss of any one node."""
 CONNECT_RETRY_S: Final = 1.0
+LEADER_POLL_S: Final = 0.1  # a replicated consumer elects its leader within a second or so
 RECONNECT_WAIT_S: Final = 0.5
 
 # What a publish raises when the stream cannot acknowledge now (no leader during an
@@ -168,7 +169,13 @@ async def ensure_stream(js: JetStreamContext, config: JetStreamConfig, replicas:
 
 
 async def ensure_consumer(js: JetStreamContext, config: JetStreamConfig) -> None:
-    """The platform workers' one durable pull consumer, with explicit acks."""
+    """The platform workers' one durable pull consumer, with explicit acks; returns once
+    the consumer has a leader to answer pulls.
+
+    Why wait for the leader: a pull sent while a new replicated consumer is still electing
+    one is dropped, and the worker learns it only when its pull times out. A worker that
+    calls itself connected before then can sit out the first seconds of traffic while
+    another worker takes every message (CI saw a split of [0, 600] right after start)."""
     wanted = ConsumerConfig(
         durable_name=config.durable,
         deliver_policy=DeliverPolicy.ALL,
@@ -181,10 +188,17 @@ async def ensure_consumer(js: JetStreamContext, config: JetStreamConfig) -> None
     while True:
         try:
             await js.add_consumer(config.stream, wanted)
-            return
+            info = await js.consumer_info(config.stream, config.durable)
+            if info.cluster is None or info.cluster.leader:
+                return
+            await asyncio.sleep(LEADER_POLL_S)
         except js_errors.BadRequestError as exc:
             raise JetStreamSetupError(
                 f"consumer {config.durable} on stream {config.stream}: {exc.description}"
             ) from exc
-        except (nats.errors.TimeoutError, js_errors.ServiceUnavailableError):
+        except (
+            nats.errors.TimeoutError,
+            js_errors.ServiceUnavailableError,
+            js_errors.NotFoundError,
+        ):
             await asyncio.sleep(CONNECT_RETRY_S)
