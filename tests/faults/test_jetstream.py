@@ -299,7 +299,10 @@ def test_two_workers_share_the_stream_and_store_each_reading_once(rig: Rig) -> N
     )
     received = [_counter(rig, w, "received") - before[w][0] for w in (0, 1)]
     stored = [_counter(rig, w, "stored") - before[w][1] for w in (0, 1)]
-    assert all(received), f"a worker took nothing: {received}; {state}\n{rig.logs()}"
+    assert all(received), (
+        f"a worker took nothing: {received}; {state}; "
+        f"health: {[rig.health(w) for w in (0, 1)]}\n{rig.logs()}"
+    )
     assert sum(received) == published, "a reading reached the workers twice"
     assert sum(stored) == published
     # Every batch numbered, none missing: each worker counts the same, from the stream.

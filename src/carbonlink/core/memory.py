@@ -9,7 +9,8 @@ the 30-minute soak at 20,000 readings/s the platform's RSS floor rose +13.7 MiB 
 minutes while the interpreter's own allocator stayed flat (85 pymalloc arenas, 77 MiB
 allocated, ~185,000 live objects from start to end). ``malloc_trim(0)`` also releases
 the free pages inside the heaps (``madvise(MADV_DONTNEED)``); called every 10 s it held
-the same run flat. Measured in docs/performance.md, "Flat memory".
+the same run flat on a quiet machine. It cannot return pymalloc's own arenas, which still
+creep up when the cores are contended. Measured in docs/performance.md, "Flat memory".
 
 A trim returns only memory that is free, so it changes RSS and nothing else; it holds
 each arena's lock while it walks that arena (7 ms for a heap holding 60 MiB of free
