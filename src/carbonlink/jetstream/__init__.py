@@ -188,17 +188,18 @@ async def ensure_consumer(js: JetStreamContext, config: JetStreamConfig) -> None
     while True:
         try:
             await js.add_consumer(config.stream, wanted)
-            info = await js.consumer_info(config.stream, config.durable)
-            if info.cluster is None or info.cluster.leader:
-                return
-            await asyncio.sleep(LEADER_POLL_S)
+            break
         except js_errors.BadRequestError as exc:
             raise JetStreamSetupError(
                 f"consumer {config.durable} on stream {config.stream}: {exc.description}"
             ) from exc
-        except (
-            nats.errors.TimeoutError,
-            js_errors.ServiceUnavailableError,
-            js_errors.NotFoundError,
-        ):
+        except (nats.errors.TimeoutError, js_errors.ServiceUnavailableError):
             await asyncio.sleep(CONNECT_RETRY_S)
+    while True:
+        try:
+            info = await js.consumer_info(config.stream, config.durable)
+            if info.cluster is None or info.cluster.leader:
+                return
+        except (nats.errors.TimeoutError, js_errors.ServiceUnavailableError):
+            pass  # no leader to answer yet either
+        await asyncio.sleep(LEADER_POLL_S)

@@ -168,7 +168,7 @@ class JetStreamIntake:
             self.connected.set()
             log.info("platform %s: pulling from JetStream %s/%s", self._name,
                      self._config.stream, self._config.durable)  # fmt: skip
-            taken = 0
+            took_any = False
             while True:
                 while (room := self._room()) <= 0:
                     self._room_made.clear()
@@ -184,11 +184,11 @@ class JetStreamIntake:
                     log.warning("platform %s: pull failed (%s); asking again", self._name, exc)
                     await asyncio.sleep(FETCH_WAIT_S)
                     continue
-                if not taken and messages:
+                if messages and not took_any:
                     # Once: says in the log from when this worker shares the stream.
                     log.info("platform %s: took its first %d messages from JetStream",
                              self._name, len(messages))  # fmt: skip
-                taken += len(messages)
+                    took_any = True
                 for message in messages:
                     tag = acks.hold(message)
                     plant = plant_of_subject(self._config, message.subject)
