@@ -57,7 +57,7 @@ HOOK_HEAD: Final = re.compile(r" t=(?P<t>[\d.]+) objects=(?P<objects>\d+)")
 
 # Runs inside the platform: the only way to read its interpreter's allocator.
 HOOK: Final = textwrap.dedent("""
-    import gc, os, sys, threading, time
+    import gc, os, reprlib, sys, threading, time
     def _sample(every, trim):
         libc = None
         if trim:
@@ -86,6 +86,41 @@ HOOK: Final = textwrap.dedent("""
                 n += 1
                 tracemalloc.take_snapshot().dump(os.path.join(_traces, "%03d.snapshot" % n))
         threading.Thread(target=_snapshots, args=(60.0,), daemon=True).start()
+    _marks = os.environ.get("BENCH_SURVIVORS")
+    if _marks:
+        def _survivors(marks):
+            # Containers born between the first two marks and still in use at the third:
+            # long-lived objects allocated in steady state pin pymalloc's arenas. Those
+            # born are held from the second mark on; at the third, one is in use if
+            # something besides this hook (and other held objects) refers to it.
+            began = time.monotonic()
+            def wait(mark):
+                time.sleep(max(0.0, mark - (time.monotonic() - began)))
+            wait(marks[0])
+            before = {id(o) for o in gc.get_objects()}
+            wait(marks[1])
+            held = [o for o in gc.get_objects() if id(o) not in before]
+            del before
+            wait(marks[2])
+            inside = {}
+            for o in held:
+                for child in gc.get_referents(o):
+                    inside[id(child)] = inside.get(id(child), 0) + 1
+            kept = {}
+            for o in held:
+                # held list + getrefcount's argument + the loop variable
+                if sys.getrefcount(o) - 3 - inside.get(id(o), 0) > 0:
+                    kept.setdefault(type(o).__qualname__, []).append(o)
+            sys.stderr.write("SURVIVORS %d born %s-%s s, in use at %s s:\\n" % (
+                len(held), *marks))
+            for name, objs in sorted(kept.items(), key=lambda kv: -len(kv[1]))[:15]:
+                sys.stderr.write("SURVIVORS %7d %s e.g. %s\\n" % (
+                    len(objs), name, reprlib.repr(objs[-1])))
+            sys.stderr.flush()
+            del held, kept
+        threading.Thread(
+            target=_survivors, args=([float(m) for m in _marks.split(",")],), daemon=True
+        ).start()
     _every = float(os.environ.get("BENCH_PYMALLOC_EVERY_S", "0"))
     _trim = float(os.environ.get("BENCH_MALLOC_TRIM_S", "0"))
     if _every or _trim:
@@ -154,13 +189,20 @@ def main() -> None:
         "--tracemalloc", action="store_true", help="snapshot Python's heap every minute"
     )
     parser.add_argument("--malloc-trim", type=float, default=0.0, metavar="SECONDS")
+    parser.add_argument(
+        "--survivors",
+        metavar="T1,T2,T3",
+        help="list the containers born between T1 and T2 s that are still alive at T3",
+    )
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
     args = parser.parse_args()
     child_env = dict(item.split("=", 1) for item in args.env)
     samples: list[Sample] = []
     with tempfile.TemporaryDirectory(prefix="carbonlink-memory-") as scratch_name:
         scratch = Path(scratch_name)
-        if args.pymalloc or args.malloc_trim or args.tracemalloc:
+        if args.survivors:
+            child_env["BENCH_SURVIVORS"] = args.survivors
+        if args.pymalloc or args.malloc_trim or args.tracemalloc or args.survivors:
             (scratch / "hook").mkdir()
             (scratch / "hook" / "sitecustomize.py").write_text(HOOK)
             child_env["PYTHONPATH"] = f"{scratch / 'hook'}:{os.environ.get('PYTHONPATH', '')}"
@@ -195,6 +237,14 @@ def main() -> None:
             heap = compare_snapshots(sorted((scratch / "traces").glob("*.snapshot")))
     report(samples, pymalloc_series(log), result.p50_s, result.p99_s)
     print(heap, end="")
+    print(
+        "".join(
+            line[len("SURVIVORS ") :] + "\n"
+            for line in log.splitlines()
+            if line.startswith("SURVIVORS ")
+        ),
+        end="",
+    )
     print(describe(verdict(result.rss_samples, WARMUP_S), result.offered_per_s))
 
 

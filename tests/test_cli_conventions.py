@@ -199,7 +199,7 @@ def test_a_seeded_demo_from_a_given_start_replays_the_same_readings(tmp_path: Pa
     readings, timestamps and values (the pipeline may land a few more in one of them
     before it stops, so the runs are compared where both have data)."""
     start_ms = (int(time.time()) // 3600 - 3) * 3_600_000
-    runs = []
+    runs, printed = [], []
     for run in ("a", "b"):
         done = subprocess.run(
             [sys.executable, "-m", "carbonlink", "demo", "--policy", "off", "--http", "off",
@@ -209,9 +209,10 @@ def test_a_seeded_demo_from_a_given_start_replays_the_same_readings(tmp_path: Pa
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         runs.append(_readings(tmp_path / run / "demo.sqlite"))
+        printed.append(f"--- run {run}:\n{done.stdout}{done.stderr}")
     first, second = runs
     common = set(first) & set(second)
-    assert len(common) > 0.9 * min(len(first), len(second)) > 100
+    assert len(common) > 0.9 * min(len(first), len(second)) > 100, "\n".join(printed)
     assert min(ts for _, _, ts in common) > start_ms
     assert all(first[key] == second[key] for key in common)
     plants = {p.stem for p in (REPO / "config" / "plants").glob("*.yaml")}

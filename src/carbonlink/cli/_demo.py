@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ from carbonlink.coordination import (
     settings_signing_key,
 )
 from carbonlink.core.clock import SimClock, run_clock
-from carbonlink.errors import ConfigError
+from carbonlink.errors import CarbonlinkError, ConfigError
 from carbonlink.mqtt.broker import EmbeddedBroker, free_port
 from carbonlink.mqtt.client import BrokerAddress, parse_broker_url
 from carbonlink.platform import Ingestor, Platform, Store
@@ -58,6 +59,8 @@ from carbonlink.web.api import create_app
 from carbonlink.web.dashboard import DASHBOARD_PREFIX, mount_dashboard
 from carbonlink.web.server import serve
 from carbonlink.wire import format_timestamp
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SPEED: Final = 60.0  # one simulated minute per second: every meter reports each second
 DEFAULT_REFRESH_S: Final = 5.0
@@ -233,6 +236,11 @@ async def run_demo(
                 options, store, agents, platform, clock, out, coordination, versions, stats
             )
         finally:
+            # A task that ended before the demo did (it should run until cancelled) is
+            # said, not swallowed: its figures would be incomplete without a word.
+            failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception()]
+            for task in failed:
+                log.error("demo: %s stopped early", task.get_name(), exc_info=task.exception())
             for task in tasks:
                 task.cancel()
             for task in tasks:
@@ -246,6 +254,11 @@ async def run_demo(
             coordination.final_lines(clock.start_ms, newest, out)
             coordination.close()
         store.close()
+        if failed:
+            names = ", ".join(t.get_name() for t in failed)
+            raise CarbonlinkError(
+                f"demo: {names} stopped early (logged above); the figures above are incomplete"
+            )
         return summaries
 
 

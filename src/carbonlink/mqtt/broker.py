@@ -8,12 +8,32 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, Self
 
 from amqtt.broker import Broker
 
 DEFAULT_HOST = "127.0.0.1"
+
+
+class _SnapshotIteration(dict[str, Any]):
+    """amqtt's subscription table, iterated over a snapshot.
+
+    amqtt 0.12.1 (the newest release) loops over its subscription table with an ``await``
+    in the loop body: when a session starts (sending it the retained messages) and when
+    it broadcasts. Another client's SUBSCRIBE meanwhile raises "dictionary changed size
+    during iteration", which drops the starting client's connection or the broadcast.
+    The demo connects its platform, agents and simulators at once and keeps retained
+    status messages, so a run could store nothing (tests/mqtt/test_embedded_broker.py).
+    A snapshot is what those loops mean: the subscriptions as they were when it began.
+    """
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(super().keys()))
+
+    def items(self) -> list[tuple[str, Any]]:  # type: ignore[override]
+        return list(super().items())
 
 
 def free_port(host: str = DEFAULT_HOST) -> int:
@@ -33,6 +53,8 @@ class EmbeddedBroker:
             },
         }
         self._broker = Broker(config)
+        # The one private attribute touched: see _SnapshotIteration (amqtt < 0.13 only).
+        self._broker._subscriptions = _SnapshotIteration()
         # amqtt logs every connection at INFO and in-flight messages dropped at shutdown
         # as warnings; the demo's own summary is what users read.
         logging.getLogger("amqtt").setLevel(logging.ERROR)
