@@ -10,6 +10,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
+# jemalloc: `carbonlink platform` runs on it where it is installed (platform.allocator,
+# docs/performance.md "Flat memory": its memory stays flat when the cores are busy).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libjemalloc2 \
+ && rm -rf /var/lib/apt/lists/*
+
 # The package before the config, so editing a plant file does not reinstall anything.
 # README.md is the package's long description (pyproject.toml: readme).
 COPY pyproject.toml README.md ./

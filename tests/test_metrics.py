@@ -66,6 +66,9 @@ def services(
     services_yaml["agent"]["metrics_port"] = ports["agent"]
     services_yaml.setdefault("coordination", {})["metrics_port"] = ports["coordinator"]
     services_yaml["platform"]["memory_trim_s"] = 0.2  # trims within the test's seconds
+    # glibc's allocator, which the trims act on (jemalloc, the default where it is
+    # installed, needs none: tests/test_allocator.py).
+    services_yaml["platform"]["allocator"] = "system"
     config.write_text(yaml.safe_dump(services_yaml))
     store = f"sqlite:///{tmp_path / 'store.sqlite'}"
     carbonlink = [sys.executable, "-m", "carbonlink"]

@@ -22,7 +22,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from carbonlink import wire
 from carbonlink.core.durations import Duration
-from carbonlink.core.memory import DEFAULT_TRIM_INTERVAL_S
+from carbonlink.core.memory import DEFAULT_TRIM_INTERVAL_S, Allocator
 from carbonlink.core.yamlfiles import StrictModel, load_yaml_model
 
 if TYPE_CHECKING:
@@ -525,6 +525,14 @@ class PlatformConfig(StrictModel):
         ge=0,
         description="How often the platform hands the memory it freed back to the "
         "operating system (glibc malloc_trim; docs/performance.md, 'Flat memory'); 0: never",
+    )
+    allocator: Allocator = Field(
+        default="auto",
+        description="The platform's memory allocator. jemalloc keeps its memory flat when "
+        "the cores are busy, where glibc's creeps up (docs/performance.md, 'Flat memory'): "
+        "auto runs on jemalloc when it is installed (Debian: libjemalloc2), else on the "
+        "system's; jemalloc refuses to start without it; system: glibc's, trimmed every "
+        "memory_trim_s",
     )
 
 

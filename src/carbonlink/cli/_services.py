@@ -44,7 +44,7 @@ from carbonlink.cli._demo import (
 )
 from carbonlink.cli.policy import BacktestWindow, backtest_warnings, render_backtest, run_backtest
 from carbonlink.config import Settings
-from carbonlink.core.memory import AllocatorTrim, limit_arenas
+from carbonlink.core.memory import AllocatorTrim, exec_with_jemalloc, limit_arenas
 from carbonlink.errors import ConfigError
 from carbonlink.mqtt.client import parse_broker_url
 from carbonlink.platform import Ingestor, Platform, open_store, record_assignment
@@ -324,12 +324,18 @@ def platform(
         spill = settings.beside_config(config.spill_path)
         if worker:
             spill = spill.with_name(f"{spill.stem}-{worker}{spill.suffix}")
+    # This process is the platform: it may choose the allocator for all of it, before it
+    # opens anything (core.memory; docs/performance.md, "Flat memory").
+    if _started_as_cli():
+        try:
+            exec_with_jemalloc(config.allocator, sys.argv[1:])
+        except FileNotFoundError as exc:
+            raise ConfigError(settings.path, "platform.allocator", str(exc)) from None
     store = open_store(store_url(settings, store_override))
-    # This process is the platform: it may tune the allocator for all of it. glibc keeps
-    # freed pages and gives each new thread an arena of its own, and RSS creeps up
-    # without these two (core.memory; docs/performance.md, "Flat memory").
+    # On glibc's allocator: it keeps freed pages and gives each new thread an arena of its
+    # own, and RSS creeps up without these two.
     memory = AllocatorTrim(config.memory_trim_s)
-    if config.memory_trim_s > 0:
+    if config.memory_trim_s > 0 and memory.allocator != "jemalloc":
         limit_arenas()
     service = Platform(
         Ingestor.from_settings(settings),
@@ -440,3 +446,10 @@ def query(
         click.echo(frame.to_json(orient="records", date_format="iso"))
     else:
         click.echo(frame.to_string(index=False) if len(frame) else "no data")
+
+
+def _started_as_cli() -> bool:
+    """This process was started as ``carbonlink`` (the script or ``python -m``), so that
+    re-running it with its own arguments runs the same command (not a test runner's)."""
+    started = Path(sys.argv[0])
+    return started.name == "carbonlink" or started.parts[-2:] == ("carbonlink", "__main__.py")

@@ -315,6 +315,10 @@ class Platform:
         yield gauge("carbonlink_platform_connected", "1 when subscribed", self.connected.is_set())
         if self._memory is None:
             return
+        yield gauge(
+            "carbonlink_platform_allocator", "The memory allocator this process runs on (1)",
+            {(self._memory.allocator,): 1.0}, ("allocator",),
+        )  # fmt: skip
         trimmed = self._memory.counts
         yield counter(
             "carbonlink_platform_memory_trims", "Freed memory handed back to the OS (malloc_trim)",
